@@ -1,0 +1,226 @@
+"""Types every architecture module returns: paging geometry and decoded entries.
+
+Pure data: nothing here reads memory or knows a transport.  A decoded entry is
+what one *value* means; where the value lives (a live table slot) is the
+inspector's EntryRef, a different type on purpose.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping, Protocol, Sequence
+
+# Kernel names of the five levels, root first (include/linux/pgtable.h).
+LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a paging mode."""
+
+    name: str  # kernel name: pgd / p4d / pud / pmd / pte
+    hw: str  # hardware name: "PML4", "L0", "VPN[3]"...
+    shift: int  # lowest VA bit this level's index covers
+    bits: int  # index width; the table has 1 << bits entries
+    leaf: bool  # may hold a leaf (block / huge page) in Linux's use
+
+    @property
+    def entries(self) -> int:
+        return 1 << self.bits
+
+    @property
+    def span(self) -> int:
+        """Bytes of VA one entry of this level covers."""
+        return 1 << self.shift
+
+
+@dataclass(frozen=True)
+class PagingMode:
+    """Geometry of one translation regime (one root)."""
+
+    arch: str  # "x86_64" | "arm64" | "riscv64"
+    name: str  # "4-level", "la57", "sv48", "4k-48"...
+    levels: tuple[Level, ...]  # root first
+    page_shift: int
+    va_bits: int  # VA bits translated by the root
+    pa_bits: int  # output-address width the walker accepts
+    options: frozenset[str] = frozenset()  # "la57", "lpa2", "pti", "svnapot"...
+
+    @property
+    def page_size(self) -> int:
+        return 1 << self.page_shift
+
+    def level(self, name: str) -> int:
+        """Depth (0 = root) of a level by kernel name."""
+        for depth, lvl in enumerate(self.levels):
+            if lvl.name == name:
+                return depth
+        raise KeyError(f"{self.arch} {self.name} has no {name} level")
+
+
+class Kind(str, Enum):
+    """What an entry is, as the kernel classifies it (leafops.h in 7.2)."""
+
+    NONE = "none"
+    TABLE = "table"
+    PRESENT = "present"
+    SWAP = "swap"
+    MIGRATION_READ = "migration-read"
+    MIGRATION_READ_EXCLUSIVE = "migration-read-exclusive"
+    MIGRATION_WRITE = "migration-write"
+    DEVICE_PRIVATE_READ = "device-private-read"
+    DEVICE_PRIVATE_WRITE = "device-private-write"
+    DEVICE_EXCLUSIVE = "device-exclusive"
+    HWPOISON = "hwpoison"
+    MARKER = "marker"
+    SWAPIN_ERROR = "swapin-error"  # 6.1 SWP_SWAPIN_ERROR
+    UNKNOWN = "unknown"
+
+
+SOFTLEAF_KINDS = frozenset(
+    {
+        Kind.SWAP,
+        Kind.MIGRATION_READ,
+        Kind.MIGRATION_READ_EXCLUSIVE,
+        Kind.MIGRATION_WRITE,
+        Kind.DEVICE_PRIVATE_READ,
+        Kind.DEVICE_PRIVATE_WRITE,
+        Kind.DEVICE_EXCLUSIVE,
+        Kind.HWPOISON,
+        Kind.MARKER,
+        Kind.SWAPIN_ERROR,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact about the kernel, with where it came from."""
+
+    value: object
+    source: str  # "debuginfo", "config", "vmcoreinfo", "user", "release"
+
+
+@dataclass(frozen=True)
+class KernelFacts:
+    """What the decoders need to know about the kernel; absent means unknown.
+
+    `family` is the layout family ("6.1", "6.12", "7.2") the release maps to.
+    `facts` holds config options by their CONFIG_ name (bool) and named runtime
+    facts ("MAX_SWAPFILES", "swap_migration_ad_supported", "MAX_PHYSMEM_BITS",
+    arch extension flags such as "svrsw60t59b"), each with its source.
+    """
+
+    family: str | None = None
+    release: str | None = None
+    facts: Mapping[str, Fact] = field(default_factory=dict)
+
+    def get(self, name: str) -> object | None:
+        fact = self.facts.get(name)
+        return None if fact is None else fact.value
+
+    def known(self, name: str) -> bool:
+        return name in self.facts
+
+
+@dataclass(frozen=True)
+class Access:
+    """The kernel accessors' view of a present leaf (pte_write(), pte_young()...)."""
+
+    read: bool
+    write: bool
+    exec: bool
+    user: bool
+    young: bool
+    dirty: bool
+
+
+@dataclass(frozen=True)
+class Softleaf:
+    """A non-present, non-none entry converted as softleaf_from_pte() does."""
+
+    type: int  # generic swap type (arch __swp_type), 0..31
+    offset: int  # generic swap offset (arch __swp_offset)
+    arch_flags: tuple[str, ...] = ()  # set pte_swp_* bits, kernel names
+
+    @property
+    def val(self) -> int:
+        """Generic swp_entry_t.val (type << SWP_TYPE_SHIFT | offset)."""
+        return (self.type << 58) | self.offset
+
+
+@dataclass(frozen=True)
+class ContInfo:
+    """What one value says about a contiguous block it belongs to."""
+
+    scheme: str  # "contpte" / "contpmd" (arm64 PTE_CONT), "napot" (riscv Svnapot)
+    entries: int  # entries in the block
+    size: int  # bytes the whole block maps
+    # Every entry holds the identical value and its pfn is the block's base
+    # (RISC-V NAPOT): the frame behind entry i of the block is pfn + i * (size // entries) / page size.
+    same_value: bool = False
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What one raw value means at one level of one paging mode.
+
+    `pfn` (in PAGE_SIZE units, as the kernel's pte_pfn) is the first frame the entry maps (present leaves) or carries
+    (PFN-carrying softleaf entries); `pfn_space` says whether that is a
+    physical frame ("phys") or a device-private frame ("device").
+    """
+
+    raw: int
+    level: str
+    kind: Kind
+    size: int = 0  # bytes of VA this entry covers (leaf size; table span)
+    pfn: int | None = None
+    pfn_space: str | None = None
+    next_table: int | None = None  # physical address of the next-level table
+    flags: tuple[str, ...] = ()  # set bits by kernel name, low bit first
+    fields: tuple[tuple[str, str], ...] = ()  # multi-bit fields: (name, text)
+    access: Access | None = None
+    softleaf: Softleaf | None = None
+    markers: tuple[str, ...] = ()  # "uffd-wp", "poison", "guard"
+    details: tuple[tuple[str, str], ...] = ()  # kind details: migration young/dirty...
+    cont: ContInfo | None = None
+    notes: tuple[str, ...] = ()  # facts a reader must not miss (inverted PFN...)
+    reason: str | None = None  # why the kind is unknown
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.kind not in (Kind.NONE, Kind.TABLE)
+
+
+class Arch(Protocol):
+    """What each archs/<arch>.py module provides (as module-level `ARCH`)."""
+
+    name: str
+    split_roots: bool  # separate roots for the lower (user) and upper (kernel) halves
+    kaslr_anchor: tuple[str, str] | None  # (register, symbol) whose difference is the KASLR offset
+    kernel_text_region: tuple[int, int] | None  # VA range whose first mapped page is _text
+
+    def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
+        """Physical addresses of the root the registers select for the lower or upper
+        half, most likely first (x86 PTI: the register may hold the user copy)."""
+
+    def modes(self) -> Sequence[PagingMode]:
+        """Every paging mode this module can walk."""
+
+    def mode(self, name: str) -> PagingMode:
+        """A paging mode by name (ValueError naming the choices if unknown)."""
+
+    def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
+        """The paging mode the root registers select (CR4/EFER, TCR_EL1, satp)."""
+
+    def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
+        """The full 64-bit VA for a table-index VA in the lower or upper half."""
+
+    def decode(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decoded:
+        """Decode one value found at `depth` (0 = root) of `mode`; never raises."""
+
+    def kernel_view(
+        self, block: Sequence[int], index: int, depth: int, mode: PagingMode, facts: KernelFacts
+    ) -> int:
+        """ptep_get() of entry `index` given the raw values of its whole block
+        (the aligned contiguous block for a CONT/NAPOT entry, else [raw])."""

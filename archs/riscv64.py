@@ -1,0 +1,571 @@
+"""riscv64 page tables (Sv39 / Sv48 / Sv57, 4 KiB pages) as Linux 6.1, 6.12 and 7.2 use them.
+
+Header citations give the line in 6.1/6.12/7.2 ("-" = absent); paths are under
+arch/riscv/include/asm/ unless they say otherwise.  "priv spec" is the RISC-V
+privileged architecture (riscv-isa-manual src/priv/supervisor.adoc, svnapot.adoc,
+svpbmt.adoc, svrsw60t59b.adoc).
+
+Kernel facts read here besides the generic ones (softleaf.py):
+- "svrsw60t59b" (bool): riscv_has_extension_unlikely(RISCV_ISA_EXT_SVRSW60T59B) in the
+  running kernel (7.2: PTE bits 59/60 become _PAGE_SOFT_DIRTY/_PAGE_UFFD_WP, swap bits 3/4
+  _PAGE_SWP_SOFT_DIRTY/_PAGE_SWP_UFFD_WP; pgtable-bits.h:-/-/23-57).
+- "thead_mae" (bool): the T-Head memory-type alternative is patched in (CONFIG_ERRATA_THEAD_PBMT
+  in 6.1, CONFIG_ERRATA_THEAD_MAE "XTheadMae" in 6.12/7.2, on a T-Head CPU): bits 63:59 are then
+  T-Head memory-type bits, not Svnapot/Svpbmt (errata_list.h ALT_SVPBMT).
+- "CONFIG_TRANSPARENT_HUGEPAGE": selects the pmd_present() variant (pgtable.h:193/205/207).
+- "CONFIG_SPARSEMEM" / "CONFIG_FLATMEM": MAX_PHYSMEM_BITS (56) is defined only with SPARSEMEM
+  (sparsemem.h:6-8); without it swapops.h:38 falls back to SWP_PFN_BITS = 52.
+- "CONFIG_MEM_SOFT_DIRTY", "CONFIG_HAVE_ARCH_USERFAULTFD_WP", "CONFIG_USERFAULTFD",
+  "CONFIG_RISCV_ISA_SVRSW60T59B": whether 7.2's soft-dirty / uffd-wp bits exist at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from .common import SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf
+from .softleaf import DEVICE_PRIVATE_KINDS, FAMILIES, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
+
+PAGE_SHIFT = 12
+TABLE_BITS = 9  # PTRS_PER_* = PAGE_SIZE / sizeof(pte_t) = 512
+PMD_SHIFT = 21  # pgtable-64.h:41/39/39
+PUD_SHIFT = 30  # pgtable-64.h:37/35/35
+# 44-bit PPN + 12-bit page offset (priv spec Sv39/48/57 PA); MAX_POSSIBLE_PHYSMEM_BITS (7.2 pgtable-64.h:72)
+PA_BITS = 56
+MASK64 = (1 << 64) - 1
+
+# --- PTE bits: pgtable-bits.h 6.1:11-22, 6.12:11-23, 7.2:11-21 -------------------------------------
+_PAGE_PRESENT = 1 << 0  # V
+_PAGE_READ = 1 << 1
+_PAGE_WRITE = 1 << 2
+_PAGE_EXEC = 1 << 3
+_PAGE_USER = 1 << 4
+_PAGE_GLOBAL = 1 << 5
+_PAGE_ACCESSED = 1 << 6
+_PAGE_DIRTY = 1 << 7
+_PAGE_SPECIAL = 1 << 8  # 6.1:21 (= _PAGE_SOFT, 19), 6.12:21, 7.2:21
+_PAGE_DEVMAP = 1 << 9  # 6.12 only (pgtable-bits.h:22)
+_PAGE_PROT_NONE = _PAGE_GLOBAL  # when V=0: 28/29/65
+_PAGE_LEAF = _PAGE_READ | _PAGE_WRITE | _PAGE_EXEC  # 36/40/76
+_PAGE_SWP_EXCLUSIVE = _PAGE_ACCESSED  # -/32/68 (6.1 riscv has no exclusive swap bit)
+_PAGE_SWP_SOFT_DIRTY = _PAGE_EXEC  # 7.2 pgtable-bits.h:33-35, only with Svrsw60t59b
+_PAGE_SWP_UFFD_WP = _PAGE_USER  # 7.2 pgtable-bits.h:51-53, only with Svrsw60t59b
+_PAGE_PFN_SHIFT = 10  # pgtable-bits.h:30/34/70
+_PAGE_PFN_MASK = ((1 << 54) - 1) & ~((1 << 10) - 1)  # GENMASK(53, 10): pgtable-64.h:79/77/79
+RESERVED_54_58 = ((1 << 59) - 1) & ~((1 << 54) - 1)  # priv spec: bits 60-54 reserved
+BIT_59 = 1 << 59  # 7.2 _PAGE_SOFT_DIRTY (pgtable-bits.h:26-28) with Svrsw60t59b
+BIT_60 = 1 << 60  # 7.2 _PAGE_UFFD_WP (pgtable-bits.h:44-46) with Svrsw60t59b
+_PAGE_NOCACHE_SVPBMT = 1 << 61  # pgtable-64.h:89/121/123
+_PAGE_IO_SVPBMT = 1 << 62  # pgtable-64.h:90/122/124
+PBMT_SHIFT = 61
+_PAGE_NAPOT = 1 << 63  # pgtable-64.h:-/85/87
+NAPOT_CONT64KB_ORDER = 4  # the only order: pgtable-64.h:-/89-92/91-94
+THEAD_MT_SHIFT = 59  # _PAGE_MTMASK_THEAD = bits 63:59, pgtable-64.h:103/139/141
+
+# Low-bit names, low bit first (bit 5 is renamed _PAGE_PROT_NONE when V=0, bit 9 per family).
+LOW_FLAGS = (
+    (_PAGE_PRESENT, "_PAGE_PRESENT"),
+    (_PAGE_READ, "_PAGE_READ"),
+    (_PAGE_WRITE, "_PAGE_WRITE"),
+    (_PAGE_EXEC, "_PAGE_EXEC"),
+    (_PAGE_USER, "_PAGE_USER"),
+    (_PAGE_GLOBAL, "_PAGE_GLOBAL"),
+    (_PAGE_ACCESSED, "_PAGE_ACCESSED"),
+    (_PAGE_DIRTY, "_PAGE_DIRTY"),
+    (_PAGE_SPECIAL, "_PAGE_SPECIAL"),
+)
+BIT9_NAME = {
+    "6.1": "RSW bit 9 (unused by 6.1)",
+    "6.12": "_PAGE_DEVMAP",
+    "7.2": "RSW bit 9 (unused by 7.2)",
+    None: "SW bit 9 (meaning depends on kernel version)",
+}
+PBMT_NAMES = ("PMA", "NC", "IO", "reserved")  # priv spec svpbmt.adoc table "pbmt"
+# T-Head memory types, bits 63..59 = SO C B SH Sec: pgtable-64.h 6.1:100-103, 6.12:136-139, 7.2:138-141.
+THEAD_MT_NAMES = {
+    "6.1": {0b01110: "PMA", 0b00000: "NC", 0b10000: "IO"},
+    "6.12": {0b01110: "PMA", 0b00110: "NC", 0b10010: "IO"},
+    "7.2": {0b01110: "PMA", 0b00110: "NC", 0b10010: "IO"},
+}
+
+
+@dataclass(frozen=True)
+class SwapLayout:
+    """__swp_entry/__swp_type/__swp_offset of one family (type is 5 bits, offset above it)."""
+
+    type_shift: int  # __SWP_TYPE_SHIFT
+    exclusive: int  # _PAGE_SWP_EXCLUSIVE, 0 if the family has none
+
+    @property
+    def offset_shift(self) -> int:
+        return self.type_shift + 5  # __SWP_OFFSET_SHIFT = __SWP_TYPE_BITS + __SWP_TYPE_SHIFT
+
+
+# pgtable.h 6.1:738-749 (type 10:6, offset 63:11), 6.12:853-865 and 7.2:1179-1191 (type 11:7, offset 63:12).
+SWAP_LAYOUTS = {
+    "6.1": SwapLayout(6, 0),
+    "6.12": SwapLayout(7, _PAGE_SWP_EXCLUSIVE),
+    "7.2": SwapLayout(7, _PAGE_SWP_EXCLUSIVE),
+}
+# SWP_PFN_BITS: MAX_PHYSMEM_BITS (56, sparsemem.h:8, only with CONFIG_SPARSEMEM) - PAGE_SHIFT, else the
+# swapops.h:38-40 fallback min(sizeof(phys_addr_t) * 8 - PAGE_SHIFT, SWP_TYPE_SHIFT) = 52.
+SWP_PFN_BITS_SPARSEMEM = 56 - PAGE_SHIFT
+SWP_PFN_BITS_FLATMEM = 64 - PAGE_SHIFT
+
+SATP_MODE_SHIFT = 60  # csr.h SATP_MODE_SHIFT (7.2:81)
+SATP_PPN = (1 << 44) - 1  # csr.h SATP_PPN (7.2:77)
+SATP_MODES = {8: "sv39", 9: "sv48", 10: "sv57"}  # csr.h SATP_MODE_39/48/57; priv spec satp MODE table
+
+
+def _mode(name: str, hw_top: int, names: tuple[str, ...], leaves: tuple[bool, ...]) -> PagingMode:
+    """A mode whose levels are `names` root first; VPN[hw_top] is the root index."""
+    n = len(names)
+    levels = tuple(
+        Level(name, f"VPN[{hw_top - d}]", PAGE_SHIFT + TABLE_BITS * (n - 1 - d), TABLE_BITS, leaf)
+        for d, (name, leaf) in enumerate(zip(names, leaves))
+    )
+    return PagingMode("riscv64", name, levels, PAGE_SHIFT, PAGE_SHIFT + TABLE_BITS * n, PA_BITS)
+
+
+# ENCODINGS §4.4; PGDIR_SHIFT_L3/L4/L5 = 30/39/48 (pgtable-64.h:16-18), VA_BITS 39/48/57 (pgtable.h
+# 66/74/78).  Linux has leaves at PMD and PUD (pud_leaf, pgtable-64.h:155/191/193); riscv defines no
+# p4d_leaf/pgd_leaf, so 512 GiB and larger leaves are never made.
+MODES = (
+    _mode("sv39", 2, ("pgd", "pmd", "pte"), (True, True, True)),
+    _mode("sv48", 3, ("pgd", "pud", "pmd", "pte"), (False, True, True, True)),
+    _mode("sv57", 4, ("pgd", "p4d", "pud", "pmd", "pte"), (False, False, True, True, True)),
+)
+
+
+def root_from_registers(regs: Mapping[str, int]) -> int:
+    """Physical address of the root table: satp.PPN << PAGE_SHIFT."""
+    return (regs["satp"] & SATP_PPN) << PAGE_SHIFT
+
+
+def _flag(facts: KernelFacts, name: str) -> bool | None:
+    value = facts.get(name)
+    return None if value is None else bool(value)
+
+
+def _all(*values: bool | None) -> bool | None:
+    """Three-valued AND: False if any is False, True if all are True, else unknown."""
+    if any(v is False for v in values):
+        return False
+    return True if all(v is True for v in values) else None
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """The facts decoding depends on, resolved once per call (None = unknown)."""
+
+    family: str | None
+    thead: bool | None
+    svrsw: bool | None
+    soft_dirty: bool | None  # _PAGE_SOFT_DIRTY / _PAGE_SWP_SOFT_DIRTY are nonzero
+    uffd_wp: bool | None  # _PAGE_UFFD_WP / _PAGE_SWP_UFFD_WP are nonzero
+    thp: bool | None
+
+    @classmethod
+    def of(cls, facts: KernelFacts) -> _Ctx:
+        family = facts.family if facts.family in FAMILIES else None
+        svrsw = _flag(facts, "svrsw60t59b")
+        isa_cfg = _flag(facts, "CONFIG_RISCV_ISA_SVRSW60T59B")
+        if family in ("6.1", "6.12"):
+            soft_dirty = uffd_wp = False  # neither HAVE_ARCH_SOFT_DIRTY nor HAVE_ARCH_USERFAULTFD_WP (Kconfig)
+        elif family == "7.2":
+            mem_sd = _flag(facts, "CONFIG_MEM_SOFT_DIRTY")
+            if mem_sd is None and isa_cfg is False:
+                mem_sd = False  # HAVE_ARCH_SOFT_DIRTY needs RISCV_ISA_SVRSW60T59B (Kconfig:146)
+            uffd = _flag(facts, "CONFIG_HAVE_ARCH_USERFAULTFD_WP")
+            if uffd is None and (isa_cfg is False or _flag(facts, "CONFIG_USERFAULTFD") is False):
+                uffd = False  # Kconfig:152
+            soft_dirty, uffd_wp = _all(svrsw, mem_sd), _all(svrsw, uffd)
+        else:
+            soft_dirty = uffd_wp = None
+        return cls(family, _flag(facts, "thead_mae"), svrsw, soft_dirty, uffd_wp,
+                   _flag(facts, "CONFIG_TRANSPARENT_HUGEPAGE"))
+
+
+def _bits(mask: int) -> str:
+    return ", ".join(str(b) for b in range(64) if mask >> b & 1)
+
+
+class Riscv64:
+    """The riscv64 Arch (module-level ARCH)."""
+
+    name = "riscv64"
+    split_roots = False  # satp's root holds both halves
+    # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S:198 in 7.2)
+    kaslr_anchor = ("stvec", "handle_exception")
+    kernel_text_region = None
+
+    def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
+        """satp.PPN << PAGE_SHIFT: one root for both halves."""
+        if "satp" not in regs:
+            raise ValueError("riscv64 needs the satp register")
+        return (root_from_registers(regs),)
+
+    def modes(self) -> Sequence[PagingMode]:
+        return MODES
+
+    def mode(self, name: str) -> PagingMode:
+        for m in MODES:
+            if m.name == name:
+                return m
+        raise ValueError(f"unknown riscv64 paging mode {name!r}; choices: {', '.join(m.name for m in MODES)}")
+
+    def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
+        """satp.MODE (bits 63:60): 8 Sv39, 9 Sv48, 10 Sv57; Bare (0) translates nothing."""
+        if "satp" not in regs:
+            raise ValueError("riscv64 needs the satp register")
+        field = regs["satp"] >> SATP_MODE_SHIFT & 0xF
+        if field == 0:
+            raise ValueError("satp.MODE is Bare (0): address translation is off, there is no page table")
+        if field not in SATP_MODES:
+            raise ValueError(f"satp.MODE {field} is not Sv39/Sv48/Sv57 (8/9/10)")
+        return self.mode(SATP_MODES[field])
+
+    def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
+        """Sign-extend from bit va_bits-1 (priv spec: bits 63..VA_BITS equal bit VA_BITS-1).
+
+        One root translates both halves, so the index bits already say which half.
+        """
+        va &= (1 << mode.va_bits) - 1
+        if va >> (mode.va_bits - 1):
+            va |= MASK64 & ~((1 << mode.va_bits) - 1)
+        return va
+
+    def decode(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decoded:
+        raw &= MASK64
+        level = mode.levels[depth]
+        if raw == 0:  # pte_none/pmd_none/pud_none: val == 0 (pgtable.h:295/358/365)
+            return Decoded(raw, level.name, Kind.NONE)
+        ctx = _Ctx.of(facts)
+        last = depth == len(mode.levels) - 1
+        present, notes = _present(raw, level, last, ctx)
+        if present:
+            if raw & _PAGE_PRESENT and not raw & _PAGE_LEAF:
+                return _table(raw, level, last, ctx)
+            dec = _leaf(raw, level, last, ctx)
+        elif level.shift > PUD_SHIFT:
+            return Decoded(
+                raw, level.name, Kind.UNKNOWN, size=level.span, flags=_low_flags(raw, ctx),
+                reason=f"non-present value at {level.name} ({level.hw}): the kernel writes no swap or "
+                "other software entry above PUD level (p4d/pgd_present test V only, pgtable-64.h)",
+            )
+        else:
+            dec = _softleaf(raw, level, ctx, facts)
+        return dataclasses.replace(dec, notes=dec.notes + notes) if notes else dec
+
+    def kernel_view(
+        self, block: Sequence[int], index: int, depth: int, mode: PagingMode, facts: KernelFacts
+    ) -> int:
+        """huge_ptep_get() for a 16-entry NAPOT block (arch/riscv/mm/hugetlbpage.c:6-28 in 6.12/7.2).
+
+        hugetlb reads a NAPOT block through its first PTE (huge_pte_offset aligns the address,
+        hugetlbpage.c:119-123) and ORs pte_mkdirty/pte_mkyoung in for every dirty/young entry.
+        7.2's pte_mkdirty also sets _PAGE_SOFT_DIRTY when that bit exists (pgtable.h:465-468).
+        Anything else: the entry itself (ptep_get is READ_ONCE).
+        """
+        ctx = _Ctx.of(facts)
+        if (depth != len(mode.levels) - 1 or len(block) != 1 << NAPOT_CONT64KB_ORDER
+                or ctx.family not in ("6.12", "7.2") or ctx.thead):
+            return block[index]
+        first = block[0]
+        if not first & (_PAGE_PRESENT | _PAGE_PROT_NONE) or not first & _PAGE_NAPOT:
+            return first
+        dirty = _PAGE_DIRTY | (BIT_59 if ctx.soft_dirty else 0)
+        for value in block:
+            if value & _PAGE_DIRTY:
+                first |= dirty
+            if value & _PAGE_ACCESSED:
+                first |= _PAGE_ACCESSED
+        return first
+
+
+def _present(raw: int, level: Level, last: bool, ctx: _Ctx) -> tuple[bool, tuple[str, ...]]:
+    """The kernel's *_present() for this level, and a note when a missing fact mattered."""
+    v_or_g = bool(raw & (_PAGE_PRESENT | _PAGE_PROT_NONE))
+    if last:
+        return v_or_g, ()  # pte_present: V | PROT_NONE (pgtable.h:290/340/347)
+    if level.shift == PMD_SHIFT:
+        if ctx.thp is False:  # pmd_present without THP: V | PROT_NONE (pgtable.h:204/216/218)
+            return v_or_g, ()
+        # With THP also _PAGE_LEAF: a PMD being split keeps RWX with V cleared (pgtable.h:193/205/207).
+        present = v_or_g or bool(raw & _PAGE_LEAF)
+        if ctx.thp is None and not v_or_g and present:
+            return True, ("CONFIG_TRANSPARENT_HUGEPAGE unknown: decoded with THP's pmd_present() "
+                          "(V|G|R|W|X); without THP this value would be a software entry",)
+        return present, ()
+    if level.shift == PUD_SHIFT:
+        # pud_present tests V only (pgtable-64.h:139/175/177), but only hugetlb (1 GiB) writes
+        # non-present values here (set_huge_pte_at) and reads them back with huge_ptep_get() and
+        # pte_present(), so PROT_NONE counts as present at this level too.
+        return v_or_g, ()
+    return bool(raw & _PAGE_PRESENT), ()  # p4d_present / pgd_present: V (pgtable-64.h)
+
+
+def _low_flags(raw: int, ctx: _Ctx) -> tuple[str, ...]:
+    """Names of set bits 0-9, low first."""
+    names = []
+    for bit, name in LOW_FLAGS:
+        if raw & bit:
+            if bit == _PAGE_GLOBAL and not raw & _PAGE_PRESENT:
+                name = "_PAGE_PROT_NONE"
+            names.append(name)
+    if raw & _PAGE_DEVMAP:
+        names.append(BIT9_NAME[ctx.family])
+    return tuple(names)
+
+
+@dataclass
+class _High:
+    """What bits 54-63 say: flags, fields, notes and the Svnapot N bit as decoded."""
+
+    flags: list[str] = dataclasses.field(default_factory=list)
+    fields: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    napot: bool = False  # N (bit 63) set and meaning Svnapot
+
+
+def _high_bits(raw: int, leaf: bool, ctx: _Ctx) -> _High:
+    """Decode bits 54-63 of a present value (leaf or table)."""
+    out = _High()
+    reserved = raw & RESERVED_54_58
+    if ctx.thead:
+        _thead_memtype(raw, ctx, out)
+    else:
+        reserved |= _bits_59_60(raw, ctx, out)
+        _svpbmt(raw, leaf, ctx, out)
+        if ctx.thead is None and raw >> THEAD_MT_SHIFT:
+            out.notes.append(
+                "bits 63:59 decoded as standard Svnapot/Svpbmt/RSW; on a T-Head CPU with XTheadMae they "
+                "are its memory type (pgtable-64.h _PAGE_MTMASK_THEAD): give the thead_mae fact")
+    if reserved:
+        out.fields.append(("reserved", f"{reserved:#x} (bits {_bits(reserved)})"))
+        soft = " (bits 59/60 only without Svrsw60t59b)" if reserved & (BIT_59 | BIT_60) else ""
+        out.notes.append(f"reserved bits set{soft}: the MMU raises a page fault on this entry "
+                         "(priv spec Sv39 PTE: bits 60-54 must be zero)")
+    return out
+
+
+def _thead_memtype(raw: int, ctx: _Ctx, out: _High) -> None:
+    mt = raw >> THEAD_MT_SHIFT & 0x1F
+    if ctx.family is None:
+        name = "meaning depends on kernel version" if mt != 0b01110 else "PMA"
+    else:
+        name = THEAD_MT_NAMES[ctx.family].get(mt, "not a memory type Linux writes")
+    out.fields.append(("T-Head MT (SO C B SH Sec)", f"{mt:05b} {name}"))
+
+
+def _bits_59_60(raw: int, ctx: _Ctx, out: _High) -> int:
+    """Name bits 59/60 (7.2 soft-dirty / uffd-wp with Svrsw60t59b); return those that are reserved."""
+    reserved = 0
+    for bit, kernel_name, active in ((BIT_59, "_PAGE_SOFT_DIRTY", ctx.soft_dirty),
+                                     (BIT_60, "_PAGE_UFFD_WP", ctx.uffd_wp)):
+        if not raw & bit:
+            continue
+        n = bit.bit_length() - 1
+        if ctx.family is None:
+            out.flags.append(f"SW bit {n} (meaning depends on kernel version)")
+        elif active:
+            out.flags.append(kernel_name)
+        elif active is None:
+            out.flags.append(f"bit {n} ({kernel_name} with Svrsw60t59b and its config, else reserved)")
+        elif ctx.svrsw and ctx.family == "7.2":
+            out.flags.append(f"RSW bit {n} (Svrsw60t59b; {kernel_name} is 0 in this kernel's config)")
+        else:
+            reserved |= bit
+    return reserved
+
+
+def _svpbmt(raw: int, leaf: bool, ctx: _Ctx, out: _High) -> None:
+    """Bits 62:61 (Svpbmt) and 63 (Svnapot N)."""
+    if raw & _PAGE_NOCACHE_SVPBMT:
+        out.flags.append("_PAGE_NOCACHE_SVPBMT")
+    if raw & _PAGE_IO_SVPBMT:
+        out.flags.append("_PAGE_IO_SVPBMT")
+    pbmt = raw >> PBMT_SHIFT & 3
+    if pbmt:
+        out.fields.append(("PBMT", f"{PBMT_NAMES[pbmt]} ({pbmt})"))
+        if not leaf:
+            out.notes.append("PBMT set in a non-leaf entry: reserved, the MMU raises a page fault "
+                             "(priv spec svpbmt.adoc)")
+        elif pbmt == 3:
+            out.notes.append("PBMT=3 is reserved: the MMU raises a page fault (priv spec svpbmt.adoc)")
+    if raw & _PAGE_NAPOT:
+        out.napot = True
+        out.flags.append("_PAGE_NAPOT" if ctx.family in ("6.12", "7.2") else "N (bit 63, Svnapot)")
+        if ctx.family == "6.1":
+            out.notes.append("6.1 has no Svnapot support (_PAGE_NAPOT is 6.12+) and never sets bit 63 "
+                             "except as T-Head's _PAGE_IO_THEAD")
+
+
+def _table(raw: int, level: Level, last: bool, ctx: _Ctx) -> Decoded:
+    """V=1, R=W=X=0: a pointer to the next level (priv spec translation step 4)."""
+    flags = _low_flags(raw, ctx)
+    if last:
+        return Decoded(raw, level.name, Kind.UNKNOWN, size=level.span, flags=flags,
+                       reason="V=1 with R=W=X=0 points to a next level, but there is none below PTE: "
+                       "the MMU raises a page fault and Linux never writes this")
+    high = _high_bits(raw, False, ctx)
+    notes = list(high.notes)
+    if raw & (_PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_USER):
+        notes.append("D/A/U set in a non-leaf entry: reserved, software must clear them (priv spec)")
+    if high.napot:
+        notes.append("N set above the PTE level: reserved encoding (priv spec svnapot.adoc table "
+                     "'ptenapot', i>=1), the MMU raises a page fault")
+    return Decoded(
+        raw, level.name, Kind.TABLE, size=level.span,
+        next_table=(raw & _PAGE_PFN_MASK) >> _PAGE_PFN_SHIFT << PAGE_SHIFT,
+        flags=flags + tuple(high.flags), fields=tuple(high.fields), notes=tuple(notes),
+    )
+
+
+def _leaf(raw: int, level: Level, last: bool, ctx: _Ctx) -> Decoded:
+    """A present leaf (the kernel's view: hardware-valid, PROT_NONE or an invalidated THP PMD)."""
+    ppn = (raw & _PAGE_PFN_MASK) >> _PAGE_PFN_SHIFT
+    high = _high_bits(raw, True, ctx)
+    flags = _low_flags(raw, ctx) + tuple(high.flags)
+    fields = [("PPN", f"{ppn:#x}")] + high.fields
+    notes = list(high.notes) + _leaf_notes(raw, ctx)
+    cont = None
+    if last:
+        pfn = ppn
+        if high.napot:
+            order = (ppn & -ppn).bit_length() if ppn else 0  # napot_cont_order: ctz(ppn << 1)
+            if order != NAPOT_CONT64KB_ORDER:
+                return Decoded(
+                    raw, level.name, Kind.UNKNOWN, size=level.span, flags=flags, fields=tuple(fields),
+                    notes=tuple(high.notes),
+                    reason=f"N=1 with PPN[3:0]={ppn & 0xF:04b} (NAPOT order {order}): only the 64 KiB "
+                    "encoding PPN[3:0]=1000 exists (NAPOT_CONT64KB_ORDER, pgtable-64.h; priv spec "
+                    "svnapot.adoc table 'ptenapot'); every other N=1 encoding is reserved and faults",
+                )
+            pfn = ppn & (ppn - 1)  # pte_pfn() clears the lowest set PPN bit (pgtable.h:-/316/317)
+            cont = ContInfo("napot", 1 << NAPOT_CONT64KB_ORDER, 1 << (PAGE_SHIFT + NAPOT_CONT64KB_ORDER),
+                            same_value=True)
+            fields.append(("NAPOT", "64 KiB (order 4)"))
+            notes.append("Svnapot 64 KiB block: all 16 PTEs hold this same value (set_huge_pte_at, "
+                         "hugetlbpage.c:246-271) and pfn is the block's base; this page's own frame "
+                         "is pfn + ((va >> 12) & 15)")
+    else:
+        frames = level.span >> PAGE_SHIFT
+        pfn = ppn & ~(frames - 1)  # pmd_pfn / pud_pfn mask to the leaf size (pgtable.h:580/676/780)
+        if ppn & (frames - 1):
+            notes.append(f"misaligned superpage: PPN bits below {frames:#x} are set; the MMU raises a page "
+                         "fault (priv spec translation step 5) and pmd_pfn()/pud_pfn() ignore them")
+        if high.napot:
+            notes.append("N set above the PTE level: reserved encoding (priv spec svnapot.adoc table "
+                         "'ptenapot', i>=1), the MMU raises a page fault; Linux sets N only on 64 KiB "
+                         "hugetlb PTEs (pte_mknapot)")
+        if not level.leaf:
+            notes.append(f"a leaf at {level.name}: Linux never maps one here (riscv has no p4d_leaf/"
+                         "pgd_leaf) and its page-table walkers would treat it as a table")
+    return Decoded(
+        raw, level.name, Kind.PRESENT, size=level.span, pfn=pfn, pfn_space="phys", flags=flags,
+        fields=tuple(fields), access=_access(raw), cont=cont, notes=tuple(notes),
+    )
+
+
+def _access(raw: int) -> Access:
+    """pte_write/exec/user/young/dirty (pgtable.h); nothing is accessible through PROT_NONE."""
+    # pte_protnone: (val & (V | PROT_NONE)) == PROT_NONE (pgtable.h:385/466/541)
+    protnone = (raw & (_PAGE_PRESENT | _PAGE_PROT_NONE)) == _PAGE_PROT_NONE
+    return Access(
+        read=bool(raw & _PAGE_READ) and not protnone,
+        write=bool(raw & _PAGE_WRITE) and not protnone,
+        exec=bool(raw & _PAGE_EXEC) and not protnone,
+        user=bool(raw & _PAGE_USER),
+        young=bool(raw & _PAGE_ACCESSED),
+        dirty=bool(raw & _PAGE_DIRTY),
+    )
+
+
+def _leaf_notes(raw: int, ctx: _Ctx) -> list[str]:
+    notes = []
+    if not raw & _PAGE_PRESENT:
+        if raw & _PAGE_PROT_NONE:
+            notes.append("PROT_NONE: V=0 with _PAGE_PROT_NONE (G): present to the kernel, invalid to the "
+                         "MMU (PAGE_NONE / NUMA hinting, pgtable.h:159/169/169; or a kernel mapping whose "
+                         "V bit was cleared, mm/pageattr.c)")
+        else:
+            notes.append("V=0 with R/W/X kept: a PMD invalidated by pmd_mkinvalid() (THP split, "
+                          "pmdp_invalidate); present to the kernel, invalid to the MMU")
+            if ctx.family == "7.2" and raw & _PAGE_SWP_SOFT_DIRTY and ctx.soft_dirty is not False:
+                notes.append("7.2 inconsistency: a soft-dirty THP migration PMD also looks like this "
+                             "(pmd_swp_mksoft_dirty sets bit 3 = _PAGE_EXEC, which pmd_present() tests; "
+                             "pgtable.h:950-962, 207-216); decoded as pmd_present() says")
+    if raw & (_PAGE_READ | _PAGE_WRITE) == _PAGE_WRITE:
+        notes.append("W=1 with R=0: the Zicfiss shadow-stack encoding when XWR=010 (7.2 PAGE_SHADOWSTACK, "
+                     "pgtable.h:176), otherwise reserved")
+    return notes
+
+
+def _swp_pfn_bits(facts: KernelFacts, offset: int) -> tuple[int | None, str]:
+    """SWP_PFN_BITS, or None and why when it matters for this offset and cannot be told."""
+    mpb = facts.get("MAX_PHYSMEM_BITS")
+    if isinstance(mpb, int) and not isinstance(mpb, bool):
+        if PAGE_SHIFT < mpb <= 64:
+            return mpb - PAGE_SHIFT, ""
+        return None, f"MAX_PHYSMEM_BITS fact {mpb} is not a physical address width"
+    sparse = _flag(facts, "CONFIG_SPARSEMEM")
+    if sparse:
+        return SWP_PFN_BITS_SPARSEMEM, ""
+    if sparse is False or _flag(facts, "CONFIG_FLATMEM"):
+        return SWP_PFN_BITS_FLATMEM, ""
+    # With 52 PFN bits, SWP_MIG_TOTAL_BITS = 54 exceeds the arch's swap offset (53/52 bits), so
+    # swap_migration_ad_supported is true only with SPARSEMEM (mm/swapfile.c swapfile_init).
+    if facts.get("swap_migration_ad_supported") is True or offset >> SWP_PFN_BITS_SPARSEMEM == 0:
+        return SWP_PFN_BITS_SPARSEMEM, ""
+    return None, ("SWP_PFN_BITS is 44 with CONFIG_SPARSEMEM (sparsemem.h:6-8) and 52 without "
+                  "(swapops.h:38); CONFIG_SPARSEMEM is not known and this offset has bits >= 44")
+
+
+def _swp_flags(raw: int, ctx: _Ctx, layout: SwapLayout) -> tuple[list[str], int]:
+    """The pte_swp_* flag names set, and set bits the layout keeps zero."""
+    flags = []
+    stray = raw & (_PAGE_READ | _PAGE_WRITE | _PAGE_EXEC | _PAGE_USER | _PAGE_GLOBAL)
+    if layout.exclusive and raw & layout.exclusive:
+        flags.append("_PAGE_SWP_EXCLUSIVE")
+    for bit, name, active in ((_PAGE_SWP_SOFT_DIRTY, "_PAGE_SWP_SOFT_DIRTY", ctx.soft_dirty),
+                              (_PAGE_SWP_UFFD_WP, "_PAGE_SWP_UFFD_WP", ctx.uffd_wp)):
+        if raw & bit and active is not False:
+            stray &= ~bit
+            flags.append(name if active else f"bit {bit.bit_length() - 1} ({name} with Svrsw60t59b "
+                         "and its config)")
+    return flags, stray
+
+
+def _softleaf(raw: int, level: Level, ctx: _Ctx, facts: KernelFacts) -> Decoded:
+    """A non-present, non-none value: the arch swap layout, then the generic type space."""
+    if ctx.family is None:
+        return Decoded(raw, level.name, Kind.UNKNOWN, size=level.span, flags=_low_flags(raw, ctx),
+                       reason="riscv swap layout differs by kernel version (type bits 10:6 in 6.1, "
+                       "11:7 in 6.12/7.2): kernel layout family unknown (give the kernel release)")
+    if ctx.family == "6.1" and not facts.known("CONFIG_PTE_MARKER"):
+        # PTE_MARKER is selected only by PTE_MARKER_UFFD_WP, which needs HAVE_ARCH_USERFAULTFD_WP
+        # (6.1 mm/Kconfig:1138-1147); riscv 6.1 does not select it.
+        facts = dataclasses.replace(facts, facts={
+            **facts.facts, "CONFIG_PTE_MARKER": Fact(False, "riscv 6.1 cannot enable PTE_MARKER")})
+    layout = SWAP_LAYOUTS[ctx.family]
+    flags, stray = _swp_flags(raw, ctx, layout)
+    leaf = Softleaf((raw >> layout.type_shift) & 0x1F, raw >> layout.offset_shift, tuple(flags))
+    pfn_bits, why = _swp_pfn_bits(facts, leaf.offset)
+    if pfn_bits is None and classify_type(leaf.type, facts).kind in PFN_KINDS | {Kind.SWAPIN_ERROR}:
+        return Decoded(raw, level.name, Kind.UNKNOWN, size=level.span, flags=tuple(flags), softleaf=leaf,
+                       reason=why)
+    dec = decode_softleaf(raw, level.name, level.span, leaf, facts, pfn_bits, flags=tuple(flags))
+    notes = []
+    if stray:
+        notes.append(f"bits {_bits(stray)} are set, which this kernel's swap layout keeps zero (pgtable.h)")
+    if level.shift == PUD_SHIFT:
+        notes.append("only hugetlb (1 GiB, set_huge_pte_at) writes software entries at this level")
+    thp_kinds = MIGRATION_KINDS | (DEVICE_PRIVATE_KINDS if ctx.family == "7.2" else frozenset())
+    if level.shift == PMD_SHIFT and dec.kind in SOFTLEAF_KINDS - thp_kinds:
+        notes.append("a 2 MiB hugetlb PMD can hold it: set_huge_pte_at writes any software entry here")
+    return dataclasses.replace(dec, notes=dec.notes + tuple(notes)) if notes else dec
+
+
+ARCH = Riscv64()

@@ -1,0 +1,526 @@
+"""x86-64 page tables as Linux 6.1 / 6.12 / 7.2 build them: 4-level and 5-level (LA57).
+
+Citations `file:a/b/c` give line numbers in 6.1 / 6.12 / 7.2 (`-` = absent); a bare
+header name is in arch/x86/include/asm/, other paths are from the top of the tree.
+
+Architecture facts this module reads from KernelFacts (all optional):
+  "physical_mask"      int: the kernel's runtime `physical_mask` (arch/x86/mm/pgtable.c:11), which
+                       SME/SEV (C-bit) and TDX (shared bit) narrow; it narrows PTE_PFN_MASK
+                       and the PMD/PUD leaf masks (page_types.h:19-21/19-21/16-18).
+  "X86_FEATURE_SHSTK"  bool: cpu_feature_enabled(X86_FEATURE_SHSTK); with it a Write=0,Dirty=1
+                       PTE/PMD is shadow stack and pte_write()/pmd_write() are true (6.12/7.2).
+  "IA32_PAT"           int: the PAT MSR; without it the cache type of a PAT slot is the one in
+                       the PAT Linux programs on full-PAT CPUs (arch/x86/mm/pat/memtype.c:403/344/345).
+  "MAX_PHYSMEM_BITS"   int: overrides `pgtable_l5_enabled() ? 52 : 46` (sparsemem.h:29).
+Shared facts: CONFIG_MEM_SOFT_DIRTY and CONFIG_HAVE_ARCH_USERFAULTFD_WP (only to name bits 1/2
+of swap entries and 10/11 of leaves), and the software-leaf facts of archs/softleaf.py.
+
+PTI: a process has a kernel PGD and, with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION active, a
+user PGD in the other half of the same order-1 (8 KiB) allocation; see `X86_64Arch.user_pgd`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence
+
+from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf
+from .softleaf import decode_softleaf
+
+MASK64 = (1 << 64) - 1
+PAGE_SHIFT = 12
+FAMILIES = ("6.1", "6.12", "7.2")
+
+# Hardware bits, pgtable_types.h:10-29/10-30/10-30.
+P, RW, US, PWT, PCD, A, D, PSE, G = (1 << b for b in range(9))
+PAT_4K = PSE  # _PAGE_BIT_PAT 7 on 4 KiB pages
+PROTNONE = G  # _PAGE_BIT_PROTNONE = _PAGE_BIT_GLOBAL when P=0 (pgtable_types.h:39/49/49)
+PAT_LARGE = 1 << 12  # _PAGE_BIT_PAT_LARGE (pgtable_types.h:23/23/23)
+NX = 1 << 63
+PKEY_SHIFT, PKEY_MASK = 59, 0xF << 59  # _PAGE_BIT_PKEY_BIT0..3 (pgtable_types.h:25/26/26)
+BIT57, BIT58 = 1 << 57, 1 << 58
+KNL_ERRATUM_MASK = A | D  # _PAGE_KNL_ERRATUM_MASK (pgtable_types.h:75/85/86)
+
+# Names of the low bits that do not depend on the kind of entry.
+LOW_NAMES = {0: "_PAGE_PRESENT", 1: "_PAGE_RW", 2: "_PAGE_USER", 3: "_PAGE_PWT",
+             4: "_PAGE_PCD", 5: "_PAGE_ACCESSED", 6: "_PAGE_DIRTY"}
+UNDEFINED_HIGH_BITS = (52, 53, 54, 55, 56)  # SW-available, no kernel #define in any version
+
+# __PHYSICAL_MASK_SHIFT 52 (page_64_types.h:54/54/50); PAGE_MASK / PMD_MASK / PUD_MASK.
+PHYS_MASK_52 = (1 << 52) - 1
+PAGE_MASK = MASK64 & ~((1 << 12) - 1)
+PMD_MASK = MASK64 & ~((1 << 21) - 1)
+PUD_MASK = MASK64 & ~((1 << 30) - 1)
+
+# Swap entries, pgtable_64.h:189-241/190-242/186-238 (same in all three):
+# type in 63:59, ~offset in 58:9.
+SWP_TYPE_BITS = 5
+SWP_OFFSET_SHIFT = 9 + SWP_TYPE_BITS  # SWP_OFFSET_FIRST_BIT (_PAGE_BIT_PROTNONE + 1) + TYPE_BITS
+SWP_SOFT_DIRTY = RW  # _PAGE_SWP_SOFT_DIRTY (pgtable_types.h:97/107/108), CONFIG_MEM_SOFT_DIRTY
+SWP_UFFD_WP = US  # _PAGE_SWP_UFFD_WP (pgtable_types.h:104/114/115), CONFIG_HAVE_ARCH_USERFAULTFD_WP
+SWP_EXCLUSIVE = PWT  # _PAGE_SWP_EXCLUSIVE (pgtable_64_types.h:221/222/196)
+
+# MAX_PHYSMEM_BITS = pgtable_l5_enabled() ? 52 : 46 (sparsemem.h:29, all versions).
+MAX_PHYSMEM_BITS = {False: 46, True: 52}
+
+# Memory types of the PAT MSR encoding, and the PAT Linux programs on full-PAT CPUs:
+# PAT_VALUE(WB, WC, UC_MINUS, UC, WB, WP, UC_MINUS, WT) (arch/x86/mm/pat/memtype.c:403-404/344/345).
+PAT_TYPES = {0: "UC", 1: "WC", 4: "WT", 5: "WP", 6: "WB", 7: "UC-"}
+LINUX_PAT = ("WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT")
+
+# CR0.PG, CR4.PAE, CR4.LA57 (arch/x86/include/uapi/asm/processor-flags.h:71/105/119 in 7.2),
+# EFER.LMA (msr-index.h:23 in 7.2).
+CR0_PG, CR4_PAE, CR4_LA57, EFER_LMA = 1 << 31, 1 << 5, 1 << 12, 1 << 10
+
+# PTI_PGTABLE_SWITCH_BIT = PAGE_SHIFT (pgtable.h:1192/1485/1418).
+PTI_PGTABLE_SWITCH = 1 << PAGE_SHIFT
+
+
+def _level(name: str, hw: str, shift: int, leaf: bool) -> Level:
+    return Level(name, hw, shift, 9, leaf)  # 512 entries at every level (pgtable_64_types.h)
+
+
+# PGDIR_SHIFT is pgdir_shift: 39, set to 48 at boot with LA57 (arch/x86/kernel/head64.c:
+# 55,114/57,85/56); P4D_SHIFT 39, PUD_SHIFT 30, PMD_SHIFT 21
+# (pgtable_64_types.h:64,86,93/65,87,94/56,67,74).  No 512 GiB leaves (p4d_pfn_mask).
+MODE_4 = PagingMode(
+    "x86_64", "4-level",
+    (_level("pgd", "PML4", 39, False), _level("pud", "PDPT", 30, True),
+     _level("pmd", "PD", 21, True), _level("pte", "PT", 12, True)),
+    page_shift=12, va_bits=48, pa_bits=52,
+)
+MODE_5 = PagingMode(
+    "x86_64", "5-level",
+    (_level("pgd", "PML5", 48, False), _level("p4d", "PML4", 39, False),
+     _level("pud", "PDPT", 30, True), _level("pmd", "PD", 21, True), _level("pte", "PT", 12, True)),
+    page_shift=12, va_bits=57, pa_bits=52, options=frozenset({"la57"}),
+)
+MODES = (MODE_4, MODE_5)
+LEAF_SIZE = {"pte": 1 << 12, "pmd": 1 << 21, "pud": 1 << 30}
+LEAF_MASK = {"pte": PAGE_MASK, "pmd": PMD_MASK, "pud": PUD_MASK}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One value being decoded, with what its meaning depends on."""
+
+    raw: int
+    level: Level
+    mode: PagingMode
+    facts: KernelFacts
+    family: str | None
+    phys_mask: int
+
+    def bit(self, mask: int) -> bool:
+        return bool(self.raw & mask)
+
+    @property
+    def name(self) -> str:
+        return self.level.name
+
+    @property
+    def pte_pfn_mask(self) -> int:
+        """PTE_PFN_MASK = PAGE_MASK & __PHYSICAL_MASK (pgtable_types.h:257/289/285)."""
+        return PAGE_MASK & self.phys_mask
+
+    def leaf_pfn_mask(self) -> int:
+        """pte_pfn / pmd_pfn_mask / pud_pfn_mask of a leaf (pgtable_types.h:425/455/451)."""
+        return LEAF_MASK[self.name] & self.phys_mask
+
+    def config(self, name: str) -> object | None:
+        return self.facts.get(name)
+
+
+def _family(facts: KernelFacts) -> str | None:
+    return facts.family if facts.family in FAMILIES else None
+
+
+def _phys_mask(facts: KernelFacts) -> int:
+    value = facts.get("physical_mask")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value & PHYS_MASK_52
+    return PHYS_MASK_52
+
+
+def _bit57_name(e: _Entry, leaf: bool) -> str | None:
+    """_PAGE_BIT_SOFTW4 is 58 in 6.1 (pgtable_types.h:24) and 57 since 6.12; DEVMAP (6.12 only)."""
+    if e.family is None:
+        return "SW bit 57 (meaning depends on kernel version)"
+    if e.family == "6.1":
+        return None
+    if e.family == "6.12" and leaf:
+        return "_PAGE_DEVMAP"  # pgtable_types.h:-/36/-
+    return "_PAGE_SOFTW4"
+
+
+def _bit58_name(e: _Entry, leaf: bool) -> str:
+    """6.1 _PAGE_DEVMAP; 6.12/7.2 _PAGE_SAVED_DIRTY on leaves, _PAGE_NOPTISHADOW on top tables."""
+    if e.family is None:
+        return "SW bit 58 (meaning depends on kernel version)"
+    if e.family == "6.1":
+        return "_PAGE_DEVMAP" if leaf else "_PAGE_SOFTW4"  # pgtable_types.h:35
+    if leaf:
+        return "_PAGE_SAVED_DIRTY"  # pgtable_types.h:-/39/39
+    # Written with set_pgd/set_p4d by arch/x86/mm/ident_map.c:-/177,221,228/172,213,220.
+    return "_PAGE_NOPTISHADOW" if e.name in ("pgd", "p4d") else "_PAGE_SOFTW5"
+
+
+def _soft_bit_names(e: _Entry, leaf: bool) -> dict[int, str]:
+    """Bits 9-11: _PAGE_SPECIAL, _PAGE_UFFD_WP, _PAGE_SOFT_DIRTY on leaves (pgtable_types.h:31-34/32-35/32-35)."""
+    if not leaf:
+        return {9: "_PAGE_SOFTW1", 10: "_PAGE_SOFTW2", 11: "_PAGE_SOFTW3"}
+    uffd = e.config("CONFIG_HAVE_ARCH_USERFAULTFD_WP") is not False
+    soft_dirty = e.config("CONFIG_MEM_SOFT_DIRTY") is not False
+    names = {9: "_PAGE_SPECIAL", 10: "_PAGE_UFFD_WP" if uffd else "_PAGE_SOFTW2"}
+    if e.family == "7.2" and not e.bit(US):
+        names[11] = "_PAGE_SOFTW3"  # _PAGE_KERNEL_4K on kernel mappings (7.2 pgtable_types.h:36)
+    else:
+        names[11] = "_PAGE_SOFT_DIRTY" if soft_dirty else "_PAGE_SOFTW3"
+    return names
+
+
+def _hw_flags(e: _Entry, leaf: bool) -> tuple[tuple[str, ...], list[str]]:
+    """Names of the set bits of a present/PROT_NONE/table entry, and notes on undefined bits."""
+    names = dict(LOW_NAMES)
+    names[7] = "_PAGE_PAT" if e.name == "pte" else "_PAGE_PSE"
+    names[8] = "_PAGE_GLOBAL" if e.bit(P) else "_PAGE_PROTNONE"
+    names.update(_soft_bit_names(e, leaf))
+    if leaf and e.name != "pte" and not _pte_style_inverted(e):
+        names[12] = "_PAGE_PAT_LARGE"
+    b57 = _bit57_name(e, leaf)
+    if b57:
+        names[57] = b57
+    names[58] = _bit58_name(e, leaf)
+    names[63] = "_PAGE_NX"
+    flags = tuple(names[b] for b in sorted(names) if e.raw >> b & 1)
+    undefined = [b for b in UNDEFINED_HIGH_BITS if e.raw >> b & 1]
+    if b57 is None and e.bit(BIT57):
+        undefined.append(57)
+    notes = []
+    if undefined:
+        notes.append(f"bits {', '.join(map(str, undefined))} set: no kernel definition in this version")
+    if leaf and e.family == "7.2" and e.bit(1 << 11) and not e.bit(US):
+        notes.append("bit 11 is _PAGE_SOFT_DIRTY on user mappings and _PAGE_KERNEL_4K on kernel "
+                     "mappings (pgtable_types.h:35-36, 7.2); _PAGE_USER is clear, so either is possible")
+    return flags, notes
+
+
+def _pte_style_inverted(e: _Entry) -> bool:
+    """A P=0 huge leaf whose PFN was inverted over PTE_PFN_MASK (bits 51:12), not over the
+    PMD/PUD leaf mask: hugetlb's huge_pte_modify() is pte_modify(), whose flip_protnone_guard
+    uses PTE_PFN_MASK (pgtable.h:620/833/782).  Bits 20:13 (PMD) or 29:13 (PUD) then read all
+    ones, and bit 12 holds the inverted _PAGE_PAT_LARGE."""
+    if e.name == "pte" or e.bit(P):
+        return False
+    low = (LEAF_SIZE[e.name] - 1) & ~((1 << 13) - 1)
+    return e.raw & low == low
+
+
+def _outside_phys(e: _Entry, addr_mask: int) -> list[tuple[str, str]]:
+    """Address-field bits the physical_mask excludes (SME C-bit, TDX shared bit)."""
+    stray = e.raw & addr_mask & ~e.phys_mask
+    return [("outside physical_mask", f"{stray:#x}")] if stray else []
+
+
+def _cache(e: _Entry, huge: bool) -> str:
+    """Cache type from the PAT slot PAT:PCD:PWT (PAT is bit 12 on huge leaves, bit 7 on 4 KiB)."""
+    pat = e.bit(PAT_LARGE if huge else PAT_4K) != (huge and _pte_style_inverted(e))
+    slot = (pat << 2) | (e.bit(PCD) << 1) | e.bit(PWT)
+    msr = e.facts.get("IA32_PAT")
+    if isinstance(msr, int) and not isinstance(msr, bool):
+        code = (msr >> (8 * slot)) & 0xFF
+        return f"{PAT_TYPES.get(code, f'reserved type {code}')} (PAT slot {slot}, IA32_PAT)"
+    return f"{LINUX_PAT[slot]} (PAT slot {slot} in Linux's full-PAT setting; give IA32_PAT to confirm)"
+
+
+def _dirty(e: _Entry, notes: list[str]) -> bool:
+    """pte_dirty: D (6.1, pgtable.h:127) or D|SAVED_DIRTY (6.12/7.2, pgtable.h:-/155/148)."""
+    if e.family is None:
+        if e.bit(BIT58):
+            notes.append("bit 58 is _PAGE_DEVMAP in 6.1 but _PAGE_SAVED_DIRTY in 6.12/7.2 (then the "
+                         "leaf is dirty); dirty here is D alone")
+        return e.bit(D)
+    return e.bit(D) or (e.family != "6.1" and e.bit(BIT58))
+
+
+def _write(e: _Entry, notes: list[str]) -> bool:
+    """pte_write/pmd_write: RW or shadow stack (RW=0, D=1; 6.12/7.2); pud_write is RW only."""
+    if e.bit(RW) or not e.bit(D) or e.name == "pud" or e.family == "6.1":
+        return e.bit(RW)
+    shstk = e.facts.get("X86_FEATURE_SHSTK")
+    if shstk:
+        notes.append("Write=0,Dirty=1: shadow-stack page, pte_write() is true (pte_shstk, pgtable.h:-/160/153)")
+        return True
+    if shstk is None:
+        notes.append("Write=0,Dirty=1: a shadow-stack page (then writable) if X86_FEATURE_SHSTK is "
+                     "enabled (pgtable.h:-/160/153); not known here")
+    return False
+
+
+def _leaf(e: _Entry, *, protnone: bool, notes: list[str]) -> Decoded:
+    """A present leaf (4K PTE, PSE PMD/PUD), PROT_NONE included."""
+    huge = e.name != "pte"
+    flags, flag_notes = _hw_flags(e, leaf=True)
+    notes = notes + flag_notes
+    inverted = e.raw != 0 and not e.bit(P)  # __pte_needs_invert (pgtable-invert.h:16)
+    value = e.raw ^ MASK64 if inverted else e.raw
+    pfn = (value & e.leaf_pfn_mask()) >> PAGE_SHIFT
+    if inverted:
+        notes.append("PFN stored inverted while P=0 (L1TF: pfn_pte/pte_pfn protnone_mask, pgtable-invert.h:22)")
+    if _pte_style_inverted(e):
+        notes.append("PFN inverted over bits 51:12 as hugetlb's pte_modify() does: bits 20/29:13 read "
+                     "all ones and bit 12 is the inverted _PAGE_PAT_LARGE")
+    elif huge and e.raw & (LEAF_SIZE[e.name] - 1) & ~((1 << 13) - 1):
+        reserved = e.raw & (LEAF_SIZE[e.name] - 1) & ~((1 << 13) - 1)
+        notes.append(f"reserved bits {reserved:#x} set in a huge leaf (outside pmd/pud_pfn_mask)")
+    fields = [("cache", _cache(e, huge))]
+    pkey = (e.raw & PKEY_MASK) >> PKEY_SHIFT
+    if pkey:
+        fields.append(("pkey", str(pkey)))  # pte_flags_pkey (pgtable.h:1370/1665/1598)
+    fields += _outside_phys(e, LEAF_MASK[e.name] & PHYS_MASK_52)
+    access = Access(
+        read=not protnone, write=not protnone and _write(e, notes), exec=not protnone and not e.bit(NX),
+        user=e.bit(US), young=e.bit(A), dirty=_dirty(e, notes),
+    )
+    return Decoded(
+        e.raw, e.name, Kind.PRESENT, size=LEAF_SIZE[e.name], pfn=pfn, pfn_space="phys",
+        flags=flags, fields=tuple(fields), access=access, notes=tuple(notes),
+    )
+
+
+def _table(e: _Entry) -> Decoded:
+    """A present non-leaf entry: next_table = value & PTE_PFN_MASK."""
+    flags, notes = _hw_flags(e, leaf=False)
+    if e.raw & PKEY_MASK:
+        notes.append("bits 62:59 set: protection keys apply to leaves only; ignored in a table entry")
+    if e.bit(BIT58) and e.family in ("6.12", "7.2") and e.name == "pgd":
+        notes.append("_PAGE_NOPTISHADOW: __pti_set_user_pgtbl() does not copy it to the PTI user PGD "
+                     "(arch/x86/mm/pti.c:-/135/148)")
+    return Decoded(
+        e.raw, e.name, Kind.TABLE, size=e.level.span, next_table=e.raw & e.pte_pfn_mask,
+        flags=flags, fields=tuple(_outside_phys(e, PAGE_MASK & PHYS_MASK_52)), notes=tuple(notes),
+    )
+
+
+def _swp_pfn_bits(mode: PagingMode, facts: KernelFacts) -> int:
+    """SWP_PFN_BITS = MAX_PHYSMEM_BITS - PAGE_SHIFT (include/linux/swapops.h:36)."""
+    known = facts.get("MAX_PHYSMEM_BITS")
+    if isinstance(known, int) and not isinstance(known, bool):
+        return known - PAGE_SHIFT
+    return MAX_PHYSMEM_BITS["la57" in mode.options] - PAGE_SHIFT
+
+
+def _swp_flag(e: _Entry, mask: int, name: str, config: str | None, notes: list[str]) -> list[str]:
+    """The kernel name of a set swap flag bit, if the config defines it."""
+    if not e.bit(mask):
+        return []
+    if config is not None and e.config(config) is False:
+        notes.append(f"bit {mask.bit_length() - 1} set but {config} is off: {name} is 0 in this kernel")
+        return []
+    return [name]
+
+
+def _softleaf(e: _Entry) -> Decoded:
+    """A non-present, non-none PTE/PMD (or hugetlb PUD): swap layout, pgtable_64.h:186-238 (7.2)."""
+    notes: list[str] = []
+    flags = _swp_flag(e, SWP_SOFT_DIRTY, "_PAGE_SWP_SOFT_DIRTY", "CONFIG_MEM_SOFT_DIRTY", notes)
+    flags += _swp_flag(e, SWP_UFFD_WP, "_PAGE_SWP_UFFD_WP", "CONFIG_HAVE_ARCH_USERFAULTFD_WP", notes)
+    if e.name == "pmd":
+        if e.bit(SWP_EXCLUSIVE):
+            notes.append("bit 3 set: PMD swap entries have no exclusive bit (softleaf_from_pmd keeps it; "
+                         "it lies below the offset)")
+    else:
+        flags += _swp_flag(e, SWP_EXCLUSIVE, "_PAGE_SWP_EXCLUSIVE", None, notes)
+    stray = [b for b in (4, 7) if e.raw >> b & 1]
+    if stray:
+        notes.append(f"bit(s) {', '.join(map(str, stray))} set: __swp_entry never sets them")
+    if e.raw & KNL_ERRATUM_MASK:
+        notes.append("A/D set on a non-present entry (Knights Landing erratum); ignored")
+    notes.append("swap offset stored inverted (L1TF: __swp_entry/__swp_offset, pgtable_64.h:224-234/225-235/221-231)")
+    if e.name == "pud":
+        notes.append("a non-present PUD is a hugetlb 1 GiB entry: huge_ptep_get() reads it as a pte_t "
+                     "(pud_present() itself is false)")
+    swp_type = e.raw >> (64 - SWP_TYPE_BITS)
+    offset = ((~e.raw << SWP_TYPE_BITS) & MASK64) >> SWP_OFFSET_SHIFT
+    leaf = Softleaf(swp_type, offset, tuple(flags))
+    d = decode_softleaf(e.raw, e.name, LEAF_SIZE[e.name], leaf, e.facts,
+                        _swp_pfn_bits(e.mode, e.facts), tuple(flags))
+    kind_notes = [n + ", unless this is a hugetlb PMD (also hwpoison entries and PTE markers)"
+                  if n.startswith("not a kind the kernel writes at PMD level") else n for n in d.notes]
+    return replace(d, notes=tuple(kind_notes + notes))
+
+
+def _unknown(e: _Entry, reason: str, fields: tuple[tuple[str, str], ...] = ()) -> Decoded:
+    flags, notes = _hw_flags(e, leaf=False)
+    return Decoded(e.raw, e.name, Kind.UNKNOWN, size=e.level.span, flags=flags, fields=fields,
+                   notes=tuple(notes), reason=reason)
+
+
+def _is_none(e: _Entry, depth: int) -> bool:
+    """pte/pmd/pud/p4d_none ignore stray A/D (KNL erratum); 5-level pgd_none is exact
+    (pgtable.h:947/1222/1148)."""
+    if depth == 0 and "la57" in e.mode.options:
+        return e.raw == 0
+    return e.raw & ~KNL_ERRATUM_MASK == 0
+
+
+def _decode_top(e: _Entry) -> Decoded:
+    """PGD/P4D: tables or nothing (no 512 GiB pages: p4d_pfn_mask, pgtable_types.h)."""
+    if not e.bit(P):
+        if e.raw & ~KNL_ERRATUM_MASK == 0:
+            return _unknown(e, "only A/D set in a 5-level PGD entry: pgd_none() is exact there "
+                               "(pgtable.h:947/1222/1148) and pgd_bad() is true")
+        return _unknown(e, f"non-present {e.name} entry: the kernel writes no software entries above PUD level")
+    if e.bit(PSE):
+        return _unknown(e, f"PS (bit 7) set in a {e.level.hw} entry: reserved (no 512 GiB pages); "
+                           f"{e.name}_bad() is true")
+    return _table(e)
+
+
+def _decode_pud(e: _Entry) -> Decoded:
+    """PUD: pud_present is P only (pgtable.h:834/1116/1042); hugetlb 1 GiB entries read as pte_t."""
+    if e.bit(P):
+        return _leaf(e, protnone=False, notes=[]) if e.bit(PSE) else _table(e)
+    if e.bit(PROTNONE):
+        if not e.bit(PSE):
+            return _unknown(e, "_PAGE_PROTNONE without PSE in a PUD: hugetlb PROT_NONE keeps PSE; "
+                               "the kernel does not write this")
+        return _leaf(e, protnone=True, notes=[
+            "PROT_NONE hugetlb 1 GiB leaf: present to huge_ptep_get()/pte_present(), not valid to "
+            "the MMU (pud_present() is false)"])
+    if e.bit(PSE):
+        inverted_pfn = ((e.raw ^ MASK64) & e.leaf_pfn_mask()) >> PAGE_SHIFT
+        return _unknown(
+            e, "P=0 with PSE in a PUD: left only transiently by pud_mkinvalid() under the PUD lock "
+               "(pudp_invalidate, pgtable.h:-/814/763); pud_present() is false",
+            fields=(("pfn if an invalidated leaf", f"{inverted_pfn:#x}"),),
+        )
+    return _softleaf(e)
+
+
+def _decode_pmd(e: _Entry) -> Decoded:
+    """PMD: pmd_present = P|PROTNONE|PSE (pgtable.h:760/1035/977)."""
+    if e.bit(P):
+        return _leaf(e, protnone=False, notes=[]) if e.bit(PSE) else _table(e)
+    if e.bit(PROTNONE):
+        if not e.bit(PSE):
+            return _unknown(e, "_PAGE_PROTNONE without PSE in a PMD: pmd_present() is true but it is "
+                               "neither a huge leaf nor a table the kernel writes")
+        return _leaf(e, protnone=True, notes=["PROT_NONE: present to the kernel (pmd_present), not "
+                                              "valid to the MMU"])
+    if e.bit(PSE):
+        return _leaf(e, protnone=False, notes=[
+            "P=0 with PSE: a huge leaf invalidated by pmd_mkinvalid() (pgtable.h:602/808/757) while "
+            "it is changed or split; pmd_present() is still true, the MMU does not use it"])
+    return _softleaf(e)
+
+
+def _decode_pte(e: _Entry) -> Decoded:
+    """PTE: pte_present = P|PROTNONE (pgtable.h:735/1010/959)."""
+    if e.bit(P):
+        return _leaf(e, protnone=False, notes=[])
+    if e.bit(PROTNONE):
+        return _leaf(e, protnone=True, notes=["PROT_NONE: present to the kernel (pte_present), not "
+                                              "valid to the MMU"])
+    return _softleaf(e)
+
+
+DECODERS = {"pgd": _decode_top, "p4d": _decode_top, "pud": _decode_pud, "pmd": _decode_pmd, "pte": _decode_pte}
+
+
+class X86_64Arch:
+    """The x86-64 Arch implementation (module-level ARCH)."""
+
+    name = "x86_64"
+    split_roots = False  # CR3's PGD holds both halves
+    kaslr_anchor = None
+    # __START_KERNEL_map .. + KERNEL_IMAGE_SIZE (1 GiB with RANDOMIZE_BASE): the kernel image
+    # mapping; its first present page is _text (asm/page_64_types.h:46,85 in 7.2).
+    kernel_text_region = (0xFFFFFFFF80000000, 0xFFFFFFFFC0000000)
+
+    def modes(self) -> Sequence[PagingMode]:
+        return MODES
+
+    def mode(self, name: str) -> PagingMode:
+        for m in MODES:
+            if m.name == name:
+                return m
+        raise ValueError(f"unknown x86_64 paging mode {name!r}; choose one of "
+                         f"{', '.join(m.name for m in MODES)}")
+
+    def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
+        """4-level or 5-level from CR4.LA57; CR0.PG and EFER.LMA are checked when given."""
+        if "cr4" not in regs:
+            raise ValueError("CR4 is needed to choose between 4-level and 5-level paging (CR4.LA57, bit 12)")
+        cr4 = regs["cr4"]
+        cr0 = regs.get("cr0")
+        if cr0 is not None and not cr0 & CR0_PG:
+            raise ValueError(f"CR0.PG (bit 31) is clear in CR0={cr0:#x}: paging is disabled")
+        efer = regs.get("efer")
+        if efer is not None and not efer & EFER_LMA:
+            raise ValueError(f"EFER.LMA (bit 10) is clear in EFER={efer:#x}: the CPU is not in long "
+                             "mode, so it uses neither 4-level nor 5-level paging")
+        if not cr4 & CR4_PAE:
+            raise ValueError(f"CR4.PAE (bit 5) is clear in CR4={cr4:#x}: not 64-bit (4/5-level) paging")
+        return MODE_5 if cr4 & CR4_LA57 else MODE_4
+
+    def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
+        """Sign-extend from bit va_bits-1: one root translates both halves, so the
+        index bits decide the half and `upper` is not needed."""
+        low = va & ((1 << mode.va_bits) - 1)
+        return low | (MASK64 & ~((1 << mode.va_bits) - 1)) if low >> (mode.va_bits - 1) else low
+
+    def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
+        """The PGD CR3 points at (bits 51:12; PCID and NOFLUSH dropped), and for the
+        kernel half, when bit 12 is set, the 8 KiB-aligned kernel copy it may be the
+        PTI user half of: with PTI active the PGD is an order-1 pair and the user copy
+        has bit 12 set (pgd_allocation_order, asm/pgalloc.h:39 in 7.2); without PTI,
+        bit 12 is just part of the address.  The session keeps the one that proves
+        to map the kernel."""
+        if "cr3" not in regs:
+            raise ValueError("CR3 is needed to find the page-table root")
+        root = regs["cr3"] & PAGE_MASK & ((1 << 52) - 1)  # __PHYSICAL_MASK_SHIFT 52
+        if upper and root & PTI_PGTABLE_SWITCH:
+            return (root, root & ~PTI_PGTABLE_SWITCH)
+        return (root,)
+
+    def decode(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decoded:
+        if not 0 <= depth < len(mode.levels):
+            return Decoded(raw, f"depth {depth}", Kind.UNKNOWN,
+                           reason=f"depth {depth} is outside {mode.name} ({len(mode.levels)} levels)")
+        level = mode.levels[depth]
+        if not 0 <= raw <= MASK64:
+            return Decoded(raw, level.name, Kind.UNKNOWN, reason="not a 64-bit value")
+        e = _Entry(raw, level, mode, facts, _family(facts), _phys_mask(facts))
+        if _is_none(e, depth):
+            return self._none(e)
+        return DECODERS[level.name](e)
+
+    @staticmethod
+    def _none(e: _Entry) -> Decoded:
+        flags = tuple(LOW_NAMES[b] for b in (5, 6) if e.raw >> b & 1)
+        notes = ("only A/D set: none to the kernel (_PAGE_KNL_ERRATUM_MASK, Knights Landing erratum; "
+                 "pgtable_types.h:75/85/86)",) if flags else ()
+        return Decoded(e.raw, e.name, Kind.NONE, size=e.level.span, flags=flags, notes=notes)
+
+    def kernel_view(
+        self, block: Sequence[int], index: int, depth: int, mode: PagingMode, facts: KernelFacts
+    ) -> int:
+        """x86 has no contiguous-block bit: ptep_get() is the entry itself."""
+        return block[index]
+
+    def swp_pfn_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
+        """SWP_PFN_BITS for this mode (a MAX_PHYSMEM_BITS fact overrides 46/52)."""
+        return _swp_pfn_bits(mode, facts)
+
+    @staticmethod
+    def user_pgd(kernel_pgd_pa: int) -> int:
+        """The PTI user PGD paired with a kernel PGD: the kernel one is the first 4 KiB of an
+        8 KiB-aligned order-1 allocation, the user one the second (kernel_to_user_pgdp sets
+        PTI_PGTABLE_SWITCH_BIT = PAGE_SHIFT, pgtable.h:1192-1215/1485-1508/1418-1441).
+        Only meaningful when PTI is active."""
+        if kernel_pgd_pa & PTI_PGTABLE_SWITCH:
+            raise ValueError(f"{kernel_pgd_pa:#x} has bit 12 set: not a PTI kernel PGD (8 KiB-aligned)")
+        return kernel_pgd_pa | PTI_PGTABLE_SWITCH
+
+
+ARCH = X86_64Arch()

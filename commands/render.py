@@ -1,0 +1,50 @@
+"""Human-readable rendering of decoded values and entries."""
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from archs.common import Decoded
+
+
+def decoded_rows(dec: Decoded) -> list[tuple[str, str]]:
+    """(field, value) rows describing everything a decoded value says."""
+    rows: list[tuple[str, str]] = [("raw", f"{dec.raw:#018x}"), ("level", dec.level), ("kind", dec.kind.value)]
+    if dec.reason:
+        rows.append(("unknown because", dec.reason))
+    if dec.size:
+        rows.append(("size", human_size(dec.size)))
+    if dec.next_table is not None:
+        rows.append(("next table", f"{dec.next_table:#x}"))
+    if dec.pfn is not None:
+        rows.append(("pfn", f"{dec.pfn:#x}" + (" (device-private frame)" if dec.pfn_space == "device" else "")))
+    rows.append(("flags", " ".join(dec.flags) or "-"))
+    rows.extend(dec.fields)
+    if dec.access is not None:
+        a = dec.access
+        perms = "".join(c if on else "-" for c, on in (("r", a.read), ("w", a.write), ("x", a.exec)))
+        rows.append(("access", f"{perms} {'user' if a.user else 'kernel'}"
+                     f"{' young' if a.young else ''}{' dirty' if a.dirty else ''}"))
+    if dec.softleaf is not None:
+        s = dec.softleaf
+        rows.append(("softleaf", f"type {s.type} offset {s.offset:#x} (swp_entry_t.val {s.val:#x})"))
+        if s.arch_flags:
+            rows.append(("softleaf flags", " ".join(s.arch_flags)))
+    if dec.markers:
+        rows.append(("markers", " ".join(dec.markers)))
+    rows.extend(dec.details)
+    if dec.cont is not None:
+        c = dec.cont
+        rows.append(("contiguous", f"{c.scheme}: {c.entries} entries, {human_size(c.size)} block"))
+    rows.extend(("note", n) for n in dec.notes)
+    return rows
+
+
+def decoded_table(dec: Decoded) -> str:
+    return tabulate(decoded_rows(dec), tablefmt="plain")
+
+
+def human_size(size: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} B"

@@ -1,0 +1,108 @@
+"""The entries of a root, annotated with their VMA, filtered, optionally merged into ranges."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from archs.common import Kind
+
+from .entry import Entry
+from .kernel import Vma
+from .session import Root, Session
+
+
+@dataclass(frozen=True)
+class Row:
+    """One entry and the VMA it lies in (None: outside every VMA, or no VMA list)."""
+
+    entry: Entry
+    vma: Vma | None
+
+
+@dataclass(frozen=True)
+class Range:
+    """Adjacent entries with equal attributes and consecutive frames."""
+
+    first: Row
+    last: Row
+    count: int
+
+    @property
+    def start(self) -> int:
+        return self.first.entry.va
+
+    @property
+    def end(self) -> int:
+        return self.last.entry.va + self.last.entry.size
+
+
+class VmaIndex:
+    """Finds the VMA holding an address."""
+
+    def __init__(self, vmas: Iterable[Vma]) -> None:
+        self.vmas = sorted(vmas, key=lambda v: v.start)
+        self.starts = [v.start for v in self.vmas]
+
+    def find(self, va: int) -> Vma | None:
+        i = bisect.bisect_right(self.starts, va) - 1
+        if i >= 0 and va < self.vmas[i].end:
+            return self.vmas[i]
+        return None
+
+
+def default_range(session: Session, root: Root) -> tuple[int, int] | None:
+    """A user root without --range walks the user half only: the kernel half of
+    a process's PGD is the kernel's, shared by every process (dump --kernel shows it)."""
+    if not root.process:
+        return None
+    if session.arch.split_roots:
+        return (0, 1 << root.mode.va_bits)
+    return (0, 1 << (root.mode.va_bits - 1))
+
+
+def rows(session: Session, root: Root, va_range: tuple[int, int] | None,
+         kinds: frozenset[Kind] | None) -> Iterator[Row]:
+    """Every non-none entry under `root` in VA order, with its VMA."""
+    vmas = VmaIndex(root.vmas)
+    walker = session.walker(root.mode)
+    for entry in walker.walk(root.pa, upper=root.upper, va_range=va_range):
+        if kinds is not None and entry.kind not in kinds:
+            continue
+        yield Row(entry, vmas.find(entry.va) if root.vmas else None)
+
+
+def mergeable(a: Row, b: Row) -> bool:
+    """Whether b continues a: adjacent VA, same level/kind/bits/VMA, next frame."""
+    ea, eb = a.entry, b.entry
+    if eb.va != ea.va + ea.size or ea.ref.level != eb.ref.level or ea.kind is not eb.kind:
+        return False
+    if a.vma != b.vma or ea.hw.flags != eb.hw.flags or ea.hw.markers != eb.hw.markers:
+        return False
+    if ea.view.access != eb.view.access or ea.hw.fields != eb.hw.fields:
+        return False
+    if ea.frame is not None or eb.frame is not None:
+        step = ea.size >> ea.page_shift
+        return ea.frame is not None and eb.frame is not None and eb.frame == ea.frame + step
+    if ea.hw.softleaf is not None and eb.hw.softleaf is not None:
+        sa, sb = ea.hw.softleaf, eb.hw.softleaf
+        if sa.type != sb.type or sa.arch_flags != sb.arch_flags:
+            return False
+        if ea.kind is Kind.MARKER:
+            return sa.offset == sb.offset
+        return ea.kind is Kind.SWAP and sb.offset == sa.offset + 1
+    return False
+
+
+def ranges(rows_: Iterable[Row]) -> Iterator[Range]:
+    """Merge runs of mergeable rows."""
+    current: Range | None = None
+    for row in rows_:
+        if current is not None and mergeable(current.last, row):
+            current = Range(current.first, row, current.count + 1)
+            continue
+        if current is not None:
+            yield current
+        current = Range(row, row, 1)
+    if current is not None:
+        yield current

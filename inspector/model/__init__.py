@@ -1,0 +1,1 @@
+"""The reference model: what the kernel's page tables promise, in plain Python."""

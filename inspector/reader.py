@@ -1,0 +1,92 @@
+"""Physical-memory readers: the one interface every target serves.
+
+A reader answers `read(pa, size)` for guest-physical addresses and knows which
+ranges hold memory, so that the walker can refuse a table pointer outside RAM
+instead of reading zeros (QEMU's gdbstub returns zeros past the end of RAM).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+
+class ReadError(Exception):
+    """A physical read the target could not serve."""
+
+
+class PhysReader(Protocol):
+    """Reads guest-physical memory."""
+
+    def read(self, pa: int, size: int) -> bytes:
+        """`size` bytes at `pa`, or ReadError."""
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """Physical ranges [start, end) that hold memory."""
+
+
+def contains(ranges: Iterable[tuple[int, int]], pa: int, size: int) -> bool:
+    """Whether [pa, pa+size) lies inside one of `ranges`."""
+    return any(start <= pa and pa + size <= end for start, end in ranges)
+
+
+class SparseMemory:
+    """Page-granular, dict-backed physical memory (the reference model's RAM).
+
+    Pages never written read as zeros, as RAM would; `ranges()` is the whole
+    declared size so that table pointers beyond it are caught.
+    """
+
+    PAGE = 4096
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pages: dict[int, bytearray] = {}
+        self.reads = 0  # read() calls served, for tests and benchmarks
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(0, self.size)]
+
+    def write(self, pa: int, data: bytes) -> None:
+        if not contains(self.ranges(), pa, len(data)):
+            raise ReadError(f"write of {len(data)} bytes at {pa:#x} is outside memory")
+        pos = 0
+        while pos < len(data):
+            page, off = divmod(pa + pos, self.PAGE)
+            n = min(self.PAGE - off, len(data) - pos)
+            buf = self.pages.setdefault(page, bytearray(self.PAGE))
+            buf[off : off + n] = data[pos : pos + n]
+            pos += n
+
+    def read(self, pa: int, size: int) -> bytes:
+        if not contains(self.ranges(), pa, size):
+            raise ReadError(f"read of {size} bytes at {pa:#x} is outside memory")
+        self.reads += 1
+        out = bytearray()
+        pos = 0
+        while pos < size:
+            page, off = divmod(pa + pos, self.PAGE)
+            n = min(self.PAGE - off, size - pos)
+            buf = self.pages.get(page)
+            out += buf[off : off + n] if buf is not None else bytes(n)
+            pos += n
+        return bytes(out)
+
+
+class TableCache:
+    """Whole-table reads, cached: tables cannot change while the target is stopped."""
+
+    def __init__(self, reader: PhysReader) -> None:
+        self.reader = reader
+        self._tables: dict[tuple[int, int], bytes] = {}
+
+    def in_memory(self, pa: int, size: int) -> bool:
+        return contains(self.reader.ranges(), pa, size)
+
+    def table(self, pa: int, size: int) -> bytes:
+        key = (pa, size)
+        data = self._tables.get(key)
+        if data is None:
+            data = self.reader.read(pa, size)
+            if len(data) != size:
+                raise ReadError(f"short read at {pa:#x}: {len(data)} of {size} bytes")
+            self._tables[key] = data
+        return data

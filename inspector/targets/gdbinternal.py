@@ -1,0 +1,69 @@
+"""The target seen from inside gdb: gdb's own connection to QEMU's gdbstub.
+
+Only importable inside gdb (it needs the `gdb` module).  Physical-memory mode
+is switched on for reads and restored on close; gdb's connection and the VM's
+run state are left as they were.
+"""
+from __future__ import annotations
+
+import gdb  # type: ignore[import-not-found]
+
+from .gdbstub import ARCH_MARKERS, PAGING_REGISTERS, GdbstubError
+
+GDB_ARCH = {"i386:x86-64": "x86_64", "aarch64": "arm64", "riscv:rv64": "riscv64"}
+
+
+def _packet(text: str) -> str:
+    out = gdb.execute(f"maintenance packet {text}", to_string=True)
+    # gdb prints: sending: "..."\nreceived: "..."
+    for line in out.splitlines():
+        if line.startswith("received:"):
+            return line.split(":", 1)[1].strip().strip('"')
+    return ""
+
+
+class GdbInternalTarget:
+    """Reads through the inferior gdb is attached to."""
+
+    source = "gdb"
+
+    def __init__(self) -> None:
+        if not gdb.selected_inferior().pid and not gdb.selected_inferior().threads():
+            raise GdbstubError("gdb is not connected to a target (target remote :1234 first)")
+        name = gdb.selected_frame().architecture().name()
+        self.arch = GDB_ARCH.get(name)
+        if self.arch is None:
+            raise GdbstubError(f"gdb's architecture is {name}, not x86-64, arm64 or riscv64")
+        self._ram: list[tuple[int, int]] | None = None
+        self._phys_before = _packet("qqemu.PhyMemMode")
+        if _packet("Qqemu.PhyMemMode:1") != "OK":
+            raise GdbstubError("this target has no physical-memory mode (is it QEMU's gdbstub?)")
+        self.inferior = gdb.selected_inferior()
+
+    def set_ram(self, ranges: list[tuple[int, int]]) -> None:
+        self._ram = ranges
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return self._ram if self._ram is not None else [(0, 1 << 52)]
+
+    def read(self, pa: int, size: int) -> bytes:
+        try:
+            return bytes(self.inferior.read_memory(pa, size))
+        except gdb.MemoryError as exc:
+            raise GdbstubError(f"gdb cannot read {size} bytes at {pa:#x}: {exc}") from None
+
+    def read_registers(self) -> dict[str, int]:
+        frame = gdb.selected_frame()
+        out: dict[str, int] = {}
+        for name in PAGING_REGISTERS[self.arch]:
+            try:
+                out[name] = int(frame.read_register(name)) & (1 << 64) - 1
+            except ValueError:
+                continue
+        if ARCH_MARKERS[self.arch] not in out:
+            raise GdbstubError(f"gdb cannot read {ARCH_MARKERS[self.arch]} (is this QEMU's system gdbstub?)")
+        return out
+
+    def close(self) -> None:
+        if self._phys_before in ("0", "1") and self._phys_before != "1":
+            _packet(f"Qqemu.PhyMemMode:{self._phys_before}")

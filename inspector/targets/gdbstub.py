@@ -1,0 +1,118 @@
+"""A live QEMU target over its gdbstub: physical reads and the paging registers.
+
+Connecting to QEMU's gdbstub stops the VM; `close()` detaches (the VM runs
+again) unless the user asked to keep it stopped.  Physical-memory mode
+(Qqemu.PhyMemMode) is switched on for reads and restored to what it was.
+"""
+from __future__ import annotations
+
+from .rsp import RspClient, RspError
+
+# Registers each architecture's paging mode is derived from, by the names
+# QEMU's target description gives them (PLATFORM-NOTES.md, gdb-multiarch 13.1).
+PAGING_REGISTERS = {
+    "x86_64": ("cr0", "cr3", "cr4", "efer"),
+    "arm64": ("TTBR0_EL1", "TTBR1_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR_EL1"),
+    "riscv64": ("satp", "stvec"),
+}
+# A register only the architecture's description has, to tell which one the stub is.
+ARCH_MARKERS = {"x86_64": "cr3", "arm64": "TTBR1_EL1", "riscv64": "satp"}
+
+
+class GdbstubError(Exception):
+    """The gdbstub target cannot do what was asked."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (or just PORT, meaning localhost)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    try:
+        number = int(port)
+    except ValueError:
+        raise GdbstubError(f"{text!r} is not HOST:PORT") from None
+    if not 0 < number < 65536:
+        raise GdbstubError(f"port {number} is out of range")
+    return host or "127.0.0.1", number
+
+
+class GdbstubTarget:
+    """A stopped QEMU VM reached through its gdbstub."""
+
+    source = "gdbstub"
+
+    def __init__(self, address: str, *, keep_stopped: bool = False, timeout: float = 10.0) -> None:
+        host, port = parse_address(address)
+        try:
+            self.rsp = RspClient(host, port, timeout)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        self.keep_stopped = keep_stopped
+        self._phys_before: bytes | None = None
+        self._ram: list[tuple[int, int]] | None = None
+        try:
+            self.rsp.stop_reason()  # QEMU stopped the VM when we connected
+            self.regs = self.rsp.registers()
+            self.arch = self._detect_arch()
+            before = self.rsp.query("qqemu.PhyMemMode")
+            self._phys_before = before if before in (b"0", b"1") else None
+            if self.rsp.request("Qqemu.PhyMemMode:1") != b"OK":
+                raise GdbstubError("this gdbstub has no physical-memory mode (is it QEMU?)")
+        except (RspError, GdbstubError) as exc:
+            self.close()
+            raise GdbstubError(str(exc)) from None
+
+    def _detect_arch(self) -> str:
+        for arch, marker in ARCH_MARKERS.items():
+            if marker in self.regs:
+                return arch
+        raise GdbstubError("the gdbstub describes no x86-64, arm64 or riscv64 paging registers")
+
+    def set_ram(self, ranges: list[tuple[int, int]]) -> None:
+        """The guest's RAM ranges (QEMU reads beyond RAM return zeros, so bound them)."""
+        self._ram = ranges
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return self._ram if self._ram is not None else [(0, 1 << 52)]
+
+    def read(self, pa: int, size: int) -> bytes:
+        try:
+            return self.rsp.read_memory(pa, size)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+
+    def read_registers(self, names: tuple[str, ...] | None = None) -> dict[str, int]:
+        """The paging registers of the stopped CPU (those the stub describes)."""
+        wanted = names or PAGING_REGISTERS[self.arch]
+        out: dict[str, int] = {}
+        for name in wanted:
+            reg = self.regs.get(name)
+            if reg is not None:
+                try:
+                    out[name] = self.rsp.read_register(reg)
+                except RspError as exc:
+                    raise GdbstubError(str(exc)) from None
+        return out
+
+    def close(self) -> None:
+        """Restore physical-memory mode and detach (or leave the VM stopped)."""
+        rsp = getattr(self, "rsp", None)
+        if rsp is None:
+            return
+        try:
+            if self._phys_before is not None and self._phys_before != b"1":
+                rsp.request(b"Qqemu.PhyMemMode:" + self._phys_before)
+            if self.keep_stopped:
+                rsp.close()
+            else:
+                rsp.detach()
+        except RspError:
+            rsp.close()
+        self.rsp = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "GdbstubTarget":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,285 @@
+"""Boot a kernel under QEMU with a gdbstub and QMP, and wait for the workload's manifest on the console."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import VMError, progress
+from .cache import locked, subdir
+from .images import KernelImage, ensure_image, image_for
+from .qmp import QmpError, wait_for_qmp
+from .state import NAME_RE, VM, is_our_qemu, load, state_file
+from .sysdeps import QEMU, check_system, host_arch
+
+BEGIN, END = "PTINSPECT-MANIFEST-BEGIN", "PTINSPECT-MANIFEST-END"
+FAILURE_MARKS = ("Kernel panic - not syncing", "PTINSPECT-WORKLOAD-EXIT")
+TAIL_LINES = 40
+START_TIMEOUT = 30.0
+PORT_ATTEMPTS = 5
+MAX_UNIX_PATH = 100
+
+
+@dataclass(frozen=True)
+class Machine:
+    """How QEMU emulates one architecture."""
+
+    args: tuple[str, ...]
+    console: str
+    boot_timeout: float  # seconds to the manifest under TCG; measured boots take a fraction of this
+
+
+MACHINES = {
+    "x86_64": Machine(("-cpu", "qemu64"), "ttyS0", 300.0),
+    "arm64": Machine(("-M", "virt", "-cpu", "max,pauth-impdef=on"), "ttyAMA0", 400.0),
+    "riscv64": Machine(("-M", "virt", "-cpu", "rv64,svnapot=on,svpbmt=on", "-bios", "default"), "ttyS0", 600.0),
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _supports_device(qemu: str, device: str) -> bool:
+    out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True, timeout=30).stdout
+    return f'name "{device}"' in out
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the booting process dies (no QEMU left behind)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def tail(path: Path, lines: int = TAIL_LINES) -> str:
+    """The last LINES lines of a text file ("" if absent)."""
+    try:
+        text = path.read_bytes().decode(errors="replace").replace("\r", "")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _failure(name: str, reason: str, run_dir: Path) -> VMError:
+    parts = [f"VM {name}: {reason}"]
+    if qemu_err := tail(run_dir / "qemu.log", 10):
+        parts.append(f"--- QEMU output ({run_dir / 'qemu.log'}) ---\n{qemu_err}")
+    parts.append(f"--- last {TAIL_LINES} lines of the serial log ({run_dir / 'serial.log'}) ---\n"
+                 f"{tail(run_dir / 'serial.log') or '(empty)'}")
+    return VMError("\n".join(parts))
+
+
+def _reserve_name(wanted: str | None, default: str) -> str:
+    """A free VM name (WANTED must be free; else DEFAULT, DEFAULT-2, ...); writes a placeholder state."""
+    with locked(subdir("vms") / ".lock", 30.0):
+        candidates = [wanted] if wanted else [default] + [f"{default}-{n}" for n in range(2, 100)]
+        for name in candidates:
+            if not NAME_RE.match(name):
+                raise VMError(f"bad VM name {name!r}: use letters, digits, '.', '_', '-'")
+            path = state_file(name)
+            held = load(path) if path.exists() else None
+            if path.exists() and (held is None or held.alive() or _booting(path)):
+                continue
+            path.write_text(json.dumps({"booting": os.getpid()}))
+            return name
+    raise VMError(f"VM name {wanted or default} is in use; stop it (ptinspect vm stop) or pass another --name")
+
+
+def _booting(path: Path) -> bool:
+    """PATH is a placeholder of a boot still in progress in a live process."""
+    try:
+        pid = json.loads(path.read_text()).get("booting")
+    except (OSError, ValueError):
+        return False
+    return pid is not None and Path(f"/proc/{pid}").exists()
+
+
+def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
+            initrd: Path | None) -> tuple[KernelImage | None, Path, Path | None, Path]:
+    """(manifest image, kernel, vmlinux, initrd) to boot.
+
+    Without IMAGE the manifest kernel of SERIES boots. A user's IMAGE without INITRD gets the
+    initramfs of the manifest kernel (its modules may not load into IMAGE; init reports that).
+    """
+    kimg = ensure_image(image_for(arch, series)) if image is None or initrd is None else None
+    if initrd is None:
+        from .initramfs import build_initramfs  # the workload helper's builder
+
+        assert kimg is not None
+        initrd = build_initramfs(kimg)
+    if image is None:
+        assert kimg is not None
+        return kimg, kimg.vmlinuz, vmlinux or kimg.vmlinux, initrd
+    return kimg, image, vmlinux, initrd
+
+
+def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, port: int,
+                 la57: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line of a harness boot (TCG; 1 GiB; serial to a file; gdbstub; QMP)."""
+    from .initramfs import QEMU_DEVICES  # the workload helper's devices (none while swap is zram)
+
+    machine = MACHINES[arch]
+    args = list(machine.args)
+    if la57:
+        if arch != "x86_64":
+            raise VMError("--la57 applies to x86_64 only")
+        args[1] += ",+la57"
+    cmd = [QEMU[arch], *args, "-accel", "tcg", "-m", "1G", "-smp", "1", "-nodefaults", "-display", "none",
+           "-no-reboot", "-serial", f"file:{serial}", "-gdb", f"tcp:127.0.0.1:{port}",
+           "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
+           "-append", f"console={machine.console} nokaslr {append}".strip()]
+    if _supports_device(QEMU[arch], "vmcoreinfo"):
+        cmd += ["-device", "vmcoreinfo"]
+    return cmd + list(QEMU_DEVICES) + list(extra)
+
+
+def _qmp_path(run_dir: Path) -> tuple[str, Path | None]:
+    """(QMP socket path, extra directory to remove) — a short /tmp path if RUN_DIR's is too long."""
+    path = run_dir / "qmp.sock"
+    if len(str(path)) <= MAX_UNIX_PATH:
+        return str(path), None
+    short = Path(tempfile.mkdtemp(prefix="ptinspect-"))
+    return str(short / "qmp.sock"), short
+
+
+def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, detach: bool, name: str) -> tuple[subprocess.Popen, int]:
+    """Start QEMU on a free gdb port (retrying when the port was taken meanwhile); wait until QMP answers."""
+    for _ in range(PORT_ATTEMPTS):
+        port = _free_port()
+        Path(qmp).unlink(missing_ok=True)
+        with open(run_dir / "qemu.log", "wb") as log:
+            proc = subprocess.Popen(cmd_for_port(port), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, preexec_fn=None if detach else _die_with_parent)
+        try:
+            wait_for_qmp(qmp, START_TIMEOUT, alive=lambda: proc.poll() is None).close()
+            return proc, port
+        except QmpError:
+            _kill(proc)
+            if "Address already in use" not in tail(run_dir / "qemu.log"):
+                raise _failure(name, "QEMU did not start", run_dir) from None
+    raise _failure(name, f"no free gdb port after {PORT_ATTEMPTS} attempts", run_dir)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+def read_manifest(serial: Path) -> tuple[str | None, str | None]:
+    """(manifest JSON text, failure line) found so far in the serial log."""
+    text = serial.read_bytes().decode(errors="replace").replace("\r", "") if serial.exists() else ""
+    for mark in FAILURE_MARKS:
+        if (at := text.find(mark)) >= 0:
+            return None, text[at:].split("\n", 1)[0]
+    begin = text.find(BEGIN + "\n")
+    end = text.find("\n" + END, begin)
+    if begin < 0 or end < 0:
+        return None, None
+    return text[begin + len(BEGIN) + 1:end], None
+
+
+def _wait_manifest(proc: subprocess.Popen, serial: Path, timeout: float, name: str, run_dir: Path) -> dict:
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while True:
+        size = serial.stat().st_size if serial.exists() else 0
+        body, failure = read_manifest(serial) if size != seen else (None, None)
+        seen = size
+        if failure:
+            time.sleep(2)  # let the rest of the report reach the log
+            raise _failure(name, f"boot failed: {failure}", run_dir)
+        if body is not None:
+            try:
+                manifest = json.loads(body)
+            except ValueError as exc:
+                raise _failure(name, f"the workload's manifest is not JSON: {exc}", run_dir) from None
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("pid"), int):
+                raise _failure(name, "the workload's manifest has no integer \"pid\"", run_dir)
+            return manifest
+        if proc.poll() is not None:
+            raise _failure(name, f"QEMU exited (status {proc.returncode}) before the manifest", run_dir)
+        if time.monotonic() > deadline:
+            raise _failure(name, f"no manifest within {timeout:.0f} s", run_dir)
+        time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while booting, so cleanup runs (main thread only)."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Path | None = None,
+         initrd: Path | None = None, append: str | None = None, qemu_args: Sequence[str] = (),
+         timeout: float | None = None, name: str | None = None, la57: bool = False,
+         detach: bool = True) -> VM:
+    """Boot ARCH (the manifest kernel of SERIES, or IMAGE) and return the VM once the manifest arrived.
+
+    The initramfs is the workload helper's build_initramfs() unless INITRD is given. DETACH=False
+    ties QEMU's life to this process (tests). On any failure QEMU is killed and VMError raised with
+    the serial log's tail.
+    """
+    if arch not in MACHINES:
+        raise VMError(f"unknown arch {arch!r}; choose one of {', '.join(MACHINES)}")
+    check_system([arch])
+    for what, path in (("kernel image", image), ("initrd", initrd), ("vmlinux", vmlinux)):
+        if path is not None and not Path(path).is_file():
+            raise VMError(f"{what} {path} does not exist")
+    kimg, kernel, vmlinux, initrd = _kernel(arch, series, image, vmlinux, initrd)
+    for what, path in (("kernel image", kernel), ("initrd", initrd), ("vmlinux", vmlinux)):
+        if path is not None and not Path(path).is_file():
+            raise VMError(f"{what} {path} does not exist")
+    timeout = timeout or MACHINES[arch].boot_timeout
+    name = _reserve_name(name, kimg.id if kimg and image is None else f"custom-{arch}")
+    run_dir = subdir("vms", name)
+    for stale in run_dir.iterdir():
+        stale.unlink()
+    serial = run_dir / "serial.log"
+    qmp, short_dir = _qmp_path(run_dir)
+    proc = None
+    try:
+        with _sigterm_as_interrupt():
+            progress(f"{name}: booting {kernel} ({arch}, TCG, timeout {timeout:.0f} s)")
+            start = time.monotonic()
+            proc, port = _start(lambda port: qemu_command(arch, kernel, initrd, append or "", serial, qmp, port,
+                                                          la57, qemu_args), run_dir, qmp, detach, name)
+            manifest = _wait_manifest(proc, serial, timeout, name, run_dir)
+            (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            vm = VM(name=name, arch=arch, kernel_release=manifest.get("kernel_release", kimg.release if kimg else "?"),
+                    qemu_pid=proc.pid, gdb=f"127.0.0.1:{port}", qmp=qmp,
+                    vmlinux=str(vmlinux) if vmlinux else None, workload_pid=manifest["pid"],
+                    manifest=str(run_dir / "manifest.json"), serial_log=str(serial), run_dir=str(run_dir),
+                    accel="tcg", started=time.time(), process=proc)
+            vm.save()
+            progress(f"{name}: manifest after {time.monotonic() - start:.1f} s; workload pid {vm.workload_pid}")
+            return vm
+    except BaseException:
+        if proc is not None:
+            _kill(proc)
+        state_file(name).unlink(missing_ok=True)
+        if short_dir is not None:
+            shutil.rmtree(short_dir, ignore_errors=True)
+        raise

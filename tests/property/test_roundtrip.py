@@ -1,0 +1,140 @@
+"""Random mapping sets -> reference-model builder -> walker -> the same mappings.
+
+The builder encodes with inspector/model/<arch>.py (the kernel's macros,
+transliterated); the walker decodes with archs/<arch>.py.  Agreement between
+two independent statements of each layout, for every arch, mode and family.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from archs import ARCH_NAMES, get_arch
+from archs.common import Fact, Kind, KernelFacts
+from archs.softleaf import CONFIG_OPTIONS, FAMILIES, MIGRATION_KINDS, PFN_KINDS
+from inspector.model.base import Prot
+from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
+from inspector.walker import Walker
+
+SOFT_KINDS = [Kind.SWAP, Kind.MIGRATION_READ, Kind.MIGRATION_READ_EXCLUSIVE, Kind.MIGRATION_WRITE,
+              Kind.DEVICE_PRIVATE_READ, Kind.DEVICE_PRIVATE_WRITE, Kind.DEVICE_EXCLUSIVE, Kind.HWPOISON,
+              Kind.MARKER, Kind.SWAPIN_ERROR]
+MARKERS = {"6.1": ["uffd-wp"], "6.12": ["uffd-wp", "poison"], "7.2": ["uffd-wp", "poison", "guard"]}
+# Facts the per-arch models assume (see their docstrings): THP on, SPARSEMEM, soft-dirty and uffd-wp built in.
+BASE_FACTS = {"CONFIG_TRANSPARENT_HUGEPAGE": True, "CONFIG_SPARSEMEM": True, "CONFIG_MEM_SOFT_DIRTY": True,
+              "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True, "CONFIG_USERFAULTFD": True,
+              "swap_migration_ad_supported": True}
+
+
+def cases():
+    for arch_name in ARCH_NAMES:
+        arch = get_arch(arch_name)
+        for mode in arch.modes():
+            yield pytest.param(arch_name, mode.name, id=f"{arch_name}-{mode.name}")
+
+
+@st.composite
+def scenario(draw, arch_name: str, mode_name: str):
+    arch = get_arch(arch_name)
+    mode = arch.mode(mode_name)
+    family = draw(st.sampled_from(FAMILIES))
+    config = {o: draw(st.booleans()) for o in CONFIG_OPTIONS[family]}
+    if family == "6.1" and arch_name != "x86_64":
+        config["CONFIG_PTE_MARKER"] = False  # only x86 selects HAVE_ARCH_USERFAULTFD_WP in 6.1
+    user_top = 1 << (mode.va_bits - 1 if not arch.split_roots else mode.va_bits)
+    pfn_limit = 1 << min(30, mode.pa_bits - mode.page_shift - 1)
+    used: list[tuple[int, int]] = []
+    mappings = []
+    for _ in range(draw(st.integers(1, 12))):
+        leaf_depths = [d for d, lvl in enumerate(mode.levels) if lvl.leaf]
+        depth = draw(st.sampled_from(leaf_depths))
+        level = mode.levels[depth]
+        what = draw(st.sampled_from(["leaf", "block", "soft"]))
+        span = level.span
+        va = draw(st.integers(0, user_top // span - 64)) * span
+        count = 1
+        if what == "block":
+            count = 64  # upper bound on any block; aligned below once the block size is known
+            va -= va % (span * count)
+        if any(va < end and va + span * count > start for start, end in used):
+            continue
+        pfn = draw(st.integers(0, pfn_limit)) & ~((count * span >> mode.page_shift) - 1)
+        if what == "leaf":
+            prot = Prot(write=draw(st.booleans()), exec=draw(st.booleans()), young=draw(st.booleans()),
+                        dirty=draw(st.booleans()), protnone=draw(st.booleans()))
+            m = MapLeaf(va, level.name, pfn & ~((span >> mode.page_shift) - 1), prot)
+        elif what == "block":
+            m = MapBlock(va, level.name, pfn, Prot(young=draw(st.booleans()), dirty=draw(st.booleans())))
+        else:
+            kind = draw(st.sampled_from(SOFT_KINDS))
+            # swap offset 0 is the swap header, never mapped (it would encode to none on riscv)
+            m = MapSoftleaf(va, level.name, kind, value=draw(st.integers(1, pfn_limit)),
+                            swap_type=draw(st.integers(0, 3)),
+                            markers=tuple(draw(st.sets(st.sampled_from(MARKERS[family]), min_size=1))),
+                            young=kind in MIGRATION_KINDS and draw(st.booleans()),
+                            dirty=kind in MIGRATION_KINDS and draw(st.booleans()),
+                            access=draw(st.sampled_from(["read", "write"])) if kind is Kind.DEVICE_EXCLUSIVE and family != "7.2" else None)
+        used.append((va, va + span * count))
+        mappings.append(m)
+    return family, config, mappings
+
+
+@pytest.mark.parametrize("arch_name,mode_name", list(cases()))
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_model_walker_roundtrip(arch_name, mode_name, data):
+    family, config, mappings = data.draw(scenario(arch_name, mode_name))
+    arch = get_arch(arch_name)
+    mode = arch.mode(mode_name)
+    builder = Builder(arch_name, mode, family, config)
+    placed = []
+    for m in mappings:
+        try:
+            builder.add(m)
+        except ValueError:
+            continue  # the kind, flag or block does not exist for this arch/mode/family/config
+        placed.append(m)
+    assume(placed)
+    facts = KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in {**config, **BASE_FACTS}.items()})
+    walker = Walker(builder.memory, arch, mode, facts)
+    got = {e.va: e for e in walker.walk(builder.root)}
+    expected_vas = set()
+    for m in placed:
+        depth = mode.level(m.level)
+        span = mode.levels[depth].span
+        if isinstance(m, MapBlock):
+            n = len(builder.model.mk_block(m.pfn, depth, mode, m.prot, family))
+            for i in range(n):
+                e = got[arch.canonical(mode, m.va + i * span, False)]
+                expected_vas.add(e.va)
+                assert e.kind is Kind.PRESENT and e.ref.level == m.level
+                assert e.frame == m.pfn + i * (span >> mode.page_shift)
+                assert e.hw.cont is not None and e.hw.cont.entries == n and e.block.index == i
+                assert e.view.access.young == m.prot.young and e.view.access.dirty == m.prot.dirty
+            continue
+        e = got[arch.canonical(mode, m.va, False)]
+        expected_vas.add(e.va)
+        assert e.ref.level == m.level
+        if isinstance(m, MapLeaf):
+            assert e.kind is Kind.PRESENT, e.hw
+            assert e.frame == m.pfn
+            a = e.hw.access
+            if m.prot.protnone:
+                assert not (a.read or a.write or a.exec)
+            else:
+                assert (a.write, a.exec, a.user, a.young, a.dirty) == (
+                    m.prot.write, m.prot.exec, m.prot.user, m.prot.young, m.prot.dirty or (m.prot.write and a.dirty))
+                assert a.dirty == m.prot.dirty
+        else:
+            swp = builder.swp_fields(m)
+            assert e.kind is m.kind, (e.hw, m)
+            assert (e.hw.softleaf.type, e.hw.softleaf.offset) == (swp.type, swp.offset)
+            if m.kind is Kind.MARKER:
+                assert set(e.hw.markers) == set(m.markers)
+            if m.kind in PFN_KINDS:
+                assert e.frame == m.value
+            if m.kind in MIGRATION_KINDS:
+                assert dict(e.hw.details).get("young") == str(m.young).lower()
+                assert dict(e.hw.details).get("dirty") == str(m.dirty).lower()
+    assert set(got) == expected_vas  # nothing extra, nothing lost
