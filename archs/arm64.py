@@ -469,15 +469,37 @@ class Arm64Arch:
     """The arm64 Arch: modes from TCR_EL1, descriptors of 6.1 / 6.12 / 7.2."""
 
     name = "arm64"
+    split_roots = True  # TTBR0_EL1 translates the lower (user) half, TTBR1_EL1 the upper
+    # VBAR_EL1 holds `vectors` (kernel/head.S:224-225 in 7.2) unless the Spectre-BHB/KPTI
+    # vector switch moved it to __bp_harden_el1_vectors or TRAMP_VALIAS (asm/vectors.h:63-71
+    # in 7.2); a wrong offset then fails the session's VMCOREINFO check.  QEMU 7.2 -cpu max
+    # and cortex-a57 booting 7.2.13 (nokaslr) both showed VBAR_EL1 == vectors.
+    kaslr_anchor = ("VBAR_EL1", "vectors")
+    kernel_text_region = None  # under KASLR vmalloc/module pages may precede the image
 
     def __init__(self) -> None:
-        self._modes = tuple(build_mode(ps, va, lpa2=lpa2, pa_bits=pa, ttbr1=ttbr1)
-                            for ttbr1 in (False, True)
+        self._modes = tuple(build_mode(ps, va, lpa2=lpa2, pa_bits=pa)
                             for ps, va, lpa2 in STANDARD
                             for pa in ((48, 52) if ps == 16 else (None,)))
 
     def modes(self) -> Sequence[PagingMode]:
+        """The user-half modes of every Linux configuration (§3.2); "-ttbr1" variants and
+        other TCR_EL1 settings are reached through mode() and mode_from_registers()."""
         return self._modes
+
+    def root_from_registers(self, regs: Mapping[str, int], upper: bool) -> int:
+        """TTBR1_EL1 (upper) or TTBR0_EL1 BADDR, without ASID (63:48) and CnP (bit 0).
+
+        With a 52-bit output size BADDR[51:48] sits in bits 5:2: phys_to_ttbr() is
+        (phys | phys >> 46) & GENMASK(47, 2) (pgtable.h:1080/1499/1590, pgtable-hwdef.h:286/330/284).
+        """
+        name = "TTBR1_EL1" if upper else "TTBR0_EL1"
+        if name not in regs or "TCR_EL1" not in regs:
+            raise ValueError(f"arm64 needs {name} and TCR_EL1 to find the {'kernel' if upper else 'user'} root")
+        ttbr = regs[name]
+        if self.mode_from_registers({**regs, "half": int(upper)}).pa_bits == 52:
+            return (ttbr & _genmask(47, 6)) | (((ttbr >> 2) & 0xF) << 48)
+        return ttbr & _genmask(47, 1)
 
     def mode(self, name: str) -> PagingMode:
         m = MODE_RE.fullmatch(name)

@@ -1,61 +1,92 @@
 """ptinspect inside gdb: `source commands/gdb_pt.py`, then `pt dump`, `pt translate`...
 
-The `pt` commands use gdb's own connection to QEMU's gdbstub (no second
-connection) and take the same options as the ptinspect CLI, without --gdb.
+Each `pt` command runs the ptinspect CLI in a child process (gdb's embedded
+Python cannot host drgn: both link elfutils) whose memory and register reads
+are served here, through gdb's own connection to QEMU's gdbstub; no second
+connection is made.  The commands take the CLI's options, without --gdb.
 """
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
+import gdb  # type: ignore[import-not-found]
+
 ROOT = Path(__file__).resolve().parent.parent
-for site in sorted(ROOT.glob(".venv/lib/python3*/site-packages")):
-    if str(site) not in sys.path:
-        sys.path.append(str(site))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))
 
-import click  # noqa: E402
-import gdb  # type: ignore[import-not-found]  # noqa: E402
-
-from commands import targets  # noqa: E402
-from commands.cli import main  # noqa: E402
 from inspector.targets.gdbinternal import GdbInternalTarget  # noqa: E402
+from inspector.targets.gdbstub import GdbstubError  # noqa: E402
+from inspector.targets.pipe import ENV, serve  # noqa: E402
 
-targets.INTERNAL_TARGET = GdbInternalTarget
+SUBCOMMANDS = {
+    "dump": "Every non-none page-table entry of a process (--pid/--comm), the kernel (--kernel) or a root.",
+    "translate": "The walk of one virtual address, level by level, every bit named.",
+    "decode": "Decode raw entry values: pt decode --arch ARCH --kernel 7.2 --level pte VALUE.",
+}
+
+
+def python() -> str:
+    """The interpreter ptinspect is installed in."""
+    for candidate in (os.environ.get("PTINSPECT_PYTHON"), ROOT / ".venv/bin/python"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    return shutil.which("python3") or "python3"
 
 
 class PtPrefix(gdb.Command):
-    """ptinspect: inspect the page tables of the kernel gdb is attached to.
+    """ptinspect: the page tables of the kernel gdb is attached to (QEMU's gdbstub).
 
-Subcommands take the ptinspect CLI's options (see `pt SUBCOMMAND --help`),
-reading through gdb's own connection: pt dump, pt translate, pt decode."""
+Subcommands take the ptinspect CLI's options without --gdb; `pt SUBCOMMAND --help` lists them.
+The vmlinux gdb has loaded (`file vmlinux`) is used unless --vmlinux is given.
+pt dump --vmlinux VMLINUX --pid N     every entry of a process
+pt translate --vmlinux VMLINUX --pid N VA
+pt decode --arch arm64 --kernel 7.2 VALUE"""
 
     def __init__(self) -> None:
         super().__init__("pt", gdb.COMMAND_DATA, prefix=True)
 
 
 class PtCommand(gdb.Command):
-    """Run `ptinspect NAME` through gdb's connection."""
-
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, doc: str) -> None:
         self.name = name
-        command = main.commands[name]
-        self.__doc__ = (command.help or name).replace("\b\n", "") + f"\n\nOptions: pt {name} --help"
+        self.__doc__ = f"{doc}\nOptions: pt {name} --help"
         super().__init__(f"pt {name}", gdb.COMMAND_DATA)
 
     def invoke(self, argument: str, from_tty: bool) -> None:
         try:
-            main.main([self.name, *shlex.split(argument)], prog_name="pt", standalone_mode=False)
-        except click.exceptions.Exit:
-            pass
-        except click.ClickException as exc:
-            raise gdb.GdbError(exc.format_message()) from None
-        except click.Abort:
-            raise gdb.GdbError("aborted") from None
+            args = shlex.split(argument)
+        except ValueError as exc:
+            raise gdb.GdbError(f"pt {self.name}: {exc}") from None
+        needs_target = self.name != "decode" and not {"-h", "--help"} & set(args)
+        loaded = gdb.current_progspace().filename  # `file vmlinux` in gdb stands for --vmlinux
+        if needs_target and loaded and not any(a.startswith("--vmlinux") for a in args):
+            args = ["--vmlinux", loaded, *args]
+        target = GdbInternalTarget() if needs_target else None
+        child_r, parent_w = os.pipe()
+        parent_r, child_w = os.pipe()
+        env = dict(os.environ, **({ENV: f"{child_r},{child_w}"} if target else {}))
+        gdb.flush()
+        try:
+            proc = subprocess.Popen([python(), "-m", "commands.cli", self.name, *args], cwd=ROOT, env=env,
+                                    pass_fds=(child_r, child_w))
+            os.close(child_r)
+            os.close(child_w)
+            with os.fdopen(parent_r, "rb") as requests, os.fdopen(parent_w, "wb") as replies:
+                if target is not None:
+                    serve(requests, replies, target, (GdbstubError, gdb.error, gdb.MemoryError))
+            gdb.flush()
+            if proc.wait() != 0:
+                raise gdb.GdbError(f"pt {self.name} failed (exit {proc.returncode})")
+        finally:
+            if target is not None:
+                target.close()
 
 
 PtPrefix()
-for _name in ("dump", "translate", "decode"):
-    PtCommand(_name)
+for _name, _doc in SUBCOMMANDS.items():
+    PtCommand(_name, _doc)

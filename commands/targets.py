@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -10,6 +11,8 @@ import click
 from archs import get_arch
 from inspector.session import Session, SessionError, attach_kernel
 from inspector.targets.gdbstub import GdbstubError, GdbstubTarget
+from inspector.targets.pipe import ENV as PIPE_ENV
+from inspector.targets.pipe import PipeError, PipeTarget
 from inspector.vmlinux import VmlinuxError
 
 
@@ -22,10 +25,6 @@ class Target(Protocol):
     def set_ram(self, ranges: list[tuple[int, int]]) -> None: ...
     def read_registers(self) -> dict[str, int]: ...
     def close(self) -> None: ...
-
-
-# Inside gdb (commands/gdb_pt.py) the default target is gdb's own connection.
-INTERNAL_TARGET: Callable[[], Target] | None = None
 
 
 def target_options(func: Callable) -> Callable:
@@ -50,11 +49,11 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
     try:
         if gdb_address:
             target: Target = GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
-        elif INTERNAL_TARGET is not None:
-            target = INTERNAL_TARGET()
+        elif os.environ.get(PIPE_ENV):  # a `pt` command inside gdb (commands/gdb_pt.py)
+            target = PipeTarget(os.environ[PIPE_ENV])
         else:
             raise click.UsageError("choose a target: --gdb HOST:PORT")
-    except GdbstubError as exc:
+    except (GdbstubError, PipeError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
         arch = get_arch(target.arch)
@@ -64,7 +63,7 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
             assert session.kernel is not None
             target.set_ram(session.kernel.ram_ranges())
         yield session
-    except (GdbstubError, SessionError, VmlinuxError) as exc:
+    except (GdbstubError, PipeError, SessionError, VmlinuxError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         target.close()

@@ -237,6 +237,8 @@ class Arm64Model:
         """__swp_entry (pgtable.h:1016/1441/1532) + pte_swp_mkexclusive/mkuffd_wp."""
         if swp.soft_dirty:
             raise ValueError("arm64 has no soft-dirty (HAVE_ARCH_SOFT_DIRTY is not selected)")
+        if family == "6.1" and "lpa2" in mode.options:
+            raise ValueError("6.1 has no LPA2 support")
         if family == "6.1":
             if swp.uffd_wp:
                 raise ValueError("arm64 6.1 has no uffd-wp")

@@ -27,6 +27,7 @@ DEBIAN_SUITES = frozenset({
     "sid", "forky", "trixie", "bookworm", "bullseye", "buster", "duke",
 })
 UPDATE_MAX_AGE = 24 * 3600.0
+REFRESH_MAX_AGE = 600.0
 UPDATE_TIMEOUT = 900.0
 DOWNLOAD_TIMEOUT = 3600.0
 QUERY_TIMEOUT = 120.0
@@ -121,7 +122,7 @@ class AptState:
         self.root = subdir("apt")
         self.sources = self.root / "sources.list"
         self.lists = self.root / "lists"
-        self.archives = self.root / "cache"
+        self.cache = self.root / "cache"
 
     def options(self) -> list[str]:
         """The -o options that point apt at the private state."""
@@ -130,7 +131,7 @@ class AptState:
             "Dir::Etc::sourceparts": "-",
             "Dir::Etc::preferencesparts": "-",
             "Dir::State::Lists": str(self.lists),
-            "Dir::Cache": str(self.archives),
+            "Dir::Cache": str(self.cache),
             "Dir::Cache::pkgcache": "pkgcache.bin",  # some systems disable this on-disk cache
             "Acquire::Retries": "3",
             "Acquire::http::Timeout": "60",
@@ -152,20 +153,20 @@ class AptState:
             raise VMError(f"{tool} {' '.join(args)} failed (exit {done.returncode}):\n{tail}")
         return done.stdout
 
-    def _fresh(self, text: str) -> bool:
+    def _fresh(self, text: str, max_age: float) -> bool:
         stamp = self.root / "updated"
         if not stamp.is_file() or stamp.read_text() != text:
             return False
-        return time.time() - stamp.stat().st_mtime < UPDATE_MAX_AGE
+        return time.time() - stamp.stat().st_mtime < max_age
 
     def update(self, force: bool = False) -> None:
-        """apt-get update the private lists unless they are recent and from the same sources."""
+        """apt-get update the private lists unless they are from the same sources and younger than a
+        day (FORCE: than ten minutes, so one `fetch --refresh` of several images updates once)."""
         text = private_sources(debian_archive_uri(system_sources()))
         with locked(self.root / "lock", LOCK_TIMEOUT):
-            if not force and self._fresh(text):
+            if self._fresh(text, REFRESH_MAX_AGE if force else UPDATE_MAX_AGE):
                 return
-            for path in (self.lists / "partial", self.archives / "archives" / "partial"):
-                path.mkdir(parents=True, exist_ok=True)
+            (self.lists / "partial").mkdir(parents=True, exist_ok=True)
             self.sources.write_text(text)
             progress(f"apt-get update (private state in {self.root}) for {', '.join(SUITES)} ...")
             start = time.monotonic()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -16,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import VMError, progress
-from .cache import locked, subdir
+from .cache import cache_dir, locked, subdir
 from .images import KernelImage, ensure_image, image_for
 from .qmp import QmpError, wait_for_qmp
-from .state import NAME_RE, VM, is_our_qemu, load, state_file
+from .state import NAME_RE, VM, booting, load, state_file
 from .sysdeps import QEMU, check_system, host_arch
 
 BEGIN, END = "PTINSPECT-MANIFEST-BEGIN", "PTINSPECT-MANIFEST-END"
@@ -28,6 +29,7 @@ TAIL_LINES = 40
 START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 5
 MAX_UNIX_PATH = 100
+KVM_PROBE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,13 @@ class Machine:
 
     args: tuple[str, ...]
     console: str
-    boot_timeout: float  # seconds to the manifest under TCG; measured boots take a fraction of this
+    boot_timeout: float  # seconds to the manifest; TCG boots measured 7-22 s on 2 shared cores
 
 
 MACHINES = {
-    "x86_64": Machine(("-cpu", "qemu64"), "ttyS0", 300.0),
-    "arm64": Machine(("-M", "virt", "-cpu", "max,pauth-impdef=on"), "ttyAMA0", 400.0),
-    "riscv64": Machine(("-M", "virt", "-cpu", "rv64,svnapot=on,svpbmt=on", "-bios", "default"), "ttyS0", 600.0),
+    "x86_64": Machine(("-cpu", "qemu64"), "ttyS0", 180.0),
+    "arm64": Machine(("-M", "virt", "-cpu", "max,pauth-impdef=on"), "ttyAMA0", 180.0),
+    "riscv64": Machine(("-M", "virt", "-cpu", "rv64,svnapot=on,svpbmt=on", "-bios", "default"), "ttyS0", 300.0),
 }
 
 
@@ -52,9 +54,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _supports_device(qemu: str, device: str) -> bool:
-    out = subprocess.run([qemu, "-device", "help"], capture_output=True, text=True, timeout=30).stdout
-    return f'name "{device}"' in out
+@functools.cache
+def supports_device(arch: str, device: str) -> bool:
+    """Whether QEMU's machine for ARCH accepts DEVICE (riscv64 virt in QEMU 7.2 refuses vmcoreinfo:
+    its fw_cfg has no DMA). Asked by starting the machine paused and quitting from the monitor."""
+    cmd = [QEMU[arch], *MACHINES[arch].args, "-device", device, "-S", "-display", "none", "-nodefaults",
+           "-monitor", "stdio"]
+    try:
+        return subprocess.run(cmd, input="quit\n", capture_output=True, text=True, timeout=30).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _die_with_parent() -> None:
@@ -88,21 +97,12 @@ def _reserve_name(wanted: str | None, default: str) -> str:
             if not NAME_RE.match(name):
                 raise VMError(f"bad VM name {name!r}: use letters, digits, '.', '_', '-'")
             path = state_file(name)
-            held = load(path) if path.exists() else None
-            if path.exists() and (held is None or held.alive() or _booting(path)):
+            held = load(path)
+            if (held is not None and held.alive()) or booting(path):
                 continue
             path.write_text(json.dumps({"booting": os.getpid()}))
             return name
     raise VMError(f"VM name {wanted or default} is in use; stop it (ptinspect vm stop) or pass another --name")
-
-
-def _booting(path: Path) -> bool:
-    """PATH is a placeholder of a boot still in progress in a live process."""
-    try:
-        pid = json.loads(path.read_text()).get("booting")
-    except (OSError, ValueError):
-        return False
-    return pid is not None and Path(f"/proc/{pid}").exists()
 
 
 def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
@@ -125,21 +125,19 @@ def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
 
 
 def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, port: int,
-                 la57: bool = False, extra: Sequence[str] = ()) -> list[str]:
-    """The QEMU command line of a harness boot (TCG; 1 GiB; serial to a file; gdbstub; QMP)."""
+                 la57: bool = False, accel: str = "tcg", extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line of a harness boot (1 GiB; serial to a file; gdbstub; QMP)."""
     from .initramfs import QEMU_DEVICES  # the workload helper's devices (none while swap is zram)
 
     machine = MACHINES[arch]
     args = list(machine.args)
     if la57:
-        if arch != "x86_64":
-            raise VMError("--la57 applies to x86_64 only")
         args[1] += ",+la57"
-    cmd = [QEMU[arch], *args, "-accel", "tcg", "-m", "1G", "-smp", "1", "-nodefaults", "-display", "none",
+    cmd = [QEMU[arch], *args, "-accel", accel, "-m", "1G", "-smp", "1", "-nodefaults", "-display", "none",
            "-no-reboot", "-serial", f"file:{serial}", "-gdb", f"tcp:127.0.0.1:{port}",
            "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", f"console={machine.console} nokaslr {append}".strip()]
-    if _supports_device(QEMU[arch], "vmcoreinfo"):
+    if supports_device(arch, "vmcoreinfo"):
         cmd += ["-device", "vmcoreinfo"]
     return cmd + list(QEMU_DEVICES) + list(extra)
 
@@ -153,7 +151,8 @@ def _qmp_path(run_dir: Path) -> tuple[str, Path | None]:
     return str(short / "qmp.sock"), short
 
 
-def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, detach: bool, name: str) -> tuple[subprocess.Popen, int]:
+def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, detach: bool,
+           name: str) -> tuple[subprocess.Popen, int]:
     """Start QEMU on a free gdb port (retrying when the port was taken meanwhile); wait until QMP answers."""
     for _ in range(PORT_ATTEMPTS):
         port = _free_port()
@@ -215,6 +214,46 @@ def _wait_manifest(proc: subprocess.Popen, serial: Path, timeout: float, name: s
         time.sleep(0.25)
 
 
+def _kvm_probe(arch: str, kernel: Path) -> bool:
+    """Whether KERNEL starts under KVM here: it must reach its no-root panic (QEMU exits), not a KVM error."""
+    with tempfile.TemporaryDirectory(prefix="ptinspect-kvm-") as tmp:
+        log, err = Path(tmp) / "serial.log", Path(tmp) / "qemu.log"
+        cmd = [QEMU[arch], *MACHINES[arch].args, "-accel", "kvm", "-m", "256M", "-nodefaults", "-display", "none",
+               "-no-reboot", "-serial", f"file:{log}", "-kernel", str(kernel),
+               "-append", f"console={MACHINES[arch].console} panic=-1"]
+        with open(err, "wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        deadline = time.monotonic() + KVM_PROBE_TIMEOUT
+        try:  # a broken KVM stops the guest ("KVM internal error") and QEMU stays up: watch its output
+            while proc.poll() is None and time.monotonic() < deadline and "KVM internal error" not in tail(err):
+                time.sleep(0.2)
+        finally:
+            _kill(proc)
+        return "Kernel panic" in tail(log)
+
+
+def choose_accel(accel: str, arch: str, kernel: Path, la57: bool) -> str:
+    """tcg or kvm for ACCEL (auto: KVM when the guest is native, /dev/kvm opens and a probe boot of
+    KERNEL works; the verdict is cached per host boot). LA57 needs TCG (hosts may lack it)."""
+    if accel not in ("auto", "tcg", "kvm"):
+        raise VMError(f"unknown accelerator {accel!r}; choose auto, tcg or kvm")
+    if accel == "tcg" or (accel == "auto" and (la57 or arch != host_arch() or not os.access("/dev/kvm", os.W_OK))):
+        return "tcg"
+    verdicts = cache_dir() / "kvm-probe.json"
+    key = f"{Path('/proc/sys/kernel/random/boot_id').read_text().strip()} {kernel} {kernel.stat().st_size}"
+    with locked(verdicts.with_suffix(".lock"), KVM_PROBE_TIMEOUT * 2):
+        known = json.loads(verdicts.read_text()) if verdicts.exists() else {}
+        if key not in known:
+            known[key] = _kvm_probe(arch, kernel)
+            verdicts.write_text(json.dumps(known, indent=1))
+            progress(f"KVM probe with {kernel}: {'works' if known[key] else 'fails; TCG it is'}")
+    if known[key]:
+        return "kvm"
+    if accel == "kvm":
+        raise VMError(f"KVM does not run {kernel} on this host (probe failed); use --accel tcg")
+    return "tcg"
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt while booting, so cleanup runs (main thread only)."""
@@ -234,51 +273,53 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Path | None = None,
          initrd: Path | None = None, append: str | None = None, qemu_args: Sequence[str] = (),
-         timeout: float | None = None, name: str | None = None, la57: bool = False,
+         timeout: float | None = None, name: str | None = None, la57: bool = False, accel: str = "auto",
          detach: bool = True) -> VM:
     """Boot ARCH (the manifest kernel of SERIES, or IMAGE) and return the VM once the manifest arrived.
 
-    The initramfs is the workload helper's build_initramfs() unless INITRD is given. DETACH=False
-    ties QEMU's life to this process (tests). On any failure QEMU is killed and VMError raised with
-    the serial log's tail.
+    The initramfs is the workload helper's build_initramfs() unless INITRD is given. ACCEL is tcg,
+    kvm, or auto (KVM only when it really runs this kernel). DETACH=False ties QEMU's life to this
+    process (tests). On any failure QEMU is killed and VMError raised with the serial log's tail.
     """
     if arch not in MACHINES:
         raise VMError(f"unknown arch {arch!r}; choose one of {', '.join(MACHINES)}")
+    if la57 and arch != "x86_64":
+        raise VMError("--la57 applies to x86_64 only")
     check_system([arch])
     for what, path in (("kernel image", image), ("initrd", initrd), ("vmlinux", vmlinux)):
         if path is not None and not Path(path).is_file():
             raise VMError(f"{what} {path} does not exist")
     kimg, kernel, vmlinux, initrd = _kernel(arch, series, image, vmlinux, initrd)
-    for what, path in (("kernel image", kernel), ("initrd", initrd), ("vmlinux", vmlinux)):
-        if path is not None and not Path(path).is_file():
-            raise VMError(f"{what} {path} does not exist")
+    accel = choose_accel(accel, arch, kernel, la57)
     timeout = timeout or MACHINES[arch].boot_timeout
     name = _reserve_name(name, kimg.id if kimg and image is None else f"custom-{arch}")
     run_dir = subdir("vms", name)
-    for stale in run_dir.iterdir():
-        stale.unlink()
-    serial = run_dir / "serial.log"
+    shutil.rmtree(run_dir)  # the previous boot of this name
+    run_dir.mkdir()
     qmp, short_dir = _qmp_path(run_dir)
-    proc = None
+    vm = VM(name=name, arch=arch, kernel_release=kimg.release if kimg and image is None else "?", qemu_pid=0,
+            gdb="", qmp=qmp, vmlinux=str(vmlinux) if vmlinux else None, workload_pid=None,
+            manifest=str(run_dir / "manifest.json"), serial_log=str(run_dir / "serial.log"),
+            run_dir=str(run_dir), accel=accel, started=time.time())
     try:
         with _sigterm_as_interrupt():
-            progress(f"{name}: booting {kernel} ({arch}, TCG, timeout {timeout:.0f} s)")
+            progress(f"{name}: booting {kernel} ({arch}, {accel}, timeout {timeout:.0f} s)")
             start = time.monotonic()
-            proc, port = _start(lambda port: qemu_command(arch, kernel, initrd, append or "", serial, qmp, port,
-                                                          la57, qemu_args), run_dir, qmp, detach, name)
-            manifest = _wait_manifest(proc, serial, timeout, name, run_dir)
-            (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-            vm = VM(name=name, arch=arch, kernel_release=manifest.get("kernel_release", kimg.release if kimg else "?"),
-                    qemu_pid=proc.pid, gdb=f"127.0.0.1:{port}", qmp=qmp,
-                    vmlinux=str(vmlinux) if vmlinux else None, workload_pid=manifest["pid"],
-                    manifest=str(run_dir / "manifest.json"), serial_log=str(serial), run_dir=str(run_dir),
-                    accel="tcg", started=time.time(), process=proc)
+            vm.process, port = _start(
+                lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, port,
+                                          la57, accel, qemu_args), run_dir, qmp, detach, name)
+            vm.qemu_pid, vm.gdb = vm.process.pid, f"127.0.0.1:{port}"
+            vm.save()  # from here `vm list` / `vm stop` see it, even if this process dies
+            manifest = _wait_manifest(vm.process, Path(vm.serial_log), timeout, name, run_dir)
+            Path(vm.manifest).write_text(json.dumps(manifest, indent=1))
+            vm.workload_pid = manifest["pid"]
+            vm.kernel_release = manifest.get("kernel_release", vm.kernel_release)
             vm.save()
             progress(f"{name}: manifest after {time.monotonic() - start:.1f} s; workload pid {vm.workload_pid}")
             return vm
     except BaseException:
-        if proc is not None:
-            _kill(proc)
+        if vm.process is not None:
+            _kill(vm.process)
         state_file(name).unlink(missing_ok=True)
         if short_dir is not None:
             shutil.rmtree(short_dir, ignore_errors=True)

@@ -31,7 +31,7 @@ class VM:
     gdb: str
     qmp: str
     vmlinux: str | None
-    workload_pid: int
+    workload_pid: int | None  # None while booting
     manifest: str
     serial_log: str
     run_dir: str
@@ -119,6 +119,15 @@ def load(path: Path) -> VM | None:
         return None
 
 
+def booting(path: Path) -> bool:
+    """PATH is the placeholder of a boot that is still choosing its QEMU (its process is alive)."""
+    try:
+        pid = json.loads(path.read_text()).get("booting")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
+
+
 def running() -> list[VM]:
     """Every VM whose QEMU still runs; state files of ended VMs are removed."""
     vms = []
@@ -126,7 +135,7 @@ def running() -> list[VM]:
         vm = load(path)
         if vm is not None and vm.alive():
             vms.append(vm)
-        else:
+        elif not booting(path):
             path.unlink(missing_ok=True)
     return vms
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from . import VMError
-from .apt import DEB_ARCH
+from .apt import DEB_ARCH, KEYRING
 
 QEMU = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "riscv64": "qemu-system-riscv64"}
 QEMU_PACKAGE = {"x86_64": "qemu-system-x86", "arm64": "qemu-system-arm", "riscv64": "qemu-system-misc"}
@@ -57,6 +57,8 @@ def missing(arches: Iterable[str], fetch_only: bool = False) -> list[tuple[str, 
     if not fetch_only:
         wanted.update(BOOT_TOOLS)
     gaps = [(tool, package) for tool, package in wanted.items() if shutil.which(tool) is None]
+    if not Path(KEYRING).is_file():
+        gaps.append((KEYRING, "debian-archive-keyring"))
     if fetch_only:
         return gaps
     for arch in dict.fromkeys(arches):

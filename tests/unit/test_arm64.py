@@ -69,9 +69,11 @@ def test_va_split(name, levels, ptrs_per_pgd):
 def test_every_listed_mode_has_a_row_and_round_trips_by_name():
     rows = {r[0] for r in VA_SPLITS}
     for mode in ARCH.modes():
-        base = mode.name.replace("-ttbr1", "").replace("-lpa2", "").replace("-lpa", "")
+        base = mode.name.replace("-lpa2", "").replace("-lpa", "")
         assert base in rows or base + "-lpa2" in rows
         assert ARCH.mode(mode.name) == mode
+        kernel = ARCH.mode(mode.name + "-ttbr1")
+        assert kernel.levels == mode.levels and kernel.options == mode.options | {"ttbr1"}
 
 
 def test_leaf_levels_follow_linux():
@@ -136,6 +138,37 @@ def test_tcr_qemu_cortex_a57():
     assert [lvl.name for lvl in mode.levels] == ["pgd", "pud", "pmd", "pte"]
     assert mode.pa_bits == 44 and "lpa2" not in mode.options
     assert ARCH.mode(mode.name) == mode
+
+
+# Registers read over the gdbstub from QEMU 7.2.22 booting Debian's 7.2.13+deb14-cloud-arm64
+# vmlinuz ("console=ttyAMA0 nokaslr", stopped after the no-root panic).
+QEMU_MAX = {"TCR_EL1": 0x0D5001F6B54C350C, "TTBR0_EL1": 0x4209B000, "TTBR1_EL1": 0x4209C001,
+            "MAIR_EL1": 0x40044FFFF, "ID_AA64MMFR0_EL1": MMFR0_MAX}
+QEMU_A57 = {"TCR_EL1": 0x04500074B5503510, "TTBR0_EL1": 0x4209B000, "TTBR1_EL1": 0x4209C000,
+            "MAIR_EL1": 0x40044FFFF, "ID_AA64MMFR0_EL1": MMFR0_A57}
+
+
+def test_tcr_measured_on_qemu():
+    # max: T0SZ = T1SZ = 12, TG1 = 0b10 (4K), IPS = 6, DS (bit 59) set -> 5 levels from L-1.
+    mode = ARCH.mode_from_registers({**QEMU_MAX, "half": 1})
+    assert mode.name == "4k-52-lpa2-ttbr1" and len(mode.levels) == 5
+    # cortex-a57: T0SZ = T1SZ = 16, IPS = 4 (44 bits), DS clear -> 4 levels.
+    mode = ARCH.mode_from_registers({**QEMU_A57, "half": 1})
+    assert mode.name == "4k-48-pa44-ttbr1" and len(mode.levels) == 4
+    # The kernel root is swapper_pg_dir; TTBR1 bit 0 is CnP.  TTBR0 holds reserved_pg_dir, which
+    # vmlinux places 0x1000 below swapper_pg_dir.
+    for regs in (QEMU_MAX, QEMU_A57):
+        assert ARCH.root_from_registers(regs, upper=True) == 0x4209C000
+        assert ARCH.root_from_registers(regs, upper=False) == 0x4209B000
+
+
+def test_ttbr_52_bit_baddr():
+    # phys_to_ttbr (pgtable.h:1080/1499/1590): (phys | phys >> 46) & GENMASK(47, 2); for PA
+    # 0x000f00004209c000, phys >> 46 = 0x3c, so TTBR = 0x4209c03c (BADDR[51:48] in bits 5:2).
+    regs = {**QEMU_MAX, "TTBR1_EL1": 0x4209C03C | (1 << 48)}  # plus an ASID bit
+    assert ARCH.root_from_registers(regs, upper=True) == 0x000F00004209C000
+    with pytest.raises(ValueError):
+        ARCH.root_from_registers({"TTBR1_EL1": 0x4209C000}, upper=True)  # TCR_EL1 needed
 
 
 def test_tg1_encoding_differs_from_tg0():
@@ -529,7 +562,9 @@ def test_cont_geometry(name, pte, pmd):
 
 # ---------------------------------------------------------------- properties
 
-EXTRA_MODES = [build_mode(12, 48, lpa2=True), build_mode(14, 48, lpa2=True), build_mode(12, 48, pa_bits=44)]
+EXTRA_MODES = [build_mode(12, 48, lpa2=True), build_mode(14, 48, lpa2=True), build_mode(12, 48, pa_bits=44),
+               build_mode(12, 48, ttbr1=True), build_mode(12, 52, lpa2=True, ttbr1=True),
+               build_mode(16, 42, pa_bits=52, ttbr1=True), build_mode(14, 36, ttbr1=True)]
 MODES = list(ARCH.modes()) + EXTRA_MODES
 FACTS = [facts(None), full("6.1"), full("6.12"), full("7.2", MAIR_EL1=0x040044F0FF), facts("7.2"),
          full("7.2", CONFIG_ARM64_PA_BITS=52, CONFIG_HAVE_ARCH_USERFAULTFD_WP=False)]
@@ -593,6 +628,8 @@ def test_model_leaf_agrees_with_decoder(md, prot, family, data):
        uffd_wp=st.booleans())
 def test_model_softleaf_agrees_with_decoder(md, family, swp_type, offset, exclusive, uffd_wp):
     mode, depth = md
+    if family == "6.1" and "lpa2" in mode.options:
+        return
     swp = SwpFields(swp_type, offset, exclusive=exclusive, uffd_wp=uffd_wp and family != "6.1")
     raw = MODEL.mk_softleaf(swp, depth, mode, family)
     if raw == 0:

@@ -1,0 +1,87 @@
+"""Compare ptinspect's dump of the workload with what the guest kernel said in its pagemap.
+
+The kernel's own view (fs/proc/task_mmu.c pte_to_pagemap_entry, 7.2:2021):
+present -> PM_PRESENT with pte_pfn; any other non-none entry -> PM_SWAP with
+frame = swp_type | (pfn-or-offset << MAX_SWAPFILES_SHIFT); uffd-wp markers
+and pte_swp_uffd_wp / pte_uffd_wp -> PM_UFFD_WP; guard markers -> PM_GUARD_REGION.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest
+
+PFN_KINDS = {"migration-read", "migration-read-exclusive", "migration-write", "device-private-read",
+             "device-private-write", "device-exclusive", "hwpoison"}
+UFFD_WP_FLAGS = {"_PAGE_UFFD_WP", "_PAGE_SWP_UFFD_WP", "PTE_UFFD_WP", "PTE_SWP_UFFD_WP"}
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    region: str
+    va: int
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.region} {self.va:#x}: {self.what}"
+
+
+class Dump:
+    """A `dump --format json` document, indexed by VA."""
+
+    def __init__(self, doc: dict) -> None:
+        self.entries = sorted(doc["entries"], key=lambda e: int(e["va"], 16))
+        self.starts = [int(e["va"], 16) for e in self.entries]
+
+    def at(self, va: int) -> dict | None:
+        i = bisect.bisect_right(self.starts, va) - 1
+        if i >= 0 and va < self.starts[i] + self.entries[i]["size"]:
+            return self.entries[i]
+        return None
+
+
+def compare(manifest: Manifest, doc: dict, pid: int) -> tuple[list[Mismatch], int]:
+    """Every page of every mapped region of `pid`: mismatches, and pages compared."""
+    dump = Dump(doc)
+    page_size = manifest.page_size
+    out: list[Mismatch] = []
+    compared = 0
+    for region in manifest.regions:
+        if region.pid != pid or region.status not in MAPPED_STATUSES:
+            continue
+        for page in region.pages:
+            compared += 1
+            pm = page.pagemap
+            e = dump.at(page.va)
+            bad = lambda what: out.append(Mismatch(region.name, page.va, what))  # noqa: E731
+            if e is not None and e["kind"] == "unknown":
+                bad(f"ptinspect says unknown: {e.get('reason')}")
+                continue
+            if pm.present:
+                if e is None or e["kind"] != "present":
+                    bad(f"pagemap present pfn {pm.pfn:#x}, ptinspect {e and e['kind']}")
+                    continue
+                frame = int(e["pfn"], 16) + (page.va - int(e["va"], 16)) // page_size
+                if frame != pm.pfn:
+                    bad(f"pfn: pagemap {pm.pfn:#x}, ptinspect {frame:#x}")
+                if pm.uffd_wp != bool(UFFD_WP_FLAGS & set(e["flags"])):
+                    bad(f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect flags {e['flags']}")
+            elif pm.swapped:
+                if e is None or "softleaf" not in e:
+                    bad(f"pagemap swap type {pm.swap_type} offset {pm.swap_offset:#x}, ptinspect {e and e['kind']}")
+                    continue
+                leaf = e["softleaf"]
+                offset = int(e["pfn"], 16) if e["kind"] in PFN_KINDS else int(leaf["offset"], 16)
+                if leaf["type"] != pm.swap_type or (offset << 5 | leaf["type"]) & PM_PFRAME_MASK != pm.frame:
+                    bad(f"softleaf: pagemap type {pm.swap_type} offset {pm.swap_offset:#x}, "
+                        f"ptinspect type {leaf['type']} offset {offset:#x} ({e['kind']})")
+                markers = set(e.get("markers", ()))
+                uffd = "uffd-wp" in markers or bool(UFFD_WP_FLAGS & set(leaf["flags"]))
+                if pm.uffd_wp != uffd:
+                    bad(f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect markers {markers} flags {leaf['flags']}")
+                if pm.guard != ("guard" in markers):
+                    bad(f"guard: pagemap {pm.guard}, ptinspect markers {markers}")
+            elif e is not None:
+                bad(f"pagemap none, ptinspect {e['kind']} raw {e['raw']}")
+    return out, compared
