@@ -473,8 +473,9 @@ class Arm64Arch:
     # VBAR_EL1 holds `vectors` (kernel/head.S:224-225 in 7.2) unless the Spectre-BHB/KPTI
     # vector switch moved it to __bp_harden_el1_vectors or TRAMP_VALIAS (asm/vectors.h:63-71
     # in 7.2); a wrong offset then fails the session's VMCOREINFO check.  QEMU 7.2 -cpu max
-    # and cortex-a57 booting 7.2.13 (nokaslr) both showed VBAR_EL1 == vectors.
-    kaslr_anchor = ("VBAR_EL1", "vectors")
+    # and cortex-a57 booting 7.2.13 (nokaslr) both showed VBAR_EL1 == vectors.  QEMU's
+    # target description names VBAR_EL1 "VBAR" (gdb-multiarch 13.1, QEMU 7.2).
+    kaslr_anchor = ("VBAR", "vectors")
     kernel_text_region = None  # under KASLR vmalloc/module pages may precede the image
 
     def __init__(self) -> None:
@@ -487,8 +488,11 @@ class Arm64Arch:
         other TCR_EL1 settings are reached through mode() and mode_from_registers()."""
         return self._modes
 
-    def root_from_registers(self, regs: Mapping[str, int], upper: bool) -> int:
-        """TTBR1_EL1 (upper) or TTBR0_EL1 BADDR, without ASID (63:48) and CnP (bit 0).
+    def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
+        """TTBR1_EL1 (upper) or TTBR0_EL1 BADDR, without ASID (63:48) and CnP (bit 0), and
+        for the kernel half also BADDR + TRAMP_SWAPPER_OFFSET: with KPTI a CPU stopped at
+        EL0 has TTBR1 on tramp_pg_dir, two pages below swapper_pg_dir (kernel/entry.S
+        tramp_unmap_kernel; memory.h:175/209/213; vmlinux.lds.S:363/-/426).
 
         With a 52-bit output size BADDR[51:48] sits in bits 5:2: phys_to_ttbr() is
         (phys | phys >> 46) & GENMASK(47, 2) (pgtable.h:1080/1499/1590, pgtable-hwdef.h:286/330/284).
@@ -497,9 +501,12 @@ class Arm64Arch:
         if name not in regs or "TCR_EL1" not in regs:
             raise ValueError(f"arm64 needs {name} and TCR_EL1 to find the {'kernel' if upper else 'user'} root")
         ttbr = regs[name]
-        if self.mode_from_registers({**regs, "half": int(upper)}).pa_bits == 52:
-            return (ttbr & _genmask(47, 6)) | (((ttbr >> 2) & 0xF) << 48)
-        return ttbr & _genmask(47, 1)
+        mode = self.mode_from_registers({**regs, "half": int(upper)})
+        if mode.pa_bits == 52:
+            root = (ttbr & _genmask(47, 6)) | (((ttbr >> 2) & 0xF) << 48)
+        else:
+            root = ttbr & _genmask(47, 1)
+        return (root, root + 2 * mode.page_size) if upper else (root,)
 
     def mode(self, name: str) -> PagingMode:
         m = MODE_RE.fullmatch(name)

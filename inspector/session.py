@@ -129,11 +129,20 @@ def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = No
     for root in session.arch.root_candidates(session.registers, True):
         session.kernel_root_pa = root
         session.tables = TableCache(session.reader)
+        info = None
         try:
-            info = find_vmcoreinfo(session, vmlinux, kaslr_offset(session, vmlinux))
-            break
+            offsets = dict.fromkeys((kaslr_offset(session, vmlinux), 0))  # the anchor may have moved
         except SessionError as exc:
             problem = str(exc)
+            continue
+        for offset in offsets:
+            try:
+                info = find_vmcoreinfo(session, vmlinux, offset)
+                break
+            except SessionError as exc:
+                problem = str(exc)
+        if info is not None:
+            break
     else:
         session.kernel_root_pa = None
         raise SessionError(problem)

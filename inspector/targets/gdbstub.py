@@ -12,7 +12,7 @@ from .rsp import RspClient, RspError
 # QEMU's target description gives them (PLATFORM-NOTES.md, gdb-multiarch 13.1).
 PAGING_REGISTERS = {
     "x86_64": ("cr0", "cr3", "cr4", "efer"),
-    "arm64": ("TTBR0_EL1", "TTBR1_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR_EL1"),
+    "arm64": ("TTBR0_EL1", "TTBR1_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR"),
     "riscv64": ("satp", "stvec"),
 }
 # A register only the architecture's description has, to tell which one the stub is.

@@ -21,6 +21,17 @@ pytestmark = pytest.mark.integration
 REQUIRED = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 
 
+def _rsp(sock: socket.socket, payload: bytes) -> bytes:
+    """Send one gdb remote-protocol packet and return the payload of the reply."""
+    sock.sendall(b"$%s#%02x" % (payload, sum(payload) % 256))
+    reply = b""
+    while not (b"#" in reply and len(reply.split(b"#", 1)[1]) >= 2):
+        chunk = sock.recv(4096)
+        assert chunk, "gdbstub closed the connection"
+        reply += chunk
+    return reply.lstrip(b"+").split(b"$", 1)[1].split(b"#", 1)[0]
+
+
 @pytest.mark.parametrize(("arch", "series"), REQUIRED, ids=[f"{s}-{a}" for a, s in REQUIRED])
 def test_boot_reaches_the_manifest(vm: Callable[..., state.VM], arch: str, series: str) -> None:
     machine = vm(arch, series)
@@ -29,6 +40,10 @@ def test_boot_reaches_the_manifest(vm: Callable[..., state.VM], arch: str, serie
     assert machine.kernel_release.startswith(series + ".")
     assert machine.vmlinux and Path(machine.vmlinux).stat().st_size > 10_000_000
     assert machine.name in {m.name for m in state.running()}
+    host, port = machine.gdb.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as gdb:  # stops the VM ...
+        assert _rsp(gdb, b"?")[:1] in (b"S", b"T")
+        assert _rsp(gdb, b"D") == b"OK"  # ... and detaching resumes it
     with Qmp(machine.qmp) as qmp:
         assert qmp.execute("query-status")["status"] == "running"
 

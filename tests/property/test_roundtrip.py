@@ -24,7 +24,8 @@ MARKERS = {"6.1": ["uffd-wp"], "6.12": ["uffd-wp", "poison"], "7.2": ["uffd-wp",
 # Facts the per-arch models assume (see their docstrings): THP on, SPARSEMEM, soft-dirty and uffd-wp built in.
 BASE_FACTS = {"CONFIG_TRANSPARENT_HUGEPAGE": True, "CONFIG_SPARSEMEM": True, "CONFIG_MEM_SOFT_DIRTY": True,
               "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True, "CONFIG_USERFAULTFD": True,
-              "swap_migration_ad_supported": True}
+              "swap_migration_ad_supported": True,
+              "CONFIG_ARM64_PA_BITS": 48}  # the arm64 model assumes a 48-bit-PA build outside -lpa modes
 
 
 def cases():
@@ -52,10 +53,10 @@ def scenario(draw, arch_name: str, mode_name: str):
         level = mode.levels[depth]
         what = draw(st.sampled_from(["leaf", "block", "soft"]))
         span = level.span
-        va = draw(st.integers(0, user_top // span - 64)) * span
+        va = draw(st.integers(0, user_top // span - 128)) * span
         count = 1
         if what == "block":
-            count = 64  # upper bound on any block; aligned below once the block size is known
+            count = 128  # upper bound on any block (arm64 16K contpte); the block is aligned to it
             va -= va % (span * count)
         if any(va < end and va + span * count > start for start, end in used):
             continue

@@ -156,19 +156,20 @@ def test_tcr_measured_on_qemu():
     mode = ARCH.mode_from_registers({**QEMU_A57, "half": 1})
     assert mode.name == "4k-48-pa44-ttbr1" and len(mode.levels) == 4
     # The kernel root is swapper_pg_dir; TTBR1 bit 0 is CnP.  TTBR0 holds reserved_pg_dir, which
-    # vmlinux places 0x1000 below swapper_pg_dir.
+    # vmlinux places 0x1000 below swapper_pg_dir.  The second kernel candidate is for a CPU
+    # stopped at EL0 under KPTI: TTBR1 = swapper_pg_dir - TRAMP_SWAPPER_OFFSET (memory.h:213).
     for regs in (QEMU_MAX, QEMU_A57):
-        assert ARCH.root_from_registers(regs, upper=True) == 0x4209C000
-        assert ARCH.root_from_registers(regs, upper=False) == 0x4209B000
+        assert ARCH.root_candidates(regs, upper=True) == (0x4209C000, 0x4209E000)
+        assert ARCH.root_candidates(regs, upper=False) == (0x4209B000,)
 
 
 def test_ttbr_52_bit_baddr():
     # phys_to_ttbr (pgtable.h:1080/1499/1590): (phys | phys >> 46) & GENMASK(47, 2); for PA
     # 0x000f00004209c000, phys >> 46 = 0x3c, so TTBR = 0x4209c03c (BADDR[51:48] in bits 5:2).
     regs = {**QEMU_MAX, "TTBR1_EL1": 0x4209C03C | (1 << 48)}  # plus an ASID bit
-    assert ARCH.root_from_registers(regs, upper=True) == 0x000F00004209C000
+    assert ARCH.root_candidates(regs, upper=True)[0] == 0x000F00004209C000
     with pytest.raises(ValueError):
-        ARCH.root_from_registers({"TTBR1_EL1": 0x4209C000}, upper=True)  # TCR_EL1 needed
+        ARCH.root_candidates({"TTBR1_EL1": 0x4209C000}, upper=True)  # TCR_EL1 needed
 
 
 def test_tg1_encoding_differs_from_tg0():

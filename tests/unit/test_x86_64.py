@@ -489,8 +489,9 @@ def test_canonical():
     assert ARCH.canonical(MODE_4, 0x800000000000, True) == 0xFFFF800000000000
     assert ARCH.canonical(MODE_5, 1 << 56, True) == 0xFF00000000000000
     assert ARCH.canonical(MODE_4, 0x7FFFFFFFF000, False) == 0x7FFFFFFFF000
-    with pytest.raises(ValueError):
-        ARCH.canonical(MODE_4, 0x1000, True)
+    # one root translates both halves: bit 47 (56 with LA57) alone decides (Intel SDM 3.4.7.1)
+    assert ARCH.canonical(MODE_4, 0x1000, True) == 0x1000
+    assert ARCH.canonical(MODE_4, 0x800000000000, False) == 0xFFFF800000000000
 
 
 def test_5level_tables_and_spans():

@@ -19,6 +19,7 @@ struct json {
 	int depth;
 	int count[MAX_DEPTH]; /* values emitted so far in each open container */
 	int after_key;        /* the next value completes a "key": pair */
+	int newline;          /* break the line before the next value */
 };
 
 struct json *json_new(void)
@@ -70,6 +71,10 @@ static void value_prefix(struct json *j)
 	}
 	if (j->depth > 0 && j->count[j->depth - 1]++ > 0)
 		put(j, ",", 1);
+	if (j->newline) {
+		put(j, "\n", 1);
+		j->newline = 0;
+	}
 }
 
 static void open_container(struct json *j, char c)
@@ -158,8 +163,14 @@ void json_null(struct json *j)
 	put(j, "null", 4);
 }
 
-/* A line break between values, for a readable console log. */
-void json_newline(struct json *j) { put(j, "\n", 1); }
+/* A line break before the next value (or now, at the top level). */
+void json_newline(struct json *j)
+{
+	if (j->depth == 0)
+		put(j, "\n", 1);
+	else
+		j->newline = 1;
+}
 
 const char *json_text(const struct json *j, size_t *len)
 {

@@ -44,16 +44,19 @@ int pagemap_read(pid_t pid, uintptr_t start, size_t npages, size_t ps,
 /* /proc/kpageflags is an array of 64-bit KPF_* words indexed by PFN. */
 int kpageflags_read(uint64_t pfn, uint64_t *out)
 {
-	static int fd = -2;
+	static int fd = -1, open_errno;
+	ssize_t n;
 
-	if (fd == -2)
+	if (fd < 0 && !open_errno) {
 		fd = open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+		open_errno = fd < 0 ? errno : 0;
+	}
 	if (fd < 0)
-		return -ENOENT;
-	if (pread(fd, out, sizeof(*out), (off_t)(pfn * sizeof(*out))) !=
-	    (ssize_t)sizeof(*out))
-		return -errno ? -errno : -EIO;
-	return 0;
+		return -open_errno;
+	n = pread(fd, out, sizeof(*out), (off_t)(pfn * sizeof(*out)));
+	if (n == (ssize_t)sizeof(*out))
+		return 0;
+	return n < 0 ? -errno : -EIO;
 }
 
 /*

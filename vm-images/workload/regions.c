@@ -199,9 +199,9 @@ static bool need_uffd(struct region *r, struct ctx *c, uint64_t features)
 				 missing[0] ? ", " : "", uffd_feature_names[i].name);
 	if ((features & UFFD_FEATURE_PAGEFAULT_FLAG_WP) &&
 	    !strcmp(machine(), "riscv64"))
-		hint = "; riscv64 has uffd-wp only with the Svrsw60t59b extension"
-		       " (Linux 7.2 HAVE_ARCH_USERFAULTFD_WP), which QEMU does"
-		       " not emulate";
+		hint = "; riscv64 offers uffd-wp only on CPUs with the"
+		       " Svrsw60t59b extension (pgtable_supports_uffd_wp(),"
+		       " Linux 7.2), which QEMU does not emulate";
 	else if (features & UFFD_FEATURE_POISON)
 		hint = "; UFFDIO_POISON needs Linux 6.6+";
 	set_status(r, ST_UNSUPPORTED,
@@ -359,6 +359,17 @@ static void build_mthp_64k(struct region *r, struct ctx *c)
 	write_pages(r, c);
 }
 
+/* Why an architecture may lack a hugetlb size. */
+static const char *hugetlb_hint(unsigned long kb)
+{
+	if (kb == 64 && !strcmp(machine(), "x86_64"))
+		return "; x86-64 has 2 MiB and 1 GiB only";
+	if (kb == 64 && !strcmp(machine(), "riscv64"))
+		return "; riscv64 needs Svnapot (CONFIG_RISCV_ISA_SVNAPOT and the"
+		       " CPU extension)";
+	return "";
+}
+
 static void build_hugetlb(struct region *r, struct ctx *c, unsigned flag)
 {
 	unsigned long kb = r->page_size / KIB, free_pages;
@@ -370,10 +381,7 @@ static void build_hugetlb(struct region *r, struct ctx *c, unsigned flag)
 		set_status(r, ST_UNSUPPORTED,
 			   "no %lu kB hugetlb size on this kernel/arch"
 			   " (CONFIG_HUGETLBFS=%s%s)",
-			   kb, cfg("CONFIG_HUGETLBFS"),
-			   kb != 64 ? "" :
-			   !strcmp(machine(), "x86_64") ? "; x86-64 has 2 MiB and 1 GiB only" :
-			   !strcmp(machine(), "riscv64") ? "; riscv64 needs Svnapot" : "");
+			   kb, cfg("CONFIG_HUGETLBFS"), hugetlb_hint(kb));
 		return;
 	}
 	free_pages = strtoul(line, NULL, 10);
@@ -629,21 +637,21 @@ static bool have_swap(void)
 static void build_swap(struct region *r, struct ctx *c)
 {
 	size_t n = npages(r, c), swapped = 0;
-	uint64_t *pm = calloc(n, sizeof(*pm));
+	uint64_t *pm;
 	int tries;
-
-	if (!pm)
-		abort();
 
 	if (!have_swap()) {
 		set_status(r, ST_UNSUPPORTED,
 			   "no active swap device (CONFIG_SWAP=%s, CONFIG_ZRAM=%s;"
 			   " see init_log)",
 			   cfg("CONFIG_SWAP"), cfg("CONFIG_ZRAM"));
-		goto out;
+		return;
 	}
 	if (!map_anon_4k(r))
-		goto out;
+		return;
+	pm = calloc(n, sizeof(*pm));
+	if (!pm)
+		abort();
 	write_pages(r, c);
 	for (tries = 1; tries <= 3 && swapped < n; tries++) {
 		if (madvise((void *)r->start, r->length, PT_MADV_PAGEOUT)) {
@@ -689,7 +697,7 @@ static uint64_t pfn_at(const struct region *r, size_t i)
 	return r->pagemap[i] & PM_PFRAME_MASK;
 }
 
-/* The pages of a kpageflags-visible page lack (or have) a KPF_ bit. */
+/* Every page with readable kpageflags has (want) or lacks (!want) KPF bit. */
 static bool kpf_check(struct region *r, const struct ctx *c, int bit,
 		      bool want, const char *name)
 {
