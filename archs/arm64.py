@@ -37,7 +37,7 @@ import re
 from dataclasses import replace
 from typing import Mapping, Sequence
 
-from .common import Access, ContInfo, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf
+from .common import Access, ContInfo, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, vmcoreinfo_int
 from .softleaf import FAMILIES, decode_softleaf
 
 MASK64 = (1 << 64) - 1
@@ -262,8 +262,8 @@ def _oa_bits(mode: PagingMode) -> int:
 
 
 def _leaf_flags(raw: int, hw: int, mode: PagingMode,
-                family: str | None) -> tuple[tuple[str, ...], list[str]]:
-    """Kernel names of a leaf's set single bits, low bit first, and a note on unnamed bits."""
+                family: str | None) -> tuple[tuple[str, ...], list[int]]:
+    """Kernel names of a leaf's set single bits, low bit first, and the set bits Linux gives no meaning."""
     names: list[str] = []
     unnamed: list[int] = []
     fields = _oa_bits(mode) | PTE_TABLE_BIT | PTE_ATTRINDX_MASK | PTE_SHARED
@@ -281,8 +281,7 @@ def _leaf_flags(raw: int, hw: int, mode: PagingMode,
             names.append("PMD_PRESENT_INVALID")
         elif not (family in ("6.12", "7.2") and b in (60, 61, 62)):  # POIndex: a field
             unnamed.append(b)
-    note = [f"bits with no Linux meaning set: {', '.join(map(str, unnamed))}"] if unnamed else []
-    return tuple(names), note
+    return tuple(names), unnamed
 
 
 def _leaf_fields(raw: int, mode: PagingMode, facts: KernelFacts,
@@ -344,13 +343,19 @@ def _leaf(raw: int, depth: int, mode: PagingMode, facts: KernelFacts, *,
         descriptor = f"not valid (0b{raw & 3:02b}), present to the kernel"
         if hw != 3 and raw & PTE_TABLE_BIT:
             notes.append("bit 1 set: pmd_trans_huge() treats this entry as a table")
-    flags, flag_notes = _leaf_flags(raw, hw, mode, family)
+    flags, unnamed = _leaf_flags(raw, hw, mode, family)
+    flag_notes = [f"bits with no Linux meaning set: {', '.join(map(str, unnamed))}"] if unnamed else []
     return Decoded(
         raw, level.name, Kind.PRESENT, size=level.span, pfn=(pa & ~block_mask) >> mode.page_shift,
         pfn_space="phys", flags=flags, fields=_leaf_fields(raw, mode, facts, descriptor),
         access=_access(raw, mode, protnone), cont=_cont(raw, hw, mode, notes),
         notes=tuple(notes + addr_notes + _pa_note(pa, mode) + flag_notes),
     )
+
+
+def _table_unnamed(raw: int, mode: PagingMode) -> list[int]:
+    """Set bits of a table descriptor with no Linux meaning."""
+    return _bits(raw & ~(_oa_bits(mode) | S1_TABLE_AP | 3 | TABLE_AF | TABLE_PXN | TABLE_UXN))
 
 
 def _table(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decoded:
@@ -362,7 +367,7 @@ def _table(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decode
     # The hardware bit keeps 7.2's name (*_TABLE_AF) in every family.
     names = {10: f"{prefix}_TABLE_AF", 59: f"{prefix}_TABLE_PXN", 60: f"{prefix}_TABLE_UXN"}
     flags = tuple(names[b] for b in _bits(raw) if b in names)
-    other = _bits(raw & ~(_oa_bits(mode) | S1_TABLE_AP | 3 | TABLE_AF | TABLE_PXN | TABLE_UXN))
+    other = _table_unnamed(raw, mode)
     if other:
         notes.append(f"table descriptor bits with no Linux meaning set: {', '.join(map(str, other))}")
     fields = [("descriptor", "table (0b11)")]
@@ -465,6 +470,51 @@ def _not_valid(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> De
     return _softleaf(raw, depth, mode, facts, family)
 
 
+# ---------------------------------------------------------------- rules `ptinspect validate` checks
+
+def output_bits(mode: PagingMode, facts: KernelFacts) -> int:
+    """The output-address size: TCR_EL1.IPS capped by ID_AA64MMFR0_EL1.PARange and the
+    granule (mode_from_registers); a larger address is an Address size fault (Arm ARM D8.2)."""
+    return mode.pa_bits
+
+
+def _res0_address_bits(raw: int, mode: PagingMode, family: str | None) -> int:
+    """Address bits the MMU treats as RES0 that pte_pfn() does not count: 15:12 of a 64K
+    descriptor without FEAT_LPA, and 49:48 without LPA/LPA2 in 6.1, whose PTE_ADDR_LOW stops
+    at bit 47 (pgtable-hwdef.h:158/174/179).  In 6.12+ bits 49:48 are part of the PFN, so
+    the output-address width check sees them."""
+    mask = _genmask(15, 12) if mode.page_shift == 16 and "lpa" not in mode.options else 0
+    if not {"lpa", "lpa2"} & mode.options and family not in ("6.12", "7.2"):
+        mask |= _genmask(49, 48)
+    return raw & mask
+
+
+def reserved_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+    """Bits set in a present leaf or table descriptor that Linux never writes there and the
+    MMU treats as RES0 or ignores: the bits _leaf_flags/_table_unnamed give no meaning
+    (pgtable-hwdef.h / pgtable-prot.h per family) and the RES0 address bits above."""
+    family = _family(facts)
+    unnamed = _table_unnamed(raw, mode) if table else _leaf_flags(raw, _hw_level(mode, depth), mode, family)[1]
+    return sum(1 << b for b in unnamed) | _res0_address_bits(raw, mode, family)
+
+
+def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+    """Output-address bits below a block's size that are set: RES0 in a block descriptor
+    (Arm ARM D8.3.1), and pmd_pfn()/pud_pfn() mask them (pgtable.h:-/601,613/630,654)."""
+    if _hw_level(mode, depth) == 3:
+        return 0
+    pa, _ = output_address(raw, mode, _family(facts))
+    return pa & (mode.levels[depth].span - 1) & ~(mode.page_size - 1)
+
+
+def cont_signature(raw: int, mode: PagingMode) -> int:
+    """What every entry of a PTE_CONT block shares: the value made old and clean
+    (pte_mkold(pte_mkclean()): AF and PTE_DIRTY cleared, PTE_RDONLY set, pgtable.h:262,294 in
+    7.2) without its output address, as __contpte_try_fold() and contpte_is_consistent()
+    compare them (mm/contpte.c:-/122-130/280-288, 7.2:361-366)."""
+    return ((raw & ~(PTE_AF | PTE_DIRTY)) | PTE_RDONLY) & ~_oa_bits(mode)
+
+
 class Arm64Arch:
     """The arm64 Arch: modes from TCR_EL1, descriptors of 6.1 / 6.12 / 7.2."""
 
@@ -548,6 +598,33 @@ class Arm64Arch:
             raise ValueError(f"T{half}SZ={tsz} ({va}-bit VA) needs TCR_EL1.DS=1 with a "
                              f"{1 << (ps - 10)}K granule")
         return build_mode(ps, va, lpa2=lpa2, pa_bits=pa, ttbr1=half == 1)
+
+    def mode_from_vmcoreinfo(self, numbers: Mapping[str, str], upper: bool) -> PagingMode:
+        """The mode of one half from PAGESIZE, NUMBER(TCR_EL1_T1SZ) and NUMBER(MAX_PHYSMEM_BITS).
+
+        T1SZ is TCR_EL1 at boot (kernel/crash_core.c:33 in 6.1, vmcore_info.c:33/33); T0SZ is set
+        to the same vabits_actual (cpu_set_default_tcr_t0sz, mmu_context.h:81/84/98).  TCR_EL1.DS
+        (LPA2) is set exactly when the kernel runs with 52-bit VAs on a 4K/16K granule (mm/proc.S:
+        -/485-488/510-513), which the architecture allows only with DS.  VMCOREINFO has no
+        TCR_EL1.IPS: the output size is the kernel's PHYS_MASK_SHIFT (MAX_PHYSMEM_BITS,
+        sparsemem.h:8/10/10; vmcore_info.c:185 in 7.2), which a CPU with a smaller PARange caps
+        further (the gdbstub path then names a "-pa<N>" mode).
+        """
+        page_size = vmcoreinfo_int(numbers, "PAGESIZE")
+        page_shift = {4096: 12, 16384: 14, 65536: 16}.get(page_size)
+        if page_shift is None:
+            raise ValueError(f"VMCOREINFO PAGESIZE={page_size} is not a 4K, 16K or 64K granule")
+        t1sz = vmcoreinfo_int(numbers, "NUMBER(TCR_EL1_T1SZ)")
+        va_bits = 64 - t1sz
+        lpa2 = va_bits == 52 and page_shift != 16
+        pa_bits = (vmcoreinfo_int(numbers, "NUMBER(MAX_PHYSMEM_BITS)")
+                   if "NUMBER(MAX_PHYSMEM_BITS)" in numbers else None)
+        return build_mode(page_shift, va_bits, lpa2=lpa2, pa_bits=pa_bits, ttbr1=upper)
+
+    def kernel_image_pa(self, numbers: Mapping[str, str], va: int) -> int:
+        """__kimg_to_phys(): va - kimage_voffset (memory.h:278/336/341); NUMBER(kimage_voffset)
+        is in VMCOREINFO (crash_core.c:29 in 6.1, vmcore_info.c:29/29)."""
+        return (va - vmcoreinfo_int(numbers, "NUMBER(kimage_voffset)")) & MASK64
 
     def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
         mask = (1 << mode.va_bits) - 1

@@ -192,6 +192,22 @@ class Decoded:
         return self.kind not in (Kind.NONE, Kind.TABLE)
 
 
+def vmcoreinfo_int(numbers: Mapping[str, str], key: str) -> int:
+    """An integer of VMCOREINFO text (kernel/vmcore_info.c in 6.12/7.2, crash_core.c in 6.1):
+    SYMBOL(x) and KERNELOFFSET are bare hex ("%lx"); NUMBER(x) is "%ld" from
+    VMCOREINFO_NUMBER but "0x%lx" where an arch appends it itself; PAGESIZE is "%ld".
+    ValueError naming the key when it is absent or not a number."""
+    text = numbers.get(key)
+    if text is None:
+        raise ValueError(f"VMCOREINFO has no {key}")
+    try:
+        if key.startswith("SYMBOL(") or key == "KERNELOFFSET":
+            return int(text, 16)
+        return int(text, 0) & ((1 << 64) - 1)
+    except ValueError:
+        raise ValueError(f"VMCOREINFO {key}={text!r} is not a number") from None
+
+
 class Arch(Protocol):
     """What each archs/<arch>.py module provides (as module-level `ARCH`)."""
 
@@ -212,6 +228,13 @@ class Arch(Protocol):
 
     def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
         """The paging mode the root registers select (CR4/EFER, TCR_EL1, satp)."""
+
+    def mode_from_vmcoreinfo(self, numbers: Mapping[str, str], upper: bool) -> PagingMode:
+        """The paging mode of the lower or upper half as the kernel's VMCOREINFO
+        (key -> value text, see vmcoreinfo_int) states it; ValueError naming what is missing."""
+
+    def kernel_image_pa(self, numbers: Mapping[str, str], va: int) -> int:
+        """Physical address of a kernel-image virtual address (a SYMBOL() of VMCOREINFO)."""
 
     def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
         """The full 64-bit VA for a table-index VA in the lower or upper half."""

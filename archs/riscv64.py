@@ -24,7 +24,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .common import SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf
+from .common import (SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf,
+                     vmcoreinfo_int)
 from .softleaf import DEVICE_PRIVATE_KINDS, FAMILIES, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
 
 PAGE_SHIFT = 12
@@ -225,6 +226,32 @@ class Riscv64:
         if field not in SATP_MODES:
             raise ValueError(f"satp.MODE {field} is not Sv39/Sv48/Sv57 (8/9/10)")
         return self.mode(SATP_MODES[field])
+
+    def mode_from_vmcoreinfo(self, numbers: Mapping[str, str], upper: bool) -> PagingMode:
+        """NUMBER(satp) (7.2 arch/riscv/kernel/vmcore_info.c:30, satp at boot) when present, else
+        NUMBER(VA_BITS) 39/48/57 (vmcore_info.c:-/13/18, the runtime VA_BITS of pgtable.h);
+        6.1 exports neither.  One root translates both halves."""
+        by_bits = {m.va_bits: m for m in MODES}
+        va_mode = None
+        if "NUMBER(VA_BITS)" in numbers:
+            bits = vmcoreinfo_int(numbers, "NUMBER(VA_BITS)")
+            va_mode = by_bits.get(bits)
+            if va_mode is None:
+                raise ValueError(f"VMCOREINFO NUMBER(VA_BITS)={bits} is not Sv39/Sv48/Sv57")
+        if "NUMBER(satp)" not in numbers:
+            if va_mode is None:
+                raise ValueError("VMCOREINFO has neither NUMBER(satp) nor NUMBER(VA_BITS) (Linux < 6.3?)")
+            return va_mode
+        mode = self.mode_from_registers({"satp": vmcoreinfo_int(numbers, "NUMBER(satp)")})
+        if va_mode is not None and va_mode is not mode:
+            raise ValueError(f"VMCOREINFO disagrees with itself: NUMBER(satp) selects {mode.name}, "
+                             f"NUMBER(VA_BITS) {va_mode.va_bits}")
+        return mode
+
+    def kernel_image_pa(self, numbers: Mapping[str, str], va: int) -> int:
+        """kernel_mapping_va_to_pa(): va - kernel_map.va_kernel_pa_offset (page.h:164/133 in
+        6.12/7.2), exported as NUMBER(va_kernel_pa_offset) (vmcore_info.c:28/27)."""
+        return (va - vmcoreinfo_int(numbers, "NUMBER(va_kernel_pa_offset)")) & MASK64
 
     def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
         """Sign-extend from bit va_bits-1 (priv spec: bits 63..VA_BITS equal bit VA_BITS-1).
@@ -566,6 +593,50 @@ def _softleaf(raw: int, level: Level, ctx: _Ctx, facts: KernelFacts) -> Decoded:
     if level.shift == PMD_SHIFT and dec.kind in SOFTLEAF_KINDS - thp_kinds:
         notes.append("a 2 MiB hugetlb PMD can hold it: set_huge_pte_at writes any software entry here")
     return dataclasses.replace(dec, notes=dec.notes + tuple(notes)) if notes else dec
+
+
+# ---------------------------------------------------------------- rules `ptinspect validate` checks
+
+def output_bits(mode: PagingMode, facts: KernelFacts) -> int:
+    """The physical-address width: 56 bits (44-bit PPN; priv spec Sv39/48/57 PTE formats)."""
+    return mode.pa_bits
+
+
+def reserved_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+    """Bits set in a present leaf or table entry that must be zero (the MMU raises a page fault,
+    priv spec): 54-58, and 59/60 unless Svrsw60t59b gives them a use (_bits_59_60); PBMT=3 in
+    a leaf and any PBMT in a table (svpbmt.adoc); in a table also N (svnapot.adoc) and D/A/U
+    ("reserved for future standard use", supervisor.adoc).  Bits 63:59 are T-Head's memory
+    type with XTheadMae, so only 54-58 are checked there."""
+    ctx = _Ctx.of(facts)
+    mask = raw & RESERVED_54_58
+    if ctx.thead:
+        return mask
+    mask |= _bits_59_60(raw, ctx, _High())
+    pbmt = raw & (_PAGE_NOCACHE_SVPBMT | _PAGE_IO_SVPBMT)
+    if table:
+        mask |= pbmt | (raw & (_PAGE_NAPOT | _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_USER))
+    elif pbmt == _PAGE_NOCACHE_SVPBMT | _PAGE_IO_SVPBMT:
+        mask |= pbmt
+    return mask
+
+
+def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+    """Output-address bits below a superpage's size that are set: a misaligned superpage, a
+    page fault (priv spec, address translation: "misaligned superpage"); pmd_pfn()/pud_pfn()
+    mask them (pgtable.h)."""
+    level = mode.levels[depth]
+    if depth == len(mode.levels) - 1:
+        return 0
+    ppn = (raw & _PAGE_PFN_MASK) >> _PAGE_PFN_SHIFT
+    return (ppn << PAGE_SHIFT) & (level.span - 1)
+
+
+def cont_signature(raw: int, mode: PagingMode) -> int:
+    """What every PTE of a NAPOT block shares: set_huge_pte_at() writes one value to all 16
+    (arch/riscv/mm/hugetlbpage.c:-/246-271/246-271), so only the A/D bits the hardware sets
+    per PTE may differ (huge_ptep_get ORs them, hugetlbpage.c:6-28)."""
+    return raw & ~(_PAGE_ACCESSED | _PAGE_DIRTY)
 
 
 ARCH = Riscv64()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
-from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf
+from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, vmcoreinfo_int
 from .softleaf import decode_softleaf
 
 MASK64 = (1 << 64) - 1
@@ -70,6 +70,9 @@ LINUX_PAT = ("WB", "WC", "UC-", "UC", "WB", "WP", "UC-", "WT")
 # CR0.PG, CR4.PAE, CR4.LA57 (arch/x86/include/uapi/asm/processor-flags.h:71/105/119 in 7.2),
 # EFER.LMA (msr-index.h:23 in 7.2).
 CR0_PG, CR4_PAE, CR4_LA57, EFER_LMA = 1 << 31, 1 << 5, 1 << 12, 1 << 10
+
+# __START_KERNEL_map (page_64_types.h:50/50/46): where the kernel image is mapped.
+START_KERNEL_MAP = 0xFFFFFFFF80000000
 
 # PTI_PGTABLE_SWITCH_BIT = PAGE_SHIFT (pgtable.h:1192/1485/1418).
 PTI_PGTABLE_SWITCH = 1 << PAGE_SHIFT
@@ -427,6 +430,49 @@ def _decode_pte(e: _Entry) -> Decoded:
 DECODERS = {"pgd": _decode_top, "p4d": _decode_top, "pud": _decode_pud, "pmd": _decode_pmd, "pte": _decode_pte}
 
 
+# ---------------------------------------------------------------- rules `ptinspect validate` checks
+
+# Flag pairs whose one-for-the-other exchange is one kernel operation, named "A → B" by diff:
+# pte_wrprotect()/pte_mkwrite() move _PAGE_DIRTY to _PAGE_SAVED_DIRTY and back (mksaveddirty_shift,
+# clear_saveddirty_shift; pgtable.h:-/404,414/365,375).
+FLAG_MOVES = (("_PAGE_DIRTY", "_PAGE_SAVED_DIRTY"),)
+
+
+def output_bits(mode: PagingMode, facts: KernelFacts) -> int:
+    """The CPU's physical-address width: the fact "phys_addr_bits" (boot_cpu_data.x86_phys_bits,
+    CPUID 0x80000008 EAX[7:0]; arch/x86/kernel/cpu/common.c:1124 in 7.2) when known, else 52
+    (__PHYSICAL_MASK_SHIFT).  Address bits from it up to 51 are reserved (SDM Vol. 3A 4.5)."""
+    bits = facts.get("phys_addr_bits")
+    return bits if isinstance(bits, int) and not isinstance(bits, bool) and 0 < bits <= 52 else mode.pa_bits
+
+
+def reserved_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+    """Bits set in a present leaf or a table entry that no kernel writes there: 52-56 (no
+    #define in any version, pgtable_types.h:20-30 in 7.2), 57 in 6.1 (_PAGE_BIT_SOFTW4 was
+    58, pgtable_types.h:24), and the protection-key bits 62:59 in a table entry (keys apply
+    to leaves only; _KERNPG_TABLE/_PAGE_TABLE have none, pgtable_types.h:219,221 in 7.2)."""
+    mask = sum(1 << b for b in UNDEFINED_HIGH_BITS)
+    if _family(facts) == "6.1":
+        mask |= BIT57
+    if table:
+        mask |= PKEY_MASK
+    return raw & mask
+
+
+def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+    """Address bits below a huge leaf's size that are set: bits 20:13 of a 2 MiB and 29:13 of a
+    1 GiB leaf are reserved (SDM Vol. 3A tables 4-17/4-18; pmd_pfn_mask/pud_pfn_mask drop them,
+    pgtable_types.h:455/451).  A P=0 leaf inverted as hugetlb's pte_modify() does has them all
+    set (see _pte_style_inverted); 4 KiB leaves have no such bits."""
+    level = mode.levels[depth]
+    if level.name not in ("pmd", "pud"):
+        return 0
+    e = _Entry(raw, level, mode, facts, _family(facts), _phys_mask(facts))
+    if _pte_style_inverted(e):
+        return 0
+    return raw & (LEAF_SIZE[level.name] - 1) & ~((1 << 13) - 1)
+
+
 class X86_64Arch:
     """The x86-64 Arch implementation (module-level ARCH)."""
 
@@ -462,6 +508,18 @@ class X86_64Arch:
         if not cr4 & CR4_PAE:
             raise ValueError(f"CR4.PAE (bit 5) is clear in CR4={cr4:#x}: not 64-bit (4/5-level) paging")
         return MODE_5 if cr4 & CR4_LA57 else MODE_4
+
+    def mode_from_vmcoreinfo(self, numbers: Mapping[str, str], upper: bool) -> PagingMode:
+        """NUMBER(pgtable_l5_enabled), 0 or 1 (arch/x86/kernel/crash_core_64.c:14 in 6.1,
+        vmcore_info_64.c:14 in 6.12/7.2); one root translates both halves."""
+        return MODE_5 if vmcoreinfo_int(numbers, "NUMBER(pgtable_l5_enabled)") else MODE_4
+
+    def kernel_image_pa(self, numbers: Mapping[str, str], va: int) -> int:
+        """__phys_addr_symbol(): va - __START_KERNEL_map + phys_base (page_64.h:38/38/46);
+        NUMBER(phys_base) is in VMCOREINFO (crash_core_64.c:12, vmcore_info_64.c:12)."""
+        if not START_KERNEL_MAP <= va <= MASK64:
+            raise ValueError(f"{va:#x} is not a kernel-image address (below __START_KERNEL_map)")
+        return (va - START_KERNEL_MAP + vmcoreinfo_int(numbers, "NUMBER(phys_base)")) & MASK64
 
     def canonical(self, mode: PagingMode, va: int, upper: bool) -> int:
         """Sign-extend from bit va_bits-1: one root translates both halves, so the

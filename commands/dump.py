@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from archs.common import Kind
 from inspector.dump import Range, Row, default_range, ranges, rows
-from inspector.records import SCHEMA, entry_record, hx
+from inspector.records import SCHEMA, entry_record, hx, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
 from .options import FORMATS
@@ -49,6 +49,19 @@ def root_options(func):
     ]):
         func = decorator(func)
     return func
+
+
+def selection(pid, comm, kernel_root, root_pa, upper, va_range=None, **extra) -> dict:
+    """How a command chose its entries, as recorded in a snapshot's target record."""
+    rec = {k: v for k, v in (("pid", pid), ("comm", comm), ("root", root_pa)) if v is not None}
+    if kernel_root:
+        rec["kernel"] = True
+    if upper:
+        rec["upper"] = True
+    if va_range is not None:
+        rec["va_range"] = [hx(va_range[0]), hx(va_range[1])]
+    rec.update(extra)
+    return rec
 
 
 def select_root(session: Session, pid, comm, kernel_root, root_pa, upper) -> Root:
@@ -123,38 +136,6 @@ def write_table(out: TextIO, items: Iterable[Row | Range]) -> int:
     return n
 
 
-def target_record(session: Session, root: Root) -> dict:
-    mode = root.mode
-    return {
-        "arch": session.arch.name,
-        "kernel_release": session.facts.release,
-        "layout": session.facts.family,
-        "paging": {"mode": mode.name, "levels": [l.name for l in mode.levels], "va_bits": mode.va_bits,
-                   "page_size": mode.page_size, "options": sorted(mode.options)},
-        "root": hx(root.pa),
-        "root_label": root.label,
-        "upper": root.upper,
-        "source": session.source,
-        "facts": {k: {"value": v.value, "source": v.source} for k, v in sorted(session.facts.facts.items())},
-    }
-
-
-def write_json(out: TextIO, session: Session, root: Root, items: Iterable[Row | Range]) -> int:
-    out.write('{"schema": %s, "target": %s, "entries": [' % (json.dumps(SCHEMA), json.dumps(target_record(session, root))))
-    n = 0
-    for item in items:
-        row = item.first if isinstance(item, Range) else item
-        rec = entry_record(row.entry)
-        if row.vma is not None:
-            rec["vma"] = {"start": hx(row.vma.start), "end": hx(row.vma.end), "perms": row.vma.perms, "name": row.vma.name}
-        if isinstance(item, Range):
-            rec["range"] = {"end": hx(item.end), "entries": item.count}
-        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(rec))
-        n += 1
-    out.write("\n]}\n")
-    return n
-
-
 @click.command()
 @target_options
 @root_options
@@ -169,12 +150,15 @@ def dump(gdb_address, vmlinux, config_file, keep_stopped, timeout, pid, comm, ke
     kind_set = frozenset(Kind(k) for k in kinds) if kinds else None
     with open_session(gdb_address, vmlinux, config_file, keep_stopped, timeout) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
-        items: Iterable[Row | Range] = rows(session, root, rng or default_range(session, root), kind_set)
+        walked = rng or default_range(session, root)
+        items: Iterable[Row | Range] = rows(session, root, walked, kind_set)
         if merge:
             items = ranges(items)
         out = sys.stdout
         if fmt == "json":
-            write_json(out, session, root, items)
+            chosen = selection(pid, comm, kernel_root, root_pa, upper, walked, kinds=list(kinds), merged=merge,
+                               tables=False)
+            write_document(out, target_record(session, root, chosen), items)
         else:
             out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
                       f"kernel {session.facts.release or 'unknown'} (layout {session.facts.family or 'unknown'})\n")

@@ -62,11 +62,11 @@ def default_range(session: Session, root: Root) -> tuple[int, int] | None:
 
 
 def rows(session: Session, root: Root, va_range: tuple[int, int] | None,
-         kinds: frozenset[Kind] | None) -> Iterator[Row]:
-    """Every non-none entry under `root` in VA order, with its VMA."""
+         kinds: frozenset[Kind] | None, tables: bool = False) -> Iterator[Row]:
+    """Every non-none entry under `root` in VA order, with its VMA (table entries too when `tables`)."""
     vmas = VmaIndex(root.vmas)
     walker = session.walker(root.mode)
-    for entry in walker.walk(root.pa, upper=root.upper, va_range=va_range):
+    for entry in walker.walk(root.pa, upper=root.upper, va_range=va_range, tables=tables):
         if kinds is not None and entry.kind not in kinds:
             continue
         yield Row(entry, vmas.find(entry.va) if root.vmas else None)

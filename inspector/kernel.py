@@ -109,7 +109,29 @@ class Kernel:
             facts["swap_migration_ad_supported"] = Fact(ad, "debuginfo: swap_migration_ad_supported")
         except (LookupError, Exception):
             pass
+        facts.update(self._swap_devices())
+        if self.arch == "x86_64":
+            try:
+                bits = int(self.prog["boot_cpu_data"].x86_phys_bits)
+                facts["phys_addr_bits"] = Fact(bits, "debuginfo: boot_cpu_data.x86_phys_bits")
+            except Exception:  # drgn: LookupError, FaultError
+                pass
         return KernelFacts(family=family, release=release, facts=facts)
+
+    def _swap_devices(self) -> dict[str, Fact]:
+        """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max": its size in pages, the
+        bound get_swap_device() checks offsets against (mm/swapfile.c 6.1:55,1285 / 7.2:67,1891;
+        SWP_USED, include/linux/swap.h 6.1:201 / 7.2:204).  Empty when drgn cannot read them."""
+        try:
+            n = int(self.prog.variable("nr_swapfiles", "mm/swapfile.c").value_())
+            out = {"nr_swapfiles": Fact(n, "debuginfo: nr_swapfiles")}
+            for i in range(n):
+                si = self.prog["swap_info"][i]
+                if si and int(si.flags) & 1:  # SWP_USED
+                    out[f"swap_info[{i}].max"] = Fact(int(si.max), f"debuginfo: swap_info[{i}]->max")
+            return out
+        except Exception:  # drgn: LookupError, FaultError
+            return {}
 
     def _max_swapfiles(self) -> int | None:
         try:

@@ -5,11 +5,15 @@ integers.  Fields are extended, never renamed.
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Iterable, Mapping, TextIO
 
 from archs.common import Decoded, Kind
 
+from .dump import Range, Row
 from .entry import Entry
+from .kernel import Vma
+from .session import Root, Session
 
 SCHEMA = "ptinspect.snapshot/1"
 
@@ -76,3 +80,61 @@ def entry_record(entry: Entry) -> dict[str, Any]:
             **({"access": decoded_record(entry.kernel)["access"]} if entry.kernel.access else {}),
         }
     return rec
+
+
+def vma_record(vma: Vma) -> dict[str, Any]:
+    """A VMA: bounds, permissions, vm_flags (include/linux/mm.h VM_*) and name."""
+    return {"start": hx(vma.start), "end": hx(vma.end), "perms": vma.perms, "flags": hx(vma.flags), "name": vma.name}
+
+
+def item_record(item: Row | Range) -> dict[str, Any]:
+    """One dumped row (or the first row of a merged range) with its VMA."""
+    row = item.first if isinstance(item, Range) else item
+    rec = entry_record(row.entry)
+    if row.vma is not None:
+        rec["vma"] = vma_record(row.vma)
+    if isinstance(item, Range):
+        rec["range"] = {"end": hx(item.end), "entries": item.count}
+    return rec
+
+
+def target_record(session: Session, root: Root, selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What was walked and what is known about the kernel: enough to decode and validate
+    the entries again without the target.
+
+    `selection` says how the entries were chosen (root options, VA range, kinds,
+    merging, table entries included); "ram" is the kernel's memblock.memory and
+    "vmas" the process's VMA list, present only when known.
+    """
+    mode = root.mode
+    rec: dict[str, Any] = {
+        "arch": session.arch.name,
+        "kernel_release": session.facts.release,
+        "layout": session.facts.family,
+        "paging": {"mode": mode.name, "levels": [lvl.name for lvl in mode.levels], "va_bits": mode.va_bits,
+                   "pa_bits": mode.pa_bits, "page_size": mode.page_size, "options": sorted(mode.options)},
+        "root": hx(root.pa),
+        "root_label": root.label,
+        "upper": root.upper,
+        "process": root.process,
+        "source": session.source,
+        "facts": {k: {"value": v.value, "source": v.source} for k, v in sorted(session.facts.facts.items())},
+    }
+    if session.kernel is not None:
+        rec["ram"] = {"ranges": [[hx(a), hx(b)] for a, b in session.reader.ranges()], "source": "memblock.memory"}
+    if root.process:
+        rec["vmas"] = [vma_record(v) for v in root.vmas]
+    if selection is not None:
+        rec["selection"] = dict(selection)
+    return rec
+
+
+def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | Range]) -> int:
+    """Stream a ptinspect.snapshot/1 document; returns the number of entry records."""
+    out.write('{"schema": %s, "target": %s, "entries": [' % (json.dumps(SCHEMA), json.dumps(target)))
+    n = 0
+    for item in items:
+        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(item_record(item)))
+        n += 1
+    out.write("\n]}\n")
+    return n

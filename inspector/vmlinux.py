@@ -7,12 +7,16 @@ once; the answers are cached per file.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
 import struct
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
+
+from .vm.cache import subdir
 
 ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "arm64", "EM_RISCV": "riscv64"}
 
@@ -21,8 +25,30 @@ class VmlinuxError(Exception):
     """The file is not a usable vmlinux."""
 
 
+# The symbols ptinspect looks up before drgn is set up; kept in a small per-file cache.
+WANTED = ("linux_banner", "vmcoreinfo_data", "vmcoreinfo_size", "_text", "vectors", "handle_exception")
+
+
 @functools.lru_cache(maxsize=4)
 def _symbols(path: Path) -> tuple[str, dict[str, int]]:
+    """The ELF machine and the WANTED symbols' values, from the cache when the file is unchanged."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    cached = subdir("vmlinux") / f"{key}.json"
+    try:
+        data = json.loads(cached.read_text())
+        return data["machine"], data["symbols"]
+    except (OSError, ValueError, KeyError):
+        pass
+    machine, names = _read_symbols(path)
+    wanted = {n: names[n] for n in WANTED if n in names}
+    tmp = cached.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"path": str(path), "machine": machine, "symbols": wanted}))
+    tmp.rename(cached)
+    return machine, wanted
+
+
+def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     """The ELF machine and every named symbol's value (first definition wins).
 
     pyelftools finds the sections; the 24-byte Elf64_Sym records are unpacked

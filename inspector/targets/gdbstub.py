@@ -19,6 +19,21 @@ PAGING_REGISTERS = {
 ARCH_MARKERS = {"x86_64": "cr3", "arm64": "TTBR1_EL1", "riscv64": "satp"}
 
 
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+
+def _runs(pages: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs (start, length) of sorted page numbers."""
+    runs: list[tuple[int, int]] = []
+    for p in pages:
+        if runs and runs[-1][0] + runs[-1][1] == p:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((p, 1))
+    return runs
+
+
 class GdbstubError(Exception):
     """The gdbstub target cannot do what was asked."""
 
@@ -51,6 +66,7 @@ class GdbstubTarget:
         self.keep_stopped = keep_stopped
         self._phys_before: bytes | None = None
         self._ram: list[tuple[int, int]] | None = None
+        self._pages: dict[int, bytes] = {}
         try:
             self.rsp.stop_reason()  # QEMU stopped the VM when we connected
             self.regs = self.rsp.registers()
@@ -77,10 +93,23 @@ class GdbstubTarget:
         return self._ram if self._ram is not None else [(0, 1 << 52)]
 
     def read(self, pa: int, size: int) -> bytes:
+        """Physical memory through a page cache: memory cannot change while the VM is
+        stopped, and drgn reads the same kernel pages in small pieces many times."""
+        first, last = pa >> PAGE_SHIFT, (pa + size - 1) >> PAGE_SHIFT
+        missing = [p for p in range(first, last + 1) if p not in self._pages]
         try:
-            return self.rsp.read_memory(pa, size)
+            for run_start, run_len in _runs(missing):
+                data = self.rsp.read_memory(run_start << PAGE_SHIFT, run_len << PAGE_SHIFT)
+                for i in range(run_len):
+                    self._pages[run_start + i] = data[i << PAGE_SHIFT : (i + 1) << PAGE_SHIFT]
         except RspError as exc:
             raise GdbstubError(str(exc)) from None
+        if first == last:
+            off = pa & (PAGE_SIZE - 1)
+            return self._pages[first][off : off + size]
+        data = b"".join(self._pages[p] for p in range(first, last + 1))
+        off = pa - (first << PAGE_SHIFT)
+        return data[off : off + size]
 
     def read_registers(self, names: tuple[str, ...] | None = None) -> dict[str, int]:
         """The paging registers of the stopped CPU (those the stub describes)."""

@@ -30,22 +30,31 @@ def checksum(payload: bytes) -> bytes:
     return b"%02x" % (sum(payload) & 0xFF)
 
 
+RLE = re.compile(rb"(.)\*(.)", re.DOTALL)
+
+
+def _expand(m: re.Match[bytes]) -> bytes:
+    return m.group(1) * (m.group(2)[0] - 29 + 1)
+
+
 def unescape(data: bytes) -> bytes:
-    """Undo RSP binary escaping ('}' x^0x20) and run-length encoding ('*')."""
-    out = bytearray()
-    i = 0
-    while i < len(data):
-        c = data[i]
-        if c == 0x7D:  # '}'
+    """Undo RSP binary escaping ('}' x^0x20) and run-length encoding ('X*n': X and n-29 more)."""
+    if b"}" in data:  # rare (binary replies): one pass, as gdb's read_frame does
+        out = bytearray()
+        i = 0
+        while i < len(data):
+            c = data[i]
+            if c == 0x7D:
+                i += 1
+                out.append(data[i] ^ 0x20)
+            elif c == 0x2A and out:
+                i += 1
+                out += bytes([out[-1]]) * (data[i] - 29)
+            else:
+                out.append(c)
             i += 1
-            out.append(data[i] ^ 0x20)
-        elif c == 0x2A and out:  # '*': repeat the previous byte
-            i += 1
-            out += bytes([out[-1]]) * (data[i] - 29)
-        else:
-            out.append(c)
-        i += 1
-    return bytes(out)
+        return bytes(out)
+    return RLE.sub(_expand, data) if b"*" in data else data
 
 
 class RspClient:

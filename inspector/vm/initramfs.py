@@ -7,6 +7,7 @@ Layout inside the gzip cpio (newc):
   /ptinspect/workload         the static workload (vm-images/workload/*.c)
   /ptinspect/kernel.config    the kernel's build config (the workload quotes it in reasons)
   /ptinspect/modules/*.ko     decompressed modules: qemu_fw_cfg (VMCOREINFO in QEMU dumps), zram (swap)
+                              and, where it is a module, zram's default compressor
   /ptinspect/modules.list     "<name> <file>|builtin|missing", dependencies first: init's load order
 
 No QEMU device is needed beyond the harness's own: swap is zram, inside guest RAM.
@@ -18,6 +19,7 @@ import hashlib
 import io
 import lzma
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -49,10 +51,12 @@ TOOLCHAINS = {
 def compiler(arch: str) -> tuple[str, str]:
     """(compiler path, Debian package of its static libc) for ARCH; VMError naming the package if absent."""
     triplet, package, libc = TOOLCHAINS[arch]
-    if path := shutil.which(f"{triplet}-gcc"):
-        return path, libc
-    if arch == HOST_ARCH and (path := shutil.which("gcc")):
-        return path, "libc6-dev"
+    names = [f"{triplet}-gcc"]
+    if arch == HOST_ARCH:
+        names, package, libc = ["gcc", *names], "gcc", "libc6-dev"
+    for name in names:
+        if path := shutil.which(name):
+            return path, libc
     raise VMError(f"no C compiler for {arch}: install the Debian packages {package} {libc}")
 
 
@@ -65,7 +69,7 @@ def build_workload(arch: str, out: Path) -> Path:
     cc, libc = compiler(arch)
     cmd = [cc, *CFLAGS, "-o", str(out), *(str(p) for p in _sources() if p.suffix == ".c")]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise VMError(f"compiling the workload for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
     if done.returncode:
@@ -116,8 +120,20 @@ def _builtin(modules_dir: Path) -> set[str]:
     return {_module_name(Path(line)) for line in lines}
 
 
-def select_modules(modules_dir: Path, wanted: tuple[str, ...] = MODULES) -> list[tuple[str, str, bytes]]:
-    """[(name, builtin|missing|file name, .ko bytes)] for WANTED and their dependencies, dependencies first."""
+def zram_compressor(config: Path) -> str | None:
+    """The module name of zram's default compressor (CONFIG_ZRAM_DEF_COMP).
+
+    Before 6.12 zram compresses through the crypto API, so e.g. crypto/lzo-rle.ko must be loaded;
+    later kernels have the compressors built into zram.ko (that name then matches nothing or a builtin).
+    """
+    match = re.search(r'^CONFIG_ZRAM_DEF_COMP="([^"]+)"', config.read_text(errors="replace"), re.MULTILINE)
+    return match[1].replace("-", "_") if match else None
+
+
+def select_modules(modules_dir: Path, wanted: tuple[str, ...] = MODULES,
+                   optional: tuple[str, ...] = ()) -> list[tuple[str, str, bytes]]:
+    """[(name, builtin|missing|file name, .ko bytes)] for WANTED, the OPTIONAL ones that exist, and their
+    dependencies, dependencies first."""
     files = {_module_name(p): p for p in (modules_dir / "kernel").rglob("*.ko*")}
     builtin = _builtin(modules_dir)
     order: list[tuple[str, str, bytes]] = []
@@ -139,6 +155,9 @@ def select_modules(modules_dir: Path, wanted: tuple[str, ...] = MODULES) -> list
 
     for name in wanted:
         visit(name)
+    for name in optional:
+        if name in files or name in builtin:
+            visit(name)
     return order
 
 
@@ -177,7 +196,7 @@ class _Cpio:
 def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tuple[str, str, bytes]]) -> str:
     """sha256 over everything that goes into the initramfs, and the code that lays it out."""
     digest = hashlib.sha256()
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    version = subprocess.run([cc, "--version"], check=True, capture_output=True, text=True).stdout.splitlines()[:1]
     parts: list[bytes] = [image.arch.encode(), " ".join([cc, *CFLAGS, *version]).encode(),
                           Path(__file__).read_bytes(), INIT_SCRIPT.read_bytes(), busybox.read_bytes(),
                           image.config.read_bytes()]
@@ -192,7 +211,8 @@ def build_initramfs(image: KernelImage) -> Path:
     """The initramfs for IMAGE under $CACHE/initramfs/, rebuilt only when an input changed."""
     cc, _ = compiler(image.arch)
     busybox = busybox_path(image.arch)
-    modules = select_modules(image.modules_dir)
+    compressor = zram_compressor(image.config)
+    modules = select_modules(image.modules_dir, optional=(compressor,) if compressor else ())
     out_dir = subdir("initramfs")
     dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules)}.cpio.gz"
     with locked(out_dir / f"{image.id}.lock", LOCK_TIMEOUT):

@@ -103,21 +103,22 @@ def test_nullable_settings() -> None:
 
 @pytest.mark.parametrize("raw, fields", [
     # present anonymous page, PFN 0x31cc, mapped once: PM_PRESENT | PM_MMAP_EXCLUSIVE | pfn
-    (0x81000000000031CC, dict(present=True, exclusive=True, file=False, pfn=0x31CC, swap_type=None)),
+    (0x81000000000031CC, {"present": True, "exclusive": True, "file": False, "pfn": 0x31CC, "swap_type": None}),
     # present shmem page with soft-dirty: + PM_FILE, PM_SOFT_DIRTY
-    (0xA180000000003199, dict(present=True, file=True, soft_dirty=True, pfn=0x3199)),
+    (0xA180000000003199, {"present": True, "file": True, "soft_dirty": True, "pfn": 0x3199}),
     # 7.2 guard marker: swp_entry(SWP_PTE_MARKER=31, PTE_MARKER_GUARD=BIT(2)) -> frame 31 | 4 << 5 = 0x9f
-    (0x440000000000009F, dict(present=False, swapped=True, guard=True, swap_type=31, swap_offset=4, pfn=None)),
+    (0x440000000000009F,
+     {"present": False, "swapped": True, "guard": True, "swap_type": 31, "swap_offset": 4, "pfn": None}),
     # uffd-wp marker: PTE_MARKER_UFFD_WP = BIT(0) -> frame 31 | 1 << 5 = 0x3f, plus PM_UFFD_WP
-    (0x420000000000003F, dict(swapped=True, uffd_wp=True, swap_type=31, swap_offset=1)),
+    (0x420000000000003F, {"swapped": True, "uffd_wp": True, "swap_type": 31, "swap_offset": 1}),
     # poison marker: PTE_MARKER_POISONED = BIT(1) -> frame 0x5f
-    (0x400000000000005F, dict(swapped=True, uffd_wp=False, swap_type=31, swap_offset=2)),
+    (0x400000000000005F, {"swapped": True, "uffd_wp": False, "swap_type": 31, "swap_offset": 2}),
     # hwpoison on 7.2 MF+MIG+DP: SWP_HWPOISON = 24 (ENCODINGS.md 1.2), offset = PFN 0x3185
-    (0x40000000000630B8, dict(swapped=True, swap_type=24, swap_offset=0x3185)),
+    (0x40000000000630B8, {"swapped": True, "swap_type": 24, "swap_offset": 0x3185}),
     # swapfile 0, slot 1
-    (0x4000000000000020, dict(swapped=True, swap_type=0, swap_offset=1)),
+    (0x4000000000000020, {"swapped": True, "swap_type": 0, "swap_offset": 1}),
     # none
-    (0x0, dict(present=False, swapped=False, pfn=None, swap_type=None, swap_offset=None)),
+    (0x0, {"present": False, "swapped": False, "pfn": None, "swap_type": None, "swap_offset": None}),
 ])
 def test_pagemap_entry_fields(raw: int, fields: dict[str, Any]) -> None:
     entry = PagemapEntry(raw)

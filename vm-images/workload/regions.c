@@ -424,7 +424,8 @@ static bool map_file(struct region *r, const struct ctx *c, int flags)
 	bool ok = false;
 	int fd;
 
-	snprintf(path, sizeof(path), FILE_DIR "/ptinspect-%s.dat", r->name);
+	snprintf(path, sizeof(path), FILE_DIR "/ptinspect-%d-%s.dat", (int)c->pid,
+		 r->name);
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		set_status(r, ST_FAILED, "open %s: %s", path, strerror(errno));
