@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(python3 python3-venv qemu-system-x86 qemu-system-arm qemu-system-misc opensbi
+APT_PACKAGES=(python3 python3-venv qemu-system-x86 qemu-system-arm qemu-system-misc qemu-system-data
               gdb-multiarch gcc gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu libc6-dev
-              busybox-static cpio gzip xz-utils zstd dpkg apt debian-archive-keyring)
+              libc6-dev-arm64-cross libc6-dev-riscv64-cross cpio gzip xz-utils zstd dpkg apt
+              debian-archive-keyring)
 VENV=${PTINSPECT_VENV:-.venv}
 
 log() { printf '[bootstrap %(%H:%M:%S)T] %s\n' -1 "$*"; }

@@ -6,6 +6,8 @@ again) unless the user asked to keep it stopped.  Physical-memory mode
 """
 from __future__ import annotations
 
+import sys
+
 from .rsp import RspClient, RspError
 
 # Registers each architecture's paging mode is derived from, by the names
@@ -136,8 +138,9 @@ class GdbstubTarget:
                 rsp.close()
             else:
                 rsp.detach()
-        except RspError:
+        except RspError as exc:
             rsp.close()
+            sys.stderr.write(f"ptinspect: warning: {exc}\n")
         self.rsp = None  # type: ignore[assignment]
 
     def __enter__(self) -> "GdbstubTarget":

@@ -72,6 +72,7 @@ class RspClient:
         self.ack = True
         self.packets = 0  # requests sent, for benchmarks
         self.packet_size = 0x800
+        self.pid: int | None = None
         self._drain()
         self._handshake()
 
@@ -140,7 +141,7 @@ class RspClient:
 
     # -- session -----------------------------------------------------------
     def _handshake(self) -> None:
-        reply = self.request(b"qSupported:multiprocess+;xmlRegisters=i386;qRelocInsn+")
+        reply = self.request(b"qSupported:xmlRegisters=i386")
         m = re.search(rb"PacketSize=([0-9a-fA-F]+)", reply)
         if m:
             self.packet_size = int(m.group(1), 16)
@@ -149,7 +150,12 @@ class RspClient:
         self.supported = reply
 
     def stop_reason(self) -> bytes:
-        return self.request("?")
+        """The stop reply; remembers the process id when the stub answers in the
+        multiprocess form ("thread:pPID.TID"), which QEMU keeps once any client asked for it."""
+        reply = self.request("?")
+        m = re.search(rb"thread:p([0-9a-fA-F]+)\.", reply)
+        self.pid = int(m.group(1), 16) if m else None
+        return reply
 
     def query(self, name: str) -> bytes:
         return self.request(name)
@@ -217,9 +223,14 @@ class RspClient:
         return self._read_packet(deadline)
 
     def detach(self) -> None:
-        """Detach: QEMU resumes the VM."""
+        """Detach; QEMU resumes the VM once no process is attached (handle_detach).
+        In multiprocess mode a bare "D" is refused (E22): name the process."""
         try:
-            self.request("D", timeout=min(self.timeout, 5.0))
+            pid = self.pid
+            reply = self.request("D" if pid is None else f"D;{pid:x}", timeout=min(self.timeout, 5.0))
+            if reply != b"OK":
+                raise RspError(f"the gdbstub refused to detach ({reply.decode(errors='replace')}); "
+                               "the VM may still be stopped")
         finally:
             self.close()
 

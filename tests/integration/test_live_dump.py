@@ -12,6 +12,7 @@ import pytest
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import boot
+from inspector.vm.qmp import Qmp
 
 from .pagemap_check import compare
 
@@ -87,3 +88,14 @@ def test_bad_input_is_one_line(live_vm):
     proc = run("dump", "--gdb", vm.gdb, "--vmlinux", str(image.vmlinux), "--pid", "999999")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "no task with pid 999999" in proc.stderr
+
+
+def test_vm_runs_on_after_a_dump_and_stays_stopped_when_asked(live_vm):
+    vm, image = live_vm
+    with Qmp(vm.qmp) as qmp:
+        assert qmp.execute("query-status")["status"] == "running"
+        assert run("dump", "--gdb", vm.gdb, "--kernel", "--range", "0x0-0x1000").returncode == 0
+        assert qmp.execute("query-status")["status"] == "running"
+        assert run("dump", "--gdb", vm.gdb, "--kernel", "--keep-stopped", "--range", "0x0-0x1000").returncode == 0
+        assert qmp.execute("query-status")["status"] == "paused"
+        qmp.execute("cont")
