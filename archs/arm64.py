@@ -507,11 +507,18 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
     return pa & (mode.levels[depth].span - 1) & ~(mode.page_size - 1)
 
 
+def el0_executable(raw: int) -> bool:
+    """Whether EL0 may execute through a leaf: PTE_UXN clear.  AP[1] (PTE_USER) gates data
+    accesses only, so the kernel maps its own pages UXN and ptdump's W^X check warns
+    otherwise (note_prot_uxn, arch/arm64/mm/ptdump.c:222/162/162)."""
+    return not raw & PTE_UXN
+
+
 def cont_signature(raw: int, mode: PagingMode) -> int:
     """What every entry of a PTE_CONT block shares: the value made old and clean
     (pte_mkold(pte_mkclean()): AF and PTE_DIRTY cleared, PTE_RDONLY set, pgtable.h:262,294 in
     7.2) without its output address, as __contpte_try_fold() and contpte_is_consistent()
-    compare them (mm/contpte.c:-/122-130/280-288, 7.2:361-366)."""
+    compare them (arch/arm64/mm/contpte.c:-/122-130/280-288 and 7.2:361-366)."""
     return ((raw & ~(PTE_AF | PTE_DIRTY)) | PTE_RDONLY) & ~_oa_bits(mode)
 
 
@@ -526,6 +533,8 @@ class Arm64Arch:
     # and cortex-a57 booting 7.2.13 (nokaslr) both showed VBAR_EL1 == vectors.  QEMU's
     # target description names VBAR_EL1 "VBAR" (gdb-multiarch 13.1, QEMU 7.2).
     kaslr_anchor = ("VBAR", "vectors")
+    # VMCOREINFO_SYMBOL_ARRAY(swapper_pg_dir) (kernel/crash_core.c:426, vmcore_info.c:146/167): TTBR1's table
+    kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None  # under KASLR vmalloc/module pages may precede the image
 
     def __init__(self) -> None:

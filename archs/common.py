@@ -215,6 +215,7 @@ class Arch(Protocol):
     split_roots: bool  # separate roots for the lower (user) and upper (kernel) halves
     kaslr_anchor: tuple[str, str] | None  # (register, symbol) whose difference is the KASLR offset
     kernel_text_region: tuple[int, int] | None  # VA range whose first mapped page is _text
+    kernel_root_symbol: str  # the VMCOREINFO SYMBOL() of init_mm's root table
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper

@@ -199,6 +199,8 @@ class Riscv64:
     split_roots = False  # satp's root holds both halves
     # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S:198 in 7.2)
     kaslr_anchor = ("stvec", "handle_exception")
+    # VMCOREINFO_SYMBOL_ARRAY(swapper_pg_dir) (kernel/crash_core.c:426, vmcore_info.c:146/167): init_mm's satp root
+    kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
@@ -633,10 +635,11 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
 
 
 def cont_signature(raw: int, mode: PagingMode) -> int:
-    """What every PTE of a NAPOT block shares: set_huge_pte_at() writes one value to all 16
-    (arch/riscv/mm/hugetlbpage.c:-/246-271/246-271), so only the A/D bits the hardware sets
-    per PTE may differ (huge_ptep_get ORs them, hugetlbpage.c:6-28)."""
-    return raw & ~(_PAGE_ACCESSED | _PAGE_DIRTY)
+    """The attributes every PTE of a NAPOT block shares, its PPN aside (the check compares the
+    decoded frames): set_huge_pte_at() writes one value to all 16 (arch/riscv/mm/hugetlbpage.c:
+    -/246-271/246-271), so only the A/D bits the hardware sets per PTE may differ
+    (huge_ptep_get ORs them, hugetlbpage.c:6-28)."""
+    return raw & ~(_PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_PFN_MASK)
 
 
 ARCH = Riscv64()

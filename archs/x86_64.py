@@ -438,6 +438,13 @@ DECODERS = {"pgd": _decode_top, "p4d": _decode_top, "pud": _decode_pud, "pmd": _
 FLAG_MOVES = (("_PAGE_DIRTY", "_PAGE_SAVED_DIRTY"),)
 
 
+# The one kernel page user mode may read: the legacy vsyscall page at VSYSCALL_ADDR
+# (-10UL << 20, arch/x86/include/uapi/asm/vsyscall.h:11), mapped read-only and NX with
+# __PAGE_KERNEL_VVAR (_USR; pgtable_types.h:228) by map_vsyscall() under vsyscall=emulate
+# (arch/x86/kernel/setup.c:1205 in 7.2).
+USER_KERNEL_PAGES = frozenset({0xFFFFFFFFFF600000})
+
+
 def output_bits(mode: PagingMode, facts: KernelFacts) -> int:
     """The CPU's physical-address width: the fact "phys_addr_bits" (boot_cpu_data.x86_phys_bits,
     CPUID 0x80000008 EAX[7:0]; arch/x86/kernel/cpu/common.c:1124 in 7.2) when known, else 52
@@ -479,6 +486,8 @@ class X86_64Arch:
     name = "x86_64"
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None
+    # VMCOREINFO_SYMBOL(init_top_pgt) (crash_core_64.c:13, vmcore_info_64.c:13/13): the kernel PGD
+    kernel_root_symbol = "init_top_pgt"
     # __START_KERNEL_map .. + KERNEL_IMAGE_SIZE (1 GiB with RANDOMIZE_BASE): the kernel image
     # mapping; its first present page is _text (asm/page_64_types.h:46,85 in 7.2).
     kernel_text_region = (0xFFFFFFFF80000000, 0xFFFFFFFFC0000000)

@@ -143,12 +143,11 @@ def write_table(out: TextIO, items: Iterable[Row | Range]) -> int:
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only entries of these kinds (repeatable).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("--ranges/--entries", "merge", default=False, help="Merge adjacent entries with equal attributes.")
-def dump(gdb_address, vmlinux, config_file, keep_stopped, timeout, pid, comm, kernel_root, root_pa, upper,
-         va_range, kinds, fmt, merge) -> None:
+def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **target) -> None:
     """Every non-none page-table entry of a process, the kernel, or a raw root."""
     rng = parse_range(va_range) if va_range else None
     kind_set = frozenset(Kind(k) for k in kinds) if kinds else None
-    with open_session(gdb_address, vmlinux, config_file, keep_stopped, timeout) as session:
+    with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
         walked = rng or default_range(session, root)
         items: Iterable[Row | Range] = rows(session, root, walked, kind_set)
@@ -171,11 +170,10 @@ def dump(gdb_address, vmlinux, config_file, keep_stopped, timeout, pid, comm, ke
 @root_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.argument("va")
-def translate(gdb_address, vmlinux, config_file, keep_stopped, timeout, pid, comm, kernel_root, root_pa, upper,
-              fmt, va) -> None:
+def translate(pid, comm, kernel_root, root_pa, upper, fmt, va, **target) -> None:
     """The walk of one virtual address VA, level by level, every bit named."""
     address = parse_int(va, "VA")
-    with open_session(gdb_address, vmlinux, config_file, keep_stopped, timeout) as session:
+    with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
         path = session.walker(root.mode).translate(root.pa, address, upper=root.upper)
         pa = path[-1].phys(address)

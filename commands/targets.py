@@ -1,69 +1,96 @@
-"""Target options shared by every command that reads a kernel, and opening a session."""
+"""Target options shared by every command that reads a kernel, and opening a session.
+
+Commands pass the target options through to `open_session` untouched (by keyword, or as
+`**target`), so they never know which target they run on.
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator
 
 import click
 
-from archs import get_arch
-from inspector.session import Session, SessionError, attach_kernel
+from inspector.dumpfile import DumpError
+from inspector.reader import ReadError
+from inspector.session import Session, SessionError, Target, start
+from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
 from inspector.targets.gdbstub import GdbstubError, GdbstubTarget
 from inspector.targets.pipe import ENV as PIPE_ENV
 from inspector.targets.pipe import PipeError, PipeTarget
+from inspector.vmcoreinfo import VmcoreinfoError
 from inspector.vmlinux import VmlinuxError
 
-
-class Target(Protocol):
-    arch: str
-    source: str
-
-    def read(self, pa: int, size: int) -> bytes: ...
-    def ranges(self) -> list[tuple[int, int]]: ...
-    def set_ram(self, ranges: list[tuple[int, int]]) -> None: ...
-    def read_registers(self) -> dict[str, int]: ...
-    def close(self) -> None: ...
+TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
+ERRORS = (GdbstubError, PipeError, DrgnTargetError, DumpError, SessionError, VmlinuxError, VmcoreinfoError,
+          ReadError)
 
 
 def target_options(func: Callable) -> Callable:
-    """--gdb, --vmlinux, --config-file, --keep-stopped, --timeout."""
+    """--gdb, --vmcore, --kcore, --qmp (one of them), --vmlinux, --config-file, --keep-stopped, --timeout."""
     for decorator in reversed([
         click.option("--gdb", "gdb_address", metavar="HOST:PORT", help="A QEMU gdbstub (qemu -gdb tcp::PORT)."),
+        click.option("--vmcore", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A vmcore: ELF or kdump-compressed (QEMU dump-guest-memory, makedumpfile, ptinspect vmcore)."),
+        click.option("--kcore", is_flag=True, help="The running machine's kernel through /proc/kcore (root only)."),
+        click.option("--qmp", metavar="SOCKET", help="A live QEMU's QMP unix socket (qemu -qmp unix:SOCKET,server=on,wait=off)."),
         click.option("--vmlinux", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="The running kernel's vmlinux with debug info (needed for --pid/--comm/--kernel and VMAs)."),
+                     help="The kernel's vmlinux with debug info (needed for --pid/--comm/--kernel and VMAs)."),
         click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="The running kernel's .config: exact facts for the software-leaf type space."),
-        click.option("--keep-stopped", is_flag=True, help="Leave the VM stopped afterwards (default: it runs on)."),
+                     help="The kernel's .config: exact facts for the software-leaf type space."),
+        click.option("--keep-stopped", is_flag=True,
+                     help="--gdb/--qmp: leave the VM stopped afterwards (default: it runs on)."),
         click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
     ]):
         func = decorator(func)
     return func
 
 
+def _open_target(gdb_address: str | None, vmcore: Path | None, kcore: bool, qmp: str | None,
+                 keep_stopped: bool, timeout: float) -> Target:
+    chosen = [f"--{n}" for n, v in (("gdb", gdb_address), ("vmcore", vmcore), ("kcore", kcore), ("qmp", qmp)) if v]
+    if len(chosen) > 1:
+        raise click.UsageError(f"give only one target, not {' and '.join(chosen)}")
+    if keep_stopped and (vmcore or kcore):
+        raise click.UsageError("--keep-stopped applies to a live VM (--gdb, --qmp)")
+    if gdb_address:
+        return GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
+    if vmcore:
+        return open_vmcore(vmcore)
+    if kcore:
+        return open_kcore()
+    if qmp:
+        return QmpTarget(qmp, keep_stopped=keep_stopped, timeout=timeout)
+    if os.environ.get(PIPE_ENV):  # a `pt` command inside gdb (commands/gdb_pt.py)
+        return PipeTarget(os.environ[PIPE_ENV])
+    raise click.UsageError("choose a target: --gdb HOST:PORT, --vmcore FILE, --kcore or --qmp SOCKET")
+
+
+def target_chosen(target: dict) -> bool:
+    """Whether the target options (as a command received them) name a target."""
+    return any(target.get(name) for name in TARGET_OPTIONS)
+
+
 @contextlib.contextmanager
 def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Path | None,
-                 keep_stopped: bool, timeout: float) -> Iterator[Session]:
+                 keep_stopped: bool, timeout: float, vmcore: Path | None = None, kcore: bool = False,
+                 qmp: str | None = None) -> Iterator[Session]:
     """A session on the chosen target; user mistakes become one clear error line."""
     try:
-        if gdb_address:
-            target: Target = GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
-        elif os.environ.get(PIPE_ENV):  # a `pt` command inside gdb (commands/gdb_pt.py)
-            target = PipeTarget(os.environ[PIPE_ENV])
-        else:
-            raise click.UsageError("choose a target: --gdb HOST:PORT")
-    except (GdbstubError, PipeError) as exc:
+        target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
+    except ERRORS as exc:
         raise click.ClickException(str(exc)) from None
+    session = None
     try:
-        arch = get_arch(target.arch)
-        session = Session(target, arch, target.read_registers(), target.source)
-        if vmlinux is not None:
-            attach_kernel(session, vmlinux, config_file)
-            assert session.kernel is not None
-            target.set_ram(session.kernel.ram_ranges())
+        session = start(target, vmlinux, config_file)
         yield session
-    except (GdbstubError, PipeError, SessionError, VmlinuxError) as exc:
+    except ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     finally:
-        target.close()
+        if session is not None:
+            session.kernel = None  # drop drgn objects: QMP serves one client and drgn holds it
+        try:
+            target.close()
+        except ERRORS as exc:
+            raise click.ClickException(str(exc)) from None

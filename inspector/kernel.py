@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from archs.common import Fact, KernelFacts
 from archs.softleaf import CONFIG_OPTIONS, family_of_release
@@ -40,8 +40,10 @@ class Vma:
         ) + ("s" if f & 0x8 else "p")
 
 
-def open_program(reader: PhysReader, arch: str, vmlinux: Path, vmcoreinfo: bytes):
-    """A drgn Program for a live or dumped kernel whose memory `reader` serves."""
+def open_program(reader: PhysReader, arch: str, vmlinux: Path, vmcoreinfo: bytes,
+                 setup: Callable[[Any], None] | None = None):
+    """A drgn Program for a live or dumped kernel whose memory `reader` serves;
+    `setup(prog)` runs before the debug info is loaded (which already reads memory)."""
     import drgn
 
     platform = drgn.Platform(
@@ -57,6 +59,8 @@ def open_program(reader: PhysReader, arch: str, vmlinux: Path, vmcoreinfo: bytes
         prog.add_memory_segment(start, end - start, read_fn, physical=True)
     try:
         prog.set_linux_kernel_custom(vmcoreinfo, True)
+        if setup is not None:
+            setup(prog)
         prog.load_debug_info([str(vmlinux)])
     except Exception as exc:  # drgn raises several types; all mean the same to a user
         raise KernelError(f"drgn could not load {vmlinux}: {exc}") from None

@@ -1,23 +1,40 @@
 """One inspection session: a target, its architecture and paging modes, and
 (when a vmlinux is given) the kernel's own answers through drgn.
 
-Commands build a Session from their options and ask it for roots and walkers;
-they never know which transport is underneath.
+Paging modes and the kernel root come from the CPU's paging registers (gdbstub)
+or, for targets without registers (vmcores, /proc/kcore, QMP), from the kernel's
+VMCOREINFO.  Commands get a Session from `start()` and ask it for roots and
+walkers; they never know which target is underneath.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from archs import get_arch
-from archs.common import Arch, Kind, KernelFacts, PagingMode
+from archs.common import Arch, Kind, KernelFacts, PagingMode, vmcoreinfo_int
+from archs.softleaf import family_of_release
 
 from . import vmlinux as vml
 from .facts import read_config_file
 from .kernel import Kernel, KernelError, Vma, open_program
-from .reader import PhysReader, TableCache
+from .reader import PhysReader, ReadError, TableCache
+from .targets.drgn import DrgnTarget
+from .vmcoreinfo import VmcoreinfoError, check_vmlinux, parse
 from .walker import Walker
+
+
+class Target(PhysReader, Protocol):
+    """What every target serves: physical memory, its RAM, paging registers (may be none)."""
+
+    arch: str
+    source: str
+
+    def set_ram(self, ranges: list[tuple[int, int]]) -> None: ...
+    def read_registers(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
 
 
 class SessionError(Exception):
@@ -40,29 +57,49 @@ class Root:
 class Session:
     reader: PhysReader
     arch: Arch
-    registers: dict[str, int]
+    registers: dict[str, int]  # paging registers; empty when modes come from VMCOREINFO
     source: str
+    vmcoreinfo: bytes | None = None  # the kernel's VMCOREINFO text, once known
     facts: KernelFacts = field(default_factory=KernelFacts)
     kernel: Kernel | None = None
-    kernel_root_pa: int | None = None  # the upper-half root once proven (attach_kernel)
+    kernel_root_pa: int | None = None  # the upper-half root once known (proven or from VMCOREINFO)
     tables: TableCache = field(init=False)
+    _parsed: tuple[bytes, dict[str, str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tables = TableCache(self.reader)
 
+    @property
+    def numbers(self) -> dict[str, str]:
+        """VMCOREINFO as key -> value text (empty when not known)."""
+        if self.vmcoreinfo is None:
+            return {}
+        if self._parsed is None or self._parsed[0] is not self.vmcoreinfo:
+            self._parsed = (self.vmcoreinfo, parse(self.vmcoreinfo))
+        return self._parsed[1]
+
     def mode(self, upper: bool) -> PagingMode:
+        """The paging mode of a half: from the registers when the target has them, else VMCOREINFO."""
         try:
-            return self.arch.mode_from_registers({**self.registers, "half": int(upper)})
+            if self.registers:
+                return self.arch.mode_from_registers({**self.registers, "half": int(upper)})
+            if self.vmcoreinfo is not None:
+                return self.arch.mode_from_vmcoreinfo(self.numbers, upper)
         except ValueError as exc:
-            raise SessionError(f"cannot derive the paging mode from the registers: {exc}") from None
+            origin = "registers" if self.registers else "VMCOREINFO"
+            raise SessionError(f"cannot derive the paging mode from the {origin}: {exc}") from None
+        raise SessionError(f"{self.source} gives neither paging registers nor VMCOREINFO")
 
     def walker(self, mode: PagingMode) -> Walker:
         return Walker(self.tables, self.arch, mode, self.facts)
 
     def register_root(self, upper: bool) -> int:
-        """The root the paging registers select (the proven kernel root for the upper half)."""
+        """The root the target selects: for the upper half the proven (gdbstub) or VMCOREINFO
+        kernel root, else what the paging registers point at."""
         if upper and self.kernel_root_pa is not None:
             return self.kernel_root_pa
+        if not self.registers:
+            raise SessionError(f"{self.source} has no paging registers: give --root PA, --kernel or --pid")
         try:
             return self.arch.root_candidates(self.registers, upper)[0]
         except ValueError as exc:
@@ -97,7 +134,8 @@ class Session:
         if self.kernel is None:
             if kernel:
                 pa = self.register_root(True)
-                return Root(pa, self.mode(True), True, f"kernel root from registers {pa:#x}")
+                origin = "registers" if self.registers else f"VMCOREINFO ({self.arch.kernel_root_symbol})"
+                return Root(pa, self.mode(True), True, f"kernel root from {origin} {pa:#x}")
             raise SessionError("--pid and --comm need the kernel's debug info: give --vmlinux")
         try:
             if kernel:
@@ -112,8 +150,120 @@ class Session:
             pa = self.translate_kernel_va(int(mm.pgd))
         except KernelError as exc:
             raise SessionError(str(exc)) from None
+        except ReadError as exc:
+            raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc}") from None
+        except Exception as exc:  # drgn.FaultError: the kernel's data is not in the target's memory
+            if type(exc).__name__ != "FaultError":
+                raise
+            raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc} "
+                               "(a damaged or incomplete dump?)") from None
         upper = kernel and self.arch.split_roots
         return Root(pa, self.mode(upper), upper, label, vmas, process=not kernel)
+
+
+def label_of(pid: int | None, comm: str | None, kernel: bool) -> str:
+    return "init_mm" if kernel else f"task {pid if pid is not None else repr(comm)}"
+
+
+def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Session:
+    """A session on `target`; with a vmlinux, the kernel identified and drgn attached.
+
+    A drgn target that carries VMCOREINFO (vmcores, /proc/kcore, QMP with -device
+    vmcoreinfo) states its modes and kernel root itself; any other target is
+    identified from its paging registers, as a gdbstub is.  Once drgn runs, the
+    target's RAM is the kernel's memblock.memory.
+    """
+    arch = get_arch(target.arch)
+    if isinstance(target, DrgnTarget) and target.vmcoreinfo is not None:
+        session = Session(target, arch, {}, target.source, vmcoreinfo=target.vmcoreinfo)
+        _kernel_root_from_vmcoreinfo(session)
+        if vmlinux is not None:
+            attach_program(session, target.prog, vmlinux, config_file)
+        else:  # the release (hence the layout) is the kernel's own statement; config facts stay unknown
+            release = session.numbers["OSRELEASE"]
+            session.facts = KernelFacts(family=family_of_release(release, arch.name), release=release)
+    else:
+        session = Session(target, arch, target.read_registers(), target.source)
+        if vmlinux is not None:
+            attach_kernel(session, vmlinux, config_file)
+    if session.kernel is not None:
+        try:
+            target.set_ram(session.kernel.ram_ranges())
+        except Exception as exc:  # drgn: LookupError, FaultError
+            raise SessionError(f"cannot read the kernel's memblock.memory (its map of RAM): {exc}") from None
+    return session
+
+
+def _kernel_root_from_vmcoreinfo(session: Session) -> None:
+    """The kernel root: the physical address of SYMBOL(swapper_pg_dir) (x86: init_top_pgt)."""
+    numbers = session.numbers
+    try:
+        symbol = vmcoreinfo_int(numbers, f"SYMBOL({session.arch.kernel_root_symbol})")
+        session.kernel_root_pa = session.arch.kernel_image_pa(numbers, symbol)
+        session.mode(True)  # every mode the kernel can use must be derivable up front
+    except ValueError as exc:
+        raise SessionError(f"{session.source}: VMCOREINFO does not give the kernel's page tables: {exc}") from None
+
+
+def _check_arch(session: Session, vmlinux: Path, what: str) -> None:
+    arch_of_file = vml.machine(vmlinux)
+    if arch_of_file != session.arch.name:
+        raise SessionError(f"{vmlinux} is an {arch_of_file} kernel but {what} is {session.arch.name}")
+
+
+def _check_vmlinux(session: Session, vmlinux: Path, what: str) -> None:
+    """That the vmlinux is the kernel the session's VMCOREINFO describes."""
+    try:
+        check_vmlinux(session.numbers, vmlinux, what)
+    except VmcoreinfoError as exc:
+        raise SessionError(str(exc)) from None
+
+
+def attach_program(session: Session, prog, vmlinux: Path, config_file: Path | None = None) -> None:
+    """Load the vmlinux into the target's own drgn program, after checking it is the kernel
+    VMCOREINFO describes (architecture, release, build ID)."""
+    what = f"the kernel in the {session.source} target"
+    _check_arch(session, vmlinux, what)
+    _check_vmlinux(session, vmlinux, what)
+    serve_kernel_va(session, prog)
+    try:
+        prog.load_debug_info([str(vmlinux)])
+    except Exception as exc:  # drgn raises several types; all mean the same to a user
+        raise SessionError(f"drgn could not load {vmlinux}: {exc}") from None
+    _set_kernel(session, Kernel(prog, session.arch.name), config_file)
+
+
+# drgn 0.3.0 walks kernel page tables for x86-64 and arm64 (libdrgn has no riscv64 page-table
+# iterator): on riscv64 drgn's reads of kernel virtual addresses go through our own walk.
+OWN_KERNEL_VA = frozenset({"riscv64"})
+
+
+def serve_kernel_va(session: Session, prog) -> None:
+    """Where drgn cannot translate kernel addresses, give it the kernel half as one virtual
+    segment read through the session's own walk of the kernel root."""
+    if session.arch.name not in OWN_KERNEL_VA:
+        return
+    import drgn
+
+    mode = session.mode(True)
+    start = session.arch.canonical(mode, 1 << (mode.va_bits - 1), True)
+
+    def read_fn(address: int, count: int, offset: int, physical: bool) -> bytes:
+        try:
+            return session.read_kernel_va(address, count)
+        except (SessionError, ReadError) as exc:
+            raise drgn.FaultError(str(exc), address) from None
+
+    prog.add_memory_segment(start, (1 << 64) - start, read_fn)
+
+
+def _set_kernel(session: Session, kernel: Kernel, config_file: Path | None) -> None:
+    session.kernel = kernel
+    try:
+        config = read_config_file(config_file) if config_file else None
+        session.facts = kernel.facts(config, f"config file {config_file}")
+    except KernelError as exc:
+        raise SessionError(str(exc)) from None
 
 
 def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = None) -> None:
@@ -122,9 +272,9 @@ def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = No
     Each candidate kernel root from the registers is tried; the one through which
     the vmlinux's VMCOREINFO is found is kept for the session's kernel walks.
     """
-    arch_of_file = vml.machine(vmlinux)
-    if arch_of_file != session.arch.name:
-        raise SessionError(f"{vmlinux} is an {arch_of_file} kernel but the target is {session.arch.name}")
+    _check_arch(session, vmlinux, "the target")
+    if not session.registers:
+        raise SessionError(f"{session.source} gives no paging registers and no VMCOREINFO: the kernel cannot be found")
     problem = "no root candidate"
     for root in session.arch.root_candidates(session.registers, True):
         session.kernel_root_pa = root
@@ -146,17 +296,14 @@ def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = No
     else:
         session.kernel_root_pa = None
         raise SessionError(problem)
-    release = vml.release(vmlinux)
-    if f"OSRELEASE={release}\n".encode() not in info:
-        raise SessionError(f"{vmlinux} is {release}, but the running kernel's VMCOREINFO says otherwise: "
-                           "give the vmlinux of the kernel that is running")
+    session.vmcoreinfo = info
+    _check_vmlinux(session, vmlinux, "the running kernel")
     try:
-        prog = open_program(session.reader, session.arch.name, vmlinux, info)
-        session.kernel = Kernel(prog, session.arch.name)
-        config = read_config_file(config_file) if config_file else None
-        session.facts = session.kernel.facts(config, f"config file {config_file}")
+        prog = open_program(session.reader, session.arch.name, vmlinux, info,
+                            setup=lambda prog: serve_kernel_va(session, prog))
     except KernelError as exc:
         raise SessionError(str(exc)) from None
+    _set_kernel(session, Kernel(prog, session.arch.name), config_file)
 
 
 def kaslr_offset(session: Session, vmlinux: Path) -> int:

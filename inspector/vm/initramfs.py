@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
@@ -39,6 +40,7 @@ MODULES = ("qemu_fw_cfg", "zram")
 CFLAGS = ("-static", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
 COMPILE_TIMEOUT = 300.0
 LOCK_TIMEOUT = 600.0
+STALE_AFTER = 3600.0  # seconds before an older initramfs of an image is removed (a boot may be using it)
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "riscv64": "riscv64"}.get(platform.machine())
 # arch: (GNU triplet, Debian cross-compiler package, Debian cross libc package)
 TOOLCHAINS = {
@@ -237,6 +239,6 @@ def build_initramfs(image: KernelImage) -> Path:
         tmp_dest.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
         tmp_dest.rename(dest)
         for stale in out_dir.glob(f"{image.id}-*.cpio.gz"):
-            if stale != dest:
-                stale.unlink()
+            if stale != dest and time.time() - stale.stat().st_mtime > STALE_AFTER:
+                stale.unlink(missing_ok=True)
     return dest

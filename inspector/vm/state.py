@@ -56,11 +56,8 @@ class VM:
     def stop(self, timeout: float = 10.0) -> None:
         """QMP quit, then SIGTERM, then SIGKILL, each bounded by TIMEOUT; remove the state file."""
         if self.alive():
-            try:
-                with Qmp(self.qmp, timeout=timeout) as qmp:
-                    qmp.execute("quit")
-            except QmpError:
-                pass
+            with contextlib.suppress(QmpError), Qmp(self.qmp, timeout=timeout) as qmp:
+                qmp.execute("quit")
             for sig in (None, signal.SIGTERM, signal.SIGKILL):
                 if sig is not None and self.alive():
                     with contextlib.suppress(ProcessLookupError):

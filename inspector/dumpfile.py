@@ -1,0 +1,296 @@
+"""What a vmcore file is before drgn opens it: format, architecture, VMCOREINFO, RAM, completeness.
+
+Formats: ELF cores (QEMU dump-guest-memory, /proc/vmcore copies), kdump-compressed
+("KDUMP   ", makedumpfile and QEMU -z/-l/-s) and makedumpfile's flattened stream of it
+(what QEMU 7.2 writes for kdump formats).  Layouts: QEMU include/sysemu/dump.h
+(DiskDumpHeader64, KdumpSubHeader64, MakedumpfileHeader/DataHeader, PageDescriptor) and
+makedumpfile diskdump_mod.h.  Only 64-bit little-endian dumps are read.
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+ELF_MACHINES = {62: "x86_64", 183: "arm64", 243: "riscv64"}  # EM_X86_64, EM_AARCH64, EM_RISCV
+UTS_MACHINES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}
+PT_LOAD, PT_NOTE, ET_CORE, PN_XNUM = 1, 4, 4, 0xFFFF
+UNNAMED = ("", "Unknown")  # QEMU's ELF_MACHINE_UNAME for targets without one (arm64, riscv64)
+# A key only that architecture's arch_crash_save_vmcoreinfo() writes: x86 vmcore_info_64.c:13,
+# arm64 vmcore_info.c:29, riscv vmcore_info.c:27 (7.2; crash_core*.c in 6.1).
+VMCOREINFO_ARCH_KEYS = {"x86_64": b"SYMBOL(init_top_pgt)", "arm64": b"NUMBER(kimage_voffset)",
+                        "riscv64": b"NUMBER(va_kernel_pa_offset)"}
+KDUMP_SIGNATURE = b"KDUMP   "
+FLAT_SIGNATURE = b"makedumpfile\0"
+FLAT_HEADER_SIZE = 4096  # MAX_SIZE_MDF_HEADER
+PAGE_DESC = struct.Struct("<QIIQ")  # PageDescriptor: offset, size, flags, page_flags
+
+
+class DumpError(Exception):
+    """The file is not a vmcore ptinspect can read, or is damaged."""
+
+
+@dataclass(frozen=True)
+class DumpFile:
+    """A vmcore as its headers describe it."""
+
+    path: Path
+    format: str  # "elf", "kdump", "kdump-flattened"
+    arch: str | None  # None: a kdump whose header and VMCOREINFO name no architecture
+    vmcoreinfo: bytes | None
+    ram: tuple[tuple[int, int], ...]  # physical ranges the dump holds
+    kdump: KdumpLayout | None = None
+
+
+@dataclass(frozen=True)
+class KdumpLayout:
+    """Where a kdump file keeps its pages: one PageDescriptor per set bit of `dumpable`, in pfn order."""
+
+    block_size: int  # bytes per page of the dump (QEMU: its target page size, 64K on arm64)
+    dumpable: bytes  # the second bitmap: pages with a descriptor
+    desc_at: int  # file offset of the first PageDescriptor
+
+
+def identify(path: Path) -> DumpFile:
+    """Read the headers of `path`; DumpError saying what is wrong otherwise."""
+    try:
+        with path.open("rb") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            head = f.read(64)
+            if head.startswith(b"\x7fELF"):
+                return _elf(path, f, size)
+            if head.startswith(KDUMP_SIGNATURE):
+                return _kdump(path, lambda: KdumpFile(f, size), "kdump")
+            if head.startswith(FLAT_SIGNATURE):
+                return _kdump(path, lambda: FlatKdumpFile(f, size), "kdump-flattened")
+    except OSError as exc:
+        raise DumpError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except struct.error:
+        raise DumpError(f"{path} is truncated: its headers end early") from None
+    if not head:
+        raise DumpError(f"{path} is empty")
+    raise DumpError(f"{path} is not a vmcore (neither ELF nor kdump-compressed)")
+
+
+def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
+    f.seek(0)
+    ident = f.read(16)
+    if ident[4] != 2 or ident[5] != 1:  # EI_CLASS ELFCLASS64, EI_DATA ELFDATA2LSB
+        raise DumpError(f"{path} is not a 64-bit little-endian ELF file")
+    (e_type, e_machine, _, _, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack(
+        "<HHIQQQIHHH", f.read(42))
+    if e_type != ET_CORE:
+        raise DumpError(f"{path} is an ELF file but not a core dump (type {e_type}; a vmlinux is type 2)")
+    arch = ELF_MACHINES.get(e_machine)
+    if arch is None:
+        raise DumpError(f"{path} is a core dump for ELF machine {e_machine}; ptinspect reads "
+                        "x86-64, arm64 and riscv64")
+    if e_phnum == PN_XNUM:
+        raise DumpError(f"{path} has more than 65534 program headers (PN_XNUM), which ptinspect does not read")
+    _need(path, size, e_phoff + e_phnum * e_phentsize, "its program headers")
+    f.seek(e_phoff)
+    info = None
+    ram = []
+    for _ in range(e_phnum):
+        p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = struct.unpack("<IIQQQQQQ", f.read(e_phentsize)[:56])
+        _need(path, size, p_offset + p_filesz, "its segments")
+        if p_type == PT_LOAD and p_filesz:
+            ram.append((p_paddr, p_paddr + p_filesz))
+        elif p_type == PT_NOTE and info is None:
+            here = f.tell()
+            f.seek(p_offset)
+            info = _note(f.read(p_filesz))
+            f.seek(here)
+    return DumpFile(path, "elf", arch, info, tuple(_merge(ram)))
+
+
+def _need(path: Path, size: int, end: int, what: str) -> None:
+    if end > size:
+        raise DumpError(f"{path} is truncated: it has {size} bytes, {what} need {end}")
+
+
+def _note(data: bytes) -> bytes | None:
+    """The VMCOREINFO descriptor among the notes of one PT_NOTE segment."""
+    pos = 0
+    while pos + 12 <= len(data):
+        namesz, descsz, _ = struct.unpack_from("<III", data, pos)
+        name_at = pos + 12
+        desc_at = name_at + (namesz + 3 & ~3)
+        if data[name_at:name_at + namesz].rstrip(b"\0") == b"VMCOREINFO":
+            return data[desc_at:desc_at + descsz]
+        pos = desc_at + (descsz + 3 & ~3)
+    return None
+
+
+def _merge(ranges: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    current = None
+    for start, end in sorted(ranges):
+        if current is not None and start <= current[1]:
+            current = (current[0], max(current[1], end))
+            continue
+        if current is not None:
+            yield current
+        current = (start, end)
+    if current is not None:
+        yield current
+
+
+class Truncated(Exception):
+    """Data lies (partly) beyond what the file holds."""
+
+
+class KdumpFile:
+    """The bytes of a kdump-compressed file, read in place."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f, self.size = f, size
+
+    def read(self, offset: int, n: int) -> bytes:
+        self.f.seek(offset)
+        data = self.f.read(n)
+        if len(data) != n:
+            raise Truncated(f"it has {self.size} bytes, data at {offset:#x} needs {offset + n}")
+        return data
+
+
+class FlatKdumpFile(KdumpFile):
+    """The kdump file a makedumpfile flattened stream describes: a 4 KiB header, then (offset,
+    size) records in big endian, each followed by its data, ending with offset -1
+    (END_FLAG_FLAT_HEADER); read through an index of the records."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        super().__init__(f, size)
+        self.records = sorted(flat_records(f, size))  # (offset in the kdump file, file position, size)
+        self.starts = [offset for offset, _, _ in self.records]
+
+    def read(self, offset: int, n: int) -> bytes:
+        out = bytearray()
+        at = bisect.bisect_right(self.starts, offset) - 1
+        while len(out) < n and 0 <= at < len(self.records):
+            start, pos, length = self.records[at]
+            here = offset + len(out)
+            if not start <= here < start + length:
+                break
+            take = min(start + length - here, n - len(out))
+            self.f.seek(pos + here - start)
+            out += self.f.read(take)
+            at += 1
+        if len(out) < n:
+            raise Truncated(f"the flattened stream has no data for {offset + len(out):#x}")
+        return bytes(out)
+
+
+def open_kdump(f: BinaryIO, size: int, fmt: str) -> KdumpFile:
+    """The kdump bytes of a "kdump" or "kdump-flattened" file."""
+    return FlatKdumpFile(f, size) if fmt == "kdump-flattened" else KdumpFile(f, size)
+
+
+def flat_records(f: BinaryIO, size: int) -> Iterator[tuple[int, int, int]]:
+    """(offset, file position, size) of every record of a flattened kdump stream."""
+    pos = FLAT_HEADER_SIZE
+    while True:
+        if pos + 16 > size:
+            raise Truncated(f"the flattened stream stops at byte {size} without its end record")
+        f.seek(pos)
+        offset, length = struct.unpack(">qq", f.read(16))
+        if offset == -1:
+            return
+        if offset < 0 or length < 0 or pos + 16 + length > size:
+            raise Truncated(f"the flattened stream's record at byte {pos} runs past the end of the file")
+        yield offset, pos + 16, length
+        pos += 16 + length
+
+
+def _kdump(path: Path, make: Callable[[], KdumpFile], fmt: str) -> DumpFile:
+    try:
+        return _kdump_headers(path, make(), fmt)
+    except Truncated as exc:
+        raise DumpError(f"{path} is truncated: {exc}") from None
+
+
+def _kdump_headers(path: Path, src: KdumpFile, fmt: str) -> DumpFile:
+    header = src.read(0, 464)  # DiskDumpHeader64
+    if header[:8] != KDUMP_SIGNATURE:
+        raise DumpError("no KDUMP signature at offset 0")
+    version, = struct.unpack_from("<I", header, 8)
+    machine = header[12 + 4 * 65:12 + 5 * 65].split(b"\0")[0].decode(errors="replace")
+    if machine not in UTS_MACHINES and machine not in UNNAMED:
+        raise DumpError(f"{path} is a kdump of a {machine} machine; ptinspect reads x86-64, arm64 and riscv64")
+    block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<IIII", header, 428)
+    if block_size not in (4096, 16384, 65536):  # the guest's page size (QEMU and makedumpfile)
+        raise DumpError(f"{path}: kdump block size {block_size} is not a page size; the file is damaged")
+    sub = src.read(block_size, 104)  # KdumpSubHeader64
+    offset_info, size_info, offset_note, size_note = struct.unpack_from("<QQQQ", sub, 32)
+    if version >= 6:
+        max_mapnr, = struct.unpack_from("<Q", sub, 96)
+    # As libkdumpfile reads it (diskdump.c read_sub_hdr_64): from version 4 on, the VMCOREINFO
+    # ELF note among the notes; in version 3, the raw text at offset_vmcoreinfo.
+    info = None
+    if version >= 4 and offset_note and size_note:
+        info = _note(src.read(offset_note, size_note))
+    elif version == 3 and offset_info and size_info:
+        info = src.read(offset_info, size_info)
+    bitmap_at = (1 + sub_hdr_size) * block_size
+    half = bitmap_blocks * block_size // 2
+    bitmap = src.read(bitmap_at, 2 * half)
+    pfns = _bits(bitmap[:half], max_mapnr)
+    dumped = int.from_bytes(bitmap[half:], "little").bit_count()
+    desc_at = bitmap_at + 2 * half
+    if dumped:  # every page descriptor's data must lie inside the file
+        table = src.read(desc_at, dumped * PAGE_DESC.size)
+        end = max(offset + length for offset, length, _, _ in PAGE_DESC.iter_unpack(table))
+        src.read(end - 1, 1)
+    ram = tuple(_merge([(a * block_size, b * block_size) for a, b in pfns]))
+    arch = UTS_MACHINES.get(machine) or _arch_of_vmcoreinfo(info)
+    return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at))
+
+
+def _arch_of_vmcoreinfo(info: bytes | None) -> str | None:
+    """The architecture whose arch_crash_save_vmcoreinfo() wrote the text (for kdumps whose
+    header says "Unknown", as QEMU's arm64 and riscv64 dumps do)."""
+    keys = {line.split(b"=", 1)[0] for line in (info or b"").splitlines()}
+    found = [arch for arch, key in VMCOREINFO_ARCH_KEYS.items() if key in keys]
+    return found[0] if len(found) == 1 else None
+
+
+def _bits(bitmap: bytes, limit: int) -> list[tuple[int, int]]:
+    """Runs [start, end) of set bits (pfns) in a little-endian bitmap, below `limit`."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for index, byte in enumerate(bitmap):
+        if byte in (0, 0xFF) and (start is None) == (byte == 0):
+            continue
+        for bit in range(8):
+            pfn = index * 8 + bit
+            if pfn >= limit:
+                break
+            on = byte >> bit & 1
+            if on and start is None:
+                start = pfn
+            elif not on and start is not None:
+                runs.append((start, pfn))
+                start = None
+    if start is not None:
+        runs.append((start, min(len(bitmap) * 8, limit)))
+    return runs
+
+
+def reassemble(flat: Path, out: Path) -> None:
+    """Write the kdump-compressed file a flattened stream describes (makedumpfile -R)."""
+    try:
+        with flat.open("rb") as src, out.open("wb") as dst:
+            size = src.seek(0, 2)
+            src.seek(0)
+            if src.read(len(FLAT_SIGNATURE)) != FLAT_SIGNATURE:
+                raise DumpError(f"{flat} is not a flattened kdump stream")
+            for offset, pos, length in flat_records(src, size):
+                src.seek(pos)
+                dst.seek(offset)
+                dst.write(src.read(length))
+    except Truncated as exc:
+        raise DumpError(f"{flat} is truncated: {exc}") from None
+    except OSError as exc:
+        raise DumpError(f"cannot reassemble {flat} into {out}: {exc.strerror or exc}") from None
