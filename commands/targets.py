@@ -12,7 +12,6 @@ from typing import Callable, Iterator
 
 import click
 
-from inspector.dumpfile import DumpError
 from inspector.reader import ReadError
 from inspector.session import Session, SessionError, Target, start
 from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
@@ -23,8 +22,7 @@ from inspector.vmcoreinfo import VmcoreinfoError
 from inspector.vmlinux import VmlinuxError
 
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
-ERRORS = (GdbstubError, PipeError, DrgnTargetError, DumpError, SessionError, VmlinuxError, VmcoreinfoError,
-          ReadError)
+ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
 
 
 def target_options(func: Callable) -> Callable:
@@ -40,7 +38,8 @@ def target_options(func: Callable) -> Callable:
         click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="The kernel's .config: exact facts for the software-leaf type space."),
         click.option("--keep-stopped", is_flag=True,
-                     help="--gdb/--qmp: leave the VM stopped afterwards (default: it runs on)."),
+                     help="--gdb/--qmp: leave the VM stopped afterwards (default: --gdb resumes it, "
+                          "--qmp restores its previous run state)."),
         click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
     ]):
         func = decorator(func)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from inspector.dumpfile import DumpError, identify, reassemble
-from inspector.targets.drgn import DrgnTargetError, QmpTarget
+from inspector.targets.drgn import DrgnTargetError, NoVmcoreinfo, QmpTarget
 from inspector.vm import progress, state
 from inspector.vm.qmp import Qmp, QmpError
 from inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
@@ -31,14 +31,14 @@ def _qmp_socket(qmp: str | None, gdb_address: str | None) -> str:
     raise click.UsageError("give --qmp SOCKET (or --gdb HOST:PORT of a `ptinspect vm` VM)")
 
 
-def _guest_vmcoreinfo(socket: str, vmlinux: Path | None, timeout: float) -> bytes | None:
+def _guest_vmcoreinfo(socket: str, timeout: float) -> bytes | None:
     """VMCOREINFO as QEMU holds it (None: QEMU has none, the dump will lack it)."""
     try:
         target = QmpTarget(socket, timeout=timeout)
+    except NoVmcoreinfo:
+        return None  # nor paging registers over QMP: the gdbstub may still find it
     except DrgnTargetError as exc:
-        if vmlinux is None:
-            raise click.ClickException(str(exc)) from None
-        return None  # no VMCOREINFO and no registers over QMP: the gdbstub may still find it
+        raise click.ClickException(str(exc)) from None
     info = target.vmcoreinfo
     target.close()
     return info
@@ -124,7 +124,7 @@ def vmcore(qmp: str | None, gdb_address: str | None, vmlinux: Path | None, fmt: 
         raise click.ClickException(f"{out.parent} is not a directory")
     socket = _qmp_socket(qmp, gdb_address)
     began = time.monotonic()
-    info = _guest_vmcoreinfo(socket, vmlinux, timeout)
+    info = _guest_vmcoreinfo(socket, timeout)
     added = None
     if info is None:
         if vmlinux is None:

@@ -78,6 +78,8 @@ def identify(path: Path) -> DumpFile:
 def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
     f.seek(0)
     ident = f.read(16)
+    if len(ident) < 16:
+        raise DumpError(f"{path} is truncated: its headers end early")
     if ident[4] != 2 or ident[5] != 1:  # EI_CLASS ELFCLASS64, EI_DATA ELFDATA2LSB
         raise DumpError(f"{path} is not a 64-bit little-endian ELF file")
     (e_type, e_machine, _, _, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack(

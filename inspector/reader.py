@@ -6,6 +6,7 @@ instead of reading zeros (QEMU's gdbstub returns zeros past the end of RAM).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Iterable, Protocol
 
 
@@ -21,6 +22,13 @@ class PhysReader(Protocol):
 
     def ranges(self) -> list[tuple[int, int]]:
         """Physical ranges [start, end) that hold memory."""
+
+
+class BatchReader(PhysReader, Protocol):
+    """A reader that serves many reads in one exchange (a gdbstub pipelines them)."""
+
+    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each (pa, size), in order, or ReadError."""
 
 
 def contains(ranges: Iterable[tuple[int, int]], pa: int, size: int) -> bool:
@@ -72,11 +80,15 @@ class SparseMemory:
 
 
 class TableCache:
-    """Whole-table reads, cached: tables cannot change while the target is stopped."""
+    """Whole-table reads, cached (tables cannot change while the target is stopped) up to
+    `limit` tables, least recently used first out: memory stays bounded whatever the
+    address space, while tables shared between roots (the kernel half) are read once."""
 
-    def __init__(self, reader: PhysReader) -> None:
+    def __init__(self, reader: PhysReader, limit: int = 4096) -> None:
         self.reader = reader
-        self._tables: dict[tuple[int, int], bytes] = {}
+        self.limit = limit
+        self._tables: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self.reads = 0  # tables read from the target, for benchmarks
 
     def in_memory(self, pa: int, size: int) -> bool:
         return contains(self.reader.ranges(), pa, size)
@@ -85,8 +97,26 @@ class TableCache:
         key = (pa, size)
         data = self._tables.get(key)
         if data is None:
-            data = self.reader.read(pa, size)
-            if len(data) != size:
-                raise ReadError(f"short read at {pa:#x}: {len(data)} of {size} bytes")
-            self._tables[key] = data
+            data = self._store(key, self.reader.read(pa, size))
+        else:
+            self._tables.move_to_end(key)
+        return data
+
+    def prefetch(self, pas: Iterable[int], size: int) -> None:
+        """Read the tables at `pas` now, in one batch where the reader can (BatchReader)."""
+        read_many = getattr(self.reader, "read_many", None)
+        wanted = [pa for pa in dict.fromkeys(pas) if (pa, size) not in self._tables][: self.limit // 2]
+        if read_many is None or len(wanted) < 2:
+            return
+        for pa, data in zip(wanted, read_many([(pa, size) for pa in wanted])):
+            self._store((pa, size), data)
+
+    def _store(self, key: tuple[int, int], data: bytes) -> bytes:
+        pa, size = key
+        if len(data) != size:
+            raise ReadError(f"short read at {pa:#x}: {len(data)} of {size} bytes")
+        self.reads += 1
+        self._tables[key] = data
+        if len(self._tables) > self.limit:
+            self._tables.popitem(last=False)
         return data

@@ -209,7 +209,7 @@ class Snapshot:
         problem = self.walkable()
         if problem:
             raise SnapshotError(f"{self.name} cannot be walked again: {problem}")
-        walker = Walker(tables or self.tables(), self.arch, self.mode, self.facts)
+        walker = Walker(tables or self.tables(), self.arch, self.mode, self.facts, shared_decodes=False)
         try:
             yield from walker.walk(self.root, upper=self.upper, va_range=self.va_range, tables=True)
         except ReadError as exc:

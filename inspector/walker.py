@@ -2,7 +2,10 @@
 
 The walker knows no architecture: it splits VAs with the PagingMode's levels
 and asks the Arch module what each value means.  Each table page is read once,
-whole, through a TableCache.  A table pointer outside the target's memory, or
+whole, through a TableCache; the tables a table points to are read together
+(one pipelined batch on a gdbstub) before the walk descends into them.  Leaves
+that differ only in their frame number share one decode (FrameDecoder).  A
+table pointer outside the target's memory, or
 one that would revisit a table on the current path (a cycle), is reported as
 an `unknown` entry naming the problem and is not followed.
 """
@@ -10,12 +13,99 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from archs.common import SOFTLEAF_KINDS, Arch, Decoded, Kind, KernelFacts, PagingMode
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
 from .reader import PhysReader, TableCache
+
+
+TEMPLATES = 4096  # decoded leaf templates kept per walker
+
+
+class _Template(NamedTuple):
+    raw: int
+    dec: Decoded
+    frame_bits: int  # the bits of `raw` verified to carry nothing but the frame number
+    shifts: tuple[tuple[int, int], ...]  # (raw mask, shift): pfn bit = raw bit - shift
+
+
+def _with_frame(dec: Decoded, raw: int, pfn: int) -> Decoded:
+    """`dec` for another raw value and frame (a frozen dataclass copied without __init__)."""
+    new = object.__new__(Decoded)
+    new.__dict__.update(dec.__dict__)
+    new.__dict__["raw"] = raw
+    new.__dict__["pfn"] = pfn
+    return new
+
+
+class FrameDecoder:
+    """`arch.decode` for one paging mode, sharing the work between present leaves that
+    differ only in frame-number bits.
+
+    For the first present leaf of a level, each of its 64 bits is flipped and decoded:
+    a bit whose flip changes nothing but the raw value and exactly one bit of the pfn
+    carries only the frame number.  Leaves equal outside those bits share a template
+    (decoded once, its own frame bits verified the same way); any other leaf of that
+    template differs from it only in verified frame bits, so its decode is the template's
+    with its own raw value and the pfn bits moved accordingly.  Anything else is decoded
+    in full.
+    """
+
+    def __init__(self, arch: Arch, mode: PagingMode, facts: KernelFacts) -> None:
+        self.arch = arch
+        self.mode = mode
+        self.facts = facts
+        self._key_mask: dict[int, int] = {}  # depth -> ~frame bits of its first present leaf
+        self._templates: dict[tuple[int, int], _Template | None] = {}
+
+    def decode(self, raw: int, depth: int) -> Decoded:
+        mask = self._key_mask.get(depth)
+        if mask is not None:
+            t = self._templates.get((depth, raw & mask), False)
+            if t is None:
+                return self.arch.decode(raw, depth, self.mode, self.facts)
+            if t is not False:
+                diff = raw ^ t.raw
+                if not diff & ~t.frame_bits:
+                    pfn = t.dec.pfn
+                    for bits, shift in t.shifts:
+                        pfn ^= (diff & bits) >> shift if shift >= 0 else (diff & bits) << -shift
+                    return _with_frame(t.dec, raw, pfn)
+                return self.arch.decode(raw, depth, self.mode, self.facts)
+        dec = self.arch.decode(raw, depth, self.mode, self.facts)
+        if dec.kind is Kind.PRESENT and dec.pfn is not None:
+            template = self._template(raw, dec, depth)
+            if mask is None:
+                mask = self._key_mask[depth] = ~template.frame_bits if template else ~0
+            if len(self._templates) >= TEMPLATES:
+                self._templates.clear()
+            self._templates[(depth, raw & mask)] = template
+        return dec
+
+    def _template(self, raw: int, dec: Decoded, depth: int) -> _Template | None:
+        """The frame bits of `raw` (see the class), or None when it has none."""
+        assert dec.pfn is not None
+        shifts: dict[int, int] = {}
+        for b in range(64):
+            flipped = raw ^ (1 << b)
+            other = self.arch.decode(flipped, depth, self.mode, self.facts)
+            if other.pfn is None:
+                continue
+            moved = other.pfn ^ dec.pfn
+            if not moved or moved & (moved - 1):
+                continue
+            if dataclasses.replace(other, raw=raw, pfn=dec.pfn) != dec:
+                continue
+            shift = b - (moved.bit_length() - 1)
+            shifts[shift] = shifts.get(shift, 0) | 1 << b
+        if not shifts:
+            return None
+        frame_bits = 0
+        for bits in shifts.values():
+            frame_bits |= bits
+        return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()))
 
 
 class Walker:
@@ -27,11 +117,18 @@ class Walker:
         arch: Arch,
         mode: PagingMode,
         facts: KernelFacts,
+        *,
+        shared_decodes: bool = True,
     ) -> None:
+        """`shared_decodes=False` decodes every value by itself (validation: a decoder
+        wrong for one raw value must show), else through a FrameDecoder."""
         self.tables = reader if isinstance(reader, TableCache) else TableCache(reader)
         self.arch = arch
         self.mode = mode
         self.facts = facts
+        self._decode = (FrameDecoder(arch, mode, facts).decode if shared_decodes
+                        else lambda raw, depth: arch.decode(raw, depth, mode, facts))
+        self._unpack = [struct.Struct(f"<{level.entries}Q").unpack for level in mode.levels]
 
     def table_bytes(self, depth: int) -> int:
         return self.mode.levels[depth].entries * ENTRY_BYTES
@@ -63,29 +160,40 @@ class Walker:
         path: frozenset[int],
     ) -> Iterator[Entry]:
         level = self.mode.levels[depth]
-        data = self.tables.table(table, self.table_bytes(depth))
-        values = struct.unpack(f"<{level.entries}Q", data)
+        values = self._unpack[depth](self.tables.table(table, self.table_bytes(depth)))
         path = path | {table}
+        shift, span = level.shift, level.span
+        canonical, decode = self.arch.canonical, self._decode
+        base = canonical(self.mode, va_base, upper)
+        found: list[tuple[int, int, Decoded]] = []
         for index, raw in enumerate(values):
             if not raw:
                 continue
-            va_index = va_base | (index << level.shift)
-            va = self.arch.canonical(self.mode, va_index, upper)
-            if va_range is not None and not (va < va_range[1] and va + level.span > va_range[0]):
+            va_index = va_base | (index << shift)
+            # below the root every index lies inside one half: only the low bits change
+            va = canonical(self.mode, va_index, upper) if depth == 0 else base | (index << shift)
+            if va_range is not None and not (va < va_range[1] and va + span > va_range[0]):
                 continue
-            dec = self.arch.decode(raw, depth, self.mode, self.facts)
-            if dec.kind is Kind.NONE:
-                continue
+            dec = decode(raw, depth)
+            if dec.kind is not Kind.NONE:
+                found.append((index, va, dec))
+        if depth + 1 < len(self.mode.levels):
+            self.tables.prefetch((dec.next_table for _, _, dec in found
+                                  if dec.kind is Kind.TABLE and dec.next_table is not None
+                                  and self._table_problem(dec, depth, path) is None),
+                                 self.table_bytes(depth + 1))
+        for index, va, dec in found:
             ref = EntryRef(table, index, depth, level.name)
             if dec.kind is Kind.TABLE:
                 problem = self._table_problem(dec, depth, path)
                 if problem:
-                    yield Entry(va, level.span, ref, dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem))
+                    yield Entry(va, span, ref, dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem))
                     continue
                 if tables:
-                    yield Entry(va, level.span, ref, dec)
+                    yield Entry(va, span, ref, dec)
                 assert dec.next_table is not None
-                yield from self._walk_table(dec.next_table, depth + 1, va_index, upper, va_range, tables, path)
+                yield from self._walk_table(dec.next_table, depth + 1, va_base | (index << shift), upper, va_range,
+                                            tables, path)
                 continue
             yield self._leaf(va, ref, dec)
 

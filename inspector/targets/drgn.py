@@ -44,6 +44,10 @@ class DrgnTargetError(Exception):
     """The dump, /proc/kcore or QMP socket cannot be read."""
 
 
+class NoVmcoreinfo(DrgnTargetError):
+    """QEMU holds no VMCOREINFO and shows no paging registers: the guest's kernel cannot be found."""
+
+
 def _program(arch: str | None):
     import drgn
 
@@ -217,14 +221,16 @@ class QmpTarget(DrgnTarget):
         except Exception as exc:
             problem = f"drgn cannot read guest memory over QMP at {socket}: {exc}"
         info = None if problem else _vmcoreinfo(prog)
+        error = DrgnTargetError
         if not problem and info is None and not registers:
             problem = (f"QEMU at {socket} holds no VMCOREINFO for this guest (start it with -device vmcoreinfo "
                        f"and load the qemu_fw_cfg module) and its monitor shows no {arch} paging registers: "
                        "use --gdb, or a vmcore made with `ptinspect vmcore`")
+            error = NoVmcoreinfo
         if problem:
             del prog
             self.close()
-            raise DrgnTargetError(problem)
+            raise error(problem)
         super().__init__(prog, arch, "qmp", info, registers=None if info else registers)
 
     def _qmp(self) -> Qmp:

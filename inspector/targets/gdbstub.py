@@ -7,6 +7,7 @@ again) unless the user asked to keep it stopped.  Physical-memory mode
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 
 from .rsp import RspClient, RspError
 
@@ -23,6 +24,7 @@ ARCH_MARKERS = {"x86_64": "cr3", "arm64": "TTBR1_EL1", "riscv64": "satp"}
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+CACHED_PAGES = 8192  # 32 MiB: drgn's repeated small reads of kernel data, not every table of a walk
 
 
 def _runs(pages: list[int]) -> list[tuple[int, int]]:
@@ -68,7 +70,7 @@ class GdbstubTarget:
         self.keep_stopped = keep_stopped
         self._phys_before: bytes | None = None
         self._ram: list[tuple[int, int]] | None = None
-        self._pages: dict[int, bytes] = {}
+        self._pages: OrderedDict[int, bytes] = OrderedDict()
         try:
             self.rsp.stop_reason()  # QEMU stopped the VM when we connected
             self.regs = self.rsp.registers()
@@ -97,21 +99,32 @@ class GdbstubTarget:
     def read(self, pa: int, size: int) -> bytes:
         """Physical memory through a page cache: memory cannot change while the VM is
         stopped, and drgn reads the same kernel pages in small pieces many times."""
-        first, last = pa >> PAGE_SHIFT, (pa + size - 1) >> PAGE_SHIFT
-        missing = [p for p in range(first, last + 1) if p not in self._pages]
-        try:
-            for run_start, run_len in _runs(missing):
-                data = self.rsp.read_memory(run_start << PAGE_SHIFT, run_len << PAGE_SHIFT)
-                for i in range(run_len):
-                    self._pages[run_start + i] = data[i << PAGE_SHIFT : (i + 1) << PAGE_SHIFT]
-        except RspError as exc:
-            raise GdbstubError(str(exc)) from None
-        if first == last:
+        return self.read_many([(pa, size)])[0]
+
+    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]:
+        """Several reads at once: the pages not cached are fetched in one pipelined batch."""
+        pages = self._pages
+        wanted = [range(pa >> PAGE_SHIFT, ((pa + size - 1) >> PAGE_SHIFT) + 1) for pa, size in requests]
+        missing = sorted({p for span in wanted for p in span if p not in pages})
+        if missing:
+            runs = _runs(missing)
+            try:
+                datas = self.rsp.read_many([(start << PAGE_SHIFT, length << PAGE_SHIFT) for start, length in runs])
+            except RspError as exc:
+                raise GdbstubError(str(exc)) from None
+            for (start, length), data in zip(runs, datas):
+                for i in range(length):
+                    pages[start + i] = data[i << PAGE_SHIFT : (i + 1) << PAGE_SHIFT]
+        out = []
+        for (pa, size), span in zip(requests, wanted):
+            for p in span:
+                pages.move_to_end(p)
             off = pa & (PAGE_SIZE - 1)
-            return self._pages[first][off : off + size]
-        data = b"".join(self._pages[p] for p in range(first, last + 1))
-        off = pa - (first << PAGE_SHIFT)
-        return data[off : off + size]
+            data = pages[span[0]] if len(span) == 1 else b"".join(pages[p] for p in span)
+            out.append(data[off : off + size])
+        while len(pages) > max(CACHED_PAGES, len(missing)):
+            pages.popitem(last=False)
+        return out
 
     def read_registers(self, names: tuple[str, ...] | None = None) -> dict[str, int]:
         """The paging registers of the stopped CPU (those the stub describes)."""

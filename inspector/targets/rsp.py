@@ -30,6 +30,10 @@ def checksum(payload: bytes) -> bytes:
     return b"%02x" % (sum(payload) & 0xFF)
 
 
+def _frame(payload: bytes) -> bytes:
+    return b"$" + payload + b"#" + checksum(payload)
+
+
 RLE = re.compile(rb"(.)\*(.)", re.DOTALL)
 
 
@@ -59,6 +63,8 @@ def unescape(data: bytes) -> bytes:
 
 class RspClient:
     """One connection to a gdbstub."""
+
+    WINDOW = 32  # pipelined `m` requests in flight: their replies (<= 4 KiB each) fit the socket buffers
 
     def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
         self.timeout = timeout
@@ -201,19 +207,66 @@ class RspClient:
 
     def read_memory(self, addr: int, size: int) -> bytes:
         """Read with as few `m` packets as the stub's packet size allows."""
+        return self.read_many([(addr, size)])[0]
+
+    def _chunk(self) -> int:
         chunk = max(16, (self.packet_size - 16) // 2) & ~0xF
-        chunk = min(chunk, 0x800)  # QEMU answers at most 0x800 bytes per m packet
-        out = bytearray()
-        while len(out) < size:
-            n = min(chunk, size - len(out))
-            reply = self.request(f"m{addr + len(out):x},{n:x}")
-            if reply.startswith(b"E") and len(reply) == 3:
-                raise RspError(f"the gdbstub cannot read {n} bytes at {addr + len(out):#x} ({reply.decode()})")
-            data = bytes.fromhex(reply.decode())
-            if not data:
-                raise RspError(f"the gdbstub returned no data at {addr + len(out):#x}")
-            out += data
-        return bytes(out)
+        return min(chunk, 0x800)  # QEMU answers at most 0x800 bytes per m packet
+
+    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]:
+        """Each (addr, size) of `requests`, read with pipelined `m` packets: up to WINDOW
+        requests are in flight, so the stub never waits on us between packets (QEMU's
+        gdbstub handles queued packets in order and answers each in turn)."""
+        chunk = self._chunk()
+        packets = [(a, min(chunk, addr + size - a)) for addr, size in requests for a in range(addr, addr + size, chunk)]
+        replies: list[bytes] = []
+        deadline = time.monotonic() + self.timeout
+        self.buf = b""
+        sent = 0
+        while len(replies) < len(packets):
+            if sent < len(packets) and sent - len(replies) < self.WINDOW:
+                batch = packets[sent : len(replies) + self.WINDOW]
+                self._send_raw(b"".join(_frame(b"m%x,%x" % p) for p in batch))
+                self.packets += len(batch)
+                sent += len(batch)
+            got = self._take_packets()
+            if got:
+                replies += got
+                deadline = time.monotonic() + self.timeout
+            else:
+                self._recv(deadline)
+        out: list[bytes] = []
+        at = 0
+        for addr, size in requests:
+            data = bytearray()
+            while len(data) < size:
+                a, n = packets[at]
+                reply = replies[at]
+                at += 1
+                if reply.startswith(b"E") and len(reply) == 3:
+                    raise RspError(f"the gdbstub cannot read {n} bytes at {a:#x} ({reply.decode()})")
+                part = bytes.fromhex(reply.decode())
+                if len(part) != n:
+                    raise RspError(f"the gdbstub returned {len(part)} of {n} bytes at {a:#x}")
+                data += part
+            out.append(bytes(data))
+        return out
+
+    def _take_packets(self) -> list[bytes]:
+        """Every complete reply in the buffer (acknowledged in ack mode), in order."""
+        found: list[bytes] = []
+        while True:
+            start = self.buf.find(b"$")
+            if b"-" in self.buf[: start if start >= 0 else len(self.buf)]:
+                raise RspError(f"the gdbstub at {self.address} rejected a packet")
+            end = self.buf.find(b"#", start) if start >= 0 else -1
+            if end < 0 or len(self.buf) < end + 3:
+                break
+            found.append(unescape(self.buf[start + 1 : end]))
+            self.buf = self.buf[end + 3 :]
+        if found and self.ack:
+            self._send_raw(b"+" * len(found))
+        return found
 
     def interrupt(self) -> bytes:
         """Stop the target (Ctrl-C) and return the stop reply."""

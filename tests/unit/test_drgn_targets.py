@@ -260,6 +260,12 @@ def test_truncated_elf(tmp_path: Path) -> None:
     fails("dump", "--vmcore", str(core), "--kernel", expect="is truncated")
 
 
+@pytest.mark.parametrize("head", [b"\x7fELF", b"KDUMP   \x06", b"makedumpfile\0"], ids=["elf", "kdump", "flattened"])
+def test_truncated_headers(tmp_path: Path, head: bytes) -> None:
+    (tmp_path / "core").write_bytes(head)
+    fails("dump", "--vmcore", str(tmp_path / "core"), "--kernel", expect="is truncated")
+
+
 @pytest.mark.parametrize("flattened", [False, True], ids=["kdump", "flattened"])
 def test_truncated_kdump(tmp_path: Path, flattened: bool) -> None:
     core = kdump(tmp_path / "core", flattened=flattened)

@@ -6,10 +6,14 @@
  * PTINSPECT-MANIFEST-END and sleeps forever with everything still mapped.
  * The format is documented in vm-images/README-workload.md.
  *
- * Usage: workload [--guest] [--once]
+ * Usage: workload [--guest] [--once] | workload --bulk MIB
  *   --guest  inside the test VM: do MADV_HWPOISON (never on a host), read
  *            the kernel config and init log the initramfs provides
  *   --once   exit (and end the fork child) after printing the manifest
+ *   --bulk   instead of the manifest: map MIB MiB of private anonymous 4 KiB
+ *            pages, write every page, print one line
+ *            "PTINSPECT-BULK pid=N start=0x... length=0x..." and sleep forever
+ *            (a large address space for benchmarks)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -399,6 +404,36 @@ static void kpageflags_probe(struct ctx *c)
 			 strerror(-err));
 }
 
+/* --bulk: MIB MiB of written 4 KiB pages (MADV_NOHUGEPAGE: no THP, no mTHP). */
+static int bulk(const char *mib_text)
+{
+	char *end, line[128];
+	unsigned long mib = strtoul(mib_text, &end, 10);
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE), length;
+	unsigned char *p;
+	int n;
+
+	if (!mib || *end || mib > (SIZE_MAX >> 20)) {
+		fprintf(stderr, "workload: --bulk needs a positive number of MiB, not '%s'\n", mib_text);
+		return 2;
+	}
+	length = mib << 20;
+	p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED) {
+		fprintf(stderr, "workload: --bulk mmap of %lu MiB: %s\n", mib, strerror(errno));
+		return 1;
+	}
+	if (madvise(p, length, PT_MADV_NOHUGEPAGE))
+		fprintf(stderr, "workload: --bulk MADV_NOHUGEPAGE: %s\n", strerror(errno));
+	for (size_t off = 0; off < length; off += ps)
+		p[off] = (unsigned char)(off / ps | 1);
+	n = snprintf(line, sizeof(line), "PTINSPECT-BULK pid=%d start=%#lx length=%#zx\n",
+		     (int)getpid(), (unsigned long)(uintptr_t)p, length);
+	write_all(line, (size_t)n);
+	for (;;)
+		pause();
+}
+
 int main(int argc, char **argv)
 {
 	struct ctx c = { .uffd = UFFD_NOT_OPENED };
@@ -406,13 +441,15 @@ int main(int argc, char **argv)
 	const char *text;
 	size_t len;
 
+	if (argc == 3 && !strcmp(argv[1], "--bulk"))
+		return bulk(argv[2]);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--guest")) {
 			guest = true;
 		} else if (!strcmp(argv[i], "--once")) {
 			once = true;
 		} else {
-			fprintf(stderr, "usage: %s [--guest] [--once]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--guest] [--once] | --bulk MIB\n", argv[0]);
 			return 2;
 		}
 	}
