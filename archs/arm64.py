@@ -526,6 +526,7 @@ class Arm64Arch:
     """The arm64 Arch: modes from TCR_EL1, descriptors of 6.1 / 6.12 / 7.2."""
 
     name = "arm64"
+    default_mode = "4k-48"  # decode's default: Debian's arm64 kernels before LPA2 hardware: 4 KiB granule, 48-bit VA
     split_roots = True  # TTBR0_EL1 translates the lower (user) half, TTBR1_EL1 the upper
     # VBAR_EL1 holds `vectors` (kernel/head.S:224-225 in 7.2) unless the Spectre-BHB/KPTI
     # vector switch moved it to __bp_harden_el1_vectors or TRAMP_VALIAS (asm/vectors.h:63-71

@@ -58,6 +58,15 @@ class PagingMode:
         raise KeyError(f"{self.arch} {self.name} has no {name} level")
 
 
+def find_mode(modes: Sequence[PagingMode], name: str) -> PagingMode:
+    """The mode called `name` (ValueError naming the choices otherwise)."""
+    for m in modes:
+        if m.name == name:
+            return m
+    arch = modes[0].arch if modes else "this architecture"
+    raise ValueError(f"unknown {arch} paging mode {name!r}; choose one of {', '.join(m.name for m in modes)}")
+
+
 class Kind(str, Enum):
     """What an entry is, as the kernel classifies it (leafops.h in 7.2)."""
 
@@ -212,6 +221,7 @@ class Arch(Protocol):
     """What each archs/<arch>.py module provides (as module-level `ARCH`)."""
 
     name: str
+    default_mode: str  # the mode `decode` assumes when none is given
     split_roots: bool  # separate roots for the lower (user) and upper (kernel) halves
     kaslr_anchor: tuple[str, str] | None  # (register, symbol) whose difference is the KASLR offset
     kernel_text_region: tuple[int, int] | None  # VA range whose first mapped page is _text

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .common import (SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf,
-                     vmcoreinfo_int)
+                     find_mode, vmcoreinfo_int)
 from .softleaf import DEVICE_PRIVATE_KINDS, FAMILIES, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
 
 PAGE_SHIFT = 12
@@ -196,6 +196,7 @@ class Riscv64:
     """The riscv64 Arch (module-level ARCH)."""
 
     name = "riscv64"
+    default_mode = "sv48"  # decode's default: what QEMU 7.2's virt machine offers by default
     split_roots = False  # satp's root holds both halves
     # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S:198 in 7.2)
     kaslr_anchor = ("stvec", "handle_exception")
@@ -213,10 +214,7 @@ class Riscv64:
         return MODES
 
     def mode(self, name: str) -> PagingMode:
-        for m in MODES:
-            if m.name == name:
-                return m
-        raise ValueError(f"unknown riscv64 paging mode {name!r}; choices: {', '.join(m.name for m in MODES)}")
+        return find_mode(MODES, name)
 
     def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
         """satp.MODE (bits 63:60): 8 Sv39, 9 Sv48, 10 Sv57; Bare (0) translates nothing."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .common import Decoded, Kind, KernelFacts, Softleaf
+from .common import SOFTLEAF_KINDS, Decoded, Kind, KernelFacts, Softleaf
 from .versions import family_for
 
 SWP_TYPE_SHIFT = 58  # BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT (swapops.h:27)
@@ -36,17 +36,9 @@ CONFIG_OPTIONS = {
     "7.2": ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE"),
 }
 
-PFN_KINDS = frozenset(
-    {
-        Kind.MIGRATION_READ,
-        Kind.MIGRATION_READ_EXCLUSIVE,
-        Kind.MIGRATION_WRITE,
-        Kind.DEVICE_PRIVATE_READ,
-        Kind.DEVICE_PRIVATE_WRITE,
-        Kind.DEVICE_EXCLUSIVE,
-        Kind.HWPOISON,
-    }
-)
+# The kinds whose offset carries a PFN (softleaf_has_pfn, leafops.h:335 in 7.2); 6.1's
+# SWP_SWAPIN_ERROR stores one too but is not in is_pfn_swap_entry().
+PFN_KINDS = SOFTLEAF_KINDS - {Kind.SWAP, Kind.MARKER, Kind.SWAPIN_ERROR}
 MIGRATION_KINDS = frozenset({Kind.MIGRATION_READ, Kind.MIGRATION_READ_EXCLUSIVE, Kind.MIGRATION_WRITE})
 # Device-private frames are device memory; device-exclusive entries point at system RAM.
 DEVICE_PRIVATE_KINDS = frozenset({Kind.DEVICE_PRIVATE_READ, Kind.DEVICE_PRIVATE_WRITE})
@@ -223,6 +215,7 @@ def decode_softleaf(
             if ad is None:
                 details.append(("young/dirty", f"unknown (swap_migration_ad_supported not known); "
                                 f"offset bits {swp_pfn_bits}/{swp_pfn_bits + 1} = {high & 1}/{high >> 1 & 1}"))
+                high &= ~3  # shown above, whatever they mean
             elif ad:
                 details.append(("young", str(bool(high & 1)).lower()))
                 details.append(("dirty", str(bool(high & 2)).lower()))

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
-from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, vmcoreinfo_int
+from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, find_mode, vmcoreinfo_int
 from .softleaf import decode_softleaf
 
 MASK64 = (1 << 64) - 1
@@ -484,6 +484,7 @@ class X86_64Arch:
     """The x86-64 Arch implementation (module-level ARCH)."""
 
     name = "x86_64"
+    default_mode = "4-level"  # decode's default: the mode without LA57
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None
     # VMCOREINFO_SYMBOL(init_top_pgt) (crash_core_64.c:13, vmcore_info_64.c:13/13): the kernel PGD
@@ -496,11 +497,7 @@ class X86_64Arch:
         return MODES
 
     def mode(self, name: str) -> PagingMode:
-        for m in MODES:
-            if m.name == name:
-                return m
-        raise ValueError(f"unknown x86_64 paging mode {name!r}; choose one of "
-                         f"{', '.join(m.name for m in MODES)}")
+        return find_mode(MODES, name)
 
     def mode_from_registers(self, regs: Mapping[str, int]) -> PagingMode:
         """4-level or 5-level from CR4.LA57; CR0.PG and EFER.LMA are checked when given."""

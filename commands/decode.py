@@ -25,7 +25,7 @@ def parse_raw(text: str) -> int:
 
 @click.command()
 @click.option("--arch", "arch_name", required=True, type=click.Choice(ARCH_NAMES), help="Architecture.")
-@click.option("--mode", "mode_name", help="Paging mode (default: the arch's common mode); see --list-modes.")
+@click.option("--mode", "mode_name", help="Paging mode (default: x86_64 4-level, arm64 4k-48, riscv64 sv48); see --list-modes.")
 @click.option("--level", default="pte", show_default=True,
               type=click.Choice(["pgd", "p4d", "pud", "pmd", "pte"]), help="Level the value was found at.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
@@ -48,7 +48,7 @@ def decode(arch_name: str, mode_name: str | None, level: str, fmt: str, list_mod
     if not values:
         raise click.UsageError("give at least one VALUE to decode")
     try:
-        mode = arch.mode(mode_name) if mode_name else arch.modes()[0]
+        mode = arch.mode(mode_name or arch.default_mode)
         depth = mode.level(level)
     except (KeyError, ValueError) as exc:
         raise click.UsageError(str(exc).strip("'\"")) from None

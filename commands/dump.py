@@ -1,6 +1,7 @@
 """`ptinspect dump` and `ptinspect translate`."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -75,7 +76,8 @@ def select_root(session: Session, pid, comm, kernel_root, root_pa, upper) -> Roo
         raise click.ClickException(str(exc)) from None
 
 
-def short_flags(flags: Iterable[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def short_flags(flags: tuple[str, ...]) -> str:
     """Flag names without their family prefix, for the table view (JSON keeps full names)."""
     out = []
     for f in flags:
@@ -104,7 +106,7 @@ def detail(row: Row) -> str:
     if e.block is not None and e.hw.cont is not None:
         parts.append(f"{e.hw.cont.scheme} {e.block.index + 1}/{e.hw.cont.entries}")
     if e.kernel is not None:
-        parts.append("kernel-view:" + short_flags(f for f in e.kernel.flags if f not in e.hw.flags))
+        parts.append("kernel-view:" + short_flags(tuple(f for f in e.kernel.flags if f not in e.hw.flags)))
     if e.hw.reason:
         parts.append(f"({e.hw.reason})")
     return " ".join(p for p in parts if p)
@@ -121,6 +123,22 @@ def table_row(r: Row, count: int | None = None, end: int | None = None) -> list[
 HEADERS = ["va", "size", "level", "kind", "pfn", "raw", "table[index]", "details", "vma"]
 
 
+def plain_table(rows: list[list[str]], headers: list[str]) -> str:
+    """What tabulate(rows, headers, tablefmt="plain", disable_numparse=True) gives for one-line
+    ASCII cells (every dump cell), computed directly: tabulate's type inference costs more than
+    the walk itself."""
+    cells = [list(map(str.strip, row)) for row in rows]
+    text = "".join(c for row in cells for c in row)
+    if not text.isascii() or "\n" in text:
+        return tabulate(rows, headers, tablefmt="plain", disable_numparse=True)
+    columns = list(zip(*cells)) or [()] * len(headers)
+    widths = [max(map(len, col), default=0) for col in columns]
+    if headers:
+        widths = [max(w, len(h) + 2) for w, h in zip(widths, headers)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths).format
+    return "\n".join(line(*row).rstrip() for row in ([headers] if headers else []) + cells)
+
+
 def write_table(out: TextIO, items: Iterable[Row | Range]) -> int:
     chunk: list[list[str]] = []
     n = 0
@@ -129,10 +147,10 @@ def write_table(out: TextIO, items: Iterable[Row | Range]) -> int:
         n += 1
         chunk.append(table_row(item.first, item.count, item.end) if isinstance(item, Range) else table_row(item))
         if len(chunk) == CHUNK:
-            out.write(tabulate(chunk, HEADERS if first else (), tablefmt="plain", disable_numparse=True) + "\n")
+            out.write(plain_table(chunk, HEADERS if first else []) + "\n")
             chunk, first = [], False
     if chunk or first:
-        out.write(tabulate(chunk, HEADERS if first else (), tablefmt="plain", disable_numparse=True) + "\n")
+        out.write(plain_table(chunk, HEADERS if first else []) + "\n")
     return n
 
 

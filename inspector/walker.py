@@ -34,9 +34,10 @@ class _Template(NamedTuple):
 def _with_frame(dec: Decoded, raw: int, pfn: int) -> Decoded:
     """`dec` for another raw value and frame (a frozen dataclass copied without __init__)."""
     new = object.__new__(Decoded)
-    new.__dict__.update(dec.__dict__)
-    new.__dict__["raw"] = raw
-    new.__dict__["pfn"] = pfn
+    fields = dec.__dict__.copy()
+    fields["raw"] = raw
+    fields["pfn"] = pfn
+    object.__setattr__(new, "__dict__", fields)
     return new
 
 
@@ -58,12 +59,12 @@ class FrameDecoder:
         self.mode = mode
         self.facts = facts
         self._key_mask: dict[int, int] = {}  # depth -> ~frame bits of its first present leaf
-        self._templates: dict[tuple[int, int], _Template | None] = {}
+        self._templates: list[dict[int, _Template | None]] = [{} for _ in mode.levels]
 
     def decode(self, raw: int, depth: int) -> Decoded:
         mask = self._key_mask.get(depth)
         if mask is not None:
-            t = self._templates.get((depth, raw & mask), False)
+            t = self._templates[depth].get(raw & mask, False)
             if t is None:
                 return self.arch.decode(raw, depth, self.mode, self.facts)
             if t is not False:
@@ -79,9 +80,10 @@ class FrameDecoder:
             template = self._template(raw, dec, depth)
             if mask is None:
                 mask = self._key_mask[depth] = ~template.frame_bits if template else ~0
-            if len(self._templates) >= TEMPLATES:
-                self._templates.clear()
-            self._templates[(depth, raw & mask)] = template
+            templates = self._templates[depth]
+            if len(templates) >= TEMPLATES:
+                templates.clear()
+            templates[raw & mask] = template
         return dec
 
     def _template(self, raw: int, dec: Decoded, depth: int) -> _Template | None:
@@ -182,8 +184,12 @@ class Walker:
                                   if dec.kind is Kind.TABLE and dec.next_table is not None
                                   and self._table_problem(dec, depth, path) is None),
                                  self.table_bytes(depth + 1))
+        name, page_shift, present = level.name, self.mode.page_shift, Kind.PRESENT
         for index, va, dec in found:
-            ref = EntryRef(table, index, depth, level.name)
+            ref = EntryRef(table, index, depth, name)
+            if dec.kind is present and dec.cont is None:
+                yield Entry(va, span, ref, dec, None, None, dec.pfn, page_shift)  # what _leaf gives
+                continue
             if dec.kind is Kind.TABLE:
                 problem = self._table_problem(dec, depth, path)
                 if problem:

@@ -210,8 +210,8 @@ class RspClient:
         return self.read_many([(addr, size)])[0]
 
     def _chunk(self) -> int:
-        chunk = max(16, (self.packet_size - 16) // 2) & ~0xF
-        return min(chunk, 0x800)  # QEMU answers at most 0x800 bytes per m packet
+        """Bytes per `m` packet: the hex reply fills the stub's packet (QEMU: 0x800 of PacketSize=0x1000)."""
+        return max(16, min(self.packet_size // 2, 0x800) & ~0xF)
 
     def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]:
         """Each (addr, size) of `requests`, read with pipelined `m` packets: up to WINDOW
