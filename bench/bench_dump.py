@@ -10,9 +10,11 @@ written 4 KiB pages, and for each target (gdbstub, QMP, an ELF vmcore of the VM)
 - the floor: reading exactly the table pages the dump walked, with the fastest raw read of the
   transport (gdbstub: pipelined `m` packets; drgn targets: `prog.read(pa, size, True)`), best of 3;
 - `dump --pid BULK`, `dump --kernel` and `dump --pid WORKLOAD` (the small default workload, to show
-  memory does not grow with the mapped size): in-process (time before the first entry = setup, then
-  walk and output, table pages walked, requests to the target, bytes read, tracemalloc peak in a
-  second run) and end to end (a CLI process, its wall time and peak RSS).
+  memory does not grow with the mapped size), in-process: time until the walk begins (setup: target,
+  session, drgn, the root), then walk and output; the same walk with nothing printed (`--kind
+  hwpoison`); table pages walked, requests to the target, bytes read; the tracemalloc peak (a run of
+  its own); and end to end: a CLI process, its wall time, peak RSS (which counts the vmlinux drgn
+  maps) and peak anonymous RSS.
 
 On the gdbstub it also measures the other read paths for the same pages: RSP one request at a
 time, gdb MI (`-data-read-memory-bytes` through pygdbmi) and drgn serving the RSP reader.
@@ -26,6 +28,7 @@ import cProfile
 import io
 import json
 import os
+import pickle
 import pstats
 import re
 import subprocess
@@ -71,6 +74,7 @@ class Case:
     inproc_s: float = 0.0
     setup_s: float = 0.0
     walk_output_s: float = 0.0
+    walk_s: float = 0.0
     e2e_s: float = 0.0
     requests: int = 0
     bytes_read: int = 0
@@ -79,6 +83,7 @@ class Case:
     cli_anon_mib: float = 0.0
     ratio_inproc: float = 0.0
     ratio_walk: float = 0.0
+    ratio_walk_output: float = 0.0
     ratio_e2e: float = 0.0
     error: str | None = None
     notes: dict[str, float] = field(default_factory=dict)
@@ -157,36 +162,61 @@ class Run:
 
     wall: float
     setup: float  # until the walk began: target, session, drgn, the root
-    probe: Probe
-    entries: int
+    entries: int  # lines printed
+    tables: list[tuple[int, int]]  # (pa, size) of the table pages the walk read
+    requests: int
+    bytes: int
     peak_mib: float  # tracemalloc peak (0 when not traced)
+    profile: str  # cProfile's top functions ("" when not profiled)
 
 
-def run_inprocess(args: list[str], *, trace: bool = False, profile: cProfile.Profile | None = None) -> Run:
-    """`ptinspect ARGS` run in this process, its output discarded (and counted)."""
+def run_inprocess(args: list[str], *, trace: bool = False, profile: bool = False) -> Run:
+    """`ptinspect ARGS` run in a forked child of this process: modules are imported already (no
+    CLI start), and no run inherits another's heap or garbage."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            result: Run | str = _run_here(args, trace, profile)
+        except BaseException as exc:  # reported by the parent
+            result = f"{type(exc).__name__}: {exc}"
+        with os.fdopen(write_fd, "wb") as pipe:
+            pickle.dump(result, pipe)
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        result = pickle.load(pipe)
+    os.waitpid(pid, 0)
+    if isinstance(result, str):
+        raise RuntimeError(f"in-process dump failed: {result}")
+    return result
+
+
+def _run_here(args: list[str], trace: bool, profile: bool) -> Run:
     probe = Probe()
+    prof = cProfile.Profile() if profile else None
     with open(os.devnull, "w") as sink:
         out = EntryCounter(sink)
         if trace:
             tracemalloc.start()
         start = time.perf_counter()
-        try:
-            with probe.installed(), contextlib.redirect_stdout(out):
-                if profile is not None:
-                    profile.enable()
-                try:
-                    cli_main(args, standalone_mode=False)
-                finally:
-                    if profile is not None:
-                        profile.disable()
-            wall = time.perf_counter() - start
-            peak = tracemalloc.get_traced_memory()[1] / MIB if trace else 0.0
-        finally:
-            if trace:
-                tracemalloc.stop()
+        with probe.installed(), contextlib.redirect_stdout(out):
+            if prof is not None:
+                prof.enable()
+            cli_main(args, standalone_mode=False)
+            if prof is not None:
+                prof.disable()
+        wall = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] / MIB if trace else 0.0
     probe.finish()
-    setup = (probe.walk_started or start) - start
-    return Run(wall, setup, probe, out.lines, peak)
+    text = ""
+    if prof is not None:
+        stream = io.StringIO()
+        pstats.Stats(prof, stream=stream).sort_stats("tottime").print_stats(20)
+        text = stream.getvalue()
+    return Run(wall, (probe.walk_started or start) - start, out.lines, sorted(probe.tables), probe.requests,
+               probe.bytes, peak, text)
 
 
 class EntryCounter(io.TextIOBase):
@@ -359,38 +389,37 @@ def bench_arch(arch: str, series: str, mib: int, memory: str, targets: tuple[str
 
 
 def measure(case: Case, args: list[str], vm: VM, vmcore: Path, profile: bool) -> None:
-    prof = cProfile.Profile() if profile else None
-    run = run_inprocess(args, profile=prof)
+    run = run_inprocess(args)
     case.inproc_s, case.setup_s, case.entries = run.wall, run.setup, run.entries
     case.walk_output_s = run.wall - run.setup
-    case.requests, case.bytes_read = run.probe.requests, run.probe.bytes
-    tables = sorted(run.probe.tables)
-    case.table_pages = len(tables)
+    case.requests, case.bytes_read, case.table_pages = run.requests, run.bytes, len(run.tables)
+    walk = run_inprocess([*args, "--kind", "hwpoison"])  # the same walk, (almost) nothing printed
+    case.walk_s = walk.wall - walk.setup
     case.tracemalloc_peak_mib = run_inprocess(args, trace=True).peak_mib
     case.e2e_s, case.cli_maxrss_mib, case.cli_anon_mib, status = run_cli(args)
     if status:
         case.error = f"CLI exit status {status}"
     if case.target == "gdbstub":
-        case.floor_s, case.floor_requests, case.notes = gdbstub_floor(vm.gdb, tables)
+        case.floor_s, case.floor_requests, case.notes = gdbstub_floor(vm.gdb, run.tables)
     elif case.target == "qmp":
-        case.floor_s, case.floor_requests = drgn_floor(lambda: QmpTarget(vm.qmp), tables)
+        case.floor_s, case.floor_requests = drgn_floor(lambda: QmpTarget(vm.qmp), run.tables)
     else:
-        case.floor_s, case.floor_requests = drgn_floor(lambda: open_vmcore(vmcore), tables)
+        case.floor_s, case.floor_requests = drgn_floor(lambda: open_vmcore(vmcore), run.tables)
     case.ratio_inproc = case.inproc_s / case.floor_s
-    case.ratio_walk = case.walk_output_s / case.floor_s
+    case.ratio_walk = case.walk_s / case.floor_s
+    case.ratio_walk_output = case.walk_output_s / case.floor_s
     case.ratio_e2e = case.e2e_s / case.floor_s
-    if prof is not None:
-        text = io.StringIO()
-        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(20)
-        print(f"# profile of {case.arch} {case.target} {case.case} (in-process, cProfile)\n{text.getvalue()}",
-              file=sys.stderr)
+    if profile:  # a run of its own: cProfile slows what it watches
+        print(f"# profile of {case.arch} {case.target} {case.case} (in-process, cProfile)\n"
+              f"{run_inprocess(args, profile=True).profile}", file=sys.stderr)
 
 
 COLUMNS = [("arch", "arch", "{}"), ("target", "target", "{}"), ("case", "case", "{}"),
            ("entries", "lines", "{}"), ("table_pages", "tables", "{}"), ("floor_s", "floor ms", "ms"),
            ("inproc_s", "in-proc s", "{:.2f}"), ("setup_s", "setup s", "{:.2f}"),
-           ("walk_output_s", "walk+out s", "{:.2f}"), ("e2e_s", "CLI s", "{:.2f}"),
-           ("ratio_walk", "walk/floor", "{:.1f}"), ("ratio_e2e", "CLI/floor", "{:.1f}"),
+           ("walk_s", "walk s", "{:.2f}"), ("walk_output_s", "walk+out s", "{:.2f}"), ("e2e_s", "CLI s", "{:.2f}"),
+           ("ratio_walk", "walk/floor", "{:.0f}"), ("ratio_walk_output", "walk+out/floor", "{:.0f}"),
+           ("ratio_e2e", "CLI/floor", "{:.0f}"),
            ("requests", "requests", "{}"), ("bytes_read", "MiB read", "mib"),
            ("tracemalloc_peak_mib", "py peak MiB", "{:.1f}"), ("cli_maxrss_mib", "CLI RSS MiB", "{:.0f}"),
            ("cli_anon_mib", "CLI anon MiB", "{:.0f}")]

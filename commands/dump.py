@@ -89,8 +89,19 @@ def short_flags(flags: tuple[str, ...]) -> str:
     return " ".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def leaf_detail(flags: tuple[str, ...], read: bool, write: bool, exec_: bool) -> str:
+    """detail() of a leaf with nothing but permissions and flags: most of a dump, computed once per kind."""
+    perms = "".join(c if on else "-" for c, on in (("r", read), ("w", write), ("x", exec_)))
+    return " ".join(p for p in (perms, short_flags(flags)) if p)
+
+
 def detail(row: Row) -> str:
     e = row.entry
+    hw, a = e.hw, e.hw.access
+    if (a is not None and e.kernel is None and e.block is None and hw.softleaf is None and not hw.markers
+            and not hw.details and not hw.reason):
+        return leaf_detail(hw.flags, a.read, a.write, a.exec)
     parts = []
     if e.hw.access is not None:
         a = e.view.access
@@ -112,10 +123,13 @@ def detail(row: Row) -> str:
     return " ".join(p for p in parts if p)
 
 
+size_text = functools.lru_cache(maxsize=64)(human_size)
+
+
 def table_row(r: Row, count: int | None = None, end: int | None = None) -> list[str]:
     e = r.entry
     va = f"{e.va:#018x}" if end is None else f"{e.va:#018x}-{end:#018x}"
-    size = human_size(e.size) if count is None else f"{count}x{human_size(e.size)}"
+    size = size_text(e.size) if count is None else f"{count}x{size_text(e.size)}"
     return [va, size, e.ref.level, e.kind.value, "" if e.frame is None else hx(e.frame),
             f"{e.hw.raw:#018x}", f"{e.ref.table:#x}[{e.ref.index}]", detail(r), r.vma.name if r.vma else ""]
 

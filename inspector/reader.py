@@ -24,13 +24,6 @@ class PhysReader(Protocol):
         """Physical ranges [start, end) that hold memory."""
 
 
-class BatchReader(PhysReader, Protocol):
-    """A reader that serves many reads in one exchange (a gdbstub pipelines them)."""
-
-    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]:
-        """The bytes of each (pa, size), in order, or ReadError."""
-
-
 def contains(ranges: Iterable[tuple[int, int]], pa: int, size: int) -> bool:
     """Whether [pa, pa+size) lies inside one of `ranges`."""
     return any(start <= pa and pa + size <= end for start, end in ranges)
@@ -88,7 +81,6 @@ class TableCache:
         self.reader = reader
         self.limit = limit
         self._tables: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self.reads = 0  # tables read from the target, for benchmarks
 
     def in_memory(self, pa: int, size: int) -> bool:
         return contains(self.reader.ranges(), pa, size)
@@ -103,7 +95,8 @@ class TableCache:
         return data
 
     def prefetch(self, pas: Iterable[int], size: int) -> None:
-        """Read the tables at `pas` now, in one batch where the reader can (BatchReader)."""
+        """Read the tables at `pas` now, in one batch where the reader has
+        `read_many([(pa, size), ...]) -> [bytes, ...]` (a gdbstub pipelines them)."""
         read_many = getattr(self.reader, "read_many", None)
         wanted = [pa for pa in dict.fromkeys(pas) if (pa, size) not in self._tables][: self.limit // 2]
         if read_many is None or len(wanted) < 2:
@@ -115,7 +108,6 @@ class TableCache:
         pa, size = key
         if len(data) != size:
             raise ReadError(f"short read at {pa:#x}: {len(data)} of {size} bytes")
-        self.reads += 1
         self._tables[key] = data
         if len(self._tables) > self.limit:
             self._tables.popitem(last=False)

@@ -21,7 +21,8 @@ from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
 from .reader import PhysReader, TableCache
 
 
-TEMPLATES = 4096  # decoded leaf templates kept per walker
+TEMPLATES = 4096  # decoded leaf templates kept per level
+FAILED_TEMPLATES = 64  # leaves of a level whose frame bits were sought in vain before it stops seeking
 
 
 class _Template(NamedTuple):
@@ -29,15 +30,21 @@ class _Template(NamedTuple):
     dec: Decoded
     frame_bits: int  # the bits of `raw` verified to carry nothing but the frame number
     shifts: tuple[tuple[int, int], ...]  # (raw mask, shift): pfn bit = raw bit - shift
+    pfn_fields: tuple[int, ...]  # indices of `fields` that spell the pfn ("PPN": "0x...")
 
 
-def _with_frame(dec: Decoded, raw: int, pfn: int) -> Decoded:
+def _with_frame(dec: Decoded, raw: int, pfn: int, pfn_fields: tuple[int, ...]) -> Decoded:
     """`dec` for another raw value and frame (a frozen dataclass copied without __init__)."""
     new = object.__new__(Decoded)
-    fields = dec.__dict__.copy()
-    fields["raw"] = raw
-    fields["pfn"] = pfn
-    object.__setattr__(new, "__dict__", fields)
+    values = dec.__dict__.copy()
+    values["raw"] = raw
+    values["pfn"] = pfn
+    if pfn_fields:
+        fields = list(dec.fields)
+        for i in pfn_fields:
+            fields[i] = (fields[i][0], f"{pfn:#x}")
+        values["fields"] = tuple(fields)
+    object.__setattr__(new, "__dict__", values)
     return new
 
 
@@ -47,11 +54,11 @@ class FrameDecoder:
 
     For the first present leaf of a level, each of its 64 bits is flipped and decoded:
     a bit whose flip changes nothing but the raw value and exactly one bit of the pfn
-    carries only the frame number.  Leaves equal outside those bits share a template
-    (decoded once, its own frame bits verified the same way); any other leaf of that
-    template differs from it only in verified frame bits, so its decode is the template's
-    with its own raw value and the pfn bits moved accordingly.  Anything else is decoded
-    in full.
+    (and the fields that spell the pfn) carries only the frame number.  Leaves equal
+    outside those bits share a template (decoded once, its own frame bits verified the
+    same way); any other leaf of that template differs from it only in verified frame
+    bits, so its decode is the template's with its own raw value and the pfn bits moved
+    accordingly.  Anything else is decoded in full.
     """
 
     def __init__(self, arch: Arch, mode: PagingMode, facts: KernelFacts) -> None:
@@ -60,6 +67,7 @@ class FrameDecoder:
         self.facts = facts
         self._key_mask: dict[int, int] = {}  # depth -> ~frame bits of its first present leaf
         self._templates: list[dict[int, _Template | None]] = [{} for _ in mode.levels]
+        self._failed = [0 for _ in mode.levels]
 
     def decode(self, raw: int, depth: int) -> Decoded:
         mask = self._key_mask.get(depth)
@@ -73,13 +81,17 @@ class FrameDecoder:
                     pfn = t.dec.pfn
                     for bits, shift in t.shifts:
                         pfn ^= (diff & bits) >> shift if shift >= 0 else (diff & bits) << -shift
-                    return _with_frame(t.dec, raw, pfn)
+                    return _with_frame(t.dec, raw, pfn, t.pfn_fields)
                 return self.arch.decode(raw, depth, self.mode, self.facts)
         dec = self.arch.decode(raw, depth, self.mode, self.facts)
-        if dec.kind is Kind.PRESENT and dec.pfn is not None:
+        if dec.kind is Kind.PRESENT and dec.pfn is not None and self._failed[depth] < FAILED_TEMPLATES:
             template = self._template(raw, dec, depth)
+            if template is None:
+                self._failed[depth] += 1
             if mask is None:
-                mask = self._key_mask[depth] = ~template.frame_bits if template else ~0
+                if template is None:
+                    return dec
+                mask = self._key_mask[depth] = ~template.frame_bits
             templates = self._templates[depth]
             if len(templates) >= TEMPLATES:
                 templates.clear()
@@ -89,16 +101,20 @@ class FrameDecoder:
     def _template(self, raw: int, dec: Decoded, depth: int) -> _Template | None:
         """The frame bits of `raw` (see the class), or None when it has none."""
         assert dec.pfn is not None
+        spelled = f"{dec.pfn:#x}"
+        pfn_fields = tuple(i for i, (_, text) in enumerate(dec.fields) if text == spelled)
         shifts: dict[int, int] = {}
         for b in range(64):
-            flipped = raw ^ (1 << b)
-            other = self.arch.decode(flipped, depth, self.mode, self.facts)
+            other = self.arch.decode(raw ^ (1 << b), depth, self.mode, self.facts)
             if other.pfn is None:
                 continue
             moved = other.pfn ^ dec.pfn
             if not moved or moved & (moved - 1):
                 continue
-            if dataclasses.replace(other, raw=raw, pfn=dec.pfn) != dec:
+            if len(other.fields) != len(dec.fields) or any(
+                    other.fields[i][1] != f"{other.pfn:#x}" for i in pfn_fields):
+                continue
+            if _with_frame(other, raw, dec.pfn, pfn_fields) != dec:
                 continue
             shift = b - (moved.bit_length() - 1)
             shifts[shift] = shifts.get(shift, 0) | 1 << b
@@ -107,7 +123,7 @@ class FrameDecoder:
         frame_bits = 0
         for bits in shifts.values():
             frame_bits |= bits
-        return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()))
+        return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()), pfn_fields)
 
 
 class Walker:
