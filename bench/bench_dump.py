@@ -56,7 +56,7 @@ from inspector.walker import Walker  # noqa: E402
 
 ARCHES = ("x86_64", "arm64", "riscv64")
 TARGETS = ("gdbstub", "qmp", "vmcore")
-BULK = re.compile(r"PTINSPECT-BULK pid=(\d+) start=(0x[0-9a-f]+) length=(0x[0-9a-f]+)")
+BULK = re.compile(r"PTINSPECT-BULK pid=(\d+) ")
 MIB = 1 << 20
 
 
@@ -98,62 +98,61 @@ class Probe:
         self.bytes = 0
         self.walk_started: float | None = None
         self._recording = False
+        self._sent: Callable[[], int] = lambda: self.requests  # requests so far
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
         start, rows, walk_table = target_command.start, dump_command.rows, Walker._walk_table
         probe = self
 
-        def counting_start(target, *args, **kwargs):
+        def counting_start(target: object, *args: object, **kwargs: object) -> object:
             probe._count(target)
-            return start(target, *args, **kwargs)
+            return start(target, *args, **kwargs)  # type: ignore[arg-type]
 
-        def recording_rows(*args, **kwargs):
+        def recording_rows(*args: object, **kwargs: object) -> Iterator[object]:
             probe.walk_started = time.perf_counter()
             probe._recording = True
             try:
-                yield from rows(*args, **kwargs)
+                yield from rows(*args, **kwargs)  # type: ignore[arg-type]
             finally:
                 probe._recording = False
 
-        def recording_walk_table(self, table, depth, *args):
+        def recording_walk_table(self: Walker, table: int, depth: int, *args: object) -> Iterator[object]:
             if probe._recording:
                 probe.tables.add((table, self.table_bytes(depth)))
-            return walk_table(self, table, depth, *args)
+            return walk_table(self, table, depth, *args)  # type: ignore[arg-type]
 
-        target_command.start, dump_command.rows, Walker._walk_table = (
+        target_command.start, dump_command.rows, Walker._walk_table = (  # type: ignore[assignment]
             counting_start, recording_rows, recording_walk_table)
         try:
             yield
         finally:
             target_command.start, dump_command.rows, Walker._walk_table = start, rows, walk_table
 
-    def _count(self, target) -> None:
+    def _count(self, target: object) -> None:
         """Wrap the target's transport: RSP packets on a gdbstub, read calls on drgn targets."""
         rsp = getattr(target, "rsp", None)
         if rsp is not None:
-            packets, read_many = rsp.packets, rsp.read_many
+            before, read_many = rsp.packets, rsp.read_many
 
-            def counted_many(requests):
+            def counted_many(requests: list[tuple[int, int]]) -> list[bytes]:
                 self.bytes += sum(size for _, size in requests)
                 return read_many(requests)
 
             rsp.read_many = counted_many
-            self._packets = lambda: rsp.packets - packets
+            self._sent = lambda: rsp.packets - before
             return
-        read = target.read
+        read = target.read  # type: ignore[attr-defined]
 
-        def counted(pa, size):
+        def counted(pa: int, size: int) -> bytes:
             self.requests += 1
             self.bytes += size
             return read(pa, size)
 
-        target.read = counted
-        self._packets = lambda: self.requests
+        target.read = counted  # type: ignore[attr-defined]
 
     def finish(self) -> None:
-        if hasattr(self, "_packets"):
-            self.requests = self._packets()
+        self.requests = self._sent()
 
 
 @dataclass
@@ -304,7 +303,8 @@ def gdbstub_floor(address: str, tables: list[tuple[int, int]]) -> tuple[float, i
 
 
 def drgn_over_rsp(rsp: RspClient, tables: list[tuple[int, int]]) -> float:
-    """drgn serving reads from a segment backed by the RSP client (a drgn-served reader)."""
+    """drgn serving reads from a segment backed by the RSP client (a drgn-served reader; the
+    platform does not matter to physical reads)."""
     import drgn
 
     prog = drgn.Program(drgn.Platform(drgn.Architecture.X86_64, drgn.PlatformFlags.IS_64_BIT

@@ -23,7 +23,7 @@ def demo(arch: str, series: str) -> None:
     """Boot ARCH's test VM, dump the workload process's page tables (merged into ranges), stop the VM."""
     try:
         image = ensure_image(image_for(arch, series))
-        vm = boot(arch, series, name=f"demo-{arch}", detach=False)
+        vm = boot(arch, series, detach=False)
     except VMError as exc:
         raise click.ClickException(str(exc)) from None
     try:
