@@ -1,0 +1,250 @@
+"""What ptinspect needs from a vmlinux's DWARF, extracted once and cached as JSON.
+
+drgn reads the debug info once per vmlinux (about a second); the symbol
+addresses, member offsets, struct sizes, array bounds and enumerator values
+that inspector/rawkernel.py needs are kept in a small file under the cache, so
+later runs answer kernel questions without loading the debug info.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import vmlinux as vml
+from .kernel import DRGN_ARCH
+from .vm.cache import subdir
+
+# Bump when what is extracted (or how) changes: old cache files are then never read.
+SCHEMA = 1
+
+# Variables by name, with the file that defines them when the name is static there.
+VARIABLES: dict[str, str | None] = {
+    "init_uts_ns": None,
+    "init_task": None,
+    "init_mm": None,
+    "memblock": None,
+    "swap_info": "mm/swapfile.c",
+    "nr_swapfiles": "mm/swapfile.c",
+}
+# Variables that some kernels (or architectures) do not have.
+OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data")
+# Functions whose presence or address is a fact: Kernel.facts reads CONFIG_MEMORY_FAILURE and
+# CONFIG_MIGRATION from the first two; vm_ops->name == special_mapping_name marks a special
+# mapping (mm/mmap.c, vma_name in drgn).
+FUNCTIONS = ("memory_failure", "migrate_pages", "special_mapping_name")
+
+# struct -> members read at run time (dotted: through nested structs; anonymous unions are looked through).
+MEMBERS: dict[str, tuple[str, ...]] = {
+    "uts_namespace": ("name.release",),
+    "list_head": ("next", "prev"),
+    "task_struct": ("tasks", "pid", "comm", "mm", "signal", "thread_node"),
+    "signal_struct": ("thread_head",),
+    "mm_struct": ("pgd", "mm_mt", "start_brk", "brk", "start_stack"),
+    "maple_tree": ("ma_flags", "ma_root"),
+    "maple_node": ("parent", "mr64", "ma64"),
+    "maple_range_64": ("pivot", "slot", "meta"),
+    "maple_arange_64": ("pivot", "slot", "meta"),
+    "maple_metadata": ("end",),
+    "vm_area_struct": ("vm_start", "vm_end", "vm_mm", "vm_flags", "vm_ops", "vm_file", "vm_private_data",
+                       "shared"),
+    "vm_operations_struct": ("name",),
+    "vm_special_mapping": ("name",),
+    "file": ("f_path",),
+    "path": ("mnt", "dentry"),
+    "dentry": ("d_parent", "d_name", "d_inode", "d_op"),
+    "qstr": ("len", "name"),
+    "dentry_operations": ("d_dname",),
+    "inode": ("i_sb",),
+    "super_block": ("s_type",),
+    "file_system_type": ("name",),
+    "mount": ("mnt", "mnt_parent", "mnt_mountpoint"),
+    "vfsmount": ("mnt_root",),
+    "memblock": ("memory",),
+    "memblock_type": ("cnt", "max", "regions"),
+    "memblock_region": ("base", "size"),
+    "swap_info_struct": ("flags", "max"),
+}
+# Members that exist only with some configs or architectures (CONFIG_ANON_VMA_NAME; x86).
+OPTIONAL_MEMBERS: dict[str, tuple[str, ...]] = {
+    "vm_area_struct": ("anon_name",),
+    "anon_vma_name": ("name",),
+    "cpuinfo_x86": ("x86_phys_bits",),
+}
+# Array members and variables whose bound is a kernel constant.
+ARRAYS = ("uts_namespace.name.release", "task_struct.comm", "maple_range_64.pivot", "maple_range_64.slot",
+          "maple_arange_64.pivot", "maple_arange_64.slot")
+ARRAY_VARIABLES = ("swap_info",)  # its bound is MAX_SWAPFILES (mm/swapfile.c)
+ENUMS = ("maple_type",)
+ENUMERATORS = ("SWP_USED",)  # include/linux/swap.h, an anonymous enum
+
+
+class LayoutError(Exception):
+    """The vmlinux cannot give the layout (no debug info, or a structure is missing)."""
+
+
+@dataclass(frozen=True)
+class KernelLayout:
+    """Link-time symbol addresses and type facts of one vmlinux.
+
+    `members` maps "struct.member" to (offset, size); `sizes` maps a struct name
+    to its size and `variable_sizes` a variable name to its size; `lengths` maps
+    "struct.member" or a variable name to an array bound; `enums` maps an enum
+    name to its enumerators; `constants` holds single enumerators.  A symbol or
+    member absent from its dict is absent from the kernel.
+    """
+
+    arch: str
+    symbols: dict[str, int]
+    members: dict[str, tuple[int, int]]
+    sizes: dict[str, int]
+    variable_sizes: dict[str, int]
+    lengths: dict[str, int]
+    enums: dict[str, dict[str, int]]
+    constants: dict[str, int]
+
+    def offset(self, member: str) -> int:
+        return self.members[member][0]
+
+    def size(self, member: str) -> int:
+        return self.members[member][1]
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA, **asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> KernelLayout:
+        """The layout a to_json() text holds; ValueError when it is not one of this schema."""
+        try:
+            data = json.loads(text)
+            if data.pop("schema") != SCHEMA:
+                raise ValueError("another schema")
+            members = {k: (int(v[0]), int(v[1])) for k, v in data.pop("members").items()}
+            layout = cls(members=members, **data)
+            scalars = (layout.symbols, layout.sizes, layout.variable_sizes, layout.lengths, layout.constants,
+                       *layout.enums.values())
+            if layout.arch not in DRGN_ARCH or not all(isinstance(v, int) for d in scalars for v in d.values()):
+                raise ValueError("wrong values")
+        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"not a KernelLayout: {exc}") from None
+        return layout
+
+
+def cache_path(vmlinux: Path) -> Path:
+    """The cache file of a vmlinux: keyed by its resolved path, size, mtime and SCHEMA."""
+    st = vmlinux.stat()
+    key = f"{vmlinux.resolve()}:{st.st_size}:{st.st_mtime_ns}:schema{SCHEMA}"
+    return subdir("layout") / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def layout_for(vmlinux: Path) -> KernelLayout:
+    """The layout of a vmlinux: from the cache when the file is unchanged, else extracted and cached."""
+    try:
+        cached = cache_path(vmlinux)
+    except OSError as exc:
+        raise LayoutError(f"cannot read {vmlinux}: {exc}") from None
+    try:
+        return KernelLayout.from_json(cached.read_text())
+    except (OSError, ValueError):
+        pass
+    layout = extract(vmlinux)
+    tmp = cached.with_name(f"{cached.stem}.{os.getpid()}.tmp")
+    tmp.write_text(layout.to_json())
+    tmp.replace(cached)
+    return layout
+
+
+def extract(vmlinux: Path) -> KernelLayout:
+    """Read the layout from the vmlinux's DWARF with drgn (no kernel memory needed)."""
+    import drgn
+
+    try:
+        arch = vml.machine(vmlinux)
+    except vml.VmlinuxError as exc:
+        raise LayoutError(str(exc)) from None
+    prog = drgn.Program(drgn.Platform(getattr(drgn.Architecture, DRGN_ARCH[arch]),
+                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    # load_debug_info([vmlinux]) ignores a file no loaded module claims, and a Program with neither
+    # memory nor VMCOREINFO has no modules: an extra module takes the file as it is.
+    module = prog.extra_module("vmlinux", create=True)
+    module.try_file(str(vmlinux), force=True)
+    if module.debug_file_status != drgn.ModuleFileStatus.HAVE:
+        raise LayoutError(f"{vmlinux} has no debug info (DWARF); give the -dbg vmlinux")
+    try:
+        return _extract(prog, arch)
+    except LookupError as exc:
+        raise LayoutError(f"{vmlinux}: {exc}") from None
+
+
+def _extract(prog: Any, arch: str) -> KernelLayout:
+    import drgn
+
+    symbols: dict[str, int] = {}
+    variable_sizes: dict[str, int] = {}
+    lengths: dict[str, int] = {}
+    for name, filename in [*VARIABLES.items(), *((n, None) for n in OPTIONAL_VARIABLES)]:
+        try:
+            var = prog.variable(name, filename)
+        except LookupError:
+            if name in VARIABLES:
+                raise
+            continue
+        symbols[name] = var.address_
+        variable_sizes[name] = drgn.sizeof(var)
+    for name in FUNCTIONS:
+        try:
+            symbols[name] = prog.symbol(name).address
+        except LookupError:
+            pass
+    for name in ARRAY_VARIABLES:
+        length = prog.variable(name, VARIABLES[name]).type_.length
+        if length is None:
+            raise LookupError(f"{name} has no array bound")
+        lengths[name] = length
+
+    members: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, int] = {}
+    for table, required in ((MEMBERS, True), (OPTIONAL_MEMBERS, False)):
+        for struct, names in table.items():
+            try:
+                stype = prog.type(f"struct {struct}")
+            except LookupError:
+                if required:
+                    raise
+                continue
+            sizes[struct] = drgn.sizeof(stype)
+            for name in names:
+                try:
+                    mtype = _member_type(stype, name)
+                except LookupError:
+                    if required:
+                        raise
+                    continue
+                # offsetof looks through anonymous unions and structs (vm_area_struct.vm_flags, 6.3+)
+                size = drgn.sizeof(mtype) if mtype.is_complete() else 0  # flexible arrays: 0
+                members[f"{struct}.{name}"] = (drgn.offsetof(stype, name), size)
+    for path in ARRAYS:
+        struct, _, name = path.partition(".")
+        mtype = _member_type(prog.type(f"struct {struct}"), name)
+        if mtype.length is None:
+            raise LookupError(f"{path} has no array bound")
+        lengths[path] = mtype.length
+    enums = {name: {e.name: e.value for e in prog.type(f"enum {name}").enumerators} for name in ENUMS}
+    constants = {name: prog.constant(name).value_() for name in ENUMERATORS}
+    return KernelLayout(arch, symbols, members, sizes, variable_sizes, lengths, enums, constants)
+
+
+def _member_type(stype: Any, dotted: str) -> Any:
+    """The type of a (dotted) member, typedefs and qualifiers stripped."""
+    import drgn
+
+    t = stype
+    for part in dotted.split("."):
+        t = t.member(part).type
+        while t.kind == drgn.TypeKind.TYPEDEF:
+            t = t.type
+        t = t.unqualified()
+    return t

@@ -1,0 +1,515 @@
+"""Kernel introspection without drgn: kernel memory read through a cached KernelLayout.
+
+The same questions inspector/kernel.py's Kernel answers through drgn (release,
+facts, RAM, tasks, mm, VMAs), answered by reading the kernel's own structures
+at the offsets the vmlinux's DWARF gave once (inspector/layout.py).  Answers
+are plain data.  Every read failure and every structure that cannot be what
+the kernel builds (a cycle, an unknown node type, a bound exceeded) raises
+KernelError naming what was being read.  Results are cached per instance: a
+RawKernel describes one stopped kernel.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from archs.common import Fact, KernelFacts
+from archs.softleaf import family_of_release
+
+from .kernel import KernelError, Vma, derive_remaining
+from .layout import KernelLayout
+
+ReadVa = Callable[[int, int], bytes]  # (kernel virtual address, size) -> bytes
+
+SOURCE = "debuginfo (cached layout)"
+
+# include/linux/maple_tree.h (macros, so not in DWARF; the same in 6.1, 6.12 and 7.2)
+MAPLE_NODE_MASK = 255
+MAPLE_NODE_TYPE_SHIFT = 0x03
+MAPLE_NODE_TYPE_MASK = 0x0F
+MAPLE_HEIGHT_MAX = 31
+ULONG_MAX = (1 << 64) - 1
+# include/linux/xarray.h: xa_is_internal() is (entry & 3) == 2; xa_is_node() is internal and > 4096.
+XA_INTERNAL = 2
+
+# Bounds that no kernel reaches; passing one means the structure is not what the kernel built.
+MAX_TASKS = 1 << 22  # PID_MAX_LIMIT (include/linux/threads.h)
+MAX_MAPLE_NODES = 1 << 20  # vm.max_map_count is 65530 by default
+MAX_PATH_DEPTH = 4096  # PATH_MAX components of at least one byte
+MAX_STRING = 4096
+MAX_MEMBLOCK_REGIONS = 1 << 20
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task_struct: its pid, comm, address and mm (0 for a kernel thread)."""
+
+    pid: int
+    comm: str
+    address: int
+    mm: int
+
+
+class _Fields:
+    """A few members of one structure, read together as one span."""
+
+    def __init__(self, what: str, spots: dict[str, tuple[int, int]], raw: tuple[str, ...] = ()) -> None:
+        self.what = what
+        self.lo = min(off for off, _ in spots.values())
+        self.size = max(off + size for off, size in spots.values()) - self.lo
+        self.at = [(name, off - self.lo, size, name in raw) for name, (off, size) in spots.items()]
+
+    def read(self, kernel: RawKernel, address: int) -> dict[str, int | bytes]:
+        blob = kernel.read(address + self.lo, self.size, f"{self.what} at {address:#x}")
+        return {name: blob[off:off + size] if raw else int.from_bytes(blob[off:off + size], "little")
+                for name, off, size, raw in self.at}
+
+
+class RawKernel:
+    """Questions about a kernel, answered from its memory and a KernelLayout."""
+
+    def __init__(self, layout: KernelLayout, read_va: ReadVa, kaslr_offset: int, arch: str) -> None:
+        if layout.arch != arch:
+            raise KernelError(f"the layout is of an {layout.arch} kernel, the target is {arch}")
+        self.layout = layout
+        self.read_va = read_va
+        self.kaslr_offset = kaslr_offset
+        self.arch = arch
+        m = layout.members
+        (nxt, ptr), prv = m["list_head.next"], m["list_head.prev"][0]
+        tasks, thread = m["task_struct.tasks"][0], m["task_struct.thread_node"][0]
+        self._task = _Fields("task_struct", {
+            "tasks_next": (tasks + nxt, ptr), "thread_next": (thread + nxt, ptr), "thread_prev": (thread + prv, ptr),
+            **{n: m[f"task_struct.{n}"] for n in ("pid", "comm", "mm", "signal")}}, raw=("comm",))
+        mt = m["mm_struct.mm_mt"][0]
+        self._mm = _Fields("mm_struct", {
+            "ma_root": (mt + m["maple_tree.ma_root"][0], m["maple_tree.ma_root"][1]),
+            **{n: m[f"mm_struct.{n}"] for n in ("pgd", "start_brk", "brk", "start_stack")}})
+        self._vma = _Fields("vm_area_struct", {n: m[f"vm_area_struct.{n}"] for n in (
+            "vm_start", "vm_end", "vm_mm", "vm_flags", "vm_ops", "vm_file", "vm_private_data",
+            *(("anon_name",) if "vm_area_struct.anon_name" in m else ()))})
+        dname = m["dentry.d_name"][0]
+        # The whole dentry: a short name is stored inside it (d_iname, 7.2 d_shortname), read with it.
+        self._dentry = _Fields("dentry", {
+            "d_parent": m["dentry.d_parent"], "d_op": m["dentry.d_op"], "d_inode": m["dentry.d_inode"],
+            "len": (dname + m["qstr.len"][0], m["qstr.len"][1]),
+            "name": (dname + m["qstr.name"][0], m["qstr.name"][1]), "whole": (0, layout.sizes["dentry"])},
+            raw=("whole",))
+        vfs = m["mount.mnt"][0]
+        self._mount = _Fields("mount", {
+            "mnt_parent": m["mount.mnt_parent"], "mnt_mountpoint": m["mount.mnt_mountpoint"],
+            "mnt_root": (vfs + m["vfsmount.mnt_root"][0], m["vfsmount.mnt_root"][1])})
+        fpath = m["file.f_path"][0]
+        self._file = _Fields("file", {"mnt": (fpath + m["path.mnt"][0], m["path.mnt"][1]),
+                                      "dentry": (fpath + m["path.dentry"][0], m["path.dentry"][1])})
+        self._maple_types = layout.enums["maple_type"]
+        self._node_size = layout.sizes["maple_node"]
+        self._tasks: list[Task] | None = None
+        self._mm_cache: dict[int, dict[str, int | bytes]] = {}
+        self._files: dict[int, str] = {}
+        self._dname_ops: dict[int, bool] = {}
+        self._dentries: dict[int, dict[str, int | bytes]] = {}
+        self._mounts: dict[int, dict[str, int | bytes]] = {}
+        self._special: dict[int, bool] = {}
+        self._strings: dict[int, bytes] = {}
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def read(self, va: int, size: int, what: str) -> bytes:
+        """`size` bytes at kernel address `va`; KernelError naming `what` when they cannot be read."""
+        try:
+            data = self.read_va(va, size)
+        except Exception as exc:  # the caller's reader: SessionError, ReadError, drgn.FaultError...
+            raise KernelError(f"cannot read {what} ({size} bytes at {va:#x}): {exc}") from None
+        if len(data) != size:
+            raise KernelError(f"reading {what} at {va:#x} gave {len(data)} of {size} bytes")
+        return data
+
+    def _int(self, va: int, size: int, what: str) -> int:
+        return int.from_bytes(self.read(va, size, what), "little")
+
+    def _ptr(self, va: int, what: str) -> int:
+        return self._int(va, 8, what)
+
+    def _string(self, va: int, what: str, limit: int = MAX_STRING) -> bytes:
+        """A NUL-terminated string, read up to page boundaries so that no read passes its end."""
+        if va in self._strings:
+            return self._strings[va]
+        out = b""
+        while len(out) < limit:
+            cur = va + len(out)
+            chunk = self.read(cur, min(limit - len(out), 4096 - (cur & 0xFFF)), what)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                self._strings[va] = out + chunk[:nul]
+                return self._strings[va]
+            out += chunk
+        raise KernelError(f"{what} at {va:#x} has no NUL in {limit} bytes")
+
+    def symbol(self, name: str) -> int:
+        """The run-time address of a symbol (its link-time address plus the KASLR offset)."""
+        try:
+            return self.layout.symbols[name] + self.kaslr_offset
+        except KeyError:
+            raise KernelError(f"the vmlinux has no symbol {name}") from None
+
+    def _member(self, name: str) -> int:
+        return self.layout.members[name][0]
+
+    # -- release and facts ----------------------------------------------------------------------
+
+    @property
+    def release(self) -> str:
+        """init_uts_ns.name.release (uname -r)."""
+        off, size = self.layout.members["uts_namespace.name.release"]
+        raw = self.read(self.symbol("init_uts_ns") + off, size, "init_uts_ns.name.release")
+        return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+    def facts(self, config: dict[str, bool] | None = None, config_source: str = "config") -> KernelFacts:
+        """KernelFacts with the names and values Kernel.facts gives, from the cached layout.
+
+        MAX_SWAPFILES is the bound of swap_info[] (mm/swapfile.c); CONFIG_MEMORY_FAILURE and
+        CONFIG_MIGRATION the presence of memory_failure() and migrate_pages() when no config
+        says; the rest is derive_remaining's, as in Kernel.facts.
+        """
+        release = self.release
+        family = family_of_release(release, self.arch)
+        facts: dict[str, Fact] = {}
+        if config:
+            for name, value in config.items():
+                facts[name] = Fact(value, config_source)
+        max_swapfiles = self.layout.lengths["swap_info"]
+        facts["MAX_SWAPFILES"] = Fact(max_swapfiles, f"{SOURCE}: bound of swap_info[]")
+        for option, symbol in (("CONFIG_MEMORY_FAILURE", "memory_failure"), ("CONFIG_MIGRATION", "migrate_pages")):
+            if option not in facts:
+                present = symbol in self.layout.symbols
+                facts[option] = Fact(present, f"{SOURCE}: symbol {symbol} {'present' if present else 'absent'}")
+        if family is not None:
+            facts.update(derive_remaining(family, facts, max_swapfiles))
+        if "swap_migration_ad_supported" in self.layout.symbols:
+            ad = self._int(self.symbol("swap_migration_ad_supported"),
+                           self.layout.variable_sizes["swap_migration_ad_supported"], "swap_migration_ad_supported")
+            facts["swap_migration_ad_supported"] = Fact(bool(ad), f"{SOURCE}: swap_migration_ad_supported")
+        facts.update(self._swap_devices())
+        if self.arch == "x86_64" and "cpuinfo_x86.x86_phys_bits" in self.layout.members:
+            off, size = self.layout.members["cpuinfo_x86.x86_phys_bits"]
+            bits = self._int(self.symbol("boot_cpu_data") + off, size, "boot_cpu_data.x86_phys_bits")
+            facts["phys_addr_bits"] = Fact(bits, f"{SOURCE}: boot_cpu_data.x86_phys_bits")
+        return KernelFacts(family=family, release=release, facts=facts)
+
+    def _swap_devices(self) -> dict[str, Fact]:
+        """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max" (see Kernel._swap_devices)."""
+        n = self._int(self.symbol("nr_swapfiles"), self.layout.variable_sizes["nr_swapfiles"], "nr_swapfiles")
+        bound = self.layout.lengths["swap_info"]
+        if n > bound:
+            raise KernelError(f"nr_swapfiles is {n}, more than swap_info[] holds ({bound})")
+        out = {"nr_swapfiles": Fact(n, f"{SOURCE}: nr_swapfiles")}
+        pointers = self.read(self.symbol("swap_info"), 8 * n, "swap_info[]") if n else b""
+        fields = _Fields("swap_info_struct", {k: self.layout.members[f"swap_info_struct.{k}"] for k in ("flags", "max")})
+        swp_used = self.layout.constants["SWP_USED"]
+        for i in range(n):
+            si = int.from_bytes(pointers[8 * i:8 * i + 8], "little")
+            if not si:
+                continue
+            values = fields.read(self, si)
+            if values["flags"] & swp_used:
+                out[f"swap_info[{i}].max"] = Fact(values["max"], f"{SOURCE}: swap_info[{i}]->max")
+        return out
+
+    def ram_ranges(self) -> list[tuple[int, int]]:
+        """Physical memory from memblock.memory (the kernel's own map of RAM)."""
+        m = self.layout.members
+        memory = self.symbol("memblock") + m["memblock.memory"][0]
+        t = _Fields("memblock.memory", {k: m[f"memblock_type.{k}"] for k in ("cnt", "max", "regions")}).read(self, memory)
+        cnt, regions = t["cnt"], t["regions"]
+        if cnt > t["max"] or cnt > MAX_MEMBLOCK_REGIONS:
+            raise KernelError(f"memblock.memory has cnt {cnt} but room for {t['max']}")
+        size = self.layout.sizes["memblock_region"]
+        data = self.read(regions, cnt * size, "memblock.memory.regions[]")
+        (boff, bsize), (soff, ssize) = m["memblock_region.base"], m["memblock_region.size"]
+        out = []
+        for i in range(cnt):
+            base = int.from_bytes(data[i * size + boff:i * size + boff + bsize], "little")
+            length = int.from_bytes(data[i * size + soff:i * size + soff + ssize], "little")
+            out.append((base, base + length))
+        return out
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _list_next(self, head: int, what: str) -> int:
+        return self._ptr(head + self._member("list_head.next"), f"{what} head")
+
+    def tasks(self) -> list[Task]:
+        """Every task but the idle tasks: each process on init_task.tasks and each of its threads
+        on signal->thread_head (include/linux/sched/signal.h for_each_process_thread)."""
+        if self._tasks is None:
+            tasks_off = self._member("task_struct.tasks")
+            head = self.symbol("init_task") + tasks_off
+            node = self._list_next(head, "init_task.tasks")
+            seen = {head}
+            out: list[Task] = []
+            while node != head:
+                if node in seen or len(seen) > MAX_TASKS:
+                    raise KernelError(f"init_task.tasks does not return to its head (at {node:#x}, "
+                                      f"after {len(seen)} entries)")
+                seen.add(node)
+                leader = self._task.read(self, node - tasks_off)
+                out.extend(self._threads(node - tasks_off, leader))
+                node = int(leader["tasks_next"])
+            self._tasks = out
+        return self._tasks
+
+    def _threads(self, leader: int, fields: dict[str, int | bytes]) -> Iterator[Task]:
+        """The threads of a process, the leader's own fields already read."""
+        node_off = self._member("task_struct.thread_node")
+        signal = int(fields["signal"])
+        if not signal:
+            raise KernelError(f"task {fields['pid']} at {leader:#x} has no signal_struct")
+        head = signal + self._member("signal_struct.thread_head")
+        what = f"thread list of pid {fields['pid']}"
+        # The leader is normally first: its prev is the head, so head->next need not be read.
+        node = leader + node_off if fields["thread_prev"] == head else self._list_next(head, what)
+        seen = {head}
+        while node != head:
+            if node in seen or len(seen) > MAX_TASKS:
+                raise KernelError(f"{what} does not return to its head (at {node:#x})")
+            seen.add(node)
+            address = node - node_off
+            t = fields if address == leader else self._task.read(self, address)
+            comm = t["comm"]
+            assert isinstance(comm, bytes)
+            yield Task(int(t["pid"]), comm.split(b"\0", 1)[0].decode(errors="replace"), address, int(t["mm"]))
+            node = int(t["thread_next"])
+
+    def find_task(self, pid: int | None = None, comm: str | None = None) -> Task:
+        """The task with a pid (any thread), or the one user task named `comm`."""
+        if pid is not None:
+            for task in self.tasks():
+                if task.pid == pid:
+                    return task
+            raise KernelError(f"no task with pid {pid}")
+        matches = sorted((t for t in self.tasks() if t.comm == comm and t.mm), key=lambda t: t.pid)
+        if not matches:
+            raise KernelError(f"no user task named {comm!r}")
+        if len(matches) > 1:
+            pids = ", ".join(str(t.pid) for t in matches)
+            raise KernelError(f"{len(matches)} tasks are named {comm!r} (pids {pids}); pick one with --pid")
+        return matches[0]
+
+    def task_mm(self, task: Task) -> int:
+        """The task's mm_struct address; KernelError for a kernel thread."""
+        if not task.mm:
+            raise KernelError(f"task {task.pid} ({task.comm}) is a kernel thread: it has no mm")
+        return task.mm
+
+    def init_mm(self) -> int:
+        return self.symbol("init_mm")
+
+    def pgd(self, mm: int) -> int:
+        """mm->pgd: the kernel virtual address of the mm's top-level table."""
+        return self._ptr(mm + self._member("mm_struct.pgd"), f"mm_struct.pgd of mm {mm:#x}")
+
+    # -- VMAs -----------------------------------------------------------------------------------
+
+    def _mm_fields(self, mm: int) -> dict[str, int | bytes]:
+        if mm not in self._mm_cache:
+            self._mm_cache[mm] = self._mm.read(self, mm)
+        return self._mm_cache[mm]
+
+    def vmas(self, mm: int) -> Iterator[Vma]:
+        """The mm's VMAs in address order, from its maple tree mm->mm_mt, named as drgn's vma_name
+        names them ("[anon]" where it gives no name)."""
+        root = int(self._mm_fields(mm)["ma_root"])
+        for first, last, entry in self._maple_entries(root, f"mm_mt of mm {mm:#x}"):
+            if entry & 7:
+                raise KernelError(f"mm_mt of mm {mm:#x}: slot for {first:#x}-{last:#x} holds {entry:#x}, "
+                                  "not a vm_area_struct pointer")
+            v = self._vma.read(self, entry)
+            start, end = int(v["vm_start"]), int(v["vm_end"])
+            if (start, end - 1) != (first, last):
+                raise KernelError(f"mm_mt of mm {mm:#x}: the vm_area_struct at {entry:#x} covers "
+                                  f"{start:#x}-{end:#x} but the tree says {first:#x}-{last + 1:#x}")
+            yield Vma(start, end, int(v["vm_flags"]), self._vma_name(entry, v) or "[anon]")
+
+    def _maple_entries(self, root: int, what: str) -> Iterator[tuple[int, int, int]]:
+        """(first, last, entry) of every non-NULL, non-internal leaf slot of a maple tree whose
+        ma_root is `root`, in index order (lib/maple_tree.c: mte_to_node, mte_node_type,
+        ma_data_end, ma_is_leaf)."""
+        if not root:
+            return
+        if root & 3 != XA_INTERNAL or root <= 4096:
+            raise KernelError(f"{what}: ma_root {root:#x} is not a maple node")
+        types = self._maple_types
+        leaf, range64, arange64 = types["maple_leaf_64"], types["maple_range_64"], types["maple_arange_64"]
+        m = self.layout.members
+        shapes = {}
+        for kind, struct, union in ((leaf, "maple_range_64", "mr64"), (range64, "maple_range_64", "mr64"),
+                                    (arange64, "maple_arange_64", "ma64")):
+            base = m[f"maple_node.{union}"][0]
+            npivots = self.layout.lengths[f"{struct}.pivot"]
+            nslots = self.layout.lengths[f"{struct}.slot"]
+            shapes[kind] = (base + m[f"{struct}.pivot"][0], npivots, base + m[f"{struct}.slot"][0], nslots,
+                            base + m[f"{struct}.meta"][0] + m["maple_metadata.end"][0])
+        parent_off = m["maple_node.parent"][0]
+        seen: set[int] = set()
+        stack = [(root, 0, ULONG_MAX, 0)]  # (encoded node, min, max, depth)
+        while stack:
+            enode, lo, hi, depth = stack.pop()
+            node = enode & ~MAPLE_NODE_MASK
+            kind = (enode >> MAPLE_NODE_TYPE_SHIFT) & MAPLE_NODE_TYPE_MASK
+            where = f"{what}: node {enode:#x} ({lo:#x}-{hi:#x})"
+            if kind not in shapes:
+                raise KernelError(f"{where} has maple_type {kind}, not leaf_64, range_64 or arange_64")
+            if node in seen:
+                raise KernelError(f"{where} is reached twice: the tree has a cycle")
+            if depth >= MAPLE_HEIGHT_MAX or len(seen) >= MAX_MAPLE_NODES:
+                raise KernelError(f"{where}: deeper than {MAPLE_HEIGHT_MAX} or more than {MAX_MAPLE_NODES} nodes")
+            seen.add(node)
+            data = self.read(node, self._node_size, f"maple node {enode:#x} of {what}")
+            if int.from_bytes(data[parent_off:parent_off + 8], "little") & ~MAPLE_NODE_MASK == node:
+                raise KernelError(f"{where} is dead (its parent is itself): freed while in the tree")
+            pivot_off, npivots, slot_off, nslots, end_off = shapes[kind]
+            pivots = [int.from_bytes(data[pivot_off + 8 * i:pivot_off + 8 * i + 8], "little") for i in range(npivots)]
+            slots = [int.from_bytes(data[slot_off + 8 * i:slot_off + 8 * i + 8], "little") for i in range(nslots)]
+            end = self._data_end(kind == arange64, pivots, data[end_off], hi)
+            if end >= nslots:
+                raise KernelError(f"{where}: data end {end} is past its {nslots} slots")
+            ranges = []
+            first = lo
+            for offset in range(end + 1):
+                last = pivots[offset] if offset < end else hi
+                if not first <= last <= hi:
+                    raise KernelError(f"{where}: pivot {offset} ({last:#x}) is outside {first:#x}-{hi:#x}")
+                ranges.append((first, last, slots[offset]))
+                first = last + 1
+            if kind == leaf:
+                for first, last, entry in ranges:
+                    if entry and entry & 3 != XA_INTERNAL:  # NULL, XA_ZERO_ENTRY and other internal entries
+                        yield first, last, entry
+            else:
+                for first, last, child in reversed(ranges):
+                    if not child:
+                        raise KernelError(f"{where}: child slot for {first:#x}-{last:#x} is NULL")
+                    stack.append((child, first, last, depth + 1))
+
+    @staticmethod
+    def _data_end(arange: bool, pivots: list[int], meta_end: int, hi: int) -> int:
+        """The offset of the last slot with data (lib/maple_tree.c ma_data_end)."""
+        if arange:
+            return meta_end
+        last = len(pivots) - 1
+        if not pivots[last]:
+            return meta_end
+        if pivots[last] == hi:
+            return last
+        return len(pivots)
+
+    def _vma_name(self, vma: int, v: dict[str, int | bytes]) -> str:
+        """The name drgn's vma_name gives (drgn/helpers/linux/mm.py; fs/proc/task_mmu.c get_vma_name)."""
+        mm, vm_file = int(v["vm_mm"]), int(v["vm_file"])
+        layout = self.layout
+        anon_name = int(v.get("anon_name", 0))
+        if vm_file:
+            # 5.17-6.1: anon_name shares a union with vma->shared and means something only without a file.
+            if mm and anon_name and layout.members["vm_area_struct.anon_name"][0] != \
+                    layout.members["vm_area_struct.shared"][0]:
+                return f"[anon_shmem:{self._anon_name(anon_name)}]"
+            return self._d_path(vm_file)
+        vm_ops = int(v["vm_ops"])
+        if vm_ops and self._is_special_mapping(vm_ops):
+            pointer = self._ptr(int(v["vm_private_data"]) + self._member("vm_special_mapping.name"),
+                                f"vm_special_mapping.name of the vma at {vma:#x}")
+            return self._string(pointer, f"special mapping name of the vma at {vma:#x}").decode(errors="replace")
+        if not mm:
+            return "[vdso]"
+        f = self._mm_fields(mm)
+        start, end = int(v["vm_start"]), int(v["vm_end"])
+        start_brk, brk, start_stack = int(f["start_brk"]), int(f["brk"]), int(f["start_stack"])
+        if start_brk and brk and start <= brk and end >= start_brk:
+            return "[heap]"
+        if start_stack and start <= start_stack <= end:
+            return "[stack]"
+        if anon_name:
+            return f"[anon:{self._anon_name(anon_name)}]"
+        return ""
+
+    def _anon_name(self, anon_name: int) -> str:
+        name = self._string(anon_name + self._member("anon_vma_name.name"), f"anon_vma_name at {anon_name:#x}")
+        return name.decode(errors="replace")
+
+    def _is_special_mapping(self, vm_ops: int) -> bool:
+        """Whether vm_ops->name is special_mapping_name (mm/mmap.c special_mapping_vmops)."""
+        if vm_ops not in self._special:
+            if "special_mapping_name" not in self.layout.symbols:
+                self._special[vm_ops] = False
+            else:
+                name_fn = self._ptr(vm_ops + self._member("vm_operations_struct.name"),
+                                    f"vm_operations_struct.name at {vm_ops:#x}")
+                self._special[vm_ops] = name_fn == self.symbol("special_mapping_name")
+        return self._special[vm_ops]
+
+    def _dentry_at(self, dentry: int) -> dict[str, int | bytes]:
+        if dentry not in self._dentries:
+            self._dentries[dentry] = self._dentry.read(self, dentry)
+        return self._dentries[dentry]
+
+    def _mount_at(self, mount: int) -> dict[str, int | bytes]:
+        if mount not in self._mounts:
+            self._mounts[mount] = self._mount.read(self, mount)
+        return self._mounts[mount]
+
+    def _d_path(self, file: int) -> str:
+        """The path of file->f_path from the global root, crossing mounts, as drgn's d_path gives
+        it: no " (deleted)", and "[fstype]" for a dentry with d_op->d_dname (fs/d_path.c d_path
+        gives "/name (deleted)" there, simple_dname)."""
+        if file not in self._files:
+            f = self._file.read(self, file)
+            self._files[file] = self._path(int(f["mnt"]) - self._member("mount.mnt"), int(f["dentry"]), file)
+        return self._files[file]
+
+    def _path(self, mount: int, dentry: int, file: int) -> str:
+        d = self._dentry_at(dentry)
+        if self._has_d_dname(int(d["d_op"])):
+            return f"[{self._fs_type(int(d['d_inode']))}]"
+        components: list[bytes] = []
+        for _ in range(MAX_PATH_DEPTH):
+            mnt = self._mount_at(mount)
+            if dentry == mnt["mnt_root"]:
+                parent = int(mnt["mnt_parent"])
+                if parent == mount:
+                    break
+                dentry, mount = int(mnt["mnt_mountpoint"]), parent
+                continue
+            d = self._dentry_at(dentry)
+            if d["d_parent"] == dentry:
+                break
+            components.append(self._dentry_name(dentry, d))
+            dentry = int(d["d_parent"])
+        else:
+            raise KernelError(f"the path of file {file:#x} is deeper than {MAX_PATH_DEPTH}: a dentry or mount cycle")
+        return (b"/" + b"/".join(reversed(components))).decode(errors="replace")
+
+    def _has_d_dname(self, d_op: int) -> bool:
+        if not d_op:
+            return False
+        if d_op not in self._dname_ops:
+            self._dname_ops[d_op] = bool(self._ptr(d_op + self._member("dentry_operations.d_dname"),
+                                                   f"dentry_operations.d_dname at {d_op:#x}"))
+        return self._dname_ops[d_op]
+
+    def _dentry_name(self, dentry: int, d: dict[str, int | bytes]) -> bytes:
+        length, name, whole = int(d["len"]), int(d["name"]), d["whole"]
+        assert isinstance(whole, bytes)
+        if length > MAX_STRING:
+            raise KernelError(f"dentry {dentry:#x} has a name of {length} bytes")
+        if dentry <= name and name + length <= dentry + len(whole):
+            return whole[name - dentry:name - dentry + length]
+        return self.read(name, length, f"d_name of dentry {dentry:#x}")
+
+    def _fs_type(self, inode: int) -> str:
+        """d_inode->i_sb->s_type->name."""
+        m = self.layout.members
+        sb = self._ptr(inode + m["inode.i_sb"][0], f"inode.i_sb at {inode:#x}")
+        fstype = self._ptr(sb + m["super_block.s_type"][0], f"super_block.s_type at {sb:#x}")
+        name = self._ptr(fstype + m["file_system_type.name"][0], f"file_system_type.name at {fstype:#x}")
+        return self._string(name, f"file system type name at {name:#x}").decode(errors="replace")
