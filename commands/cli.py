@@ -1,18 +1,41 @@
-"""The `ptinspect` command line."""
+"""The `ptinspect` command line.
+
+Each subcommand's module is imported only when that subcommand runs (or help lists it):
+a dump should not pay for importing every other command.
+"""
 from __future__ import annotations
+
+import importlib
 
 import click
 
-from .decode import decode
-from .diff import diff
-from .dump import dump, translate
-from .snapshot import snapshot
-from .validate import validate
-from .vm import vm
-from .vmcore import vmcore
+# name -> (module, attribute); `ptinspect --help` lists them in this order
+COMMANDS = {
+    "decode": ("commands.decode", "decode"),
+    "dump": ("commands.dump", "dump"),
+    "translate": ("commands.dump", "translate"),
+    "vm": ("commands.vm", "vm"),
+    "vmcore": ("commands.vmcore", "vmcore"),
+    "snapshot": ("commands.snapshot", "snapshot"),
+    "diff": ("commands.diff", "diff"),
+    "validate": ("commands.validate", "validate"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ptinspect")
 def main() -> None:
     """Inspect kernel page tables the way the hardware walks them.
@@ -20,16 +43,6 @@ def main() -> None:
     Decodes x86-64, arm64 and riscv64 entries, including every software-leaf
     (swap, migration, device, hwpoison, marker) entry, per kernel version.
     """
-
-
-main.add_command(decode)
-main.add_command(dump)
-main.add_command(translate)
-main.add_command(vm)
-main.add_command(vmcore)
-main.add_command(snapshot)
-main.add_command(diff)
-main.add_command(validate)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """Human-readable rendering of decoded values and entries."""
 from __future__ import annotations
 
-from tabulate import tabulate
-
 from archs.common import Decoded
 
 
@@ -40,7 +38,9 @@ def decoded_rows(dec: Decoded) -> list[tuple[str, str]]:
 
 
 def decoded_table(dec: Decoded) -> str:
-    return tabulate(decoded_rows(dec), tablefmt="plain")
+    from tabulate import tabulate
+
+    return tabulate(decoded_rows(dec), tablefmt="plain", disable_numparse=True)
 
 
 def human_size(size: int) -> str:

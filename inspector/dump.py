@@ -10,6 +10,7 @@ from archs.common import Kind
 from .entry import Entry
 from .kernel import Vma
 from .session import Root, Session
+from .walker import LeafRun
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,17 @@ class Row:
 
     entry: Entry
     vma: Vma | None
+
+
+@dataclass(frozen=True)
+class RunRows:
+    """The rows of a LeafRun (or part of one) that lie in one VMA, kept in bulk."""
+
+    run: LeafRun
+    vma: Vma | None
+
+    def rows(self) -> Iterator[Row]:
+        return (Row(e, self.vma) for e in self.run.entries())
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,21 @@ class VmaIndex:
             return self.vmas[i]
         return None
 
+    def split(self, run: LeafRun) -> Iterator[RunRows]:
+        """`run` cut where its entries change VMA (each entry goes with the VMA its VA lies in)."""
+        i, n = 0, len(run.slots)
+        while i < n:
+            va = run.va(run.slots[i])
+            vma = self.find(va)
+            if vma is not None:
+                end = vma.end
+            else:
+                k = bisect.bisect_right(self.starts, va)
+                end = self.starts[k] if k < len(self.starts) else 1 << 64
+            j = bisect.bisect_left(run.slots, -(-(end - run.va_base) // run.span), i)
+            yield RunRows(run if (i, j) == (0, n) else run.part(i, j), vma)
+            i = j
+
 
 def default_range(session: Session, root: Root) -> tuple[int, int] | None:
     """A user root without --range walks the user half only: the kernel half of
@@ -70,6 +97,20 @@ def rows(session: Session, root: Root, va_range: tuple[int, int] | None,
         if kinds is not None and entry.kind not in kinds:
             continue
         yield Row(entry, vmas.find(entry.va) if root.vmas else None)
+
+
+def bulk_rows(session: Session, root: Root, va_range: tuple[int, int] | None,
+              kinds: frozenset[Kind] | None, tables: bool = False) -> Iterator[Row | RunRows]:
+    """rows(), with the plain present leaves of a table that share one decode kept together
+    as RunRows (what output formatters handle in bulk)."""
+    vmas = VmaIndex(root.vmas)
+    walker = session.walker(root.mode)
+    for item in walker.walk_runs(root.pa, upper=root.upper, va_range=va_range, tables=tables):
+        if type(item) is LeafRun:
+            if kinds is None or Kind.PRESENT in kinds:
+                yield from vmas.split(item) if root.vmas else (RunRows(item, None),)
+        elif kinds is None or item.kind in kinds:
+            yield Row(item, vmas.find(item.va) if root.vmas else None)
 
 
 def mergeable(a: Row, b: Row) -> bool:

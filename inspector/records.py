@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, TextIO
 
 from archs.common import Decoded, Kind
 
-from .dump import Range, Row
+from .dump import Range, Row, RunRows
 from .entry import Entry
 from .kernel import Vma
 from .session import Root, Session
@@ -98,6 +98,31 @@ def item_record(item: Row | Range) -> dict[str, Any]:
     return rec
 
 
+# Stand-ins for the values that differ between the members of a run (see run_records).
+_HOLES = {"va": "%(va)#x", "index": "%(index)d", "raw": "%(raw)#x", "pfn": "%(pfn)#x"}
+
+
+def _hole(name: str) -> str:
+    return f"\0{name}\0"
+
+
+def run_records(rows_: RunRows) -> list[str]:
+    """The JSON text of every row of a run, as json.dumps(item_record(row)) gives it: the
+    record of the run's template, with the per-member values (va, index, raw, pfn and the
+    fields spelling the pfn) filled into a format made once per run."""
+    run = rows_.run
+    rec = item_record(Row(next(run.entries()), rows_.vma))
+    rec["va"], rec["index"], rec["raw"], rec["pfn"] = (_hole(n) for n in ("va", "index", "raw", "pfn"))
+    for i in run.pfn_fields:
+        rec["fields"][run.template.fields[i][0]] = _hole("pfn")
+    text = json.dumps(rec).replace("%", "%%")
+    for name, spec in _HOLES.items():
+        text = text.replace(json.dumps(_hole(name)), spec if name == "index" else f'"{spec}"')
+    base, span = run.va_base, run.span
+    return [text % {"va": base | slot * span, "index": slot, "raw": raw, "pfn": pfn}
+            for slot, raw, pfn in zip(run.slots, run.raws, run.pfns())]
+
+
 def target_record(session: Session, root: Root, selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What was walked and what is known about the kernel: enough to decode and validate
     the entries again without the target.
@@ -129,12 +154,13 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
     return rec
 
 
-def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | Range]) -> int:
+def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | RunRows | Range]) -> int:
     """Stream a ptinspect.snapshot/1 document; returns the number of entry records."""
     out.write('{"schema": %s, "target": %s, "entries": [' % (json.dumps(SCHEMA), json.dumps(target)))
     n = 0
     for item in items:
-        out.write(("\n  " if n == 0 else ",\n  ") + json.dumps(item_record(item)))
-        n += 1
+        texts = run_records(item) if type(item) is RunRows else [json.dumps(item_record(item))]
+        out.write(("\n  " if n == 0 else ",\n  ") + ",\n  ".join(texts))
+        n += len(texts)
     out.write("\n]}\n")
     return n

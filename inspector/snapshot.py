@@ -20,7 +20,7 @@ from typing import Any, Iterator, TextIO
 from archs import get_arch
 from archs.common import Arch, Fact, KernelFacts, PagingMode
 
-from .dump import Row, VmaIndex, default_range, rows
+from .dump import Row, VmaIndex, bulk_rows, default_range, rows
 from .entry import ENTRY_BYTES, Entry
 from .kernel import Vma
 from .reader import ReadError, TableCache, contains
@@ -83,7 +83,7 @@ def write_snapshot(path: Path, session: Session, root: Root, selection: dict[str
     target = _target(session, root, selection, va_range)
     try:
         with atomic_text(path) as out:
-            return write_document(out, target, snapshot_rows(session, root, va_range))
+            return write_document(out, target, bulk_rows(session, root, va_range, None, tables=True))
     except OSError as exc:
         raise SnapshotError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from . import vmlinux as vml
 
 NOTE_NAME = b"VMCOREINFO"
@@ -31,31 +28,19 @@ def parse(text: bytes) -> dict[str, str]:
     return out
 
 
-def build_id(path: Path) -> str | None:
-    """The GNU build ID of an ELF file (hex), None if it has none."""
-    try:
-        with path.open("rb") as f:
-            for section in ELFFile(f).iter_sections():
-                if section["sh_type"] == "SHT_NOTE":
-                    for note in section.iter_notes():
-                        if note["n_name"] == "GNU" and note["n_type"] == "NT_GNU_BUILD_ID":
-                            desc = note["n_desc"]
-                            return desc.hex() if isinstance(desc, bytes) else desc
-    except (OSError, ELFError) as exc:
-        raise VmcoreinfoError(f"cannot read {path}: {exc}") from None
-    return None
-
-
 def check_vmlinux(numbers: dict[str, str], vmlinux: Path, what: str) -> None:
     """That `vmlinux` is the kernel VMCOREINFO describes: same release and, where both
     carry one, the same build ID (VMCOREINFO_BUILD_ID, kernel/vmcore_info.c:160 in 7.2).
     `what` names the kernel for messages ("the running kernel", "the kernel in x.vmcore")."""
-    release = vml.release(vmlinux)
+    try:
+        release = vml.release(vmlinux)
+    except vml.VmlinuxError as exc:
+        raise VmcoreinfoError(str(exc)) from None
     if numbers["OSRELEASE"] != release:
         raise VmcoreinfoError(f"{vmlinux} is {release}, but {what} is {numbers['OSRELEASE']}: "
                               "give the vmlinux of that kernel")
     theirs = numbers.get("BUILD-ID")
-    ours = build_id(vmlinux)
+    ours = vml.build_id(vmlinux)
     if theirs and ours and not ours.startswith(theirs.lower()):
         raise VmcoreinfoError(f"{vmlinux} is another build of {release} (build ID {ours}, {what} has {theirs}): "
                               "give the vmlinux of exactly that build")

@@ -9,12 +9,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import struct
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
 
 from .vm.cache import subdir
 
@@ -29,23 +27,30 @@ class VmlinuxError(Exception):
 WANTED = ("linux_banner", "vmcoreinfo_data", "vmcoreinfo_size", "_text", "vectors", "handle_exception")
 
 
+CACHE_SCHEMA = 2  # bump when what the cache holds changes
+
+
 @functools.lru_cache(maxsize=4)
-def _symbols(path: Path) -> tuple[str, dict[str, int]]:
-    """The ELF machine and the WANTED symbols' values, from the cache when the file is unchanged."""
+def _facts(path: Path) -> dict:
+    """The ELF machine, the WANTED symbols' values, the release and the GNU build ID, from
+    the cache when the file is unchanged (reading them costs more than a whole small dump)."""
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{CACHE_SCHEMA}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:24]
     cached = subdir("vmlinux") / f"{key}.json"
     try:
         data = json.loads(cached.read_text())
-        return data["machine"], data["symbols"]
-    except (OSError, ValueError, KeyError):
+        if {"machine", "symbols", "release", "build_id"} <= data.keys():
+            return data
+    except (OSError, ValueError):
         pass
     machine, names = _read_symbols(path)
-    wanted = {n: names[n] for n in WANTED if n in names}
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"path": str(path), "machine": machine, "symbols": wanted}))
+    data = {"path": str(path), "machine": machine, "symbols": {n: names[n] for n in WANTED if n in names}}
+    data["release"] = _read_release(path, data["symbols"])
+    data["build_id"] = _read_build_id(path)
+    tmp = cached.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data))
     tmp.rename(cached)
-    return machine, wanted
+    return data
 
 
 def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
@@ -54,6 +59,9 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     pyelftools finds the sections; the 24-byte Elf64_Sym records are unpacked
     in bulk, which is ~50 times faster than iterating pyelftools symbols.
     """
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as f:
             elf = ELFFile(f)
@@ -78,34 +86,73 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     return machine, names
 
 
+def _read_build_id(path: Path) -> str | None:
+    """The GNU build ID note of an ELF file (hex), None if it has none."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with path.open("rb") as f:
+            for section in ELFFile(f).iter_sections():
+                if section["sh_type"] == "SHT_NOTE":
+                    for note in section.iter_notes():
+                        if note["n_name"] == "GNU" and note["n_type"] == "NT_GNU_BUILD_ID":
+                            desc = note["n_desc"]
+                            return desc.hex() if isinstance(desc, bytes) else desc
+    except (OSError, ELFError) as exc:
+        raise VmlinuxError(f"cannot read {path}: {exc}") from None
+    return None
+
+
+def _read_release(path: Path, symbols: dict[str, int]) -> str | None:
+    """The kernel release (uname -r) in linux_banner; None without a readable banner."""
+    if "linux_banner" not in symbols:
+        return None
+    try:
+        m = re.match(rb"Linux version (\S+)", read_at(path, symbols["linux_banner"], 256))
+    except VmlinuxError:
+        return None
+    return m.group(1).decode() if m else None
+
+
 def machine(path: Path) -> str:
     """The architecture name of a vmlinux."""
-    return _symbols(path)[0]
+    return _facts(path)["machine"]
 
 
 def symbol(path: Path, name: str) -> int:
     """The link-time address of a symbol."""
     try:
-        return _symbols(path)[1][name]
+        return _facts(path)["symbols"][name]
     except KeyError:
         raise VmlinuxError(f"{path} has no symbol {name}") from None
 
 
 def read_at(path: Path, addr: int, size: int) -> bytes:
     """Bytes of the file's initialised data at link-time address `addr`."""
-    with path.open("rb") as f:
-        elf = ELFFile(f)
-        for seg in elf.iter_segments():
-            if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_filesz"]:
-                f.seek(seg["p_offset"] + addr - seg["p_vaddr"])
-                return f.read(size)
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        with path.open("rb") as f:
+            elf = ELFFile(f)
+            for seg in elf.iter_segments():
+                if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= addr < seg["p_vaddr"] + seg["p_filesz"]:
+                    f.seek(seg["p_offset"] + addr - seg["p_vaddr"])
+                    return f.read(size)
+    except (OSError, ELFError) as exc:
+        raise VmlinuxError(f"cannot read {path}: {exc}") from None
     raise VmlinuxError(f"{path} has no file data at {addr:#x}")
 
 
 def release(path: Path) -> str:
     """The kernel release (uname -r) the vmlinux was built as, from linux_banner."""
-    banner = read_at(path, symbol(path, "linux_banner"), 256)
-    m = re.match(rb"Linux version (\S+)", banner)
-    if not m:
-        raise VmlinuxError(f"{path}: linux_banner does not start with 'Linux version'")
-    return m.group(1).decode()
+    found = _facts(path)["release"]
+    if found is None:
+        raise VmlinuxError(f"{path} has no linux_banner starting with 'Linux version': is it a vmlinux?")
+    return found
+
+
+def build_id(path: Path) -> str | None:
+    """The GNU build ID of the vmlinux (hex), None if it has none."""
+    return _facts(path)["build_id"]

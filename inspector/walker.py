@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass
+from typing import Iterable, Iterator, NamedTuple
 
 from archs.common import SOFTLEAF_KINDS, Arch, Decoded, Kind, KernelFacts, PagingMode
 
@@ -31,6 +32,8 @@ class _Template(NamedTuple):
     frame_bits: int  # the bits of `raw` verified to carry nothing but the frame number
     shifts: tuple[tuple[int, int], ...]  # (raw mask, shift): pfn bit = raw bit - shift
     pfn_fields: tuple[int, ...]  # indices of `fields` that spell the pfn ("PPN": "0x...")
+    fixed_bits: int  # ~frame_bits: a raw sharing this template equals `raw` in all of them
+    plain: bool  # a leaf with no contiguous block: walks give it as part of a LeafRun
 
 
 def _with_frame(dec: Decoded, raw: int, pfn: int, pfn_fields: tuple[int, ...]) -> Decoded:
@@ -46,6 +49,57 @@ def _with_frame(dec: Decoded, raw: int, pfn: int, pfn_fields: tuple[int, ...]) -
         values["fields"] = tuple(fields)
     object.__setattr__(new, "__dict__", values)
     return new
+
+
+@dataclass(frozen=True)
+class LeafRun:
+    """Present leaves of one table, in slot order, whose decodes are one template's apart
+    from the frame number: the walk's bulk form of plain leaves (no contiguous block, no
+    kernel view).  `entries()` gives exactly the Entry objects a walk yields one by one."""
+
+    table: int
+    depth: int
+    level: str
+    span: int
+    page_shift: int
+    va_base: int  # VA of the table's slot 0
+    template: Decoded  # the decode of `template.raw`; every raw of the run differs from it in frame bits only
+    pfn_base: int  # pfn(raw) = pfn_base ^ moved bits of raw (see pfn)
+    shifts: tuple[tuple[int, int], ...]
+    pfn_fields: tuple[int, ...]
+    slots: tuple[int, ...]
+    raws: tuple[int, ...]
+
+    def pfn(self, raw: int) -> int:
+        return self.pfn_base ^ _moved(self.shifts, raw)
+
+    def pfns(self) -> list[int]:
+        """pfn() of every raw of the run."""
+        if len(self.shifts) == 1 and self.shifts[0][1] >= 0:
+            (bits, shift), base = self.shifts[0], self.pfn_base
+            return [base ^ (raw & bits) >> shift for raw in self.raws]
+        return [self.pfn(raw) for raw in self.raws]
+
+    def va(self, slot: int) -> int:
+        return self.va_base | slot * self.span
+
+    def part(self, start: int, stop: int) -> LeafRun:
+        """The run's members [start, stop)."""
+        return dataclasses.replace(self, slots=self.slots[start:stop], raws=self.raws[start:stop])
+
+    def entries(self) -> Iterator[Entry]:
+        for slot, raw, pfn in zip(self.slots, self.raws, self.pfns()):
+            dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
+            yield Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
+                        None, None, pfn, self.page_shift)
+
+
+def _moved(shifts: tuple[tuple[int, int], ...], raw: int) -> int:
+    """The pfn bits `raw`'s frame bits spell (a linear map over XOR)."""
+    pfn = 0
+    for bits, shift in shifts:
+        pfn ^= (raw & bits) >> shift if shift >= 0 else (raw & bits) << -shift
+    return pfn
 
 
 class FrameDecoder:
@@ -98,6 +152,16 @@ class FrameDecoder:
             templates[raw & mask] = template
         return dec
 
+    def template(self, raw: int, depth: int) -> _Template | None:
+        """The verified template `raw` shares (differs from only in frame bits), if one exists yet."""
+        mask = self._key_mask.get(depth)
+        if mask is None:
+            return None
+        t = self._templates[depth].get(raw & mask)
+        if t is None or (raw ^ t.raw) & ~t.frame_bits:
+            return None
+        return t
+
     def _template(self, raw: int, dec: Decoded, depth: int) -> _Template | None:
         """The frame bits of `raw` (see the class), or None when it has none."""
         assert dec.pfn is not None
@@ -123,7 +187,8 @@ class FrameDecoder:
         frame_bits = 0
         for bits in shifts.values():
             frame_bits |= bits
-        return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()), pfn_fields)
+        return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()), pfn_fields,
+                         ~frame_bits, dec.cont is None)
 
 
 class Walker:
@@ -144,7 +209,8 @@ class Walker:
         self.arch = arch
         self.mode = mode
         self.facts = facts
-        self._decode = (FrameDecoder(arch, mode, facts).decode if shared_decodes
+        self._frames = FrameDecoder(arch, mode, facts) if shared_decodes else None
+        self._decode = (self._frames.decode if self._frames is not None
                         else lambda raw, depth: arch.decode(raw, depth, mode, facts))
         self._unpack = [struct.Struct(f"<{level.entries}Q").unpack for level in mode.levels]
 
@@ -165,7 +231,24 @@ class Walker:
         `upper` selects the upper VA half for roots that translate only one
         half (arm64 TTBR1); `va_range` is [start, end) in full 64-bit VAs.
         """
-        yield from self._walk_table(root, 0, 0, upper, va_range, tables, frozenset())
+        for item in self._walk_table(root, 0, 0, upper, va_range, tables, frozenset(), False):
+            if type(item) is LeafRun:
+                yield from item.entries()
+            else:
+                yield item
+
+    def walk_runs(
+        self,
+        root: int,
+        *,
+        upper: bool = False,
+        va_range: tuple[int, int] | None = None,
+        tables: bool = False,
+    ) -> Iterator[Entry | LeafRun]:
+        """walk(), with the plain present leaves of a table that share one decode
+        (apart from the frame) given together as LeafRuns (needs shared decodes)."""
+        assert self._frames is not None, "runs need shared decodes"
+        return self._walk_table(root, 0, 0, upper, va_range, tables, frozenset(), True)
 
     def _walk_table(
         self,
@@ -176,32 +259,55 @@ class Walker:
         va_range: tuple[int, int] | None,
         tables: bool,
         path: frozenset[int],
-    ) -> Iterator[Entry]:
+        runs: bool,
+    ) -> Iterator[Entry | LeafRun]:
         level = self.mode.levels[depth]
         values = self._unpack[depth](self.tables.table(table, self.table_bytes(depth)))
         path = path | {table}
         shift, span = level.shift, level.span
         canonical, decode = self.arch.canonical, self._decode
         base = canonical(self.mode, va_base, upper)
-        found: list[tuple[int, int, Decoded]] = []
-        for index, raw in enumerate(values):
+        found: list[tuple[int, int, Decoded | _Template]] = []
+        if runs and depth and (va_range is None or va_range[0] <= base and base + len(values) * span <= va_range[1]):
+            found = self._scan_runs(values, depth, base, shift)
+            values_left: Iterable[tuple[int, int]] = ()
+        else:
+            values_left = enumerate(values)
+        template = self._frames.template if runs and depth and self._frames is not None else None
+        for index, raw in values_left:
             if not raw:
                 continue
-            va_index = va_base | (index << shift)
             # below the root every index lies inside one half: only the low bits change
-            va = canonical(self.mode, va_index, upper) if depth == 0 else base | (index << shift)
+            va = canonical(self.mode, va_base | (index << shift), upper) if depth == 0 else base | (index << shift)
             if va_range is not None and not (va < va_range[1] and va + span > va_range[0]):
                 continue
+            if template is not None:
+                t = template(raw, depth)
+                if t is not None and t.plain:
+                    found.append((index, va, t))
+                    continue
             dec = decode(raw, depth)
             if dec.kind is not Kind.NONE:
                 found.append((index, va, dec))
         if depth + 1 < len(self.mode.levels):
             self.tables.prefetch((dec.next_table for _, _, dec in found
-                                  if dec.kind is Kind.TABLE and dec.next_table is not None
+                                  if type(dec) is Decoded and dec.kind is Kind.TABLE and dec.next_table is not None
                                   and self._table_problem(dec, depth, path) is None),
                                  self.table_bytes(depth + 1))
         name, page_shift, present = level.name, self.mode.page_shift, Kind.PRESENT
+        run: list[int] = []
+        run_template: _Template | None = None
         for index, va, dec in found:
+            if type(dec) is _Template:
+                if dec is not run_template:
+                    if run:
+                        yield self._run(table, depth, base, run_template, run, values)
+                    run, run_template = [], dec
+                run.append(index)
+                continue
+            if run:
+                yield self._run(table, depth, base, run_template, run, values)
+                run, run_template = [], None
             ref = EntryRef(table, index, depth, name)
             if dec.kind is present and dec.cont is None:
                 yield Entry(va, span, ref, dec, None, None, dec.pfn, page_shift)  # what _leaf gives
@@ -215,9 +321,44 @@ class Walker:
                     yield Entry(va, span, ref, dec)
                 assert dec.next_table is not None
                 yield from self._walk_table(dec.next_table, depth + 1, va_base | (index << shift), upper, va_range,
-                                            tables, path)
+                                            tables, path, runs)
                 continue
             yield self._leaf(va, ref, dec)
+        if run:
+            yield self._run(table, depth, base, run_template, run, values)
+
+    def _scan_runs(self, values: tuple[int, ...], depth: int, base: int, shift: int
+                   ) -> list[tuple[int, int, Decoded | _Template]]:
+        """The found list of a table wholly inside the walked range, plain leaves that share a
+        template marked by it (the walk loop, lean: this is where a large dump spends its time)."""
+        assert self._frames is not None
+        frames, decode, none = self._frames, self._decode, Kind.NONE
+        templates = frames._templates[depth]
+        mask = frames._key_mask.get(depth)
+        found: list[tuple[int, int, Decoded | _Template]] = []
+        append = found.append
+        for index, raw in enumerate(values):
+            if not raw:
+                continue
+            if mask is not None:
+                t = templates.get(raw & mask)
+                if t is not None and t.plain and not (raw ^ t.raw) & t.fixed_bits:
+                    append((index, 0, t))
+                    continue
+            dec = decode(raw, depth)
+            if dec.kind is not none:
+                append((index, base | (index << shift), dec))
+            if mask is None:
+                mask = frames._key_mask.get(depth)
+        return found
+
+    def _run(self, table: int, depth: int, base: int, t: _Template | None, slots: list[int],
+             values: tuple[int, ...]) -> LeafRun:
+        assert t is not None and t.dec.pfn is not None
+        level = self.mode.levels[depth]
+        return LeafRun(table, depth, level.name, level.span, self.mode.page_shift, base, t.dec,
+                       t.dec.pfn ^ _moved(t.shifts, t.raw), t.shifts, t.pfn_fields, tuple(slots),
+                       tuple(values[i] for i in slots))
 
     def translate(self, root: int, va: int, *, upper: bool = False) -> list[Entry]:
         """The walk of one VA, one entry per level visited, ending at the leaf,

@@ -1,0 +1,127 @@
+"""The dump table: one line per entry (or merged range), fixed columns sized from the paging mode.
+
+Columns: va, size, level, pfn, raw, table[index], vma (process dumps), kind, details.  Widths
+come from the mode (address and frame widths, level names) and the VMA names, so a dump streams
+without measuring its rows; only a long kind name (migration-read-exclusive...) pushes its own
+row's details to the right.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Iterable, Sequence, TextIO
+
+from archs.common import PagingMode
+from inspector.dump import Range, Row, RunRows
+from inspector.kernel import Vma
+
+from .render import human_size
+
+HEADERS = ("va", "size", "level", "pfn", "raw", "table[index]", "vma", "kind", "details")
+KIND_WIDTH = 8  # "present", "hwpoison", "unknown"
+SLOT_TEXT = tuple(f"{i}]" for i in range(4096))  # the "index]" part of table[index], made once
+
+
+size_text = functools.lru_cache(maxsize=64)(human_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def short_flags(flags: tuple[str, ...]) -> str:
+    """Flag names without their family prefix, for the table view (JSON keeps full names)."""
+    out = []
+    for f in flags:
+        for prefix in ("_PAGE_", "PTE_", "PMD_", "PUD_"):
+            if f.startswith(prefix):
+                f = f[len(prefix):]
+                break
+        out.append(f)
+    return " ".join(out)
+
+
+def _perms(read: bool, write: bool, exec_: bool) -> str:
+    return "".join(c if on else "-" for c, on in (("r", read), ("w", write), ("x", exec_)))
+
+
+def detail(row: Row) -> str:
+    """The details column: permissions, flags, softleaf fields, markers, block position, kernel view."""
+    e = row.entry
+    parts = []
+    if e.hw.access is not None:
+        a = e.view.access
+        parts.append(_perms(a.read, a.write, a.exec))
+    if e.hw.softleaf is None:
+        parts.append(short_flags(e.hw.flags))
+    else:
+        s = e.hw.softleaf
+        parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
+    if e.hw.markers:
+        parts.append("marker=" + ",".join(e.hw.markers))
+    parts.extend(f"{k}={v}" for k, v in e.hw.details)
+    if e.block is not None and e.hw.cont is not None:
+        parts.append(f"{e.hw.cont.scheme} {e.block.index + 1}/{e.hw.cont.entries}")
+    if e.kernel is not None:
+        parts.append("kernel-view:" + short_flags(tuple(f for f in e.kernel.flags if f not in e.hw.flags)))
+    if e.hw.reason:
+        parts.append(f"({e.hw.reason})")
+    return " ".join(p for p in parts if p)
+
+
+class DumpTable:
+    """Formats rows, runs and ranges of one root's dump."""
+
+    def __init__(self, mode: PagingMode, vmas: Sequence[Vma], merged: bool = False) -> None:
+        levels = mode.levels
+        widths = {
+            "va": 37 if merged else 18,
+            "size": max(len(size_text(lvl.span)) for lvl in levels) + (7 if merged else 0),  # "262144x"
+            "level": max(len(lvl.name) for lvl in levels),
+            "pfn": 2 + -(-(mode.pa_bits - mode.page_shift) // 4),
+            "raw": 18,
+            "table[index]": 2 + -(-mode.pa_bits // 4) + 2 + len(str(max(lvl.entries for lvl in levels) - 1)),
+            "vma": max((len(v.name) for v in vmas), default=0),
+            "kind": KIND_WIDTH,
+        }
+        self.columns = tuple(h for h in HEADERS if h != "vma" or vmas)
+        self.w = {h: max(widths.get(h, 0), len(h)) for h in self.columns}
+
+    def header(self) -> str:
+        return "  ".join(h.ljust(self.w[h]) for h in self.columns).rstrip()
+
+    def _tail(self, row: Row) -> str:
+        """The vma, kind and details columns (the same for every member of a run)."""
+        e, w = row.entry, self.w
+        vma = f"{(row.vma.name if row.vma else ''):<{w['vma']}}  " if "vma" in w else ""
+        return f"{vma}{e.kind.value:<{w['kind']}}  {detail(row)}".rstrip()
+
+    def line(self, row: Row, count: int | None = None, end: int | None = None) -> str:
+        """One entry, or (count, end) a merged range starting with it."""
+        e, w = row.entry, self.w
+        va = f"{e.va:#018x}" if end is None else f"{e.va:#018x}-{end:#018x}"
+        size = size_text(e.size) if count is None else f"{count}x{size_text(e.size)}"
+        pfn = "" if e.frame is None else f"{e.frame:#x}"
+        return (f"{va:<{w['va']}}  {size:<{w['size']}}  {e.ref.level:<{w['level']}}  {pfn:<{w['pfn']}}  "
+                f"{e.hw.raw:#018x}  {f'{e.ref.table:#x}[{e.ref.index}]':<{w['table[index]']}}  {self._tail(row)}")
+
+    def run_lines(self, rows: RunRows) -> list[str]:
+        """line() of every row of a run, from one format made for the run."""
+        run, w = rows.run, self.w
+        first = Row(next(run.entries()), rows.vma)
+        fmt = (f"%#0{w['va']}x  {size_text(run.span):<{w['size']}}  {run.level:<{w['level']}}  %#-{w['pfn']}x  "
+               f"%#018x  %-{w['table[index]']}s  " + self._tail(first).replace("%", "%%"))
+        table, base, span = f"{run.table:#x}[", run.va_base, run.span
+        return [fmt % (base | slot * span, pfn, raw, table + SLOT_TEXT[slot])
+                for slot, raw, pfn in zip(run.slots, run.raws, run.pfns())]
+
+    def write(self, out: TextIO, items: Iterable[Row | RunRows | Range]) -> int:
+        """Stream the header and every item; returns the number of lines (entries or ranges)."""
+        out.write(self.header() + "\n")
+        n = 0
+        for item in items:
+            if type(item) is RunRows:
+                lines = self.run_lines(item)
+                out.write("\n".join(lines) + "\n")
+                n += len(lines)
+                continue
+            out.write((self.line(item.first, item.count, item.end) if type(item) is Range
+                       else self.line(item)) + "\n")
+            n += 1
+        return n
