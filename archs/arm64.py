@@ -537,6 +537,7 @@ class Arm64Arch:
     # VMCOREINFO_SYMBOL_ARRAY(swapper_pg_dir) (kernel/crash_core.c:426, vmcore_info.c:146/167): TTBR1's table
     kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None  # under KASLR vmalloc/module pages may precede the image
+    gdb_registers = ("TTBR1_EL1", "TTBR0_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR")
 
     def __init__(self) -> None:
         self._modes = tuple(build_mode(ps, va, lpa2=lpa2, pa_bits=pa)

@@ -226,6 +226,10 @@ class Arch(Protocol):
     kaslr_anchor: tuple[str, str] | None  # (register, symbol) whose difference is the KASLR offset
     kernel_text_region: tuple[int, int] | None  # VA range whose first mapped page is _text
     kernel_root_symbol: str  # the VMCOREINFO SYMBOL() of init_mm's root table
+    # The registers the paging mode and roots come from, named as QEMU's gdbstub target
+    # description names them (PLATFORM-NOTES.md, gdb-multiarch 13.1); the first one is found in
+    # no other architecture's description, which tells which architecture a stub is.
+    gdb_registers: tuple[str, ...]
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper

@@ -487,6 +487,7 @@ class X86_64Arch:
     default_mode = "4-level"  # decode's default: the mode without LA57
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None
+    gdb_registers = ("cr3", "cr0", "cr4", "efer")
     # VMCOREINFO_SYMBOL(init_top_pgt) (crash_core_64.c:13, vmcore_info_64.c:13/13): the kernel PGD
     kernel_root_symbol = "init_top_pgt"
     # __START_KERNEL_map .. + KERNEL_IMAGE_SIZE (1 GiB with RANDOMIZE_BASE): the kernel image

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gdb  # type: ignore[import-not-found]
 
-from .gdbstub import ARCH_MARKERS, PAGING_REGISTERS, GdbstubError
+from archs import get_arch
+
+from .gdbstub import GdbstubError
 
 GDB_ARCH = {"i386:x86-64": "x86_64", "aarch64": "arm64", "riscv:rv64": "riscv64"}
 
@@ -55,13 +57,14 @@ class GdbInternalTarget:
     def read_registers(self) -> dict[str, int]:
         frame = gdb.selected_frame()
         out: dict[str, int] = {}
-        for name in PAGING_REGISTERS[self.arch]:
+        registers = get_arch(self.arch).gdb_registers
+        for name in registers:
             try:
                 out[name] = int(frame.read_register(name)) & (1 << 64) - 1
             except ValueError:
                 continue
-        if ARCH_MARKERS[self.arch] not in out:
-            raise GdbstubError(f"gdb cannot read {ARCH_MARKERS[self.arch]} (is this QEMU's system gdbstub?)")
+        if registers[0] not in out:
+            raise GdbstubError(f"gdb cannot read {registers[0]} (is this QEMU's system gdbstub?)")
         return out
 
     def close(self) -> None:

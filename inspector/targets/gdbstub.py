@@ -9,18 +9,9 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 
+from archs import ARCH_NAMES, get_arch
+
 from .rsp import RspClient, RspError
-
-# Registers each architecture's paging mode is derived from, by the names
-# QEMU's target description gives them (PLATFORM-NOTES.md, gdb-multiarch 13.1).
-PAGING_REGISTERS = {
-    "x86_64": ("cr0", "cr3", "cr4", "efer"),
-    "arm64": ("TTBR0_EL1", "TTBR1_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR"),
-    "riscv64": ("satp", "stvec"),
-}
-# A register only the architecture's description has, to tell which one the stub is.
-ARCH_MARKERS = {"x86_64": "cr3", "arm64": "TTBR1_EL1", "riscv64": "satp"}
-
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -84,8 +75,8 @@ class GdbstubTarget:
             raise GdbstubError(str(exc)) from None
 
     def _detect_arch(self) -> str:
-        for arch, marker in ARCH_MARKERS.items():
-            if marker in self.regs:
+        for arch in ARCH_NAMES:
+            if get_arch(arch).gdb_registers[0] in self.regs:
                 return arch
         raise GdbstubError("the gdbstub describes no x86-64, arm64 or riscv64 paging registers")
 
@@ -128,7 +119,7 @@ class GdbstubTarget:
 
     def read_registers(self, names: tuple[str, ...] | None = None) -> dict[str, int]:
         """The paging registers of the stopped CPU (those the stub describes)."""
-        wanted = names or PAGING_REGISTERS[self.arch]
+        wanted = names or get_arch(self.arch).gdb_registers
         out: dict[str, int] = {}
         for name in wanted:
             reg = self.regs.get(name)
