@@ -177,3 +177,9 @@ const char *json_text(const struct json *j, size_t *len)
 	*len = j->len;
 	return j->buf;
 }
+
+void json_free(struct json *j)
+{
+	free(j->buf);
+	free(j);
+}

@@ -6,10 +6,13 @@
  * PTINSPECT-MANIFEST-END and sleeps forever with everything still mapped.
  * The format is documented in vm-images/README-workload.md.
  *
- * Usage: workload [--guest] [--once] | workload --bulk MIB
+ * Usage: workload [--guest] [--ops] [--once] | workload --bulk MIB
  *   --guest  inside the test VM: do MADV_HWPOISON (never on a host), read
  *            the kernel config and init log the initramfs provides
+ *   --ops    after the manifest, do memory-management operations requested
+ *            one per line on stdin until it ends (ops.c)
  *   --once   exit (and end the fork child) after printing the manifest
+ *            (and, with --ops, once stdin ends)
  *   --bulk   instead of the manifest: map MIB MiB of private anonymous 4 KiB
  *            pages, write every page, print one line
  *            "PTINSPECT-BULK pid=N start=0x... length=0x..." and sleep forever
@@ -62,6 +65,11 @@ static const char *const config_options[] = {
 	"CONFIG_RISCV_ISA_SVNAPOT",
 	"CONFIG_RISCV_ISA_SVPBMT",
 };
+
+const char *status_name(enum status st)
+{
+	return status_names[st];
+}
 
 void set_status(struct region *r, enum status st, const char *fmt, ...)
 {
@@ -270,7 +278,7 @@ static void render_region(struct json *j, const struct region *r,
 	json_key(j, "pid");
 	json_int(j, r->pid);
 	json_key(j, "status");
-	json_string(j, status_names[r->status]);
+	json_string(j, status_name(r->status));
 	json_key(j, "reason");
 	json_string(j, r->reason[0] ? r->reason : NULL);
 	json_key(j, "start");
@@ -378,7 +386,7 @@ static struct json *render_manifest(const struct ctx *c, bool guest)
 	return j;
 }
 
-static void write_all(const char *buf, size_t len)
+void write_all(const char *buf, size_t len)
 {
 	while (len) {
 		ssize_t n = write(STDOUT_FILENO, buf, len);
@@ -437,7 +445,7 @@ static int bulk(const char *mib_text)
 int main(int argc, char **argv)
 {
 	struct ctx c = { .uffd = UFFD_NOT_OPENED };
-	bool guest = false, once = false;
+	bool guest = false, once = false, ops = false;
 	const char *text;
 	size_t len;
 
@@ -448,8 +456,10 @@ int main(int argc, char **argv)
 			guest = true;
 		} else if (!strcmp(argv[i], "--once")) {
 			once = true;
+		} else if (!strcmp(argv[i], "--ops")) {
+			ops = true;
 		} else {
-			fprintf(stderr, "usage: %s [--guest] [--once] | --bulk MIB\n", argv[0]);
+			fprintf(stderr, "usage: %s [--guest] [--ops] [--once] | --bulk MIB\n", argv[0]);
 			return 2;
 		}
 	}
@@ -472,6 +482,8 @@ int main(int argc, char **argv)
 	write_all(text, len);
 	write_all("PTINSPECT-MANIFEST-END\n", 23);
 
+	if (ops)
+		serve_ops();
 	if (once) {
 		if (c.child > 0)
 			kill(c.child, SIGKILL);

@@ -620,7 +620,7 @@ static void build_hwpoison(struct region *r, struct ctx *c)
 	add_detail(r, "sigbus", "%d", (int)sigbus_count);
 }
 
-static bool have_swap(void)
+bool have_swap(void)
 {
 	char line[256];
 	FILE *f = fopen("/proc/swaps", "re");

@@ -18,8 +18,10 @@
 #define PT_MADV_HUGEPAGE 14       /* line 62 */
 #define PT_MADV_NOHUGEPAGE 15     /* line 63 */
 #define PT_MADV_PAGEOUT 21        /* line 73, Linux 5.4+ */
+#define PT_MADV_COLLAPSE 25       /* line 80, Linux 6.1+ */
 #define PT_MADV_HWPOISON 100      /* line 56, needs CONFIG_MEMORY_FAILURE */
 #define PT_MADV_GUARD_INSTALL 102 /* line 82, Linux 6.13+ */
+#define PT_MADV_GUARD_REMOVE 103  /* line 83, Linux 6.13+ */
 
 /* --- mmap(2) flags: include/uapi/asm-generic/mman-common.h, hugetlb_encode.h */
 #define PT_MAP_FIXED_NOREPLACE 0x100000 /* mman-common.h:31 */

@@ -20,7 +20,7 @@
 #define ARENA_BASE 0x2000000000UL
 #define SLOT_SIZE (4 * MIB)
 
-/* What became of a region; spelled in the manifest by status_name(). */
+/* What became of a region (or an operation); spelled by status_name(). */
 enum status {
 	ST_OK,          /* created, and /proc says what was intended */
 	ST_MISMATCH,    /* created, but /proc disagrees (reason says how) */
@@ -88,6 +88,7 @@ size_t region_count(void);
 struct region *region_at(size_t i);
 void build_regions(struct ctx *c);
 void check_region(struct region *r, const struct ctx *c);
+bool have_swap(void);
 
 /* probe.c */
 int pagemap_read(pid_t pid, uintptr_t start, size_t npages, size_t ps,
@@ -118,8 +119,14 @@ void json_bool(struct json *j, bool v);
 void json_null(struct json *j);
 void json_newline(struct json *j);
 const char *json_text(const struct json *j, size_t *len);
+void json_free(struct json *j);
+
+/* ops.c */
+void serve_ops(void);
 
 /* main.c */
+const char *status_name(enum status st);
+void write_all(const char *buf, size_t len);
 void set_status(struct region *r, enum status st, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void add_detail(struct region *r, const char *key, const char *fmt, ...)

@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * Memory-management operations on request (workload --ops). After the
+ * manifest the workload reads one request per line from stdin (the serial
+ * console in the VM) and answers each with one line on stdout:
+ *
+ *   SEQ prepare OP      map and populate a fresh region fit for OP
+ *   SEQ OP [START]      do OP on the region prepared at START (default: the
+ *                       region of the latest successful prepare)
+ *
+ *   PTINSPECT-OP {"seq": "SEQ", "op": ..., "status": ..., "pagemap": [...]}
+ *
+ * Each region has its own arena slot after the manifest's regions, so that
+ * an operation changes nothing but its region. The protocol is documented in
+ * vm-images/README-workload.md.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "uapi.h"
+#include "workload.h"
+
+#define OP_FIRST_SLOT 64 /* the manifest's regions use the slots below */
+#define OP_SLOTS 64
+#define PAGES_4K 16      /* a "4k" region: 16 written 4 KiB pages ... */
+#define PART_FIRST 4     /* ... of which pages 4..11 are operated on */
+#define PART_PAGES 8
+#define THP_SIZE (2 * MIB)
+#define MAX_CALLS 3      /* MADV_PAGEOUT / MADV_COLLAPSE attempts */
+#define SEQ_MAX 32
+
+enum shape {
+	SHAPE_4K,      /* 16 pages, MADV_NOHUGEPAGE, written */
+	SHAPE_GUARDED, /* a 4k region with guards on pages 4..11 */
+	SHAPE_THP,     /* 2 MiB, MADV_HUGEPAGE, written: one PMD-mapped THP */
+	SHAPE_4K_2M,   /* 2 MiB, MADV_NOHUGEPAGE, written: 512 4 KiB pages */
+};
+
+struct op_region {
+	uintptr_t start;
+	size_t length;
+	enum shape shape;
+};
+
+/* What one request did; rendered as the PTINSPECT-OP line. */
+struct result {
+	const char *op;      /* the operation, or "prepare" */
+	const char *for_op;  /* prepare: the operation prepared for */
+	enum status status;  /* ST_OK, ST_UNSUPPORTED or ST_FAILED */
+	int err;             /* errno of the failing call, 0 if none */
+	char reason[320];
+	const struct op_region *region;
+	uintptr_t op_start;  /* the part the step acted on */
+	size_t op_length;
+	int calls;           /* madvise calls made (pageout, collapse) */
+};
+
+struct op {
+	const char *name;
+	enum shape shape; /* the region `prepare NAME` makes */
+	bool (*fits)(enum shape shape);
+	void (*run)(struct op_region *reg, struct result *res);
+};
+
+static struct op_region regions[OP_SLOTS];
+static size_t nregions;
+static struct op_region *latest;
+
+static void fail(struct result *res, enum status st, int err, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void fail(struct result *res, enum status st, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	res->status = st;
+	res->err = err;
+	va_start(ap, fmt);
+	vsnprintf(res->reason, sizeof(res->reason), fmt, ap);
+	va_end(ap);
+}
+
+/* madvise() on [start, start + length); on error the result says why. */
+static bool advise(struct result *res, uintptr_t start, size_t length, int advice,
+		   const char *name, const char *hint)
+{
+	int err;
+
+	if (madvise((void *)start, length, advice) == 0)
+		return true;
+	err = errno;
+	fail(res, err == EINVAL && hint[0] ? ST_UNSUPPORTED : ST_FAILED, err,
+	     "madvise(%s): %s%s", name, strerror(err), err == EINVAL ? hint : "");
+	return false;
+}
+
+static void part(const struct op_region *reg, struct result *res)
+{
+	res->op_start = reg->start + PART_FIRST * 4 * KIB;
+	res->op_length = PART_PAGES * 4 * KIB;
+}
+
+static void whole(const struct op_region *reg, struct result *res)
+{
+	res->op_start = reg->start;
+	res->op_length = reg->length;
+}
+
+/* Pages of [start, start + length) whose pagemap entry has every bit of mask. */
+static size_t pages_with(uintptr_t start, size_t length, uint64_t mask)
+{
+	size_t n = length / (4 * KIB), count = 0;
+	uint64_t *pm = calloc(n, sizeof(*pm));
+
+	if (!pm)
+		abort();
+	if (pagemap_read(getpid(), start, n, 4 * KIB, pm) == 0)
+		for (size_t i = 0; i < n; i++)
+			count += (pm[i] & mask) == mask;
+	free(pm);
+	return count;
+}
+
+/* smaps AnonHugePages (or Swap, swap=true) summed over the VMAs of a range. */
+static long smaps_sum(uintptr_t start, size_t length, bool swap)
+{
+	struct vma_info v;
+	long kb = 0;
+
+	for (uintptr_t at = start; at < start + length; at = v.end) {
+		smaps_read(getpid(), at, &v);
+		if (!v.found)
+			break;
+		kb += swap ? v.swap_kb : v.anon_huge_kb;
+	}
+	return kb;
+}
+
+/* ---- the operations -------------------------------------------------------- */
+
+static bool fits_4k(enum shape s) { return s == SHAPE_4K; }
+static bool fits_4k_or_guarded(enum shape s) { return s == SHAPE_4K || s == SHAPE_GUARDED; }
+static bool fits_thp(enum shape s) { return s == SHAPE_THP; }
+static bool fits_4k_2m(enum shape s) { return s == SHAPE_4K_2M; }
+
+/* MADV_GUARD_INSTALL zaps pages 4..11 and installs PTE_MARKER_GUARD. */
+static void run_guard_install(struct op_region *reg, struct result *res)
+{
+	part(reg, res);
+	if (advise(res, res->op_start, res->op_length, PT_MADV_GUARD_INSTALL,
+		   "MADV_GUARD_INSTALL=102", " (needs Linux 6.13+)"))
+		reg->shape = SHAPE_GUARDED;
+}
+
+/* MADV_GUARD_REMOVE over the whole region: guard markers become none. */
+static void run_guard_remove(struct op_region *reg, struct result *res)
+{
+	whole(reg, res);
+	if (advise(res, res->op_start, res->op_length, PT_MADV_GUARD_REMOVE,
+		   "MADV_GUARD_REMOVE=103", " (needs Linux 6.13+)"))
+		reg->shape = SHAPE_4K;
+}
+
+/* Pages 4..11 read-only: the VMA splits, the PTEs lose their write bit. */
+static void run_mprotect(struct op_region *reg, struct result *res)
+{
+	part(reg, res);
+	if (mprotect((void *)res->op_start, res->op_length, PROT_READ))
+		fail(res, ST_FAILED, errno, "mprotect(PROT_READ): %s", strerror(errno));
+}
+
+/* MADV_PAGEOUT of pages 4..11 until every one is swapped (zram swap). */
+static void run_pageout(struct op_region *reg, struct result *res)
+{
+	size_t swapped = 0;
+
+	part(reg, res);
+	if (!have_swap()) {
+		fail(res, ST_UNSUPPORTED, 0, "no active swap device (see init_log)");
+		return;
+	}
+	while (res->calls < MAX_CALLS && swapped < PART_PAGES) {
+		res->calls++;
+		if (!advise(res, res->op_start, res->op_length, PT_MADV_PAGEOUT,
+			    "MADV_PAGEOUT=21", " (needs Linux 5.4+)"))
+			return;
+		swapped = pages_with(res->op_start, res->op_length, PM_SWAP);
+	}
+	if (swapped < PART_PAGES)
+		fail(res, ST_FAILED, 0, "%zu of %d pages swapped after %d MADV_PAGEOUT calls",
+		     swapped, PART_PAGES, res->calls);
+}
+
+/*
+ * mprotect(PROT_READ) of the THP's first 4 KiB page splits the VMA and the
+ * PMD mapping into a PTE table (mm/huge_memory.c __split_huge_pmd()). Unlike
+ * MADV_DONTNEED it leaves no none PTE, and khugepaged cannot collapse a range
+ * that spans two VMAs, so the split stays.
+ */
+static void run_thp_split(struct op_region *reg, struct result *res)
+{
+	res->op_start = reg->start;
+	res->op_length = 4 * KIB;
+	if (mprotect((void *)res->op_start, res->op_length, PROT_READ))
+		fail(res, ST_FAILED, errno, "mprotect(PROT_READ): %s", strerror(errno));
+	else
+		reg->shape = SHAPE_4K; /* no longer a THP region */
+}
+
+/*
+ * MADV_COLLAPSE (6.1+) refuses VM_NOHUGEPAGE ranges (include/linux/huge_mm.h
+ * vma_thp_disabled()), so MADV_HUGEPAGE lifts that first; EAGAIN (a page
+ * briefly off the LRU) is retried.
+ */
+static void run_collapse(struct op_region *reg, struct result *res)
+{
+	long kb;
+
+	whole(reg, res);
+	if (!advise(res, reg->start, reg->length, PT_MADV_HUGEPAGE, "MADV_HUGEPAGE=14", ""))
+		return;
+	do {
+		res->calls++;
+		if (madvise((void *)reg->start, reg->length, PT_MADV_COLLAPSE) == 0) {
+			res->err = 0;
+			break;
+		}
+		res->err = errno;
+	} while (res->err == EAGAIN && res->calls < MAX_CALLS);
+	if (res->err) {
+		fail(res, res->err == EINVAL ? ST_UNSUPPORTED : ST_FAILED, res->err,
+		     "madvise(MADV_COLLAPSE=25): %s%s", strerror(res->err),
+		     res->err == EINVAL ? " (needs Linux 6.1+ and a THP-eligible range)" : "");
+		return;
+	}
+	kb = smaps_sum(reg->start, reg->length, false);
+	if (kb < (long)(THP_SIZE / KIB))
+		fail(res, ST_FAILED, 0, "MADV_COLLAPSE returned 0 but smaps AnonHugePages is %ld kB", kb);
+	else
+		reg->shape = SHAPE_THP;
+}
+
+static const struct op ops[] = {
+	{ "guard-install", SHAPE_4K, fits_4k, run_guard_install },
+	{ "guard-remove", SHAPE_GUARDED, fits_4k_or_guarded, run_guard_remove },
+	{ "mprotect", SHAPE_4K, fits_4k, run_mprotect },
+	{ "pageout", SHAPE_4K, fits_4k, run_pageout },
+	{ "thp-split", SHAPE_THP, fits_thp, run_thp_split },
+	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
+};
+
+static const struct op *op_named(const char *name)
+{
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (!strcmp(ops[i].name, name))
+			return &ops[i];
+	return NULL;
+}
+
+static const char *shape_name(enum shape s)
+{
+	static const char *const names[] = {
+		[SHAPE_4K] = "4k", [SHAPE_GUARDED] = "guarded", [SHAPE_THP] = "thp",
+		[SHAPE_4K_2M] = "4k-2m",
+	};
+	return names[s];
+}
+
+/* ---- prepare --------------------------------------------------------------- */
+
+static void write_range(uintptr_t start, size_t length)
+{
+	for (uintptr_t va = start; va < start + length; va += 4 * KIB)
+		*(volatile uint64_t *)va = va ^ 0x5054494e53504543ULL;
+}
+
+/* Map, advise and write a fresh region in the next free slot. */
+static void prepare(const struct op *op, struct result *res)
+{
+	struct op_region reg = { .shape = op->shape };
+	bool huge = op->shape == SHAPE_THP;
+	uintptr_t slot = ARENA_BASE + (OP_FIRST_SLOT + nregions) * SLOT_SIZE;
+	void *p;
+
+	reg.length = op->shape == SHAPE_THP || op->shape == SHAPE_4K_2M ? THP_SIZE
+								       : PAGES_4K * 4 * KIB;
+	if (nregions == OP_SLOTS) {
+		fail(res, ST_FAILED, 0, "all %d operation slots are used", OP_SLOTS);
+		return;
+	}
+	p = mmap((void *)slot, reg.length, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | PT_MAP_FIXED_NOREPLACE, -1, 0);
+	if (p == MAP_FAILED) {
+		fail(res, ST_FAILED, errno, "mmap at %#lx: %s", (unsigned long)slot,
+		     strerror(errno));
+		return;
+	}
+	if ((uintptr_t)p != slot) { /* a kernel that ignores MAP_FIXED_NOREPLACE */
+		munmap(p, reg.length);
+		fail(res, ST_FAILED, 0, "mmap placed the region at %p, not %#lx", p,
+		     (unsigned long)slot);
+		return;
+	}
+	reg.start = slot;
+	if (advise(res, reg.start, reg.length, huge ? PT_MADV_HUGEPAGE : PT_MADV_NOHUGEPAGE,
+		   huge ? "MADV_HUGEPAGE" : "MADV_NOHUGEPAGE", "")) {
+		write_range(reg.start, reg.length);
+		if (huge && smaps_sum(reg.start, reg.length, false) < (long)(THP_SIZE / KIB))
+			fail(res, ST_FAILED, 0, "the written range is not one PMD-mapped THP"
+			     " (smaps AnonHugePages %ld kB)", smaps_sum(reg.start, reg.length, false));
+	}
+	regions[nregions] = reg;
+	res->region = &regions[nregions];
+	whole(&reg, res);
+	if (res->status == ST_OK && op->shape == SHAPE_GUARDED) {
+		run_guard_install(&regions[nregions], res);
+		whole(&reg, res);
+	}
+	if (res->status != ST_OK) {
+		munmap((void *)reg.start, reg.length);
+		res->region = NULL;
+		return;
+	}
+	latest = &regions[nregions++];
+}
+
+/* ---- requests -------------------------------------------------------------- */
+
+static void render(const char *seq, const struct result *res)
+{
+	struct json *j = json_new();
+	const struct op_region *reg = res->region;
+	const char *text;
+	size_t len, n = reg ? reg->length / (4 * KIB) : 0;
+	uint64_t *pm = calloc(n ? n : 1, sizeof(*pm));
+
+	if (!pm)
+		abort();
+	if (reg && pagemap_read(getpid(), reg->start, n, 4 * KIB, pm))
+		n = 0;
+	json_begin_object(j);
+	json_key(j, "seq");
+	json_string(j, seq);
+	json_key(j, "op");
+	json_string(j, res->op);
+	json_key(j, "for");
+	json_string(j, res->for_op);
+	json_key(j, "status");
+	json_string(j, status_name(res->status));
+	json_key(j, "reason");
+	json_string(j, res->reason[0] ? res->reason : NULL);
+	json_key(j, "errno");
+	if (res->err)
+		json_int(j, res->err);
+	else
+		json_null(j);
+	json_key(j, "shape");
+	json_string(j, reg ? shape_name(reg->shape) : NULL);
+	json_key(j, "start");
+	if (reg)
+		json_hex(j, reg->start);
+	else
+		json_null(j);
+	json_key(j, "length");
+	json_int(j, reg ? (long long)reg->length : 0);
+	json_key(j, "op_start");
+	if (reg && res->op_length)
+		json_hex(j, res->op_start);
+	else
+		json_null(j);
+	json_key(j, "op_length");
+	json_int(j, (long long)res->op_length);
+	json_key(j, "calls");
+	json_int(j, res->calls);
+	json_key(j, "anon_huge_kb");
+	json_int(j, reg ? smaps_sum(reg->start, reg->length, false) : 0);
+	json_key(j, "swap_kb");
+	json_int(j, reg ? smaps_sum(reg->start, reg->length, true) : 0);
+	json_key(j, "pagemap");
+	json_begin_array(j);
+	for (size_t i = 0; i < n; i++)
+		json_hex(j, pm[i]);
+	json_end_array(j);
+	json_end_object(j);
+	text = json_text(j, &len);
+	write_all("PTINSPECT-OP ", 13);
+	write_all(text, len);
+	write_all("\n", 1);
+	json_free(j);
+	free(pm);
+}
+
+static bool seq_ok(const char *seq)
+{
+	size_t n = strlen(seq);
+
+	return n && n <= SEQ_MAX && strspn(seq, "abcdefghijklmnopqrstuvwxyz"
+				      "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+static struct op_region *region_at_start(uintptr_t start)
+{
+	for (size_t i = 0; i < nregions; i++)
+		if (regions[i].start == start)
+			return &regions[i];
+	return NULL;
+}
+
+/* Parse and do one request line; answer it. */
+static void answer(char *line)
+{
+	char *seq = strtok(line, " \t\r\n"), *word = strtok(NULL, " \t\r\n");
+	char *arg = strtok(NULL, " \t\r\n"), *end = NULL;
+	struct result res = { .status = ST_OK, .op = word };
+	struct op_region *reg = latest;
+	const struct op *op;
+
+	if (!seq || !seq_ok(seq) || !word) {
+		res.op = NULL;
+		fail(&res, ST_FAILED, 0, "bad request: want 'SEQ prepare OP' or 'SEQ OP [START]'"
+		     " with SEQ of 1-%d letters, digits, '.', '_', '-'", SEQ_MAX);
+		render(seq && seq_ok(seq) ? seq : NULL, &res);
+		return;
+	}
+	if (!strcmp(word, "prepare")) {
+		res.for_op = arg;
+		if (!arg || !(op = op_named(arg)))
+			fail(&res, ST_FAILED, 0, "prepare what? unknown operation '%s'",
+			     arg ? arg : "");
+		else
+			prepare(op, &res);
+		render(seq, &res);
+		return;
+	}
+	if (arg)
+		reg = region_at_start(strtoull(arg, &end, 16));
+	if (!(op = op_named(word))) {
+		fail(&res, ST_FAILED, 0, "unknown operation '%s'; known: prepare, guard-install,"
+		     " guard-remove, mprotect, pageout, thp-split, collapse", word);
+	} else if (arg && (*end || !reg)) {
+		fail(&res, ST_FAILED, 0, "no prepared region starts at '%s'", arg);
+	} else if (!reg) {
+		fail(&res, ST_FAILED, 0, "no region prepared yet: 'SEQ prepare %s' first", word);
+	} else if (!op->fits(reg->shape)) {
+		res.region = reg;
+		fail(&res, ST_FAILED, 0, "the region at %#lx is a %s region; %s needs a %s"
+		     " region ('prepare %s')", (unsigned long)reg->start, shape_name(reg->shape),
+		     word, shape_name(op->shape), word);
+	} else {
+		res.region = reg;
+		op->run(reg, &res);
+	}
+	render(seq, &res);
+}
+
+void serve_ops(void)
+{
+	struct termios t;
+	char line[256];
+
+	/* In the VM stdin is the serial console: no echo of requests into the log. */
+	if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t) == 0) {
+		t.c_lflag &= ~(tcflag_t)(ECHO | ECHONL);
+		tcsetattr(STDIN_FILENO, TCSANOW, &t);
+	}
+	while (fgets(line, sizeof(line), stdin))
+		answer(line);
+}
