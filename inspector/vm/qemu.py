@@ -126,9 +126,13 @@ def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
     return kimg, image, vmlinux, initrd
 
 
-def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, port: int,
-                 la57: bool = False, accel: str = "tcg", extra: Sequence[str] = ()) -> list[str]:
-    """The QEMU command line of a harness boot (1 GiB; serial to a file; gdbstub; QMP)."""
+def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, console: str,
+                 port: int, la57: bool = False, accel: str = "tcg", extra: Sequence[str] = ()) -> list[str]:
+    """The QEMU command line of a harness boot (1 GiB; gdbstub; QMP).
+
+    The serial console is a unix socket server (CONSOLE) that also logs everything the guest
+    writes to SERIAL, connected or not: a client writes operation requests into it (ops.py).
+    """
     from .initramfs import QEMU_DEVICES  # the workload helper's devices (none while swap is zram)
 
     machine = MACHINES[arch]
@@ -136,7 +140,9 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
     if la57:
         args[1] += ",+la57"
     cmd = [QEMU[arch], *args, "-accel", accel, "-m", "1G", "-smp", "1", "-nodefaults", "-display", "none",
-           "-no-reboot", "-serial", f"file:{serial}", "-gdb", f"tcp:127.0.0.1:{port}",
+           "-no-reboot",
+           "-chardev", f"socket,id=console,path={console},server=on,wait=off,logfile={serial},logappend=off",
+           "-serial", "chardev:console", "-gdb", f"tcp:127.0.0.1:{port}",
            "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", f"console={machine.console} nokaslr {append}".strip()]
     if supports_device(arch, "vmcoreinfo"):
@@ -144,21 +150,22 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
     return cmd + list(QEMU_DEVICES) + list(extra)
 
 
-def _qmp_path(run_dir: Path) -> tuple[str, Path | None]:
-    """(QMP socket path, extra directory to remove) — a short /tmp path if RUN_DIR's is too long."""
-    path = run_dir / "qmp.sock"
-    if len(str(path)) <= MAX_UNIX_PATH:
-        return str(path), None
+def _socket_dir(run_dir: Path) -> tuple[Path, Path | None]:
+    """(directory of the QMP and console sockets, extra directory to remove) — a short /tmp
+    directory if RUN_DIR's socket paths would be too long."""
+    if len(str(run_dir / "console.sock")) <= MAX_UNIX_PATH:
+        return run_dir, None
     short = Path(tempfile.mkdtemp(prefix="ptinspect-"))
-    return str(short / "qmp.sock"), short
+    return short, short
 
 
-def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, detach: bool,
+def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, console: str, detach: bool,
            name: str) -> tuple[subprocess.Popen, int]:
     """Start QEMU on a free gdb port (retrying when the port was taken meanwhile); wait until QMP answers."""
     for _ in range(PORT_ATTEMPTS):
         port = _free_port()
         Path(qmp).unlink(missing_ok=True)
+        Path(console).unlink(missing_ok=True)
         with open(run_dir / "qemu.log", "wb") as log:
             proc = subprocess.Popen(cmd_for_port(port), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, preexec_fn=None if detach else _die_with_parent)
@@ -298,18 +305,19 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
     run_dir = subdir("vms", name)
     shutil.rmtree(run_dir)  # the previous boot of this name
     run_dir.mkdir()
-    qmp, short_dir = _qmp_path(run_dir)
+    sockets, short_dir = _socket_dir(run_dir)
+    qmp, console = str(sockets / "qmp.sock"), str(sockets / "console.sock")
     vm = VM(name=name, arch=arch, kernel_release=kimg.release if kimg and image is None else "?", qemu_pid=0,
             gdb="", qmp=qmp, vmlinux=str(vmlinux) if vmlinux else None, workload_pid=None,
             manifest=str(run_dir / "manifest.json"), serial_log=str(run_dir / "serial.log"),
-            run_dir=str(run_dir), accel=accel, started=time.time())
+            run_dir=str(run_dir), accel=accel, started=time.time(), console=console)
     try:
         with _sigterm_as_interrupt():
             progress(f"{name}: booting {kernel} ({arch}, {accel}, timeout {timeout:.0f} s)")
             start = time.monotonic()
             vm.process, port = _start(
-                lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, port,
-                                          la57, accel, qemu_args), run_dir, qmp, detach, name)
+                lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, console,
+                                          port, la57, accel, qemu_args), run_dir, qmp, console, detach, name)
             vm.qemu_pid, vm.gdb = vm.process.pid, f"127.0.0.1:{port}"
             vm.save()  # from here `vm list` / `vm stop` see it, even if this process dies
             manifest = _wait_manifest(vm.process, Path(vm.serial_log), timeout, name, run_dir)

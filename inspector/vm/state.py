@@ -16,7 +16,7 @@ from .cache import subdir
 from .qmp import Qmp, QmpError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-FACT_KEYS = ("name", "qemu_pid", "gdb", "qmp", "vmlinux", "workload_pid", "manifest", "serial_log",
+FACT_KEYS = ("name", "qemu_pid", "gdb", "qmp", "console", "vmlinux", "workload_pid", "manifest", "serial_log",
              "arch", "kernel_release")
 
 
@@ -37,6 +37,7 @@ class VM:
     run_dir: str
     accel: str
     started: float
+    console: str | None = None  # the serial console's unix socket (operation requests; ops.py)
     process: subprocess.Popen | None = None  # set in the process that booted it
 
     def facts(self) -> dict:
@@ -76,10 +77,12 @@ def state_file(name: str) -> Path:
 
 
 def remove_state(vm: VM) -> None:
-    """Remove the state file and the QMP socket (and its short-path directory, if it had one)."""
+    """Remove the state file and the QMP and console sockets (and their short-path directory, if any)."""
     state_file(vm.name).unlink(missing_ok=True)
     qmp = Path(vm.qmp)
-    qmp.unlink(missing_ok=True)
+    for sock in (qmp, Path(vm.console) if vm.console else None):
+        if sock is not None:
+            sock.unlink(missing_ok=True)
     if qmp.parent != Path(vm.run_dir):
         with contextlib.suppress(OSError):
             qmp.parent.rmdir()
