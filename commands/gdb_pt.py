@@ -55,6 +55,9 @@ pt decode --arch arm64 --kernel 7.2 VALUE"""
         super().__init__("pt", gdb.COMMAND_DATA, prefix=True)
 
 
+EXIT_TIMEOUT = 120  # seconds a child may take to finish its output after its last read (a large table)
+
+
 class PtCommand(gdb.Command):
     def __init__(self, name: str, doc: str) -> None:
         self.name = name
@@ -75,6 +78,7 @@ class PtCommand(gdb.Command):
         parent_r, child_w = os.pipe()
         env = dict(os.environ, **({ENV: f"{child_r},{child_w}"} if target else {}))
         gdb.flush()
+        proc = None
         try:
             proc = subprocess.Popen([python(), "-m", "commands.cli", self.name, *args], cwd=ROOT, env=env,
                                     pass_fds=(child_r, child_w))
@@ -83,10 +87,17 @@ class PtCommand(gdb.Command):
             with os.fdopen(parent_r, "rb") as requests, os.fdopen(parent_w, "wb") as replies:
                 if target is not None:
                     serve(requests, replies, target, (GdbstubError, gdb.error, gdb.MemoryError))
+            try:  # the child closed its end of the pipe: it is finishing its output
+                proc.wait(timeout=EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise gdb.GdbError(f"pt {self.name}: no exit {EXIT_TIMEOUT} s after its last read; stopped it") from None
             gdb.flush()
-            if proc.wait() != 0 and not (proc.returncode == 1 and self.name in FOUND):
+            if proc.returncode != 0 and not (proc.returncode == 1 and self.name in FOUND):
                 raise gdb.GdbError(f"pt {self.name} failed (exit {proc.returncode})")
-        finally:
+        finally:  # Ctrl-C, an error or a timeout: the child must not outlive the command
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
             if target is not None:
                 target.close()
 
