@@ -12,6 +12,8 @@ an `unknown` entry naming the problem and is not followed.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
@@ -303,7 +305,10 @@ class Walker:
                     if run:
                         yield self._run(table, depth, base, run_template, run, values)
                     run, run_template = [], dec
-                run.append(index)
+                if type(index) is list:
+                    run.extend(index)
+                else:
+                    run.append(index)
                 continue
             if run:
                 yield self._run(table, depth, base, run_template, run, values)
@@ -327,29 +332,41 @@ class Walker:
         if run:
             yield self._run(table, depth, base, run_template, run, values)
 
-    def _scan_runs(self, values: tuple[int, ...], depth: int, base: int, shift: int
-                   ) -> list[tuple[int, int, Decoded | _Template]]:
-        """The found list of a table wholly inside the walked range, plain leaves that share a
-        template marked by it (the walk loop, lean: this is where a large dump spends its time)."""
+    def _scan_runs(self, values: tuple[int, ...], depth: int, base: int, shift: int) -> list[tuple]:
+        """The found list of a table wholly inside the walked range, where plain leaves that
+        share a template come as (slots, None, template): neighbours whose values agree outside
+        the depth's frame bits are one group, decided once (this is where a large dump spends
+        its time: per-entry work here is per-entry work for every table)."""
         assert self._frames is not None
         frames, decode, none = self._frames, self._decode, Kind.NONE
         templates = frames._templates[depth]
-        mask = frames._key_mask.get(depth)
-        found: list[tuple[int, int, Decoded | _Template]] = []
-        append = found.append
-        for index, raw in enumerate(values):
-            if not raw:
+        found: list[tuple] = []
+        nz = [i for i, raw in enumerate(values) if raw]
+        pos, mask = 0, frames._key_mask.get(depth)
+        while mask is None and pos < len(nz):  # no template at this depth yet: decode until one is made
+            i = nz[pos]
+            dec = decode(values[i], depth)
+            if dec.kind is not none:
+                found.append((i, base | (i << shift), dec))
+            pos += 1
+            mask = frames._key_mask.get(depth)
+        if mask is None:
+            return found
+        pairs = [(i, values[i] & mask) for i in nz[pos:]]
+        for key, group in itertools.groupby(pairs, key=operator.itemgetter(1)):
+            t = templates.get(key)
+            if t is not None and t.plain and t.fixed_bits == mask:  # key equality is membership
+                found.append(([i for i, _ in group], None, t))
                 continue
-            if mask is not None:
+            for i, _ in group:
+                raw = values[i]
                 t = templates.get(raw & mask)
                 if t is not None and t.plain and not (raw ^ t.raw) & t.fixed_bits:
-                    append((index, 0, t))
+                    found.append(([i], None, t))
                     continue
-            dec = decode(raw, depth)
-            if dec.kind is not none:
-                append((index, base | (index << shift), dec))
-            if mask is None:
-                mask = frames._key_mask.get(depth)
+                dec = decode(raw, depth)
+                if dec.kind is not none:
+                    found.append((i, base | (i << shift), dec))
         return found
 
     def _run(self, table: int, depth: int, base: int, t: _Template | None, slots: list[int],
