@@ -108,8 +108,9 @@ class DumpTable:
         fmt = (f"%#0{w['va']}x  {size_text(run.span):<{w['size']}}  {run.level:<{w['level']}}  %#-{w['pfn']}x  "
                f"%#018x  %-{w['table[index]']}s  " + self._tail(first).replace("%", "%%"))
         table, base, span = f"{run.table:#x}[", run.va_base, run.span
-        return [fmt % (base | slot * span, pfn, raw, table + SLOT_TEXT[slot])
-                for slot, raw, pfn in zip(run.slots, run.raws, run.pfns())]
+        vas = [base | slot * span for slot in run.slots]
+        places = [table + SLOT_TEXT[slot] for slot in run.slots]
+        return list(map(fmt.__mod__, zip(vas, run.pfns(), run.raws, places)))
 
     def write(self, out: TextIO, items: Iterable[Row | RunRows | Range]) -> int:
         """Stream the header and every item; returns the number of lines (entries or ranges)."""

@@ -5,7 +5,9 @@ integers.  Fields are extended, never renamed.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from typing import Any, Iterable, Mapping, TextIO
 
 from archs.common import Decoded, Kind
@@ -98,12 +100,10 @@ def item_record(item: Row | Range) -> dict[str, Any]:
     return rec
 
 
-# Stand-ins for the values that differ between the members of a run (see run_records).
-_HOLES = {"va": "%(va)#x", "index": "%(index)d", "raw": "%(raw)#x", "pfn": "%(pfn)#x"}
-
-
-def _hole(name: str) -> str:
-    return f"\0{name}\0"
+# Stand-ins for the values that differ between the members of a run (see run_records),
+# and how each is spelled in JSON (hx() for addresses and values, a bare int for the index).
+_HOLES = {"va": '"%#x"', "index": "%d", "raw": '"%#x"', "pfn": '"%#x"'}
+_HOLE = re.compile(r'"\\u0000(va|index|raw|pfn)\\u0000"')
 
 
 def run_records(rows_: RunRows) -> list[str]:
@@ -112,15 +112,17 @@ def run_records(rows_: RunRows) -> list[str]:
     fields spelling the pfn) filled into a format made once per run."""
     run = rows_.run
     rec = item_record(Row(next(run.entries()), rows_.vma))
-    rec["va"], rec["index"], rec["raw"], rec["pfn"] = (_hole(n) for n in ("va", "index", "raw", "pfn"))
+    rec["va"], rec["index"], rec["raw"], rec["pfn"] = (f"\0{n}\0" for n in ("va", "index", "raw", "pfn"))
     for i in run.pfn_fields:
-        rec["fields"][run.template.fields[i][0]] = _hole("pfn")
-    text = json.dumps(rec).replace("%", "%%")
-    for name, spec in _HOLES.items():
-        text = text.replace(json.dumps(_hole(name)), spec if name == "index" else f'"{spec}"')
+        rec["fields"][run.template.fields[i][0]] = "\0pfn\0"
+    pieces = _HOLE.split(json.dumps(rec))  # text, hole name, text, hole name, ..., text
+    names = pieces[1::2]
+    fmt = "".join(p.replace("%", "%%") + (_HOLES[n] if n else "")
+                  for p, n in itertools.zip_longest(pieces[::2], names))
     base, span = run.va_base, run.span
-    return [text % {"va": base | slot * span, "index": slot, "raw": raw, "pfn": pfn}
-            for slot, raw, pfn in zip(run.slots, run.raws, run.pfns())]
+    columns = {"va": [base | slot * span for slot in run.slots], "index": run.slots, "raw": run.raws,
+               "pfn": run.pfns()}
+    return list(map(fmt.__mod__, zip(*(columns[n] for n in names))))
 
 
 def target_record(session: Session, root: Root, selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
