@@ -60,6 +60,19 @@ def kind_label(rec: Record) -> str:
     return " ".join([rec["kind"], ",".join(markers)]) if markers else rec["kind"]
 
 
+def entry_label(rec: Record) -> str:
+    """What an added or removed entry is: its kind label and, for a present entry, its permissions
+    and block scheme ("present rw- user contpte"), so that only alike entries merge into a range."""
+    label = kind_label(rec)
+    access = rec.get("access")
+    if rec["kind"] == "present" and access is not None:
+        perms = "".join(c if access[key] else "-" for c, key in (("r", "read"), ("w", "write"), ("x", "exec")))
+        label += f" {perms} {'user' if access['user'] else 'kernel'}"
+    if rec.get("cont"):
+        label += f" {rec['cont']['scheme']}"
+    return label
+
+
 def _bit_changes(before: list[str], after: list[str], moves: Iterable[tuple[str, str]]) -> list[Change]:
     """Set bits that cleared or appeared, by name; a cleared/set pair the arch names as one
     move (x86 _PAGE_DIRTY → _PAGE_SAVED_DIRTY) is one change."""
@@ -156,9 +169,9 @@ class Differ:
         for key in sorted(set(ia) | set(ib)):
             ra, rb = ia.get(key), ib.get(key)
             if rb is None:
-                yield "removed", key[0], ra, None, [Change("kind", kind_label(ra), None, kind_label(ra))]
+                yield "removed", key[0], ra, None, [Change("kind", entry_label(ra), None, entry_label(ra))]
             elif ra is None:
-                yield "added", key[0], None, rb, [Change("kind", None, kind_label(rb), kind_label(rb))]
+                yield "added", key[0], None, rb, [Change("kind", None, entry_label(rb), entry_label(rb))]
             else:
                 changes = self.changes(ra, rb)
                 if changes:

@@ -73,10 +73,33 @@ def test_thp_collapse_and_split() -> None:
     huge = x86([MapLeaf(BASE + 0x200000, "pmd", 0x40000, Prot(dirty=True))])
     collapse = summary(diff(ptes, huge))
     assert collapse == [("changed", "pmd", BASE + 0x200000, BASE + 0x400000, 1, "PTE table → PMD leaf"),
-                        ("removed", "pte", BASE + 0x200000, BASE + 0x400000, 512, "present")]
+                        ("removed", "pte", BASE + 0x200000, BASE + 0x400000, 512, "present rw- user")]
     split = summary(diff(huge, ptes))
     assert split == [("changed", "pmd", BASE + 0x200000, BASE + 0x400000, 1, "PMD leaf → PTE table"),
-                     ("added", "pte", BASE + 0x200000, BASE + 0x400000, 512, "present")]
+                     ("added", "pte", BASE + 0x200000, BASE + 0x400000, 512, "present rw- user")]
+
+
+def test_added_entries_merge_only_when_alike() -> None:
+    # A THP split by mprotect(PROT_READ) of its first page, as the test VM's workload does: one read-only
+    # PTE, then 511 writable ones. One merged range would show the read-only entry's raw value for all 512.
+    huge = x86([MapLeaf(BASE + 0x200000, "pmd", 0x40000, Prot(dirty=True))])
+    split = x86([MapLeaf(BASE + 0x200000, "pte", 0x40000, Prot(write=False, dirty=True)),
+                 *pages(511, Prot(dirty=True), start=BASE + 0x201000, pfn=0x40001)])
+    assert summary(diff(huge, split))[1:] == [
+        ("added", "pte", BASE + 0x200000, BASE + 0x201000, 1, "present r-- user"),
+        ("added", "pte", BASE + 0x201000, BASE + 0x400000, 511, "present rw- user")]
+    assert summary(diff(split, huge))[1:] == [
+        ("removed", "pte", BASE + 0x200000, BASE + 0x201000, 1, "present r-- user"),
+        ("removed", "pte", BASE + 0x201000, BASE + 0x400000, 511, "present rw- user")]
+    # arm64 after such a split: the first 16 entries plain (their block unfolded), then contpte blocks
+    vmas = [Vma(BASE, BASE + 0x200000, VM_R | VM_W, "[anon]")]
+    empty = model_snapshot("arm64", "4k-48", [MapLeaf(BASE + 0x100000, "pte", 0x5000, Prot())], vmas)
+    mixed = model_snapshot("arm64", "4k-48", [MapLeaf(BASE + 0x100000, "pte", 0x5000, Prot()),
+                                              *pages(16, Prot(), pfn=0x10000),
+                                              MapBlock(BASE + 0x10000, "pte", 0x10010, Prot())], vmas)
+    assert summary(diff(empty, mixed)) == [
+        ("added", "pte", BASE, BASE + 0x10000, 16, "present rw- user"),
+        ("added", "pte", BASE + 0x10000, BASE + 0x20000, 16, "present rw- user contpte")]
 
 
 def test_contpte_block_split() -> None:
