@@ -10,6 +10,7 @@ RawKernel describes one stopped kernel.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -53,16 +54,24 @@ class Task:
 class _Fields:
     """A few members of one structure, read together as one span."""
 
-    def __init__(self, what: str, spots: dict[str, tuple[int, int]], raw: tuple[str, ...] = ()) -> None:
+    def __init__(self, what: str, spots: dict[str, tuple[int, int]], whole: int | None = None) -> None:
+        """`whole`: read the whole structure of that size, not just the members' span."""
         self.what = what
-        self.lo = min(off for off, _ in spots.values())
-        self.size = max(off + size for off, size in spots.values()) - self.lo
-        self.at = [(name, off - self.lo, size, name in raw) for name, (off, size) in spots.items()]
+        self.lo = 0 if whole else min(off for off, _ in spots.values())
+        self.size = whole or max(off + size for off, size in spots.values()) - self.lo
+        self.at = {name: (off - self.lo, size) for name, (off, size) in spots.items()}
 
-    def read(self, kernel: RawKernel, address: int) -> dict[str, int | bytes]:
+    def read(self, kernel: RawKernel, address: int) -> dict[str, int]:
+        return self.read_span(kernel, address)[0]
+
+    def read_span(self, kernel: RawKernel, address: int) -> tuple[dict[str, int], bytes]:
+        """The members as integers, and the span's bytes."""
         blob = kernel.read(address + self.lo, self.size, f"{self.what} at {address:#x}")
-        return {name: blob[off:off + size] if raw else int.from_bytes(blob[off:off + size], "little")
-                for name, off, size, raw in self.at}
+        return {name: int.from_bytes(blob[off:off + size], "little") for name, (off, size) in self.at.items()}, blob
+
+    def raw(self, blob: bytes, name: str) -> bytes:
+        off, size = self.at[name]
+        return blob[off:off + size]
 
 
 class RawKernel:
@@ -80,7 +89,7 @@ class RawKernel:
         tasks, thread = m["task_struct.tasks"][0], m["task_struct.thread_node"][0]
         self._task = _Fields("task_struct", {
             "tasks_next": (tasks + nxt, ptr), "thread_next": (thread + nxt, ptr), "thread_prev": (thread + prv, ptr),
-            **{n: m[f"task_struct.{n}"] for n in ("pid", "comm", "mm", "signal")}}, raw=("comm",))
+            **{n: m[f"task_struct.{n}"] for n in ("pid", "comm", "mm", "signal")}})
         mt = m["mm_struct.mm_mt"][0]
         self._mm = _Fields("mm_struct", {
             "ma_root": (mt + m["maple_tree.ma_root"][0], m["maple_tree.ma_root"][1]),
@@ -93,8 +102,7 @@ class RawKernel:
         self._dentry = _Fields("dentry", {
             "d_parent": m["dentry.d_parent"], "d_op": m["dentry.d_op"], "d_inode": m["dentry.d_inode"],
             "len": (dname + m["qstr.len"][0], m["qstr.len"][1]),
-            "name": (dname + m["qstr.name"][0], m["qstr.name"][1]), "whole": (0, layout.sizes["dentry"])},
-            raw=("whole",))
+            "name": (dname + m["qstr.name"][0], m["qstr.name"][1])}, whole=layout.sizes["dentry"])
         vfs = m["mount.mnt"][0]
         self._mount = _Fields("mount", {
             "mnt_parent": m["mount.mnt_parent"], "mnt_mountpoint": m["mount.mnt_mountpoint"],
@@ -102,14 +110,25 @@ class RawKernel:
         fpath = m["file.f_path"][0]
         self._file = _Fields("file", {"mnt": (fpath + m["path.mnt"][0], m["path.mnt"][1]),
                                       "dentry": (fpath + m["path.dentry"][0], m["path.dentry"][1])})
-        self._maple_types = layout.enums["maple_type"]
+        # Per maple_type: (pivot offset, pivots, slot offset, slots, metadata end offset) in a maple_node.
+        types = layout.enums["maple_type"]
+        self._maple_leaf, self._maple_arange = types["maple_leaf_64"], types["maple_arange_64"]
+        self._maple_shapes: dict[int, tuple[int, int, int, int, int]] = {}
+        for kind, name, union in (("maple_leaf_64", "maple_range_64", "mr64"),
+                                  ("maple_range_64", "maple_range_64", "mr64"),
+                                  ("maple_arange_64", "maple_arange_64", "ma64")):
+            base = m[f"maple_node.{union}"][0]
+            self._maple_shapes[types[kind]] = (
+                base + m[f"{name}.pivot"][0], layout.lengths[f"{name}.pivot"],
+                base + m[f"{name}.slot"][0], layout.lengths[f"{name}.slot"],
+                base + m[f"{name}.meta"][0] + m["maple_metadata.end"][0])
         self._node_size = layout.sizes["maple_node"]
         self._tasks: list[Task] | None = None
-        self._mm_cache: dict[int, dict[str, int | bytes]] = {}
+        self._mm_cache: dict[int, dict[str, int]] = {}
         self._files: dict[int, str] = {}
         self._dname_ops: dict[int, bool] = {}
-        self._dentries: dict[int, dict[str, int | bytes]] = {}
-        self._mounts: dict[int, dict[str, int | bytes]] = {}
+        self._dentries: dict[int, tuple[dict[str, int], bytes]] = {}
+        self._mounts: dict[int, dict[str, int]] = {}
         self._special: dict[int, bool] = {}
         self._strings: dict[int, bytes] = {}
 
@@ -205,7 +224,8 @@ class RawKernel:
             raise KernelError(f"nr_swapfiles is {n}, more than swap_info[] holds ({bound})")
         out = {"nr_swapfiles": Fact(n, f"{SOURCE}: nr_swapfiles")}
         pointers = self.read(self.symbol("swap_info"), 8 * n, "swap_info[]") if n else b""
-        fields = _Fields("swap_info_struct", {k: self.layout.members[f"swap_info_struct.{k}"] for k in ("flags", "max")})
+        fields = _Fields("swap_info_struct", {k: self.layout.members[f"swap_info_struct.{k}"]
+                                              for k in ("flags", "max")})
         swp_used = self.layout.constants["SWP_USED"]
         for i in range(n):
             si = int.from_bytes(pointers[8 * i:8 * i + 8], "little")
@@ -220,7 +240,8 @@ class RawKernel:
         """Physical memory from memblock.memory (the kernel's own map of RAM)."""
         m = self.layout.members
         memory = self.symbol("memblock") + m["memblock.memory"][0]
-        t = _Fields("memblock.memory", {k: m[f"memblock_type.{k}"] for k in ("cnt", "max", "regions")}).read(self, memory)
+        t = _Fields("memblock.memory", {k: m[f"memblock_type.{k}"] for k in ("cnt", "max", "regions")}
+                    ).read(self, memory)
         cnt, regions = t["cnt"], t["regions"]
         if cnt > t["max"] or cnt > MAX_MEMBLOCK_REGIONS:
             raise KernelError(f"memblock.memory has cnt {cnt} but room for {t['max']}")
@@ -253,19 +274,19 @@ class RawKernel:
                     raise KernelError(f"init_task.tasks does not return to its head (at {node:#x}, "
                                       f"after {len(seen)} entries)")
                 seen.add(node)
-                leader = self._task.read(self, node - tasks_off)
+                leader = self._task.read_span(self, node - tasks_off)
                 out.extend(self._threads(node - tasks_off, leader))
-                node = int(leader["tasks_next"])
+                node = leader[0]["tasks_next"]
             self._tasks = out
         return self._tasks
 
-    def _threads(self, leader: int, fields: dict[str, int | bytes]) -> Iterator[Task]:
+    def _threads(self, leader: int, read: tuple[dict[str, int], bytes]) -> Iterator[Task]:
         """The threads of a process, the leader's own fields already read."""
         node_off = self._member("task_struct.thread_node")
-        signal = int(fields["signal"])
-        if not signal:
+        fields = read[0]
+        if not fields["signal"]:
             raise KernelError(f"task {fields['pid']} at {leader:#x} has no signal_struct")
-        head = signal + self._member("signal_struct.thread_head")
+        head = fields["signal"] + self._member("signal_struct.thread_head")
         what = f"thread list of pid {fields['pid']}"
         # The leader is normally first: its prev is the head, so head->next need not be read.
         node = leader + node_off if fields["thread_prev"] == head else self._list_next(head, what)
@@ -275,11 +296,10 @@ class RawKernel:
                 raise KernelError(f"{what} does not return to its head (at {node:#x})")
             seen.add(node)
             address = node - node_off
-            t = fields if address == leader else self._task.read(self, address)
-            comm = t["comm"]
-            assert isinstance(comm, bytes)
-            yield Task(int(t["pid"]), comm.split(b"\0", 1)[0].decode(errors="replace"), address, int(t["mm"]))
-            node = int(t["thread_next"])
+            t, blob = read if address == leader else self._task.read_span(self, address)
+            comm = self._task.raw(blob, "comm").split(b"\0", 1)[0].decode(errors="replace")
+            yield Task(t["pid"], comm, address, t["mm"])
+            node = t["thread_next"]
 
     def find_task(self, pid: int | None = None, comm: str | None = None) -> Task:
         """The task with a pid (any thread), or the one user task named `comm`."""
@@ -311,7 +331,7 @@ class RawKernel:
 
     # -- VMAs -----------------------------------------------------------------------------------
 
-    def _mm_fields(self, mm: int) -> dict[str, int | bytes]:
+    def _mm_fields(self, mm: int) -> dict[str, int]:
         if mm not in self._mm_cache:
             self._mm_cache[mm] = self._mm.read(self, mm)
         return self._mm_cache[mm]
@@ -319,17 +339,17 @@ class RawKernel:
     def vmas(self, mm: int) -> Iterator[Vma]:
         """The mm's VMAs in address order, from its maple tree mm->mm_mt, named as drgn's vma_name
         names them ("[anon]" where it gives no name)."""
-        root = int(self._mm_fields(mm)["ma_root"])
+        root = self._mm_fields(mm)["ma_root"]
         for first, last, entry in self._maple_entries(root, f"mm_mt of mm {mm:#x}"):
             if entry & 7:
                 raise KernelError(f"mm_mt of mm {mm:#x}: slot for {first:#x}-{last:#x} holds {entry:#x}, "
                                   "not a vm_area_struct pointer")
             v = self._vma.read(self, entry)
-            start, end = int(v["vm_start"]), int(v["vm_end"])
+            start, end = v["vm_start"], v["vm_end"]
             if (start, end - 1) != (first, last):
                 raise KernelError(f"mm_mt of mm {mm:#x}: the vm_area_struct at {entry:#x} covers "
                                   f"{start:#x}-{end:#x} but the tree says {first:#x}-{last + 1:#x}")
-            yield Vma(start, end, int(v["vm_flags"]), self._vma_name(entry, v) or "[anon]")
+            yield Vma(start, end, v["vm_flags"], self._vma_name(entry, v) or "[anon]")
 
     def _maple_entries(self, root: int, what: str) -> Iterator[tuple[int, int, int]]:
         """(first, last, entry) of every non-NULL, non-internal leaf slot of a maple tree whose
@@ -339,18 +359,9 @@ class RawKernel:
             return
         if root & 3 != XA_INTERNAL or root <= 4096:
             raise KernelError(f"{what}: ma_root {root:#x} is not a maple node")
-        types = self._maple_types
-        leaf, range64, arange64 = types["maple_leaf_64"], types["maple_range_64"], types["maple_arange_64"]
-        m = self.layout.members
-        shapes = {}
-        for kind, struct, union in ((leaf, "maple_range_64", "mr64"), (range64, "maple_range_64", "mr64"),
-                                    (arange64, "maple_arange_64", "ma64")):
-            base = m[f"maple_node.{union}"][0]
-            npivots = self.layout.lengths[f"{struct}.pivot"]
-            nslots = self.layout.lengths[f"{struct}.slot"]
-            shapes[kind] = (base + m[f"{struct}.pivot"][0], npivots, base + m[f"{struct}.slot"][0], nslots,
-                            base + m[f"{struct}.meta"][0] + m["maple_metadata.end"][0])
-        parent_off = m["maple_node.parent"][0]
+        shapes = self._maple_shapes
+        leaf, arange64 = self._maple_leaf, self._maple_arange
+        parent_off = self._member("maple_node.parent")
         seen: set[int] = set()
         stack = [(root, 0, ULONG_MAX, 0)]  # (encoded node, min, max, depth)
         while stack:
@@ -369,8 +380,8 @@ class RawKernel:
             if int.from_bytes(data[parent_off:parent_off + 8], "little") & ~MAPLE_NODE_MASK == node:
                 raise KernelError(f"{where} is dead (its parent is itself): freed while in the tree")
             pivot_off, npivots, slot_off, nslots, end_off = shapes[kind]
-            pivots = [int.from_bytes(data[pivot_off + 8 * i:pivot_off + 8 * i + 8], "little") for i in range(npivots)]
-            slots = [int.from_bytes(data[slot_off + 8 * i:slot_off + 8 * i + 8], "little") for i in range(nslots)]
+            pivots = struct.unpack_from(f"<{npivots}Q", data, pivot_off)
+            slots = struct.unpack_from(f"<{nslots}Q", data, slot_off)
             end = self._data_end(kind == arange64, pivots, data[end_off], hi)
             if end >= nslots:
                 raise KernelError(f"{where}: data end {end} is past its {nslots} slots")
@@ -393,7 +404,7 @@ class RawKernel:
                     stack.append((child, first, last, depth + 1))
 
     @staticmethod
-    def _data_end(arange: bool, pivots: list[int], meta_end: int, hi: int) -> int:
+    def _data_end(arange: bool, pivots: tuple[int, ...], meta_end: int, hi: int) -> int:
         """The offset of the last slot with data (lib/maple_tree.c ma_data_end)."""
         if arange:
             return meta_end
@@ -404,27 +415,27 @@ class RawKernel:
             return last
         return len(pivots)
 
-    def _vma_name(self, vma: int, v: dict[str, int | bytes]) -> str:
+    def _vma_name(self, vma: int, v: dict[str, int]) -> str:
         """The name drgn's vma_name gives (drgn/helpers/linux/mm.py; fs/proc/task_mmu.c get_vma_name)."""
-        mm, vm_file = int(v["vm_mm"]), int(v["vm_file"])
+        mm, vm_file = v["vm_mm"], v["vm_file"]
         layout = self.layout
-        anon_name = int(v.get("anon_name", 0))
+        anon_name = v.get("anon_name", 0)
         if vm_file:
             # 5.17-6.1: anon_name shares a union with vma->shared and means something only without a file.
             if mm and anon_name and layout.members["vm_area_struct.anon_name"][0] != \
                     layout.members["vm_area_struct.shared"][0]:
                 return f"[anon_shmem:{self._anon_name(anon_name)}]"
             return self._d_path(vm_file)
-        vm_ops = int(v["vm_ops"])
+        vm_ops = v["vm_ops"]
         if vm_ops and self._is_special_mapping(vm_ops):
-            pointer = self._ptr(int(v["vm_private_data"]) + self._member("vm_special_mapping.name"),
+            pointer = self._ptr(v["vm_private_data"] + self._member("vm_special_mapping.name"),
                                 f"vm_special_mapping.name of the vma at {vma:#x}")
             return self._string(pointer, f"special mapping name of the vma at {vma:#x}").decode(errors="replace")
         if not mm:
             return "[vdso]"
         f = self._mm_fields(mm)
-        start, end = int(v["vm_start"]), int(v["vm_end"])
-        start_brk, brk, start_stack = int(f["start_brk"]), int(f["brk"]), int(f["start_stack"])
+        start, end = v["vm_start"], v["vm_end"]
+        start_brk, brk, start_stack = f["start_brk"], f["brk"], f["start_stack"]
         if start_brk and brk and start <= brk and end >= start_brk:
             return "[heap]"
         if start_stack and start <= start_stack <= end:
@@ -448,12 +459,12 @@ class RawKernel:
                 self._special[vm_ops] = name_fn == self.symbol("special_mapping_name")
         return self._special[vm_ops]
 
-    def _dentry_at(self, dentry: int) -> dict[str, int | bytes]:
+    def _dentry_at(self, dentry: int) -> tuple[dict[str, int], bytes]:
         if dentry not in self._dentries:
-            self._dentries[dentry] = self._dentry.read(self, dentry)
+            self._dentries[dentry] = self._dentry.read_span(self, dentry)
         return self._dentries[dentry]
 
-    def _mount_at(self, mount: int) -> dict[str, int | bytes]:
+    def _mount_at(self, mount: int) -> dict[str, int]:
         if mount not in self._mounts:
             self._mounts[mount] = self._mount.read(self, mount)
         return self._mounts[mount]
@@ -464,27 +475,27 @@ class RawKernel:
         gives "/name (deleted)" there, simple_dname)."""
         if file not in self._files:
             f = self._file.read(self, file)
-            self._files[file] = self._path(int(f["mnt"]) - self._member("mount.mnt"), int(f["dentry"]), file)
+            self._files[file] = self._path(f["mnt"] - self._member("mount.mnt"), f["dentry"], file)
         return self._files[file]
 
     def _path(self, mount: int, dentry: int, file: int) -> str:
-        d = self._dentry_at(dentry)
-        if self._has_d_dname(int(d["d_op"])):
-            return f"[{self._fs_type(int(d['d_inode']))}]"
+        d = self._dentry_at(dentry)[0]
+        if self._has_d_dname(d["d_op"]):
+            return f"[{self._fs_type(d['d_inode'])}]"
         components: list[bytes] = []
         for _ in range(MAX_PATH_DEPTH):
             mnt = self._mount_at(mount)
             if dentry == mnt["mnt_root"]:
-                parent = int(mnt["mnt_parent"])
+                parent = mnt["mnt_parent"]
                 if parent == mount:
                     break
-                dentry, mount = int(mnt["mnt_mountpoint"]), parent
+                dentry, mount = mnt["mnt_mountpoint"], parent
                 continue
-            d = self._dentry_at(dentry)
+            d, blob = self._dentry_at(dentry)
             if d["d_parent"] == dentry:
                 break
-            components.append(self._dentry_name(dentry, d))
-            dentry = int(d["d_parent"])
+            components.append(self._dentry_name(dentry, d, blob))
+            dentry = d["d_parent"]
         else:
             raise KernelError(f"the path of file {file:#x} is deeper than {MAX_PATH_DEPTH}: a dentry or mount cycle")
         return (b"/" + b"/".join(reversed(components))).decode(errors="replace")
@@ -497,12 +508,11 @@ class RawKernel:
                                                    f"dentry_operations.d_dname at {d_op:#x}"))
         return self._dname_ops[d_op]
 
-    def _dentry_name(self, dentry: int, d: dict[str, int | bytes]) -> bytes:
-        length, name, whole = int(d["len"]), int(d["name"]), d["whole"]
-        assert isinstance(whole, bytes)
+    def _dentry_name(self, dentry: int, d: dict[str, int], whole: bytes) -> bytes:
+        length, name = d["len"], d["name"]
         if length > MAX_STRING:
             raise KernelError(f"dentry {dentry:#x} has a name of {length} bytes")
-        if dentry <= name and name + length <= dentry + len(whole):
+        if dentry <= name and name + length <= dentry + len(whole):  # a short name, inside the dentry
             return whole[name - dentry:name - dentry + length]
         return self.read(name, length, f"d_name of dentry {dentry:#x}")
 

@@ -56,7 +56,7 @@ def test_maple_tree_constants_match_maple_tree_h(extracted) -> None:
     assert layout.lengths["maple_arange_64.pivot"] == 9
     assert layout.sizes["maple_node"] == 256
     types = layout.enums["maple_type"]
-    assert (types["maple_dense"], types["maple_leaf_64"], types["maple_range_64"], types["maple_arange_64"]) == (0, 1, 2, 3)
+    assert [types[t] for t in ("maple_dense", "maple_leaf_64", "maple_range_64", "maple_arange_64")] == [0, 1, 2, 3]
     # struct maple_range_64: the metadata sits in the last slot's bytes (union with slot[]).
     slot_off, slot_size = layout.members["maple_range_64.slot"]
     assert layout.offset("maple_range_64.meta") == slot_off + slot_size - 8

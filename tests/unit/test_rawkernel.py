@@ -318,7 +318,8 @@ def test_vma_names(layout: KernelLayout) -> None:
     tmp = dentry(mem, b"tmp", root)
     rootfs = mount(mem, root, None, root)
     tmpfs_root = dentry(mem, b"/", None)
-    x = dentry(mem, b"a-name-longer-than-the-inline-store-of-a-dentry.dat", tmpfs_root)
+    long_name = b"a-name-longer-than-the-space-inside-a-dentry-" * 4 + b".dat"
+    x = dentry(mem, long_name, tmpfs_root)
     tmpfs = mount(mem, tmpfs_root, rootfs, tmp)
     # a pseudo file: d_op->d_dname set; d_inode->i_sb->s_type->name "hugetlbfs"
     ops = mem.struct("dentry_operations")
@@ -343,7 +344,7 @@ def test_vma_names(layout: KernelLayout) -> None:
 
     mm = mm_with_root(mem, 0, brk=(0x600000, 0x621000), start_stack=0x7FFFFFFDE000)
     entries = [
-        (0x400000, 0x401000, dict(file=file(mem, tmpfs, x)), "/tmp/a-name-longer-than-the-inline-store-of-a-dentry.dat"),
+        (0x400000, 0x401000, dict(file=file(mem, tmpfs, x)), "/tmp/" + long_name.decode()),
         (0x401000, 0x402000, dict(file=file(mem, rootfs, tmp)), "/tmp"),  # the mountpoint itself, below the mount
         (0x600000, 0x621000, {}, "[heap]"),
         (0x700000, 0x800000, dict(file=file(mem, tmpfs, pseudo)), "[hugetlbfs]"),
