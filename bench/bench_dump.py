@@ -102,7 +102,7 @@ class Probe:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        start, rows, walk_table = target_command.start, dump_command.rows, Walker._walk_table
+        start, rows, walk_table = target_command.start, dump_command.bulk_rows, Walker._walk_table
         probe = self
 
         def counting_start(target: object, *args: object, **kwargs: object) -> object:
@@ -122,12 +122,12 @@ class Probe:
                 probe.tables.add((table, self.table_bytes(depth)))
             return walk_table(self, table, depth, *args)  # type: ignore[arg-type]
 
-        target_command.start, dump_command.rows, Walker._walk_table = (  # type: ignore[assignment]
+        target_command.start, dump_command.bulk_rows, Walker._walk_table = (  # type: ignore[assignment]
             counting_start, recording_rows, recording_walk_table)
         try:
             yield
         finally:
-            target_command.start, dump_command.rows, Walker._walk_table = start, rows, walk_table
+            target_command.start, dump_command.bulk_rows, Walker._walk_table = start, rows, walk_table
 
     def _count(self, target: object) -> None:
         """Wrap the target's transport: RSP packets on a gdbstub, read calls on drgn targets."""

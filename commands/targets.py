@@ -88,7 +88,7 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
         raise click.ClickException(str(exc)) from None
     finally:
         if session is not None:
-            session.kernel = None  # drop drgn objects: QMP serves one client and drgn holds it
+            session.kernel = None
         try:
             target.close()
         except ERRORS as exc:

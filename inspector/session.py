@@ -1,5 +1,6 @@
 """One inspection session: a target, its architecture and paging modes, and
-(when a vmlinux is given) the kernel's own answers through drgn.
+(when a vmlinux is given) the kernel's own answers, read with the vmlinux's cached
+layout (inspector/layout.py, inspector/rawkernel.py).
 
 Paging modes and the kernel root come from the CPU's paging registers (gdbstub)
 or, for targets without registers (vmcores, /proc/kcore, QMP), from the kernel's
@@ -19,11 +20,17 @@ from archs.softleaf import family_of_release
 
 from . import vmlinux as vml
 from .facts import read_config_file
-from .kernel import Kernel, KernelError, Vma, open_program
+from .kernel import KernelError, Vma
+from .layout import LayoutError, layout_for
+from .rawkernel import RawKernel
 from .reader import PhysReader, ReadError, TableCache
 from .targets.drgn import DrgnTarget
 from .vmcoreinfo import VmcoreinfoError, check_vmlinux, parse
 from .walker import Walker
+
+
+MIN_PAGE_SHIFT = 12  # the smallest page of every mode: kernel VA translations are cached per 4 KiB
+MIN_PAGE_MASK = (1 << MIN_PAGE_SHIFT) - 1
 
 
 class Target(PhysReader, Protocol):
@@ -61,10 +68,11 @@ class Session:
     source: str
     vmcoreinfo: bytes | None = None  # the kernel's VMCOREINFO text, once known
     facts: KernelFacts = field(default_factory=KernelFacts)
-    kernel: Kernel | None = None
+    kernel: RawKernel | None = None
     kernel_root_pa: int | None = None  # the upper-half root once known (proven or from VMCOREINFO)
     tables: TableCache = field(init=False)
     _parsed: tuple[bytes, dict[str, str]] | None = field(default=None, init=False, repr=False)
+    _pages: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)  # (root, va page) -> pa
 
     def __post_init__(self) -> None:
         self.tables = TableCache(self.reader)
@@ -106,14 +114,19 @@ class Session:
             raise SessionError(str(exc)) from None
 
     def translate_kernel_va(self, va: int) -> int:
-        """Physical address of a kernel virtual address, through our own walk of the kernel root."""
-        mode = self.mode(True)
-        path = self.walker(mode).translate(self.register_root(True), va, upper=True)
-        leaf = path[-1]
-        pa = leaf.phys(va)
-        if pa is None:
-            raise SessionError(f"kernel address {va:#x} is not mapped ({leaf.hw.kind.value} at {leaf.ref.level})")
-        return pa
+        """Physical address of a kernel virtual address, through our own walk of the kernel root
+        (each 4 KiB page walked once: the tables do not change while the target is stopped)."""
+        root = self.register_root(True)
+        key = (root, va >> MIN_PAGE_SHIFT)
+        page = self._pages.get(key)
+        if page is None:
+            path = self.walker(self.mode(True)).translate(root, va, upper=True)
+            leaf = path[-1]
+            pa = leaf.phys(va)
+            if pa is None:
+                raise SessionError(f"kernel address {va:#x} is not mapped ({leaf.hw.kind.value} at {leaf.ref.level})")
+            page = self._pages[key] = pa - (va & MIN_PAGE_MASK)
+        return page + (va & MIN_PAGE_MASK)
 
     def read_kernel_va(self, va: int, size: int) -> bytes:
         """Read kernel virtual memory page by page through our own translation."""
@@ -145,18 +158,13 @@ class Session:
             else:
                 task = self.kernel.find_task(pid=pid, comm=comm)
                 mm = self.kernel.task_mm(task)
-                label = f"pid {int(task.pid)} ({task.comm.string_().decode()})"
+                label = f"pid {task.pid} ({task.comm})"
                 vmas = tuple(self.kernel.vmas(mm))
-            pa = self.translate_kernel_va(int(mm.pgd))
+            pa = self.translate_kernel_va(self.kernel.pgd(mm))
         except KernelError as exc:
             raise SessionError(str(exc)) from None
         except ReadError as exc:
             raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc}") from None
-        except Exception as exc:  # drgn.FaultError: the kernel's data is not in the target's memory
-            if type(exc).__name__ != "FaultError":
-                raise
-            raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc} "
-                               "(a damaged or incomplete dump?)") from None
         upper = kernel and self.arch.split_roots
         return Root(pa, self.mode(upper), upper, label, vmas, process=not kernel)
 
@@ -178,7 +186,7 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
         session = Session(target, arch, {}, target.source, vmcoreinfo=target.vmcoreinfo)
         _kernel_root_from_vmcoreinfo(session)
         if vmlinux is not None:
-            attach_program(session, target.prog, vmlinux, config_file)
+            attach_dumped_kernel(session, vmlinux, config_file)
         else:  # the release (hence the layout) is the kernel's own statement; config facts stay unknown
             release = session.numbers["OSRELEASE"]
             session.facts = KernelFacts(family=family_of_release(release, arch.name), release=release)
@@ -189,7 +197,7 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
     if session.kernel is not None:
         try:
             target.set_ram(session.kernel.ram_ranges())
-        except Exception as exc:  # drgn: LookupError, FaultError
+        except (KernelError, SessionError, ReadError) as exc:
             raise SessionError(f"cannot read the kernel's memblock.memory (its map of RAM): {exc}") from None
     return session
 
@@ -219,50 +227,30 @@ def _check_vmlinux(session: Session, vmlinux: Path, what: str) -> None:
         raise SessionError(str(exc)) from None
 
 
-def attach_program(session: Session, prog, vmlinux: Path, config_file: Path | None = None) -> None:
-    """Load the vmlinux into the target's own drgn program, after checking it is the kernel
-    VMCOREINFO describes (architecture, release, build ID)."""
+def attach_dumped_kernel(session: Session, vmlinux: Path, config_file: Path | None = None) -> None:
+    """Read the kernel a VMCOREINFO target describes, after checking that the vmlinux is that
+    kernel (architecture, release, build ID); its relocation is VMCOREINFO's KERNELOFFSET."""
     what = f"the kernel in the {session.source} target"
     _check_arch(session, vmlinux, what)
     _check_vmlinux(session, vmlinux, what)
-    serve_kernel_va(session, prog)
     try:
-        prog.load_debug_info([str(vmlinux)])
-    except Exception as exc:  # drgn raises several types; all mean the same to a user
-        raise SessionError(f"drgn could not load {vmlinux}: {exc}") from None
-    _set_kernel(session, Kernel(prog, session.arch.name), config_file)
+        offset = vmcoreinfo_int(session.numbers, "KERNELOFFSET")
+    except ValueError:
+        offset = 0  # kernels built without RANDOMIZE_BASE write no KERNELOFFSET: not relocated
+    _set_kernel(session, vmlinux, offset, config_file)
 
 
-# drgn 0.3.0 walks kernel page tables for x86-64 and arm64 (libdrgn has no riscv64 page-table
-# iterator): on riscv64 drgn's reads of kernel virtual addresses go through our own walk.
-OWN_KERNEL_VA = frozenset({"riscv64"})
-
-
-def serve_kernel_va(session: Session, prog) -> None:
-    """Where drgn cannot translate kernel addresses, give it the kernel half as one virtual
-    segment read through the session's own walk of the kernel root."""
-    if session.arch.name not in OWN_KERNEL_VA:
-        return
-    import drgn
-
-    mode = session.mode(True)
-    start = session.arch.canonical(mode, 1 << (mode.va_bits - 1), True)
-
-    def read_fn(address: int, count: int, offset: int, physical: bool) -> bytes:
-        try:
-            return session.read_kernel_va(address, count)
-        except (SessionError, ReadError) as exc:
-            raise drgn.FaultError(str(exc), address) from None
-
-    prog.add_memory_segment(start, (1 << 64) - start, read_fn)
-
-
-def _set_kernel(session: Session, kernel: Kernel, config_file: Path | None) -> None:
-    session.kernel = kernel
+def _set_kernel(session: Session, vmlinux: Path, kaslr_offset: int, config_file: Path | None) -> None:
+    """The kernel's answers through the vmlinux's cached layout, and its facts."""
+    try:
+        layout = layout_for(vmlinux)
+    except LayoutError as exc:
+        raise SessionError(str(exc)) from None
+    session.kernel = RawKernel(layout, session.read_kernel_va, kaslr_offset, session.arch.name)
     try:
         config = read_config_file(config_file) if config_file else None
-        session.facts = kernel.facts(config, f"config file {config_file}")
-    except KernelError as exc:
+        session.facts = session.kernel.facts(config, f"config file {config_file}")
+    except (KernelError, ReadError) as exc:
         raise SessionError(str(exc)) from None
 
 
@@ -298,12 +286,7 @@ def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = No
         raise SessionError(problem)
     session.vmcoreinfo = info
     _check_vmlinux(session, vmlinux, "the running kernel")
-    try:
-        prog = open_program(session.reader, session.arch.name, vmlinux, info,
-                            setup=lambda prog: serve_kernel_va(session, prog))
-    except KernelError as exc:
-        raise SessionError(str(exc)) from None
-    _set_kernel(session, Kernel(prog, session.arch.name), config_file)
+    _set_kernel(session, vmlinux, offset, config_file)
 
 
 def kaslr_offset(session: Session, vmlinux: Path) -> int:

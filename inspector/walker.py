@@ -90,7 +90,8 @@ class LeafRun:
         return dataclasses.replace(self, slots=self.slots[start:stop], raws=self.raws[start:stop])
 
     def entries(self) -> Iterator[Entry]:
-        for slot, raw, pfn in zip(self.slots, self.raws, self.pfns()):
+        for slot, raw in zip(self.slots, self.raws):
+            pfn = self.pfn(raw)
             dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
             yield Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
                         None, None, pfn, self.page_shift)
@@ -375,7 +376,7 @@ class Walker:
         level = self.mode.levels[depth]
         return LeafRun(table, depth, level.name, level.span, self.mode.page_shift, base, t.dec,
                        t.dec.pfn ^ _moved(t.shifts, t.raw), t.shifts, t.pfn_fields, tuple(slots),
-                       tuple(values[i] for i in slots))
+                       tuple([values[i] for i in slots]))
 
     def translate(self, root: int, va: int, *, upper: bool = False) -> list[Entry]:
         """The walk of one VA, one entry per level visited, ending at the leaf,

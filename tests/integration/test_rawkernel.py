@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from inspector.facts import read_config_file
-from inspector.kernel import Kernel, KernelError, open_program
+from inspector.kernel import KernelError
 from inspector.layout import layout_for
 from inspector.rawkernel import SOURCE, RawKernel
-from inspector.session import Session, serve_kernel_va, start
+from inspector.session import Session, start
 from inspector.targets.gdbstub import GdbstubTarget
 from inspector.vm.images import KernelImage, ensure_image, image_for
 from inspector.vm.manifest import parse
 from inspector.vm.state import VM
+
+from .drgn_view import Kernel, drgn_kernel
 
 pytestmark = pytest.mark.integration
 
@@ -90,10 +92,9 @@ def timings(session: Session, image: KernelImage, config: dict[str, bool], pid: 
         reads[:] = [0, 0.0]
         raw_pgd = queries(RawKernel(layout, counted, kaslr, arch), config, pid)
         done = time.perf_counter()
-        prog = open_program(session.reader, arch, image.vmlinux, session.vmcoreinfo,
-                            setup=lambda p: serve_kernel_va(session, p))
+        drgn = drgn_kernel(session, image.vmlinux)
         drgn_loaded = time.perf_counter()
-        drgn_pgd = queries(Kernel(prog, arch), config, pid)
+        drgn_pgd = queries(drgn, config, pid)
         drgn_done = time.perf_counter()
         assert raw_pgd == drgn_pgd
         for name, seconds in (("layout cache hit", loaded - began), ("raw queries", done - loaded),
@@ -119,15 +120,17 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
     target = GdbstubTarget(machine.gdb)  # stops the VM; close() lets it run on
     try:
         session = start(target, image.vmlinux, image.config)
-        drgn = session.kernel
-        assert drgn is not None
+        assert isinstance(session.kernel, RawKernel)  # what every command uses
+        drgn = drgn_kernel(session, image.vmlinux)
         prog = drgn.prog
         raw = RawKernel(layout, session.read_kernel_va, int(session.numbers["KERNELOFFSET"], 16), arch)
 
         assert raw.release == drgn.release == manifest.kernel_release
         facts = raw.facts(config, f"config file {image.config}")
-        assert {n: f.value for n, f in facts.facts.items()} == {n: f.value for n, f in session.facts.facts.items()}
-        assert (facts.family, facts.release) == (session.facts.family, session.facts.release)
+        theirs_facts = drgn.facts(config, f"config file {image.config}")
+        assert {n: f.value for n, f in facts.facts.items()} == {n: f.value for n, f in theirs_facts.facts.items()}
+        assert (facts.family, facts.release) == (theirs_facts.family, theirs_facts.release)
+        assert session.facts == facts
         assert all(f.source.startswith((SOURCE, "config file", "derived from")) for f in facts.facts.values())
         assert facts.get("nr_swapfiles") == 1 and facts.get("swap_info[0].max")  # the guest's zram swap
         assert raw.ram_ranges() == drgn.ram_ranges()
