@@ -145,10 +145,8 @@ def test_every_target_gives_the_same_tables(vm: Callable[..., VM], arch: str, tm
     if arch in DRGN_WALKS:
         checked = check_follow_phys(elf, image.vmlinux, pid, docs["pid"], docs["kernel"])
         verdict = f"follow_phys agrees on {checked} addresses"
-    else:
-        with pytest.raises(NotImplementedError, match="not implemented"):
-            check_follow_phys(elf, image.vmlinux, pid, docs["pid"], docs["kernel"])
-        verdict = f"drgn has no {arch} page-table walker (follow_phys: NotImplementedError); pagemap is the check"
+    else:  # drgn reads no kernel virtual address of a riscv64 dump: nothing to ask it
+        verdict = f"drgn 0.3.0 has no {arch} page-table walker; the guest's pagemap is the independent check"
     with capsys.disabled():
         print(f"\n[{arch}] {len(targets)} targets agree on {len(docs['pid']['entries'])} process and "
               f"{len(docs['kernel']['entries'])} kernel entries; pagemap: {compared} pages; {verdict}")
