@@ -8,7 +8,7 @@ Boots a test VM per architecture whose bulk process (init's `ptinspect.bulk=MIB`
 written 4 KiB pages, and for each target (gdbstub, QMP, an ELF vmcore of the VM) measures:
 
 - the floor: reading exactly the table pages the dump walked, with the fastest raw read of the
-  transport (gdbstub: pipelined `m` packets; drgn targets: `prog.read(pa, size, True)`), best of 3;
+  transport (gdbstub: pipelined `m` packets; QMP: drgn's `prog.read`; ELF vmcore: the mapped file), best of 3;
 - `dump --pid BULK`, `dump --kernel` and `dump --pid WORKLOAD` (the small default workload, to show
   memory does not grow with the mapped size), in-process: time until the walk begins (setup: target,
   session, drgn, the root), then walk and output; the same walk with nothing printed (`--kind
@@ -130,7 +130,7 @@ class Probe:
             target_command.start, dump_command.bulk_rows, Walker._walk_table = start, rows, walk_table
 
     def _count(self, target: object) -> None:
-        """Wrap the target's transport: RSP packets on a gdbstub, read calls on drgn targets."""
+        """Wrap the target's transport: RSP packets on a gdbstub, read calls on the others."""
         rsp = getattr(target, "rsp", None)
         if rsp is not None:
             before, read_many = rsp.packets, rsp.read_many
@@ -338,11 +338,13 @@ def gdb_mi(address: str, tables: list[tuple[int, int]]) -> float:
         gdb.exit()
 
 
-def drgn_floor(open_target: Callable[[], object], tables: list[tuple[int, int]]) -> tuple[float, int]:
+def read_floor(open_target: Callable[[], object], tables: list[tuple[int, int]]) -> tuple[float, int]:
+    """The target's own physical read (drgn's prog.read over QMP; a slice of the mapped ELF
+    vmcore) of every table page, best of 3."""
     target = open_target()
     try:
-        prog = target.prog  # type: ignore[attr-defined]
-        return best(3, lambda: [prog.read(pa, size, True) for pa, size in tables]), len(tables)
+        read = target.read  # type: ignore[attr-defined]
+        return best(3, lambda: [read(pa, size) for pa, size in tables]), len(tables)
     finally:
         target.close()  # type: ignore[attr-defined]
 
@@ -402,9 +404,9 @@ def measure(case: Case, args: list[str], vm: VM, vmcore: Path, profile: bool) ->
     if case.target == "gdbstub":
         case.floor_s, case.floor_requests, case.notes = gdbstub_floor(vm.gdb, run.tables)
     elif case.target == "qmp":
-        case.floor_s, case.floor_requests = drgn_floor(lambda: QmpTarget(vm.qmp), run.tables)
+        case.floor_s, case.floor_requests = read_floor(lambda: QmpTarget(vm.qmp), run.tables)
     else:
-        case.floor_s, case.floor_requests = drgn_floor(lambda: open_vmcore(vmcore), run.tables)
+        case.floor_s, case.floor_requests = read_floor(lambda: open_vmcore(vmcore), run.tables)
     case.ratio_inproc = case.inproc_s / case.floor_s
     case.ratio_walk = case.walk_s / case.floor_s
     case.ratio_walk_output = case.walk_output_s / case.floor_s

@@ -42,6 +42,7 @@ class DumpFile:
     vmcoreinfo: bytes | None
     ram: tuple[tuple[int, int], ...]  # physical ranges the dump holds
     kdump: KdumpLayout | None = None
+    segments: tuple[tuple[int, int, int], ...] = ()  # ELF: (physical address, file offset, size) per PT_LOAD
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,19 @@ def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
     f.seek(e_phoff)
     info = None
     ram = []
+    segments = []
     for _ in range(e_phnum):
         p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = struct.unpack("<IIQQQQQQ", f.read(e_phentsize)[:56])
         _need(path, size, p_offset + p_filesz, "its segments")
         if p_type == PT_LOAD and p_filesz:
             ram.append((p_paddr, p_paddr + p_filesz))
+            segments.append((p_paddr, p_offset, p_filesz))
         elif p_type == PT_NOTE and info is None:
             here = f.tell()
             f.seek(p_offset)
             info = _note(f.read(p_filesz))
             f.seek(here)
-    return DumpFile(path, "elf", arch, info, tuple(_merge(ram)))
+    return DumpFile(path, "elf", arch, info, tuple(_merge(ram)), segments=tuple(sorted(segments)))
 
 
 def _need(path: Path, size: int, end: int, what: str) -> None:

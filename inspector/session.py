@@ -24,7 +24,6 @@ from .kernel import KernelError, Vma
 from .layout import LayoutError, layout_for
 from .rawkernel import RawKernel
 from .reader import PhysReader, ReadError, TableCache
-from .targets.drgn import DrgnTarget
 from .vmcoreinfo import VmcoreinfoError, check_vmlinux, parse
 from .walker import Walker
 
@@ -174,16 +173,17 @@ def label_of(pid: int | None, comm: str | None, kernel: bool) -> str:
 
 
 def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Session:
-    """A session on `target`; with a vmlinux, the kernel identified and drgn attached.
+    """A session on `target`; with a vmlinux, the kernel identified and readable.
 
-    A drgn target that carries VMCOREINFO (vmcores, /proc/kcore, QMP with -device
+    A target that carries VMCOREINFO (vmcores, /proc/kcore, QMP with -device
     vmcoreinfo) states its modes and kernel root itself; any other target is
-    identified from its paging registers, as a gdbstub is.  Once drgn runs, the
-    target's RAM is the kernel's memblock.memory.
+    identified from its paging registers, as a gdbstub is.  Once the kernel is
+    known, the target's RAM is the kernel's memblock.memory.
     """
     arch = get_arch(target.arch)
-    if isinstance(target, DrgnTarget) and target.vmcoreinfo is not None:
-        session = Session(target, arch, {}, target.source, vmcoreinfo=target.vmcoreinfo)
+    vmcoreinfo = getattr(target, "vmcoreinfo", None)  # dump targets, /proc/kcore, QMP with -device vmcoreinfo
+    if vmcoreinfo is not None:
+        session = Session(target, arch, {}, target.source, vmcoreinfo=vmcoreinfo)
         _kernel_root_from_vmcoreinfo(session)
         if vmlinux is not None:
             attach_dumped_kernel(session, vmlinux, config_file)
@@ -255,7 +255,7 @@ def _set_kernel(session: Session, vmlinux: Path, kaslr_offset: int, config_file:
 
 
 def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = None) -> None:
-    """Identify the kernel in a live session (VMCOREINFO from guest memory) and open drgn on it.
+    """Identify the kernel in a live session (VMCOREINFO from guest memory) and read it.
 
     Each candidate kernel root from the registers is tried; the one through which
     the vmlinux's VMCOREINFO is found is kept for the session's kernel walks.

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 from archs.common import vmcoreinfo_int
 
 from ..dumpfile import DumpError, DumpFile, identify
+from .elfcore import ElfCoreTarget
 from ..kdump import KdumpReader
 from ..kernel import DRGN_ARCH
 from ..reader import ReadError
@@ -125,8 +126,9 @@ def _kdump_reading() -> Iterator[None]:
             os.environ[PREFER_PGTABLE] = before
 
 
-def open_vmcore(path: Path) -> DrgnTarget:
-    """An ELF or kdump-compressed vmcore (plain or flattened)."""
+def open_vmcore(path: Path) -> DrgnTarget | ElfCoreTarget:
+    """An ELF vmcore (read by ptinspect itself) or a kdump-compressed one, plain or flattened
+    (through drgn's libkdumpfile, or ptinspect's own reader where that misreads it)."""
     try:
         dump = identify(path)
     except DumpError as exc:
@@ -142,11 +144,16 @@ def open_vmcore(path: Path) -> DrgnTarget:
         page_size = vmcoreinfo_int(parse(dump.vmcoreinfo), "PAGESIZE")
     except (ValueError, VmcoreinfoError) as exc:
         raise DrgnTargetError(f"{path}: {exc}") from None
+    if dump.format == "elf":
+        try:
+            return ElfCoreTarget(dump)
+        except ReadError as exc:
+            raise DrgnTargetError(str(exc)) from None
     if dump.kdump is not None and dump.kdump.block_size != page_size:
         return _own_kdump(dump)
     prog = _program(dump.arch)
     try:
-        with contextlib.nullcontext() if dump.format == "elf" else _kdump_reading():
+        with _kdump_reading():
             prog.set_core_dump(str(path))
     except Exception as exc:  # drgn raises OSError, ValueError, drgn.Error...
         raise DrgnTargetError(f"drgn cannot open {path}: {exc}") from None
