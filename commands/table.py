@@ -19,6 +19,7 @@ from .render import human_size
 HEADERS = ("va", "size", "level", "pfn", "raw", "table[index]", "vma", "kind", "details")
 KIND_WIDTH = 8  # "present", "hwpoison", "unknown"
 SLOT_TEXT = tuple(f"{i}]" for i in range(4096))  # the "index]" part of table[index], made once
+FORMATS_KEPT = 1024  # run formats cached per (template, VMA)
 
 
 size_text = functools.lru_cache(maxsize=64)(human_size)
@@ -82,6 +83,7 @@ class DumpTable:
         }
         self.columns = tuple(h for h in HEADERS if h != "vma" or vmas)
         self.w = {h: max(widths.get(h, 0), len(h)) for h in self.columns}
+        self._formats: dict[tuple[int, Vma | None], tuple[object, str]] = {}
 
     def header(self) -> str:
         return "  ".join(h.ljust(self.w[h]) for h in self.columns).rstrip()
@@ -101,12 +103,25 @@ class DumpTable:
         return (f"{va:<{w['va']}}  {size:<{w['size']}}  {e.ref.level:<{w['level']}}  {pfn:<{w['pfn']}}  "
                 f"{e.hw.raw:#018x}  {f'{e.ref.table:#x}[{e.ref.index}]':<{w['table[index]']}}  {self._tail(row)}")
 
-    def run_lines(self, rows: RunRows) -> list[str]:
-        """line() of every row of a run, from one format made for the run."""
+    def _run_format(self, rows: RunRows) -> str:
+        """The line format of a run's members: made once per template and VMA (runs of one
+        template differ only in frames, slots and table)."""
+        key = (id(rows.run.template), rows.vma)
+        found = self._formats.get(key)
+        if found is not None and found[0] is rows.run.template:
+            return found[1]
         run, w = rows.run, self.w
         first = Row(next(run.entries()), rows.vma)
         fmt = (f"%#0{w['va']}x  {size_text(run.span):<{w['size']}}  {run.level:<{w['level']}}  %#-{w['pfn']}x  "
                f"%#018x  %-{w['table[index]']}s  " + self._tail(first).replace("%", "%%"))
+        if len(self._formats) >= FORMATS_KEPT:
+            self._formats.clear()
+        self._formats[key] = (run.template, fmt)
+        return fmt
+
+    def run_lines(self, rows: RunRows) -> list[str]:
+        """line() of every row of a run, from one format made for the run's template."""
+        run, fmt = rows.run, self._run_format(rows)
         table, base, span = f"{run.table:#x}[", run.va_base, run.span
         vas = [base | slot * span for slot in run.slots]
         places = [table + SLOT_TEXT[slot] for slot in run.slots]

@@ -102,26 +102,44 @@ def item_record(item: Row | Range) -> dict[str, Any]:
 
 # Stand-ins for the values that differ between the members of a run (see run_records),
 # and how each is spelled in JSON (hx() for addresses and values, a bare int for the index).
-_HOLES = {"va": '"%#x"', "index": "%d", "raw": '"%#x"', "pfn": '"%#x"'}
-_HOLE = re.compile(r'"\\u0000(va|index|raw|pfn)\\u0000"')
+_HOLES = {"va": '"%#x"', "table": '"%#x"', "index": "%d", "raw": '"%#x"', "pfn": '"%#x"'}
+_HOLE = re.compile(r'"\\u0000(va|table|index|raw|pfn)\\u0000"')
+_RUN_FORMATS: dict[tuple[int, Vma | None], tuple[Decoded, str, list[str]]] = {}
+RUN_FORMATS_KEPT = 1024
 
 
-def run_records(rows_: RunRows) -> list[str]:
-    """The JSON text of every row of a run, as json.dumps(item_record(row)) gives it: the
-    record of the run's template, with the per-member values (va, index, raw, pfn and the
-    fields spelling the pfn) filled into a format made once per run."""
+def _run_format(rows_: RunRows) -> tuple[str, list[str]]:
+    """The record format of a run's members and the names of its holes in order: made once per
+    template and VMA (runs of one template differ only in frames, slots and table)."""
     run = rows_.run
+    key = (id(run.template), rows_.vma)
+    found = _RUN_FORMATS.get(key)
+    if found is not None and found[0] is run.template:
+        return found[1], found[2]
     rec = item_record(Row(next(run.entries()), rows_.vma))
-    rec["va"], rec["index"], rec["raw"], rec["pfn"] = (f"\0{n}\0" for n in ("va", "index", "raw", "pfn"))
+    for name in ("va", "table", "index", "raw", "pfn"):
+        rec[name] = f"\0{name}\0"
     for i in run.pfn_fields:
         rec["fields"][run.template.fields[i][0]] = "\0pfn\0"
     pieces = _HOLE.split(json.dumps(rec))  # text, hole name, text, hole name, ..., text
     names = pieces[1::2]
     fmt = "".join(p.replace("%", "%%") + (_HOLES[n] if n else "")
                   for p, n in itertools.zip_longest(pieces[::2], names))
+    if len(_RUN_FORMATS) >= RUN_FORMATS_KEPT:
+        _RUN_FORMATS.clear()
+    _RUN_FORMATS[key] = (run.template, fmt, names)
+    return fmt, names
+
+
+def run_records(rows_: RunRows) -> list[str]:
+    """The JSON text of every row of a run, as json.dumps(item_record(row)) gives it: the
+    template's record with the per-member values (va, table, index, raw, pfn and the fields
+    spelling the pfn) filled in."""
+    run = rows_.run
+    fmt, names = _run_format(rows_)
     base, span = run.va_base, run.span
-    columns = {"va": [base | slot * span for slot in run.slots], "index": run.slots, "raw": run.raws,
-               "pfn": run.pfns()}
+    columns = {"va": [base | slot * span for slot in run.slots], "table": itertools.repeat(run.table),
+               "index": run.slots, "raw": run.raws, "pfn": run.pfns()}
     return list(map(fmt.__mod__, zip(*(columns[n] for n in names))))
 
 
