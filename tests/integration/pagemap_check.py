@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest
+from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest, PagemapEntry
 
 PFN_KINDS = {"migration-read", "migration-read-exclusive", "migration-write", "device-private-read",
              "device-private-write", "device-exclusive", "hwpoison"}
@@ -28,10 +28,10 @@ class Mismatch:
 
 
 class Dump:
-    """A `dump --format json` document, indexed by VA."""
+    """The leaf and softleaf entries of a `dump --format json` or snapshot document, indexed by VA."""
 
     def __init__(self, doc: dict) -> None:
-        self.entries = sorted(doc["entries"], key=lambda e: int(e["va"], 16))
+        self.entries = sorted((e for e in doc["entries"] if e["kind"] != "table"), key=lambda e: int(e["va"], 16))
         self.starts = [int(e["va"], 16) for e in self.entries]
 
     def at(self, va: int) -> dict | None:
@@ -41,10 +41,41 @@ class Dump:
         return None
 
 
+def check_page(dump: Dump, va: int, pm: PagemapEntry, page_size: int) -> str | None:
+    """What ptinspect's entry at VA gets wrong against the kernel's pagemap value PM, or None."""
+    e = dump.at(va)
+    if e is not None and e["kind"] == "unknown":
+        return f"ptinspect says unknown: {e.get('reason')}"
+    if pm.present:
+        if e is None or e["kind"] != "present":
+            return f"pagemap present pfn {pm.pfn:#x}, ptinspect {e and e['kind']}"
+        frame = int(e["pfn"], 16) + (va - int(e["va"], 16)) // page_size
+        if frame != pm.pfn:
+            return f"pfn: pagemap {pm.pfn:#x}, ptinspect {frame:#x}"
+        if pm.uffd_wp != bool(UFFD_WP_FLAGS & set(e["flags"])):
+            return f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect flags {e['flags']}"
+    elif pm.swapped:
+        if e is None or "softleaf" not in e:
+            return f"pagemap swap type {pm.swap_type} offset {pm.swap_offset:#x}, ptinspect {e and e['kind']}"
+        leaf = e["softleaf"]
+        offset = int(e["pfn"], 16) if e["kind"] in PFN_KINDS else int(leaf["offset"], 16)
+        if leaf["type"] != pm.swap_type or (offset << 5 | leaf["type"]) & PM_PFRAME_MASK != pm.frame:
+            return (f"softleaf: pagemap type {pm.swap_type} offset {pm.swap_offset:#x}, "
+                    f"ptinspect type {leaf['type']} offset {offset:#x} ({e['kind']})")
+        markers = set(e.get("markers", ()))
+        uffd = "uffd-wp" in markers or bool(UFFD_WP_FLAGS & set(leaf["flags"]))
+        if pm.uffd_wp != uffd:
+            return f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect markers {markers} flags {leaf['flags']}"
+        if pm.guard != ("guard" in markers):
+            return f"guard: pagemap {pm.guard}, ptinspect markers {markers}"
+    elif e is not None:
+        return f"pagemap none, ptinspect {e['kind']} raw {e['raw']}"
+    return None
+
+
 def compare(manifest: Manifest, doc: dict, pid: int) -> tuple[list[Mismatch], int]:
     """Every page of every mapped region of `pid`: mismatches, and pages compared."""
     dump = Dump(doc)
-    page_size = manifest.page_size
     out: list[Mismatch] = []
     compared = 0
     for region in manifest.regions:
@@ -52,36 +83,6 @@ def compare(manifest: Manifest, doc: dict, pid: int) -> tuple[list[Mismatch], in
             continue
         for page in region.pages:
             compared += 1
-            pm = page.pagemap
-            e = dump.at(page.va)
-            bad = lambda what: out.append(Mismatch(region.name, page.va, what))  # noqa: E731
-            if e is not None and e["kind"] == "unknown":
-                bad(f"ptinspect says unknown: {e.get('reason')}")
-                continue
-            if pm.present:
-                if e is None or e["kind"] != "present":
-                    bad(f"pagemap present pfn {pm.pfn:#x}, ptinspect {e and e['kind']}")
-                    continue
-                frame = int(e["pfn"], 16) + (page.va - int(e["va"], 16)) // page_size
-                if frame != pm.pfn:
-                    bad(f"pfn: pagemap {pm.pfn:#x}, ptinspect {frame:#x}")
-                if pm.uffd_wp != bool(UFFD_WP_FLAGS & set(e["flags"])):
-                    bad(f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect flags {e['flags']}")
-            elif pm.swapped:
-                if e is None or "softleaf" not in e:
-                    bad(f"pagemap swap type {pm.swap_type} offset {pm.swap_offset:#x}, ptinspect {e and e['kind']}")
-                    continue
-                leaf = e["softleaf"]
-                offset = int(e["pfn"], 16) if e["kind"] in PFN_KINDS else int(leaf["offset"], 16)
-                if leaf["type"] != pm.swap_type or (offset << 5 | leaf["type"]) & PM_PFRAME_MASK != pm.frame:
-                    bad(f"softleaf: pagemap type {pm.swap_type} offset {pm.swap_offset:#x}, "
-                        f"ptinspect type {leaf['type']} offset {offset:#x} ({e['kind']})")
-                markers = set(e.get("markers", ()))
-                uffd = "uffd-wp" in markers or bool(UFFD_WP_FLAGS & set(leaf["flags"]))
-                if pm.uffd_wp != uffd:
-                    bad(f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect markers {markers} flags {leaf['flags']}")
-                if pm.guard != ("guard" in markers):
-                    bad(f"guard: pagemap {pm.guard}, ptinspect markers {markers}")
-            elif e is not None:
-                bad(f"pagemap none, ptinspect {e['kind']} raw {e['raw']}")
+            if (what := check_page(dump, page.va, page.pagemap, manifest.page_size)) is not None:
+                out.append(Mismatch(region.name, page.va, what))
     return out, compared
