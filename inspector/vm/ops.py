@@ -120,7 +120,8 @@ def _answer(sock: socket.socket, vm: VM, seq: str, deadline: float) -> OpResult:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise VMError(f"VM {vm.name}: no answer to request {seq} within the timeout\n"
+            raise VMError(f"VM {vm.name}: no answer to request {seq} within the timeout (is another client "
+                          f"connected to {vm.console}? QEMU serves one at a time)\n"
                           f"--- last lines of {vm.serial_log} ---\n{tail(Path(vm.serial_log))}")
         sock.settimeout(remaining)
         try:
