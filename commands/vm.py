@@ -16,6 +16,8 @@ from inspector.vm.images import busybox_path, ensure_image, load_manifest
 from inspector.vm.qemu import MACHINES, boot as boot_vm
 from inspector.vm.sysdeps import check_system
 
+from .vm_op import op
+
 ARCH = click.Choice(list(MACHINES))
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -127,3 +129,6 @@ def list_vms(as_json: bool) -> None:
     rows = [[m.name, m.arch, m.kernel_release, m.qemu_pid, m.gdb, m.workload_pid, m.qmp,
              f"{(time.time() - m.started) / 60:.0f} min"] for m in machines]
     click.echo(tabulate(rows, headers=["name", "arch", "kernel", "qemu pid", "gdb", "workload pid", "qmp", "up"]))
+
+
+vm.add_command(op)
