@@ -19,7 +19,7 @@ def _page_kinds(result: OpResult) -> str:
 
 @click.command(name="op")
 @click.argument("target", metavar="NAME|PID")
-@click.argument("words", nargs=-1, required=True, metavar="prepare OPERATION | OPERATION [START]")
+@click.argument("words", nargs=-1, required=True, metavar="prepare OPERATION | OPERATION [START] | maps")
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for the VM to run and the workload to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the workload's answer as JSON.")
@@ -27,18 +27,21 @@ def op(target: str, words: tuple[str, ...], timeout: float, as_json: bool) -> No
     """Have the workload of test VM NAME do an operation on a fresh region of its own.
 
     `prepare OPERATION` maps and populates a region fit for OPERATION and prints its start;
-    `OPERATION [START]` does it on that region (default: the latest prepared).  Operations:
+    `OPERATION [START]` does it on that region (default: the latest prepared); `maps` prints the
+    workload's /proc/self/maps (the kernel's own names of its VMAs).  Operations:
     guard-install, guard-remove, mprotect, pageout, thp-split, collapse
     (vm-images/README-workload.md).  Exit status 0 when the workload reports ok, 1 otherwise.
     """
-    if words[0] not in (*OPERATIONS, "prepare"):
-        raise click.UsageError(f"unknown operation {words[0]!r}; choose prepare, {', '.join(OPERATIONS)}")
+    if words[0] not in (*OPERATIONS, "prepare", "maps"):
+        raise click.UsageError(f"unknown operation {words[0]!r}; choose prepare, maps, {', '.join(OPERATIONS)}")
     try:
         result = request(state.find(target), words, timeout=timeout)
     except (VMError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(json.loads(result.line.split(" ", 1)[1]), indent=1))
+    elif result.maps is not None:
+        click.echo("\n".join(result.maps))
     else:
         what = f"prepare {result.for_op}" if result.op == "prepare" else result.op
         click.echo(f"{what}: {result.status}" + (f" ({result.reason})" if result.reason else ""))

@@ -19,7 +19,7 @@ from .kernel import DRGN_ARCH
 from .vm.cache import subdir
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
-SCHEMA = 1
+SCHEMA = 2
 
 # Variables by name, with the file that defines them when the name is static there.
 VARIABLES: dict[str, str | None] = {
@@ -32,10 +32,11 @@ VARIABLES: dict[str, str | None] = {
 }
 # Variables that some kernels (or architectures) do not have.
 OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data")
-# Functions whose presence or address is a fact: Kernel.facts reads CONFIG_MEMORY_FAILURE and
+# Functions whose presence or address is a fact: RawKernel.facts reads CONFIG_MEMORY_FAILURE and
 # CONFIG_MIGRATION from the first two; vm_ops->name == special_mapping_name marks a special
-# mapping (mm/mmap.c, vma_name in drgn).
-FUNCTIONS = ("memory_failure", "migrate_pages", "special_mapping_name")
+# mapping (mm/mmap.c); the d_op->d_dname functions whose names /proc/PID/maps shows are derived
+# (fs/d_path.c simple_dname, fs/anon_inodes.c anon_inodefs_dname).
+FUNCTIONS = ("memory_failure", "migrate_pages", "special_mapping_name", "simple_dname", "anon_inodefs_dname")
 
 # struct -> members read at run time (dotted: through nested structs; anonymous unions are looked through).
 MEMBERS: dict[str, tuple[str, ...]] = {
@@ -55,7 +56,8 @@ MEMBERS: dict[str, tuple[str, ...]] = {
     "vm_special_mapping": ("name",),
     "file": ("f_path",),
     "path": ("mnt", "dentry"),
-    "dentry": ("d_parent", "d_name", "d_inode", "d_op"),
+    "dentry": ("d_parent", "d_name", "d_inode", "d_op", "d_hash"),
+    "hlist_bl_node": ("pprev",),
     "qstr": ("len", "name"),
     "dentry_operations": ("d_dname",),
     "inode": ("i_sb",),

@@ -1,8 +1,8 @@
-"""Kernel introspection without drgn: kernel memory read through a cached KernelLayout.
+"""Kernel introspection: kernel memory read through a cached KernelLayout.
 
-The same questions inspector/kernel.py's Kernel answers through drgn (release,
-facts, RAM, tasks, mm, VMAs), answered by reading the kernel's own structures
-at the offsets the vmlinux's DWARF gave once (inspector/layout.py).  Answers
+Release, facts, RAM, tasks, mm and VMAs, answered by reading the kernel's own
+structures at the offsets the vmlinux's DWARF gave once (inspector/layout.py);
+VMAs are named as /proc/PID/maps names them.  Answers
 are plain data.  Every read failure and every structure that cannot be what
 the kernel builds (a cycle, an unknown node type, a bound exceeded) raises
 KernelError naming what was being read.  Results are cached per instance: a
@@ -10,6 +10,7 @@ RawKernel describes one stopped kernel.
 """
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ class RawKernel:
         # The whole dentry: a short name is stored inside it (d_iname, 7.2 d_shortname), read with it.
         self._dentry = _Fields("dentry", {
             "d_parent": m["dentry.d_parent"], "d_op": m["dentry.d_op"], "d_inode": m["dentry.d_inode"],
+            "d_hash_pprev": (m["dentry.d_hash"][0] + m["hlist_bl_node.pprev"][0], m["hlist_bl_node.pprev"][1]),
             "len": (dname + m["qstr.len"][0], m["qstr.len"][1]),
             "name": (dname + m["qstr.name"][0], m["qstr.name"][1])}, whole=layout.sizes["dentry"])
         vfs = m["mount.mnt"][0]
@@ -126,10 +128,10 @@ class RawKernel:
         self._tasks: list[Task] | None = None
         self._mm_cache: dict[int, dict[str, int]] = {}
         self._files: dict[int, str] = {}
-        self._dname_ops: dict[int, bool] = {}
+        self._dname_ops: dict[int, int] = {}
         self._dentries: dict[int, tuple[dict[str, int], bytes]] = {}
         self._mounts: dict[int, dict[str, int]] = {}
-        self._special: dict[int, bool] = {}
+        self._vm_ops_names: dict[int, int] = {}
         self._strings: dict[int, bytes] = {}
 
     # -- reading --------------------------------------------------------------------------------
@@ -337,7 +339,7 @@ class RawKernel:
         return self._mm_cache[mm]
 
     def vmas(self, mm: int) -> Iterator[Vma]:
-        """The mm's VMAs in address order, from its maple tree mm->mm_mt, named as drgn's vma_name
+        """The mm's VMAs in address order, from its maple tree mm->mm_mt, named as /proc/PID/maps
         names them ("[anon]" where it gives no name)."""
         root = self._mm_fields(mm)["ma_root"]
         for first, last, entry in self._maple_entries(root, f"mm_mt of mm {mm:#x}"):
@@ -416,7 +418,7 @@ class RawKernel:
         return len(pivots)
 
     def _vma_name(self, vma: int, v: dict[str, int]) -> str:
-        """The name drgn's vma_name gives (drgn/helpers/linux/mm.py; fs/proc/task_mmu.c get_vma_name)."""
+        """The name /proc/PID/maps gives the VMA (fs/proc/task_mmu.c get_vma_name), "" for none."""
         mm, vm_file = v["vm_mm"], v["vm_file"]
         layout = self.layout
         anon_name = v.get("anon_name", 0)
@@ -427,37 +429,45 @@ class RawKernel:
                 return f"[anon_shmem:{self._anon_name(anon_name)}]"
             return self._d_path(vm_file)
         vm_ops = v["vm_ops"]
-        if vm_ops and self._is_special_mapping(vm_ops):
+        name_fn = self._vm_ops_name(vm_ops) if vm_ops else 0
+        if name_fn and name_fn == self.layout.symbols.get("special_mapping_name", -1) + self.kaslr_offset:
             pointer = self._ptr(v["vm_private_data"] + self._member("vm_special_mapping.name"),
                                 f"vm_special_mapping.name of the vma at {vma:#x}")
             return self._string(pointer, f"special mapping name of the vma at {vma:#x}").decode(errors="replace")
+        if name_fn:  # another vm_ops->name(): what it returns cannot be read from memory
+            return f"[named by vm_ops->name {name_fn:#x}: not derived]"
         if not mm:
             return "[vdso]"
         f = self._mm_fields(mm)
         start, end = v["vm_start"], v["vm_end"]
         start_brk, brk, start_stack = f["start_brk"], f["brk"], f["start_stack"]
-        if start_brk and brk and start <= brk and end >= start_brk:
+        heap = start < brk and end > start_brk  # vma_is_initial_heap (include/linux/mm.h, 6.6+)
+        if heap != (start <= brk and end >= start_brk) and not self._initial_heap_strict():
+            heap = True  # a VMA touching the heap's bounds: 6.1's show_map_vma counts it
+        if heap:
             return "[heap]"
-        if start_stack and start <= start_stack <= end:
+        if start <= start_stack <= end:  # vma_is_initial_stack; 6.1 is_stack
             return "[stack]"
         if anon_name:
             return f"[anon:{self._anon_name(anon_name)}]"
         return ""
 
+    def _initial_heap_strict(self) -> bool:
+        """Whether [heap] excludes VMAs that only touch start_brk/brk: vma_is_initial_heap's
+        strict test since 6.6 (mm: factor out VMA stack and heap checks), 6.1's inclusive one before."""
+        match = re.match(r"(\d+)\.(\d+)", self.release)
+        return match is None or (int(match.group(1)), int(match.group(2))) >= (6, 6)
+
     def _anon_name(self, anon_name: int) -> str:
         name = self._string(anon_name + self._member("anon_vma_name.name"), f"anon_vma_name at {anon_name:#x}")
         return name.decode(errors="replace")
 
-    def _is_special_mapping(self, vm_ops: int) -> bool:
-        """Whether vm_ops->name is special_mapping_name (mm/mmap.c special_mapping_vmops)."""
-        if vm_ops not in self._special:
-            if "special_mapping_name" not in self.layout.symbols:
-                self._special[vm_ops] = False
-            else:
-                name_fn = self._ptr(vm_ops + self._member("vm_operations_struct.name"),
-                                    f"vm_operations_struct.name at {vm_ops:#x}")
-                self._special[vm_ops] = name_fn == self.symbol("special_mapping_name")
-        return self._special[vm_ops]
+    def _vm_ops_name(self, vm_ops: int) -> int:
+        """vm_ops->name: the function /proc/PID/maps calls for a name, 0 if none."""
+        if vm_ops not in self._vm_ops_names:
+            self._vm_ops_names[vm_ops] = self._ptr(vm_ops + self._member("vm_operations_struct.name"),
+                                              f"vm_operations_struct.name at {vm_ops:#x}")
+        return self._vm_ops_names[vm_ops]
 
     def _dentry_at(self, dentry: int) -> tuple[dict[str, int], bytes]:
         if dentry not in self._dentries:
@@ -470,18 +480,20 @@ class RawKernel:
         return self._mounts[mount]
 
     def _d_path(self, file: int) -> str:
-        """The path of file->f_path from the global root, crossing mounts, as drgn's d_path gives
-        it: no " (deleted)", and "[fstype]" for a dentry with d_op->d_dname (fs/d_path.c d_path
-        gives "/name (deleted)" there, simple_dname)."""
+        """d_path() of file->f_path (fs/d_path.c) from the global root: the name d_op->d_dname
+        makes for pseudo files, else the path across mounts, " (deleted)" when unlinked."""
         if file not in self._files:
             f = self._file.read(self, file)
             self._files[file] = self._path(f["mnt"] - self._member("mount.mnt"), f["dentry"], file)
         return self._files[file]
 
     def _path(self, mount: int, dentry: int, file: int) -> str:
-        d = self._dentry_at(dentry)[0]
-        if self._has_d_dname(d["d_op"]):
-            return f"[{self._fs_type(d['d_inode'])}]"
+        d, blob = self._dentry_at(dentry)
+        is_root = d["d_parent"] == dentry
+        dname = self._d_dname(d["d_op"])
+        if dname and (not is_root or dentry != self._mount_at(mount)["mnt_root"]):
+            return self._dname_name(dname, dentry, d, blob)
+        deleted = not d["d_hash_pprev"] and not is_root  # d_unlinked (include/linux/dcache.h)
         components: list[bytes] = []
         for _ in range(MAX_PATH_DEPTH):
             mnt = self._mount_at(mount)
@@ -498,15 +510,28 @@ class RawKernel:
             dentry = d["d_parent"]
         else:
             raise KernelError(f"the path of file {file:#x} is deeper than {MAX_PATH_DEPTH}: a dentry or mount cycle")
-        return (b"/" + b"/".join(reversed(components))).decode(errors="replace")
+        path = (b"/" + b"/".join(reversed(components))).decode(errors="replace")
+        return path + " (deleted)" if deleted else path
 
-    def _has_d_dname(self, d_op: int) -> bool:
+    def _d_dname(self, d_op: int) -> int:
+        """d_op->d_dname, 0 if none."""
         if not d_op:
-            return False
+            return 0
         if d_op not in self._dname_ops:
-            self._dname_ops[d_op] = bool(self._ptr(d_op + self._member("dentry_operations.d_dname"),
-                                                   f"dentry_operations.d_dname at {d_op:#x}"))
+            self._dname_ops[d_op] = self._ptr(d_op + self._member("dentry_operations.d_dname"),
+                                              f"dentry_operations.d_dname at {d_op:#x}")
         return self._dname_ops[d_op]
+
+    def _dname_name(self, dname: int, dentry: int, d: dict[str, int], blob: bytes) -> str:
+        """What d_op->d_dname writes: simple_dname "/name (deleted)" (shmem, hugetlbfs and memfd
+        files), anon_inodefs_dname "anon_inode:name"; another d_dname is named as not derived."""
+        name = self._dentry_name(dentry, d, blob).decode(errors="replace")
+        symbols = self.layout.symbols
+        if dname == symbols.get("simple_dname", -1) + self.kaslr_offset:
+            return f"/{name} (deleted)"
+        if dname == symbols.get("anon_inodefs_dname", -1) + self.kaslr_offset:
+            return f"anon_inode:{name}"
+        return f"[{self._fs_type(d['d_inode'])} file {name!r}, named by d_dname {dname:#x}: not derived]"
 
     def _dentry_name(self, dentry: int, d: dict[str, int], whole: bytes) -> bytes:
         length, name = d["len"], d["name"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import VMError
 from .cache import locked
-from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _list, _Obj, _opt, _str
+from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _lines, _list, _Obj, _opt, _str
 from .qmp import Qmp, QmpError
 from .qemu import tail
 from .state import VM
@@ -50,6 +50,7 @@ class OpResult:
     anon_huge_kb: int  # smaps AnonHugePages summed over the region's VMAs
     swap_kb: int  # smaps Swap, likewise
     pagemap: tuple[PagemapEntry, ...]  # one /proc/self/pagemap value per 4 KiB page of the region
+    maps: tuple[str, ...] | None  # request "maps": the workload's /proc/self/maps lines
     line: str  # the answer as the guest printed it
 
     @property
@@ -91,7 +92,7 @@ def parse_result(line: str) -> OpResult:
                         length=length, op_start=obj.get("op_start", _opt(_hex)),
                         op_length=obj.get("op_length", _int), calls=obj.get("calls", _int),
                         anon_huge_kb=obj.get("anon_huge_kb", _int), swap_kb=obj.get("swap_kb", _int),
-                        pagemap=pagemap, line=line)
+                        pagemap=pagemap, maps=obj.get("maps", _opt(_lines)), line=line)
     except (ManifestError, ValueError) as exc:
         raise VMError(f"malformed operation answer ({exc}): {line[:200]}") from None
 
@@ -151,7 +152,7 @@ def request(vm: VM, words: Sequence[str], timeout: float = 60.0) -> OpResult:
     serialized by a lock. VMError when the VM is gone, stays stopped, or does not answer in time.
     """
     if not words or any(not w or any(c.isspace() for c in w) for w in words):
-        raise VMError(f"bad request {list(words)!r}: give `prepare OPERATION` or `OPERATION [START]`")
+        raise VMError(f"bad request {list(words)!r}: give `prepare OPERATION`, `OPERATION [START]` or `maps`")
     if not vm.console:
         raise VMError(f"VM {vm.name} has no console socket (booted by an older ptinspect): boot it again")
     if not vm.alive():

@@ -20,6 +20,7 @@ from inspector.session import Session, start
 from inspector.targets.gdbstub import GdbstubTarget
 from inspector.vm.images import KernelImage, ensure_image, image_for
 from inspector.vm.manifest import parse
+from inspector.vm.ops import request
 from inspector.vm.state import VM
 
 from .drgn_view import Kernel, drgn_kernel
@@ -40,23 +41,14 @@ def vma_tuples(vmas) -> list[tuple[int, int, int, str]]:
     return [(v.start, v.end, v.flags, v.name) for v in vmas]
 
 
-def drgn_misses_special_mapping(prog, mm, start: int, drgn_name: str, raw_name: str) -> bool:
-    """Whether drgn's vma_name missed a special mapping the kernel names: drgn compares
-    vm_ops->name with the DWARF address of special_mapping_name, which on riscv64 7.2
-    (DYNAMIC_FTRACE_WITH_CALL_OPS) lies 8 bytes past the function's symbol, the address the
-    kernel stores and calls (fs/proc/task_mmu.c get_vma_name: vm_ops->name(vma), mm/mmap.c
-    special_mapping_name returns ((struct vm_special_mapping *)vma->vm_private_data)->name)."""
-    from drgn import cast
-    from drgn.helpers.linux.mm import for_each_vma
-
-    if prog["special_mapping_name"].address_ == prog.symbol("special_mapping_name").address:
-        return False
-    vma = next(v for v in for_each_vma(mm) if v.vm_start == start)
-    if drgn_name != "[anon]" or not vma.vm_ops or vma.vm_file:
-        return False
-    called = prog.symbol(vma.vm_ops.name.value_()).name
-    name = cast("struct vm_special_mapping *", vma.vm_private_data).name.string_().decode()
-    return called == "special_mapping_name" and raw_name == name
+def maps_vmas(lines: tuple[str, ...]) -> list[tuple[int, int, str, str]]:
+    """(start, end, perms, name) of /proc/PID/maps lines ("start-end perms offset dev inode   name")."""
+    out = []
+    for line in lines:
+        fields = line.split(None, 5)
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        out.append((start, end, fields[1], fields[5] if len(fields) > 5 else ""))
+    return out
 
 
 def queries(kernel: Kernel | RawKernel, config: dict[str, bool], pid: int) -> int:
@@ -117,6 +109,8 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
     manifest = parse(Path(machine.manifest).read_text())
     assert manifest.pid is not None and manifest.child_pid is not None
     config = read_config_file(image.config)
+    maps = request(machine, ["maps"]).maps  # the kernel's own names, just before the VM stops
+    assert maps
     target = GdbstubTarget(machine.gdb)  # stops the VM; close() lets it run on
     try:
         session = start(target, image.vmlinux, image.config)
@@ -144,22 +138,19 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
         assert len({t[0] for t in mine}) == len(mine)
 
         named = {}
-        drgn_missed = []
         for pid in (manifest.pid, manifest.child_pid, 1):
             task = raw.find_task(pid=pid)
             mm = raw.task_mm(task)
             drgn_mm = find_task(prog, pid).mm
             assert mm == drgn_mm.value_()
             vmas = vma_tuples(raw.vmas(mm))
-            theirs_vmas = vma_tuples(drgn.vmas(drgn_mm))
-            assert [v[:3] for v in vmas] == [v[:3] for v in theirs_vmas], f"pid {pid}"
-            for mine_vma, their_vma in zip(vmas, theirs_vmas):
-                if mine_vma[3] != their_vma[3]:
-                    assert drgn_misses_special_mapping(prog, drgn_mm, mine_vma[0], their_vma[3], mine_vma[3]), \
-                        f"pid {pid} {mine_vma[0]:#x}: {mine_vma[3]!r} != drgn's {their_vma[3]!r}"
-                    drgn_missed.append(f"{mine_vma[3]} of pid {pid}")
+            assert [v[:3] for v in vmas] == [v[:3] for v in vma_tuples(drgn.vmas(drgn_mm))], f"pid {pid}"
             assert [v[0] for v in vmas] == sorted(v[0] for v in vmas) and len(vmas) > 5
             named[pid] = {v[3] for v in vmas}
+        # Names as the kernel gives them: the workload's /proc/self/maps ("[anon]" where it has none).
+        workload = list(raw.vmas(raw.task_mm(raw.find_task(pid=manifest.pid))))
+        assert [(v.start, v.end, v.perms, v.name) for v in workload] == \
+            [(s, e, p, n or "[anon]") for s, e, p, n in maps_vmas(maps)]
         assert {"[heap]", "[stack]", "[vdso]"} <= named[manifest.pid]
         assert any(name.startswith("/") for name in named[1])
         workload_mm = raw.task_mm(raw.find_task(pid=manifest.pid))
@@ -183,10 +174,7 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
         target.close()
     with capsys.disabled():
         print(f"\n[{arch} {series}] RawKernel == drgn: {len(mine)} tasks, VMAs of pids "
-              f"{manifest.pid}, {manifest.child_pid}, 1; first layout_for {layout_seconds:.2f} s")
-        if drgn_missed:
-            print(f"  drgn's vma_name says [anon] for {len(drgn_missed)} special mappings the kernel names "
-                  f"(special_mapping_name: DWARF {prog['special_mapping_name'].address_:#x}, symbol "
-                  f"{prog.symbol('special_mapping_name').address:#x}): {', '.join(drgn_missed)}")
+              f"{manifest.pid}, {manifest.child_pid}, 1; names == the workload's /proc/self/maps "
+              f"({len(maps)} lines); first layout_for {layout_seconds:.2f} s")
         print("  " + ", ".join(f"{k} {v * 1000:.1f} ms" if k != "raw reads" else f"{k} {v}"
                                for k, v in times.items()))

@@ -276,10 +276,12 @@ def test_damaged_trees_raise(layout: KernelLayout, damage: str, message: str) ->
 
 # -- names -----------------------------------------------------------------------------------------
 
-def dentry(mem: Memory, name: bytes, parent: int | None, d_op: int = 0, inode: int = 0) -> int:
-    """A dentry; a short name is stored inside it, past the members RawKernel reads (as d_iname is)."""
+def dentry(mem: Memory, name: bytes, parent: int | None, d_op: int = 0, inode: int = 0, hashed: bool = True) -> int:
+    """A dentry, hashed (d_hash.pprev set) unless unlinked; a short name is stored inside it, past the
+    members RawKernel reads (as d_iname is)."""
     d = mem.struct("dentry")
-    fields_end = max(sum(mem.layout.members[f"dentry.{m}"]) for m in ("d_parent", "d_name", "d_inode", "d_op"))
+    fields_end = max(sum(mem.layout.members[f"dentry.{m}"]) for m in ("d_parent", "d_name", "d_inode", "d_op",
+                                                                        "d_hash"))
     inline = len(name) < mem.layout.sizes["dentry"] - fields_end
     text = d + fields_end if inline else mem.alloc(len(name) + 1, align=8)
     mem.write(text, name + b"\0")
@@ -290,6 +292,9 @@ def dentry(mem: Memory, name: bytes, parent: int | None, d_op: int = 0, inode: i
     mem.set(d, "dentry.d_parent", d if parent is None else parent)
     mem.set(d, "dentry.d_op", d_op)
     mem.set(d, "dentry.d_inode", inode)
+    if hashed:
+        mem.write(d + mem.layout.offset("dentry.d_hash") + mem.layout.offset("hlist_bl_node.pprev"),
+                  (HEAP - 8).to_bytes(8, "little"))  # any bucket: hashed is pprev != NULL
     return d
 
 
@@ -309,9 +314,28 @@ def file(mem: Memory, mnt: int, d: int) -> int:
     return f
 
 
+def pseudo_file(mem: Memory, name: bytes, d_dname: int, fs: bytes) -> int:
+    """A dentry of an unmounted pseudo file system (d_op->d_dname set, never hashed), its inode's
+    i_sb->s_type->name FS."""
+    ops = mem.struct("dentry_operations")
+    mem.set(ops, "dentry_operations.d_dname", d_dname)
+    fs_name = mem.alloc(16, align=8)
+    mem.write(fs_name, fs + b"\0")
+    fstype = mem.struct("file_system_type")
+    mem.set(fstype, "file_system_type.name", fs_name)
+    sb = mem.struct("super_block")
+    mem.set(sb, "super_block.s_type", fstype)
+    inode = mem.struct("inode")
+    mem.set(inode, "inode.i_sb", sb)
+    pseudo_root = dentry(mem, b"/", None, d_op=ops, inode=inode)
+    return dentry(mem, name, pseudo_root, d_op=ops, inode=inode, hashed=False)
+
+
 def test_vma_names(layout: KernelLayout) -> None:
-    """A file on a mount crossed at /tmp, a pseudo file (d_dname), a special mapping, heap, stack,
-    anonymous: the names drgn's vma_name gives."""
+    """The names /proc/PID/maps gives (fs/proc/task_mmu.c get_vma_name, fs/d_path.c d_path): a file
+    on a mount crossed at /tmp, an unlinked file, pseudo files whose d_dname is simple_dname or
+    anon_inodefs_dname (and one whose d_dname is unknown: said so), a special mapping, another
+    vm_ops->name (said so), heap, stack, anonymous."""
     mem = Memory(layout)
     # rootfs: "/" with "tmp"; a tmpfs mounted on /tmp holding "x.dat"
     root = dentry(mem, b"/", None)
@@ -320,23 +344,18 @@ def test_vma_names(layout: KernelLayout) -> None:
     tmpfs_root = dentry(mem, b"/", None)
     long_name = b"a-name-longer-than-the-space-inside-a-dentry-" * 4 + b".dat"
     x = dentry(mem, long_name, tmpfs_root)
+    gone = dentry(mem, b"gone.dat", tmpfs_root, hashed=False)
     tmpfs = mount(mem, tmpfs_root, rootfs, tmp)
-    # a pseudo file: d_op->d_dname set; d_inode->i_sb->s_type->name "hugetlbfs"
-    ops = mem.struct("dentry_operations")
-    mem.set(ops, "dentry_operations.d_dname", 0xFFFFFFFF81234560)
-    fs_name = mem.alloc(16, align=8)
-    mem.write(fs_name, b"hugetlbfs\0")
-    fstype = mem.struct("file_system_type")
-    mem.set(fstype, "file_system_type.name", fs_name)
-    sb = mem.struct("super_block")
-    mem.set(sb, "super_block.s_type", fstype)
-    inode = mem.struct("inode")
-    mem.set(inode, "inode.i_sb", sb)
-    pseudo = dentry(mem, b"anon_hugepage", None, d_op=ops, inode=inode)
+    hugetlb = pseudo_file(mem, b"anon_hugepage", layout.symbols["simple_dname"] + KASLR, b"hugetlbfs")
+    io_uring = pseudo_file(mem, b"[io_uring]", layout.symbols["anon_inodefs_dname"] + KASLR, b"anon_inodefs")
+    odd = pseudo_file(mem, b"odd", 0xFFFFFFFF81234560, b"oddfs")
+    pseudo_mnt = mount(mem, 0xFFFF888000001000, None, 0xFFFF888000001000)
     # special mapping: vm_ops->name == special_mapping_name, vm_private_data->name "[vdso]"
     vm_ops = mem.struct("vm_operations_struct")
     mem.set(vm_ops, "vm_operations_struct.name", layout.symbols["special_mapping_name"] + KASLR)
     other_ops = mem.struct("vm_operations_struct")
+    named_ops = mem.struct("vm_operations_struct")
+    mem.set(named_ops, "vm_operations_struct.name", 0xFFFFFFFF81234570)
     vdso_name = mem.alloc(8, align=8)
     mem.write(vdso_name, b"[vdso]\0")
     special = mem.struct("vm_special_mapping")
@@ -344,18 +363,29 @@ def test_vma_names(layout: KernelLayout) -> None:
 
     mm = mm_with_root(mem, 0, brk=(0x600000, 0x621000), start_stack=0x7FFFFFFDE000)
     entries = [
-        (0x400000, 0x401000, dict(file=file(mem, tmpfs, x)), "/tmp/" + long_name.decode()),
-        (0x401000, 0x402000, dict(file=file(mem, rootfs, tmp)), "/tmp"),  # the mountpoint itself, below the mount
+        (0x5FC000, 0x5FD000, dict(file=file(mem, tmpfs, x)), "/tmp/" + long_name.decode()),
+        (0x5FD000, 0x5FE000, dict(file=file(mem, rootfs, tmp)), "/tmp"),  # the mountpoint itself, below the mount
+        (0x5FE000, 0x5FF000, dict(file=file(mem, tmpfs, gone)), "/tmp/gone.dat (deleted)"),
+        (0x5FF000, 0x600000, {}, "[anon]"),  # ends at start_brk: not the heap since 6.6 (vma_is_initial_heap)
         (0x600000, 0x621000, {}, "[heap]"),
-        (0x700000, 0x800000, dict(file=file(mem, tmpfs, pseudo)), "[hugetlbfs]"),
+        (0x621000, 0x622000, dict(file=file(mem, pseudo_mnt, hugetlb)), "/anon_hugepage (deleted)"),
+        (0x622000, 0x623000, dict(file=file(mem, pseudo_mnt, io_uring)), "anon_inode:[io_uring]"),
+        (0x623000, 0x624000, dict(file=file(mem, pseudo_mnt, odd)),
+         "[oddfs file 'odd', named by d_dname 0xffffffff81234560: not derived]"),
         (0x7FFFF7FF0000, 0x7FFFF7FF2000, dict(ops=vm_ops, private=special), "[vdso]"),
         (0x7FFFF7FF2000, 0x7FFFF7FF3000, dict(ops=other_ops), "[anon]"),
+        (0x7FFFF7FF3000, 0x7FFFF7FF4000, dict(ops=named_ops), "[named by vm_ops->name 0xffffffff81234570: not derived]"),
         (0x7FFFFFFDD000, 0x7FFFFFFFF000, {}, "[stack]"),
     ]
     ranges = [(start, end - 1, vma(mem, mm, start, end, **kw)) for start, end, kw, _ in entries]
     set_root(mem, mm, leaf_for(mem, ranges, 0, ULONG_MAX, mm | 1) | 2)
+    uts = mem.at_symbol("init_uts_ns", layout.sizes["uts_namespace"])
+    mem.write(uts + layout.offset("uts_namespace.name.release"), b"6.12.0\0")
     got = list(kernel(mem).vmas(mm))
     assert [(v.start, v.end, v.name) for v in got] == [(s, e, name) for s, e, _, name in entries]
+    # 6.1's show_map_vma: a VMA that only touches the heap's bounds is [heap] too
+    mem.write(uts + layout.offset("uts_namespace.name.release"), b"6.1.0-37-amd64\0")
+    assert [v.name for v in kernel(mem).vmas(mm)][3] == "[heap]"
 
 
 def test_a_dentry_cycle_raises(layout: KernelLayout) -> None:

@@ -28,7 +28,8 @@ def answer(**fields: Any) -> dict[str, Any]:
     """An answer as the workload prints it: prepare pageout, ok, two present pages."""
     doc = {"seq": "7-1", "op": "prepare", "for": "pageout", "status": "ok", "reason": None, "errno": None,
            "shape": "4k", "start": "0x2010000000", "length": 8192, "op_start": "0x2010000000", "op_length": 8192,
-           "calls": 0, "anon_huge_kb": 0, "swap_kb": 0, "pagemap": [hex(PRESENT | 0x41e36), hex(PRESENT | 0x41e37)]}
+           "calls": 0, "anon_huge_kb": 0, "swap_kb": 0, "pagemap": [hex(PRESENT | 0x41e36), hex(PRESENT | 0x41e37)],
+           "maps": None}
     return {**doc, **fields}
 
 
@@ -171,12 +172,12 @@ def test_workload_answers_requests_on_host(tmp_path: Path) -> None:
     subprocess.run(["gcc", "-static", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
                     *map(str, sorted(WORKLOAD_DIR.glob("*.c")))], check=True, capture_output=True)
     requests = ["a prepare mprotect", "b mprotect", "c mprotect 0x2010000000", "d collapse", "e frob",
-                "f mprotect 0x1234", "g prepare", "bad$seq mprotect", "h prepare pageout", "i", ""]
+                "f mprotect 0x1234", "g prepare", "bad$seq mprotect", "h prepare pageout", "i", "", "j maps"]
     out = subprocess.run([str(binary), "--once", "--ops"], input="\n".join(requests) + "\n", check=True,
                          capture_output=True, text=True, timeout=120).stdout
     answers = [ops.parse_result(text) for text in out.splitlines() if text.startswith(ops.RESULT)]
     by_seq = {a.seq: a for a in answers}
-    assert [a.seq for a in answers] == ["a", "b", "c", "d", "e", "f", "g", "", "h", "i", ""]
+    assert [a.seq for a in answers] == ["a", "b", "c", "d", "e", "f", "g", "", "h", "i", "", "j"]
     prepared = by_seq["a"]
     assert (prepared.status, prepared.shape, prepared.start, prepared.length) == ("ok", "4k", 0x2010000000, 16 * 4096)
     assert all(pm.present for pm in prepared.pagemap)  # written pages (PFNs read as 0 when not root)
@@ -187,5 +188,10 @@ def test_workload_answers_requests_on_host(tmp_path: Path) -> None:
     assert "unknown operation 'frob'" in (by_seq["e"].reason or "")
     assert "no prepared region starts at '0x1234'" in (by_seq["f"].reason or "")
     assert "prepare what?" in (by_seq["g"].reason or "")
-    assert all(a.status == "failed" and a.start is None for a in answers[7:8] + answers[9:])  # no seq, no region
+    assert all(a.status == "failed" and a.start is None for a in answers[7:8] + answers[9:11])  # no seq, no region
+    assert all(a.maps is None for a in answers[:11])
+    maps = by_seq["j"].maps  # the process's own /proc/self/maps, the prepared regions in it
+    assert by_seq["j"].status == "ok" and maps is not None
+    assert any(m.startswith("2010004000-201000c000 r--p ") for m in maps), maps  # the mprotect of pages 4-11
+    assert any(m.startswith("2010400000-2010410000 rw-p ") for m in maps), maps
     assert (by_seq["h"].status, by_seq["h"].start) == ("ok", 0x2010400000)  # the next slot; failed prepares take none

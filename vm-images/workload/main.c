@@ -140,7 +140,7 @@ static void json_size_dirs(struct json *j, const char *dir, bool hugetlb)
 }
 
 /* Each line of a text file as a JSON string; null if it cannot be read. */
-static void json_lines(struct json *j, const char *path)
+void json_lines(struct json *j, const char *path)
 {
 	char line[512];
 	FILE *f = fopen(path, "re");

@@ -59,6 +59,7 @@ struct result {
 	uintptr_t op_start;  /* the part the step acted on */
 	size_t op_length;
 	int calls;           /* madvise calls made (pageout, collapse) */
+	bool maps;           /* the answer carries /proc/self/maps (request "maps") */
 };
 
 struct op {
@@ -386,6 +387,11 @@ static void render(const char *seq, const struct result *res)
 	for (size_t i = 0; i < n; i++)
 		json_hex(j, pm[i]);
 	json_end_array(j);
+	json_key(j, "maps");
+	if (res->maps)
+		json_lines(j, "/proc/self/maps");
+	else
+		json_null(j);
 	json_end_object(j);
 	text = json_text(j, &len);
 	write_all("PTINSPECT-OP ", 13);
@@ -422,9 +428,14 @@ static void answer(char *line)
 
 	if (!seq || !seq_ok(seq) || !word) {
 		res.op = NULL;
-		fail(&res, ST_FAILED, 0, "bad request: want 'SEQ prepare OP' or 'SEQ OP [START]'"
+		fail(&res, ST_FAILED, 0, "bad request: want 'SEQ prepare OP', 'SEQ OP [START]' or 'SEQ maps'"
 		     " with SEQ of 1-%d letters, digits, '.', '_', '-'", SEQ_MAX);
 		render(seq && seq_ok(seq) ? seq : NULL, &res);
+		return;
+	}
+	if (!strcmp(word, "maps")) {  /* the kernel's own list of this process's mappings */
+		res.maps = true;
+		render(seq, &res);
 		return;
 	}
 	if (!strcmp(word, "prepare")) {

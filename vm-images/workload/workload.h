@@ -120,6 +120,7 @@ void json_null(struct json *j);
 void json_newline(struct json *j);
 const char *json_text(const struct json *j, size_t *len);
 void json_free(struct json *j);
+void json_lines(struct json *j, const char *path);
 
 /* ops.c */
 void serve_ops(void);
