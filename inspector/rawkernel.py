@@ -20,8 +20,9 @@ from archs.softleaf import family_of_release
 
 from .kernel import KernelError, Vma, derive_remaining
 from .layout import KernelLayout
+from .reader import ReadError
 
-ReadVa = Callable[[int, int], bytes]  # (kernel virtual address, size) -> bytes
+ReadVa = Callable[[int, int], bytes]  # (kernel virtual address, size) -> bytes; ReadError when it cannot
 
 SOURCE = "debuginfo (cached layout)"
 
@@ -140,7 +141,7 @@ class RawKernel:
         """`size` bytes at kernel address `va`; KernelError naming `what` when they cannot be read."""
         try:
             data = self.read_va(va, size)
-        except Exception as exc:  # the caller's reader: SessionError, ReadError, drgn.FaultError...
+        except ReadError as exc:  # the reader's contract: unmapped or unreadable memory
             raise KernelError(f"cannot read {what} ({size} bytes at {va:#x}): {exc}") from None
         if len(data) != size:
             raise KernelError(f"reading {what} at {va:#x} gave {len(data)} of {size} bytes")

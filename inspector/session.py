@@ -47,6 +47,10 @@ class SessionError(Exception):
     """A user-facing failure to set up an inspection."""
 
 
+class KernelVaError(SessionError, ReadError):
+    """A kernel virtual address the kernel's own tables do not map."""
+
+
 @dataclass(frozen=True)
 class Root:
     """A table root to walk: its physical address, mode, half, and what it is."""
@@ -123,7 +127,7 @@ class Session:
             leaf = path[-1]
             pa = leaf.phys(va)
             if pa is None:
-                raise SessionError(f"kernel address {va:#x} is not mapped ({leaf.hw.kind.value} at {leaf.ref.level})")
+                raise KernelVaError(f"kernel address {va:#x} is not mapped ({leaf.hw.kind.value} at {leaf.ref.level})")
             page = self._pages[key] = pa - (va & MIN_PAGE_MASK)
         return page + (va & MIN_PAGE_MASK)
 
@@ -313,7 +317,7 @@ def find_vmcoreinfo(session: Session, vmlinux: Path, offset: int) -> bytes:
     try:
         ptr = struct.unpack("<Q", session.read_kernel_va(vml.symbol(vmlinux, "vmcoreinfo_data") + offset, 8))[0]
         size = struct.unpack("<Q", session.read_kernel_va(vml.symbol(vmlinux, "vmcoreinfo_size") + offset, 8))[0]
-    except SessionError as exc:
+    except (SessionError, ReadError) as exc:
         raise SessionError(f"cannot find VMCOREINFO in guest memory ({exc}); is {vmlinux} the running kernel?") from None
     if not ptr or not 0 < size <= 4096:
         raise SessionError("the kernel has no VMCOREINFO yet (vmcoreinfo_data is empty); "

@@ -7,6 +7,7 @@ import pytest
 
 from inspector.kernel import KernelError, Vma
 from inspector.layout import KernelLayout, layout_for
+from inspector.reader import ReadError
 from inspector.rawkernel import RawKernel
 from inspector.vm.images import ensure_image, image_for
 
@@ -51,7 +52,7 @@ class Memory:
         while size:
             n = min(size, 4096 - (va & 0xFFF))
             if va >> 12 not in self.pages:
-                raise LookupError(f"kernel address {va:#x} is not mapped")
+                raise ReadError(f"kernel address {va:#x} is not mapped")
             out.append((self.pages[va >> 12], va & 0xFFF, n))
             va, size = va + n, size - n
         return out
