@@ -589,3 +589,14 @@ class X86_64Arch:
 
 
 ARCH = X86_64Arch()
+
+
+def wx_access(access: Access, tables: Sequence[int]) -> Access:
+    """A kernel leaf's access as the kernel's own W^X check sees it: R/W of every table entry on
+    the path must allow writes, XD in any of them forbids execution (Intel SDM vol. 3 4.6.1;
+    arch/x86/mm/dump_pagetables.c:251-267 effective_prot, note_wx at 227 in 7.2)."""
+    rw = all(t & RW for t in tables)
+    nx = any(t & NX for t in tables)
+    if rw and not nx:
+        return access
+    return replace(access, write=access.write and rw, exec=access.exec and not nx)

@@ -59,6 +59,21 @@ class Context:
         return {(e.ref.table, e.ref.index): e for e in self.entries}
 
     @cached_property
+    def _table_values(self) -> list[dict[int, int]]:
+        """Per depth: the VA a table entry covers -> its raw value."""
+        out: list[dict[int, int]] = [{} for _ in self.snap.mode.levels]
+        for e in self.entries:
+            if e.kind is Kind.TABLE:
+                out[e.ref.depth][e.va] = e.hw.raw
+        return out
+
+    def path_tables(self, e: Entry) -> list[int]:
+        """The raw table entries on the walk to `e`, root first."""
+        levels = self.snap.mode.levels
+        return [self._table_values[d][e.va & ~(levels[d].span - 1)] for d in range(e.ref.depth)
+                if e.va & ~(levels[d].span - 1) in self._table_values[d]]
+
+    @cached_property
     def vma_index(self) -> VmaIndex | None:
         return None if self.snap.vmas is None else VmaIndex(self.snap.vmas)
 

@@ -17,9 +17,12 @@ def _kernel_leaves(ctx: Context) -> Iterator[Entry]:
 
 
 def wx(ctx: Context) -> Iterator[Finding]:
+    through_tables = getattr(ctx.rules, "wx_access", None)  # x86: the kernel's check uses effective rights
     for e in _kernel_leaves(ctx):
         access = e.view.access
         assert access is not None
+        if through_tables is not None:
+            access = through_tables(access, ctx.path_tables(e))
         if access.write and access.exec:
             yield ctx.finding("kernel-wx", e, "kernel mapping is writable and executable")
 
@@ -42,9 +45,11 @@ def _no_kernel_half(ctx: Context) -> str | None:
 
 
 CHECKS = (
-    Check("kernel-wx", "kernel mappings are never writable and executable at once (leaf permissions)",
-          "mm/ptdump.c:200-214 and arch/x86/mm/dump_pagetables.c:227-250,338 in 7.2 (CONFIG_DEBUG_WX "
-          "note_wx); arch/arm64/mm/ptdump.c:176-189, arch/riscv/mm/ptdump.c:264-277 (note_prot_wx)", wx,
+    Check("kernel-wx", "kernel mappings are never writable and executable at once (x86: under the table "
+          "entries' R/W and XD, as the kernel's check; arm64, riscv64: leaf permissions, as theirs)",
+          "mm/ptdump.c:200-214 and arch/x86/mm/dump_pagetables.c:227-267,338 in 7.2 (CONFIG_DEBUG_WX "
+          "note_wx, effective_prot); arch/arm64/mm/ptdump.c:176-189, arch/riscv/mm/ptdump.c:264-277 "
+          "(note_prot_wx)", wx,
           skip=_no_kernel_half),
     Check("kernel-user", "kernel mappings are not accessible from user mode (x86/riscv U bit; arm64 PTE_USER, "
           "or PTE_UXN clear)",

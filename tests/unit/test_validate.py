@@ -169,6 +169,25 @@ def test_x86_kernel_defect_is_flagged_exactly(check, va, change) -> None:
     expect_one(snap, rec, check)
 
 
+@pytest.mark.parametrize(("table_change", "flagged"), [
+    (lambda raw: raw, True),  # the PMD entry allows what the leaf allows: W+X
+    (lambda raw: raw | 1 << 63, False),  # XD in the PMD entry: nothing below executes
+    (lambda raw: raw & ~(1 << 1), False),  # R/W clear in the PMD entry: nothing below is writable
+    (lambda raw: raw & ~(1 << 2), True),  # U/S clear: says nothing about W or X
+])
+def test_x86_wx_is_judged_through_the_table_entries(table_change, flagged) -> None:
+    """x86's W^X rule is the kernel's effective_prot: R/W and XD of the table entries on the path
+    restrict the leaf (arch/x86/mm/dump_pagetables.c:251-267 in 7.2)."""
+    leaf_va = 0xFFFFFFFF82001000
+    snap, leaf = mutated(model_snapshot(*X86, X86_KERNEL, kernel=True), leaf_va, "pte", lambda raw: raw & ~(1 << 63))
+    pmd_va = leaf_va & ~((1 << 21) - 1)
+    snap, pmd = mutated(snap, pmd_va, "pmd", table_change)
+    assert pmd["kind"] == "table"
+    report = validate(snap)
+    assert located(report) == ([("kernel-wx", leaf_va, "pte", int(leaf["table"], 16), leaf["index"])] if flagged
+                               else []), [f.message for f in report.findings]
+
+
 def test_model_view_catches_a_decoder_that_misreads(monkeypatch: pytest.MonkeyPatch) -> None:
     snap = x86_user()
     arch = get_arch("x86_64")
