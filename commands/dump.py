@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Iterable
 
 import click
 
