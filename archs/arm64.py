@@ -538,6 +538,7 @@ class Arm64Arch:
     kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None  # under KASLR vmalloc/module pages may precede the image
     gdb_registers = ("TTBR1_EL1", "TTBR0_EL1", "TCR_EL1", "MAIR_EL1", "SCTLR", "ID_AA64MMFR0_EL1", "VBAR")
+    kernel_va_bit = 55  # VA bit 55 selects TTBR1_EL1, the kernel's half (Arm ARM D8.2.4; asm/memory.h)
 
     def __init__(self) -> None:
         self._modes = tuple(build_mode(ps, va, lpa2=lpa2, pa_bits=pa)

@@ -230,6 +230,9 @@ class Arch(Protocol):
     # description names them (PLATFORM-NOTES.md, gdb-multiarch 13.1); the first one is found in
     # no other architecture's description, which tells which architecture a stub is.
     gdb_registers: tuple[str, ...]
+    # The VA bit set in every kernel-half address (canonical upper half; arm64: the TTBR1 half).
+    # The kernel writes no software-leaf entries there (set_memory_np, KFENCE: not present only).
+    kernel_va_bit: int
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper
@@ -262,3 +265,8 @@ class Arch(Protocol):
     ) -> int:
         """ptep_get() of entry `index` given the raw values of its whole block
         (the aligned contiguous block for a CONT/NAPOT entry, else [raw])."""
+
+
+def in_kernel_half(arch: Arch, va: int) -> bool:
+    """Whether a canonical VA lies in the kernel's half of `arch`'s address space."""
+    return bool(va >> arch.kernel_va_bit & 1)

@@ -201,6 +201,7 @@ class Riscv64:
     # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S:198 in 7.2)
     kaslr_anchor = ("stvec", "handle_exception")
     gdb_registers = ("satp", "stvec")
+    kernel_va_bit = 63  # the kernel lives in the upper half (Documentation/arch/riscv/vm-layout.rst)
     # VMCOREINFO_SYMBOL_ARRAY(swapper_pg_dir) (kernel/crash_core.c:426, vmcore_info.c:146/167): init_mm's satp root
     kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None

@@ -488,6 +488,7 @@ class X86_64Arch:
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None
     gdb_registers = ("cr3", "cr0", "cr4", "efer")
+    kernel_va_bit = 63  # the kernel lives in the canonical upper half (Documentation/arch/x86/x86_64/mm.rst)
     # VMCOREINFO_SYMBOL(init_top_pgt) (crash_core_64.c:13, vmcore_info_64.c:13/13): the kernel PGD
     kernel_root_symbol = "init_top_pgt"
     # __START_KERNEL_map .. + KERNEL_IMAGE_SIZE (1 GiB with RANDOMIZE_BASE): the kernel image

@@ -14,6 +14,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from archs.common import Fact, KernelFacts
 from archs.softleaf import family_of_release
@@ -443,7 +444,7 @@ class RawKernel:
         start, end = v["vm_start"], v["vm_end"]
         start_brk, brk, start_stack = f["start_brk"], f["brk"], f["start_stack"]
         heap = start < brk and end > start_brk  # vma_is_initial_heap (include/linux/mm.h, 6.6+)
-        if heap != (start <= brk and end >= start_brk) and not self._initial_heap_strict():
+        if heap != (start <= brk and end >= start_brk) and not self._initial_heap_strict:
             heap = True  # a VMA touching the heap's bounds: 6.1's show_map_vma counts it
         if heap:
             return "[heap]"
@@ -453,6 +454,7 @@ class RawKernel:
             return f"[anon:{self._anon_name(anon_name)}]"
         return ""
 
+    @cached_property
     def _initial_heap_strict(self) -> bool:
         """Whether [heap] excludes VMAs that only touch start_brk/brk: vma_is_initial_heap's
         strict test since 6.6 (mm: factor out VMA stack and heap checks), 6.1's inclusive one before."""

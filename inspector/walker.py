@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
-from archs.common import SOFTLEAF_KINDS, Arch, Decoded, Kind, KernelFacts, PagingMode
+from archs.common import SOFTLEAF_KINDS, Arch, Decoded, Kind, KernelFacts, PagingMode, in_kernel_half
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
 from .reader import PhysReader, TableCache
@@ -415,10 +415,9 @@ class Walker:
 
     def _leaf(self, va: int, ref: EntryRef, dec: Decoded) -> Entry:
         """A leaf entry with its block position, kernel view and own frame."""
-        if dec.kind in SOFTLEAF_KINDS and va >> 63:
-            # All three architectures keep the kernel in the upper half, where the
-            # kernel never writes software-leaf entries: a non-present kernel PTE
-            # (set_memory_np, DEBUG_PAGEALLOC, KFENCE) only looks like one.
+        if dec.kind in SOFTLEAF_KINDS and in_kernel_half(self.arch, va):
+            # The kernel never writes software-leaf entries in its own half: a non-present
+            # kernel PTE (set_memory_np, DEBUG_PAGEALLOC, KFENCE) only looks like one.
             dec = dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=(
                 "not present: a kernel-half mapping, where the kernel writes no software-leaf "
                 f"entries (as a softleaf it would read {dec.kind.value})"))

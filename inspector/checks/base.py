@@ -7,7 +7,7 @@ from functools import cached_property
 from types import ModuleType
 from typing import Callable, Iterable
 
-from archs.common import Kind
+from archs.common import Kind, in_kernel_half
 
 from ..dump import VmaIndex
 from ..entry import ENTRY_BYTES, Entry
@@ -81,6 +81,9 @@ class Context:
     def output_bits(self) -> int:
         return self.rules.output_bits(self.snap.mode, self.snap.facts)
 
+    def kernel_half(self, va: int) -> bool:
+        return in_kernel_half(self.snap.arch, va)
+
     def table_bytes(self, depth: int) -> int:
         return self.snap.mode.levels[depth].entries * ENTRY_BYTES
 
@@ -102,7 +105,3 @@ class Check:
     skip: Callable[[Context], str | None] = lambda ctx: None
     arches: frozenset[str] = frozenset({"x86_64", "arm64", "riscv64"})
 
-
-def upper_half(va: int) -> bool:
-    """All three architectures keep the kernel in the upper VA half."""
-    return bool(va >> 63)

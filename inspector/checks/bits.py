@@ -5,7 +5,7 @@ from typing import Iterator
 
 from archs.common import SOFTLEAF_KINDS, Kind
 
-from .base import Check, Context, Finding, upper_half
+from .base import Check, Context, Finding
 
 
 def _bit_list(mask: int) -> str:
@@ -19,7 +19,7 @@ def well_formed(ctx: Context) -> Iterator[Finding]:
     for e in ctx.leaves:
         if e.kind is not Kind.UNKNOWN:
             continue
-        if upper_half(e.va) and snap.arch.decode(e.hw.raw, e.ref.depth, snap.mode, snap.facts).kind in SOFTLEAF_KINDS:
+        if ctx.kernel_half(e.va) and snap.arch.decode(e.hw.raw, e.ref.depth, snap.mode, snap.facts).kind in SOFTLEAF_KINDS:
             continue
         yield ctx.finding("well-formed", e, e.hw.reason or "the decoder cannot classify this value")
 

@@ -6,13 +6,13 @@ from typing import Iterator
 from archs.common import Kind
 
 from ..entry import Entry
-from .base import Check, Context, Finding, upper_half
+from .base import Check, Context, Finding
 
 
 def _kernel_leaves(ctx: Context) -> Iterator[Entry]:
     """Present leaves of the upper half that the decoder gave permissions."""
     for e in ctx.leaves:
-        if e.kind is Kind.PRESENT and e.view.access is not None and upper_half(e.va):
+        if e.kind is Kind.PRESENT and e.view.access is not None and ctx.kernel_half(e.va):
             yield e
 
 

@@ -5,7 +5,7 @@ from typing import Iterator
 
 from archs.common import Kind
 
-from .base import Check, Context, Finding, upper_half
+from .base import Check, Context, Finding
 
 VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4  # include/linux/mm.h:294-296 in 7.2 (VMA_*_BIT 0-2)
 
@@ -19,7 +19,7 @@ def _no_vmas(ctx: Context) -> str | None:
 def cover(ctx: Context) -> Iterator[Finding]:
     assert ctx.vma_index is not None
     for e in ctx.leaves:
-        if e.kind is Kind.UNKNOWN or upper_half(e.va):
+        if e.kind is Kind.UNKNOWN or ctx.kernel_half(e.va):
             continue
         vma = ctx.vma_index.find(e.va)
         if vma is None:
@@ -33,7 +33,7 @@ def perms(ctx: Context) -> Iterator[Finding]:
     assert ctx.vma_index is not None
     for e in ctx.leaves:
         access = e.view.access
-        if e.kind is not Kind.PRESENT or access is None or upper_half(e.va):
+        if e.kind is not Kind.PRESENT or access is None or ctx.kernel_half(e.va):
             continue
         vma = ctx.vma_index.find(e.va)
         if vma is None:
