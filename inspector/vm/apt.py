@@ -1,4 +1,5 @@
-"""A private apt state (sid, trixie, bookworm for amd64, arm64, riscv64) built from the system's apt sources.
+"""A private apt state (Debian 11 to unstable and experimental, for amd64, arm64, riscv64) built from the
+system's apt sources.
 
 The archive URI is read from the system's own apt configuration; the system's sources, lists and
 caches are never touched. apt verifies the archive signatures and the package hashes.
@@ -15,7 +16,8 @@ from pathlib import Path
 from . import VMError, progress
 from .cache import locked, subdir
 
-SUITES = ("sid", "trixie", "bookworm")
+# bullseye: 5.10; bookworm: 6.1; trixie: 6.12; trixie-backports: 7.2/7.3; sid: 7.2; experimental: the next rc.
+SUITES = ("sid", "experimental", "trixie", "trixie-backports", "bookworm", "bullseye")
 DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64", "riscv64": "riscv64"}  # ptinspect name -> Debian
 DEB_ARCHES = tuple(DEB_ARCH.values())
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
