@@ -38,7 +38,12 @@ from dataclasses import replace
 from typing import Mapping, Sequence
 
 from .common import Access, ContInfo, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, vmcoreinfo_int
-from .softleaf import FAMILIES, decode_softleaf
+from .softleaf import decode_softleaf
+FAMILIES = ("6.1", "6.12", "7.2")  # TODO(features): being replaced by FEATURES
+from .versions import Feature
+
+# This architecture's layout changes (archs/versions.py); TODO(features): filled per feature.
+FEATURES: tuple[Feature, ...] = ()
 
 MASK64 = (1 << 64) - 1
 
@@ -526,6 +531,7 @@ class Arm64Arch:
     """The arm64 Arch: modes from TCR_EL1, descriptors of 6.1 / 6.12 / 7.2."""
 
     name = "arm64"
+    features: tuple[Feature, ...] = FEATURES
     default_mode = "4k-48"  # decode's default: Debian's arm64 kernels before LPA2 hardware: 4 KiB granule, 48-bit VA
     split_roots = True  # TTBR0_EL1 translates the lower (user) half, TTBR1_EL1 the upper
     # VBAR_EL1 holds `vectors` (kernel/head.S:224-225 in 7.2) unless the Spectre-BHB/KPTI

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Mapping, Protocol, Sequence
 
+from .versions import Feature, Layout
+
 # Kernel names of the five levels, root first (include/linux/pgtable.h).
 LEVEL_NAMES = ("pgd", "p4d", "pud", "pmd", "pte")
 
@@ -114,13 +116,13 @@ class Fact:
 class KernelFacts:
     """What the decoders need to know about the kernel; absent means unknown.
 
-    `family` is the layout family ("6.1", "6.12", "7.2") the release maps to.
-    `facts` holds config options by their CONFIG_ name (bool) and named runtime
-    facts ("MAX_SWAPFILES", "swap_migration_ad_supported", "MAX_PHYSMEM_BITS",
+    `layout` is the release's page-table layout on this architecture (archs/versions.py), None
+    when the release is not known.  `facts` holds config options by their CONFIG_ name (bool)
+    and named runtime facts ("MAX_SWAPFILES", "swap_migration_ad_supported", "MAX_PHYSMEM_BITS",
     arch extension flags such as "svrsw60t59b"), each with its source.
     """
 
-    family: str | None = None
+    layout: Layout | None = None
     release: str | None = None
     facts: Mapping[str, Fact] = field(default_factory=dict)
 
@@ -130,6 +132,10 @@ class KernelFacts:
 
     def known(self, name: str) -> bool:
         return name in self.facts
+
+    def has(self, feature: str) -> bool | None:
+        """Whether a layout feature is in force; None when the release is not known."""
+        return None if self.layout is None else self.layout.has(feature)
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,11 @@ class Access:
     dirty: bool
 
 
+# BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT (include/linux/swapops.h, 5.10..7.3): where the
+# generic swp_entry_t keeps its type.
+SWP_TYPE_SHIFT = 58
+
+
 @dataclass(frozen=True)
 class Softleaf:
     """A non-present, non-none entry converted as softleaf_from_pte() does."""
@@ -155,7 +166,7 @@ class Softleaf:
     @property
     def val(self) -> int:
         """Generic swp_entry_t.val (type << SWP_TYPE_SHIFT | offset)."""
-        return (self.type << 58) | self.offset
+        return (self.type << SWP_TYPE_SHIFT) | self.offset
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,8 @@ class Arch(Protocol):
     # The VA bit set in every kernel-half address (canonical upper half; arm64: the TTBR1 half).
     # The kernel writes no software-leaf entries there (set_memory_np, KFENCE: not present only).
     kernel_va_bit: int
+    # This architecture's layout changes with the releases that made them (archs/versions.py).
+    features: tuple[Feature, ...]
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper

@@ -26,7 +26,12 @@ from typing import Mapping, Sequence
 
 from .common import (SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf,
                      find_mode, vmcoreinfo_int)
-from .softleaf import DEVICE_PRIVATE_KINDS, FAMILIES, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
+FAMILIES = ("6.1", "6.12", "7.2")  # TODO(features): being replaced by FEATURES
+from .softleaf import DEVICE_PRIVATE_KINDS, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
+from .versions import Feature
+
+# This architecture's layout changes (archs/versions.py); TODO(features): filled per feature.
+FEATURES: tuple[Feature, ...] = ()
 
 PAGE_SHIFT = 12
 TABLE_BITS = 9  # PTRS_PER_* = PAGE_SIZE / sizeof(pte_t) = 512
@@ -196,6 +201,7 @@ class Riscv64:
     """The riscv64 Arch (module-level ARCH)."""
 
     name = "riscv64"
+    features: tuple[Feature, ...] = FEATURES
     default_mode = "sv48"  # decode's default: what QEMU 7.2's virt machine offers by default
     split_roots = False  # satp's root holds both halves
     # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S:198 in 7.2)

@@ -1,106 +1,93 @@
-"""The generic software-leaf (swap-entry) type space, per kernel family and config.
+"""The generic software-leaf (swap-entry) type space, per kernel release and config.
 
 A non-present entry carries a 5-bit type and a 58-bit offset once the arch's
 __swp_type/__swp_offset have been applied.  Which type numbers mean what is
-carved from the top of the type space by #defines that depend on the kernel
-version and on CONFIG_MIGRATION, CONFIG_DEVICE_PRIVATE, CONFIG_MEMORY_FAILURE
-(and 6.1's CONFIG_PTE_MARKER): include/linux/swap.h, lines
-6.1:59-125, 6.12:63-117, 7.2:60-113.  None of these is in the debug info, so a
-missing config fact makes the affected types "unknown", never a guess.
+carved from the top of the type space by #defines of include/linux/swap.h that
+depend on the release (archs/versions.py features) and on CONFIG_MIGRATION,
+CONFIG_DEVICE_PRIVATE, CONFIG_MEMORY_FAILURE (and, 5.19 to 6.1, CONFIG_PTE_MARKER).
+None of these is in the debug info; a type whose meaning differs between the
+configs still possible is "unknown" with the missing options named, never a guess,
+while a type that means the same in all of them is decoded.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from .common import SOFTLEAF_KINDS, Decoded, Kind, KernelFacts, Softleaf
-from .versions import family_for
+from .versions import Layout
 
-SWP_TYPE_SHIFT = 58  # BITS_PER_XA_VALUE - MAX_SWAPFILES_SHIFT (swapops.h:27)
-SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
-MAX_SWAPFILES_SHIFT = 5  # swap.h:50/50/47
+MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h, every release 5.10..7.3
 
-FAMILIES = ("6.1", "6.12", "7.2")
-
-# PTE marker bits (include/linux/swapops.h 6.1:463, 6.12:424-430; 7.2 leafops/swapops.h:283-299).
-PTE_MARKERS = {
-    "6.1": {0: "uffd-wp"},
-    "6.12": {0: "uffd-wp", 1: "poison"},
-    "7.2": {0: "uffd-wp", 1: "poison", 2: "guard"},
-}
-PTE_MARKER_MASK = {"6.1": 0x1, "6.12": 0x3, "7.2": 0x7}
-
-# The config options each family's type carving depends on.
-CONFIG_OPTIONS = {
-    "6.1": ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE", "CONFIG_PTE_MARKER"),
-    "6.12": ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE"),
-    "7.2": ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE"),
-}
-
-# The kinds whose offset carries a PFN (softleaf_has_pfn, leafops.h:335 in 7.2); 6.1's
+# The kinds whose offset carries a PFN (softleaf_has_pfn, include/linux/leafops.h in 7.2); 6.1's
 # SWP_SWAPIN_ERROR stores one too but is not in is_pfn_swap_entry().
 PFN_KINDS = SOFTLEAF_KINDS - {Kind.SWAP, Kind.MARKER, Kind.SWAPIN_ERROR}
 MIGRATION_KINDS = frozenset({Kind.MIGRATION_READ, Kind.MIGRATION_READ_EXCLUSIVE, Kind.MIGRATION_WRITE})
 # Device-private frames are device memory; device-exclusive entries point at system RAM.
 DEVICE_PRIVATE_KINDS = frozenset({Kind.DEVICE_PRIVATE_READ, Kind.DEVICE_PRIVATE_WRITE})
+CARVING_OPTIONS = ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE")
+
+
+def config_options(layout: Layout) -> tuple[str, ...]:
+    """The config options the type carving of `layout` depends on."""
+    return CARVING_OPTIONS + (("CONFIG_PTE_MARKER",) if layout.has("pte_marker_config") else ())
+
+
+def pte_markers(layout: Layout) -> dict[int, str]:
+    """PTE marker bits by name (include/linux/swapops.h PTE_MARKER_*): UFFD_WP BIT(0) since 5.19,
+    BIT(1) SWAPIN_ERROR (6.2) renamed POISONED (6.6), GUARD BIT(2) since 6.13."""
+    bits: dict[int, str] = {}
+    if layout.has("pte_marker"):
+        bits[0] = "uffd-wp"
+    if layout.has("pte_marker_bit1"):
+        bits[1] = "poison" if layout.has("pte_marker_poisoned") else "swapin-error"
+    if layout.has("pte_marker_guard"):
+        bits[2] = "guard"
+    return bits
 
 
 @dataclass(frozen=True)
 class TypeSlot:
-    """One special type number: its kind and, for 6.1/6.12 device-exclusive, the access."""
+    """One special type number: its kind and, 5.14 to 6.14, the device-exclusive access."""
 
     kind: Kind
     access: str | None = None  # "read" / "write" for SWP_DEVICE_EXCLUSIVE_{READ,WRITE}
     name: str = ""  # kernel define, e.g. "SWP_MIGRATION_WRITE"
 
 
-def type_space(family: str, config: dict[str, bool]) -> tuple[int, dict[int, TypeSlot]]:
-    """MAX_SWAPFILES and the special types for a family and a complete config.
+def type_space(layout: Layout, config: dict[str, bool]) -> tuple[int, dict[int, TypeSlot]]:
+    """MAX_SWAPFILES and the special types for a layout and a complete config.
 
-    Transcribes the #define chain of include/linux/swap.h; the numbers are
-    checked in tests against encode-vectors.txt (compiled from those headers).
+    The #define chain of include/linux/swap.h (5.10..7.3): from MAX_SWAPFILES up, HWPOISON,
+    MIGRATION_*, DEVICE_*, PTE_MARKER, SWAPIN_ERROR; checked in tests against what each
+    release's swap.h compiles to (tests/data/derived/).
     """
     mf = config["CONFIG_MEMORY_FAILURE"]
     mig = config["CONFIG_MIGRATION"]
     dp = config["CONFIG_DEVICE_PRIVATE"]
-    if family == "6.1":
-        marker_num = 1 if config["CONFIG_PTE_MARKER"] else 0
-        device_num = 4 if dp else 0
-        swapin_error_num = 1
-    elif family in ("6.12", "7.2"):
-        marker_num = 1  # SWP_PTE_MARKER_NUM is 1 unconditionally since CONFIG_PTE_MARKER went away
-        device_num = (3 if family == "7.2" else 4) if dp else 0
-        swapin_error_num = 0
-    else:
-        raise ValueError(f"unknown layout family {family!r}")
-    hwpoison_num = 1 if mf else 0
-    migration_num = 3 if mig else 0
-    max_swapfiles = 32 - device_num - migration_num - hwpoison_num - marker_num - swapin_error_num
-
-    slots: dict[int, TypeSlot] = {}
-    base = max_swapfiles
-    if mf:
-        slots[base] = TypeSlot(Kind.HWPOISON, name="SWP_HWPOISON")
-    base += hwpoison_num
+    marker = layout.has("pte_marker") and (not layout.has("pte_marker_config") or config["CONFIG_PTE_MARKER"])
+    migration: list[TypeSlot] = []
     if mig:
-        slots[base] = TypeSlot(Kind.MIGRATION_READ, name="SWP_MIGRATION_READ")
-        slots[base + 1] = TypeSlot(Kind.MIGRATION_READ_EXCLUSIVE, name="SWP_MIGRATION_READ_EXCLUSIVE")
-        slots[base + 2] = TypeSlot(Kind.MIGRATION_WRITE, name="SWP_MIGRATION_WRITE")
-    base += migration_num
+        migration.append(TypeSlot(Kind.MIGRATION_READ, name="SWP_MIGRATION_READ"))
+        if layout.has("swp_migration_read_exclusive"):
+            migration.append(TypeSlot(Kind.MIGRATION_READ_EXCLUSIVE, name="SWP_MIGRATION_READ_EXCLUSIVE"))
+        migration.append(TypeSlot(Kind.MIGRATION_WRITE, name="SWP_MIGRATION_WRITE"))
+    device: list[TypeSlot] = []
     if dp:
-        slots[base] = TypeSlot(Kind.DEVICE_PRIVATE_WRITE, name="SWP_DEVICE_WRITE")
-        slots[base + 1] = TypeSlot(Kind.DEVICE_PRIVATE_READ, name="SWP_DEVICE_READ")
-        if family == "7.2":
-            slots[base + 2] = TypeSlot(Kind.DEVICE_EXCLUSIVE, name="SWP_DEVICE_EXCLUSIVE")
-        else:
-            slots[base + 2] = TypeSlot(Kind.DEVICE_EXCLUSIVE, "write", "SWP_DEVICE_EXCLUSIVE_WRITE")
-            slots[base + 3] = TypeSlot(Kind.DEVICE_EXCLUSIVE, "read", "SWP_DEVICE_EXCLUSIVE_READ")
-    base += device_num
-    if marker_num:
-        slots[base] = TypeSlot(Kind.MARKER, name="SWP_PTE_MARKER")
-    base += marker_num
-    if swapin_error_num:
-        slots[base] = TypeSlot(Kind.SWAPIN_ERROR, name="SWP_SWAPIN_ERROR")
-    return max_swapfiles, slots
+        device += [TypeSlot(Kind.DEVICE_PRIVATE_WRITE, name="SWP_DEVICE_WRITE"),
+                   TypeSlot(Kind.DEVICE_PRIVATE_READ, name="SWP_DEVICE_READ")]
+        if layout.has("swp_device_exclusive_single"):
+            device.append(TypeSlot(Kind.DEVICE_EXCLUSIVE, name="SWP_DEVICE_EXCLUSIVE"))
+        elif layout.has("swp_device_exclusive"):
+            device += [TypeSlot(Kind.DEVICE_EXCLUSIVE, "write", "SWP_DEVICE_EXCLUSIVE_WRITE"),
+                       TypeSlot(Kind.DEVICE_EXCLUSIVE, "read", "SWP_DEVICE_EXCLUSIVE_READ")]
+    ordered = ([TypeSlot(Kind.HWPOISON, name="SWP_HWPOISON")] if mf else []) + migration + device
+    if marker:
+        ordered.append(TypeSlot(Kind.MARKER, name="SWP_PTE_MARKER"))
+    if layout.has("swp_swapin_error"):
+        ordered.append(TypeSlot(Kind.SWAPIN_ERROR, name="SWP_SWAPIN_ERROR"))
+    max_swapfiles = (1 << MAX_SWAPFILES_SHIFT) - len(ordered)
+    return max_swapfiles, {max_swapfiles + i: slot for i, slot in enumerate(ordered)}
 
 
 @dataclass(frozen=True)
@@ -112,60 +99,55 @@ class Classified:
     reason: str | None = None  # set when kind is UNKNOWN
 
 
-def family_of_release(release: str, arch: str | None = None) -> str | None:
-    """The layout family of a kernel release, or None when no transcribed family
-    matches it exactly (see archs/versions.py): guessing would be worse than
-    asking the user to say which layout to apply."""
-    return family_for(release, arch)
+def _classify(swp_type: int, layout: Layout, config: dict[str, bool]) -> Classified:
+    max_swapfiles, slots = type_space(layout, config)
+    if swp_type < max_swapfiles:
+        return Classified(Kind.SWAP)
+    slot = slots.get(swp_type)
+    if slot is None:
+        return Classified(Kind.UNKNOWN, reason=f"type {swp_type} is not defined for this kernel and config")
+    return Classified(slot.kind, slot)
 
 
 def classify_type(swp_type: int, facts: KernelFacts) -> Classified:
     """Classify a generic swap type number for the kernel described by `facts`.
 
-    Uses the full config when every option is known; otherwise decides what
-    is certain (type < MAX_SWAPFILES is a swap device, 6.12+/7.2 type 31 is
-    always SWP_PTE_MARKER, 6.1 type 31 always SWP_SWAPIN_ERROR) and answers
-    UNKNOWN with the missing facts named for the rest.
+    Every config the known facts still allow (options not known are tried both ways; a known
+    MAX_SWAPFILES keeps only the configs that give it) is carved; a type that means the same in
+    all of them is decoded, one that does not is UNKNOWN with the missing options named.
     """
-    family = facts.family
-    if family not in FAMILIES:
-        return Classified(Kind.UNKNOWN, reason="kernel layout family unknown (give the kernel release)")
-    options = CONFIG_OPTIONS[family]
+    layout = facts.layout
+    if layout is None:
+        return Classified(Kind.UNKNOWN, reason="kernel release unknown: give it (--kernel) to decode swap types")
+    options = config_options(layout)
     missing = [o for o in options if not facts.known(o)]
-    if not missing:
-        max_swapfiles, slots = type_space(family, {o: bool(facts.get(o)) for o in options})
-        known_max = facts.get("MAX_SWAPFILES")
-        if known_max is not None and known_max != max_swapfiles:
-            return Classified(
-                Kind.UNKNOWN,
-                reason=f"MAX_SWAPFILES is {known_max} in the kernel but the config gives "
-                f"{max_swapfiles}: the config facts do not match this kernel",
-            )
-        if swp_type < max_swapfiles:
-            return Classified(Kind.SWAP)
-        slot = slots.get(swp_type)
-        if slot is None:
-            return Classified(Kind.UNKNOWN, reason=f"type {swp_type} is not defined for this kernel and config")
-        return Classified(slot.kind, slot)
-    # Partial knowledge: only what holds for every config of this family.
+    known = {o: bool(facts.get(o)) for o in options if facts.known(o)}
     known_max = facts.get("MAX_SWAPFILES")
-    if isinstance(known_max, int) and swp_type < known_max:
-        return Classified(Kind.SWAP)
-    if swp_type == 31:
-        if family == "6.1":
-            return Classified(Kind.SWAPIN_ERROR, TypeSlot(Kind.SWAPIN_ERROR, name="SWP_SWAPIN_ERROR"))
-        return Classified(Kind.MARKER, TypeSlot(Kind.MARKER, name="SWP_PTE_MARKER"))
+    answers: set[Classified] = set()
+    for values in itertools.product((False, True), repeat=len(missing)):
+        config = {**known, **dict(zip(missing, values))}
+        if isinstance(known_max, int) and type_space(layout, config)[0] != known_max:
+            continue
+        answers.add(_classify(swp_type, layout, config))
+    if not answers:
+        return Classified(
+            Kind.UNKNOWN,
+            reason=f"MAX_SWAPFILES is {known_max} in the kernel but no config of {layout.name} with the "
+            f"known options gives it: the config facts do not match this kernel",
+        )
+    if len(answers) == 1:
+        return answers.pop()
     return Classified(
         Kind.UNKNOWN,
         reason=f"type {swp_type} depends on {', '.join(missing)}, not known for this kernel",
     )
 
 
-def markers_of(offset: int, family: str) -> tuple[tuple[str, ...], int]:
+def markers_of(offset: int, layout: Layout) -> tuple[tuple[str, ...], int]:
     """PTE marker names in a marker entry's offset, and any bits no marker defines."""
-    mask = PTE_MARKER_MASK[family]
-    names = tuple(name for bit, name in sorted(PTE_MARKERS[family].items()) if offset & (1 << bit))
-    return names, offset & ~mask
+    bits = pte_markers(layout)
+    names = tuple(name for bit, name in sorted(bits.items()) if offset & (1 << bit))
+    return names, offset & ~sum(1 << bit for bit in bits)
 
 
 def decode_softleaf(
@@ -191,16 +173,18 @@ def decode_softleaf(
     if cls.kind is Kind.UNKNOWN:
         return Decoded(raw, level, Kind.UNKNOWN, size=size, flags=flags, softleaf=leaf, reason=cls.reason)
     if level == "pmd":
-        valid = MIGRATION_KINDS | (DEVICE_PRIVATE_KINDS if facts.family == "7.2" else frozenset())
+        device = facts.layout is not None and facts.layout.has("pmd_device_private")
+        valid = MIGRATION_KINDS | (DEVICE_PRIVATE_KINDS if device else frozenset())
         if cls.kind not in valid:
             notes.append("not a kind the kernel writes at PMD level (softleaf_is_valid_pmd_entry)")
     pfn = None
     pfn_space = None
     markers: tuple[str, ...] = ()
     if cls.kind is Kind.MARKER:
-        markers, stray = markers_of(leaf.offset, facts.family or "")
+        assert facts.layout is not None  # classify_type answers UNKNOWN without one
+        markers, stray = markers_of(leaf.offset, facts.layout)
         if stray:
-            notes.append(f"marker offset bits {stray:#x} define no marker in {facts.family}")
+            notes.append(f"marker offset bits {stray:#x} define no marker in {facts.layout.name}")
     elif cls.kind in PFN_KINDS or cls.kind is Kind.SWAPIN_ERROR:
         if swp_pfn_bits is None:
             return Decoded(

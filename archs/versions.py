@@ -1,55 +1,182 @@
-"""Which transcribed layout family a kernel release decodes with, per architecture.
+"""Kernel releases as data: every page-table layout change is a feature with the release that made it.
 
-Only three families were transcribed from headers (6.1, 6.12, 7.2).  A release
-in between decodes with a family only when every layout that matters (the
-generic swap-type carving and that architecture's bits) is the family's; any
-other release is left unknown rather than guessed.  The boundaries are mainline
-releases with the commits that moved each layout: archs/VERSIONS.md.
+A release's layout on an architecture is the set of generic features (this module) and that
+architecture's features (`FEATURES` of archs/<arch>.py) in force at its version.  Decoders ask
+`layout.has("feature")`; nothing outside archs/ compares release strings.
+
+Boundaries are mainline releases (the vX.Y tag that first has the change), each with the kernel
+file and symbol it concerns and the commit that made it.  Distribution kernels can carry
+backports; a user who knows better pins a layout (`--layout`).  Releases from OLDEST to NEWEST
+are supported; a newer release is inspected with NEWEST's layout and says so (`Layout.assumed`);
+an older one is refused.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Iterable
 
 Version = tuple[int, int]
 
-# Generic type space (include/linux/swap.h, swapops.h): 6.1 layout needs the
-# migration A/D bits (6.1, 2e3468778dbe) and predates 6.2's always-on markers
-# (ca92ea3dc5a2); 6.6 renamed the BIT(1) marker POISONED (af19487f00f3) and
-# 6.13 added GUARD (7c53dfbdb024); 6.15 merged device-exclusive types (c25465eb7630).
-GENERIC: dict[str, tuple[Version, Version]] = {
-    "6.1": ((6, 1), (6, 1)),
-    "6.12": ((6, 6), (6, 12)),
-    "7.2": ((6, 15), (7, 2)),
-}
+# The oldest release whose layouts were derived from its source (Debian bullseye's 5.10) and the
+# newest (trixie-backports' 7.3.4): tests/data/derived/ holds what their headers compile to.
+OLDEST: Version = (5, 10)
+NEWEST: Version = (7, 3)
 
-# Per-architecture bit layouts.
-ARCH_RANGES: dict[str, dict[str, tuple[Version, Version]]] = {
-    # x86: _PAGE_SAVED_DIRTY / DEVMAP 58->57 in 6.6 (fca4d413c5f7), DEVMAP gone in 6.17 (d438d2734170).
-    "x86_64": {"6.1": ((6, 1), (6, 5)), "6.12": ((6, 6), (6, 16)), "7.2": ((6, 17), (7, 2))},
-    # arm64: swap layout / PRESENT_INVALID / uffd-wp in 6.10 (55564814a838, 5b32510af77b),
-    # POE in 6.12 (b66db4f3ccde), PTE_DEVMAP gone in 6.17.
-    "arm64": {"6.1": ((6, 1), (6, 9)), "6.12": ((6, 12), (6, 16)), "7.2": ((6, 17), (7, 2))},
-    # riscv: swap layout + SWP_EXCLUSIVE in 6.3 (51a1007d4113), _PAGE_DEVMAP 6.11-6.16
-    # (216e04bf1e4d, d438d2734170), Svrsw60t59b soft-dirty/uffd-wp in 6.19 (59f6acb4be02).
-    "riscv64": {"6.1": ((6, 1), (6, 2)), "6.12": ((6, 11), (6, 16)), "7.2": ((6, 19), (7, 2))},
-}
+
+@dataclass(frozen=True)
+class Feature:
+    """One layout change: in force from `since` up to (not including) `until`."""
+
+    name: str
+    since: Version
+    source: str  # kernel file and symbol(s) the feature is about
+    commit: str  # "<12-hex> <subject>" of the mainline commit that introduced it
+    until: Version | None = None  # first release without it
+    removed_by: str = ""  # "<12-hex> <subject>" of the commit that removed it
+
+    def in_force(self, version: Version) -> bool:
+        return self.since <= version and (self.until is None or version < self.until)
+
+
+# Generic software-leaf features (include/linux/swap.h, swapops.h, leafops.h).
+GENERIC: tuple[Feature, ...] = (
+    Feature("swp_device_exclusive", (5, 14),
+            "include/linux/swap.h SWP_DEVICE_EXCLUSIVE_WRITE/READ (SWP_DEVICE_NUM 2 -> 4)",
+            "b756a3b5e7ea mm: device exclusive memory access"),
+    Feature("swp_device_exclusive_single", (6, 15),
+            "include/linux/swap.h SWP_DEVICE_EXCLUSIVE (SWP_DEVICE_NUM 4 -> 3)",
+            "c25465eb7630 mm: use single SWP_DEVICE_EXCLUSIVE entry type"),
+    Feature("swp_migration_read_exclusive", (5, 19),
+            "include/linux/swap.h SWP_MIGRATION_READ_EXCLUSIVE (SWP_MIGRATION_NUM 2 -> 3)",
+            "6c287605fd56 mm: remember exclusively mapped anonymous pages with PG_anon_exclusive"),
+    Feature("pte_marker", (5, 19),
+            "include/linux/swap.h SWP_PTE_MARKER, include/linux/swapops.h PTE_MARKER_UFFD_WP BIT(0)",
+            "679d10331910 mm: introduce PTE_MARKER swap entry"),
+    # Until 6.2 the marker type exists only with CONFIG_PTE_MARKER.
+    Feature("pte_marker_config", (5, 19), "mm/Kconfig PTE_MARKER",
+            "679d10331910 mm: introduce PTE_MARKER swap entry",
+            until=(6, 2), removed_by="ca92ea3dc5a2 mm: always compile in pte markers"),
+    Feature("swp_swapin_error", (5, 19), "include/linux/swap.h SWP_SWAPIN_ERROR (SWP_SWAPIN_ERROR_NUM 1)",
+            "9f186f9e5fa9 mm/swapfile: unuse_pte can map random data if swap read fails",
+            until=(6, 2), removed_by="15520a3f0469 mm: use pte markers for swap errors"),
+    # BIT(1) is PTE_MARKER_SWAPIN_ERROR from 6.2, renamed PTE_MARKER_POISONED in 6.6 (af19487f00f3).
+    Feature("pte_marker_bit1", (6, 2), "include/linux/swapops.h PTE_MARKER_SWAPIN_ERROR / PTE_MARKER_POISONED BIT(1)",
+            "15520a3f0469 mm: use pte markers for swap errors"),
+    Feature("pte_marker_poisoned", (6, 6), "include/linux/swapops.h PTE_MARKER_POISONED BIT(1)",
+            "af19487f00f3 mm: make PTE_MARKER_SWAPIN_ERROR more general"),
+    Feature("pte_marker_guard", (6, 13), "include/linux/swapops.h PTE_MARKER_GUARD BIT(2)",
+            "7c53dfbdb024 mm: add PTE_MARKER_GUARD PTE marker"),
+    Feature("swp_migration_ad", (6, 1), "include/linux/swapops.h SWP_MIG_YOUNG_BIT/SWP_MIG_DIRTY_BIT",
+            "2e3468778dbe mm: remember young/dirty bit for page migrations"),
+    Feature("softleaf", (6, 19), "include/linux/leafops.h softleaf_t, softleaf_from_pte()",
+            "68aa2fdbf57f mm: introduce leaf entry type and use to simplify leaf entry logic"),
+    Feature("pmd_device_private", (6, 19),
+            "include/linux/leafops.h softleaf_is_valid_pmd_entry(): device-private PMD entries",
+            "368076f52ebe mm/huge_memory: add device-private THP support to PMD operations"),
+    # 7.3 (Debian 7.3.4 source): the uffd bit is "userfaultfd tracking" for VM_UFFD_WP and the new
+    # VM_UFFD_RWP (include/linux/mm.h VM_UFFD_RWP, DECLARE_VMA_BIT(UFFD_RWP, 43);
+    # include/linux/userfaultfd_k.h mrwprotect_range()); the arch bits are renamed *_UFFD.
+    Feature("uffd_rwp", (7, 3), "include/linux/mm.h VM_UFFD_RWP; arch pte_uffd()/pte_swp_uffd()",
+            "mainline 7.3 merge window (seen in Debian linux-source-7.3 7.3.4; hash not established)"),
+)
 
 
 def parse_version(release: str) -> Version | None:
-    m = re.match(r"(\d+)\.(\d+)", release)
+    """(major, minor) of a release ("7.3.4+bpo-cloud-amd64", "6.12", "7.4-rc1"), None if none."""
+    m = re.match(r"\s*(\d+)\.(\d+)", release)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def family_for(release: str, arch: str | None = None) -> str | None:
-    """The layout family of `release` on `arch` (generic layout only when arch is None)."""
+def _text(version: Version) -> str:
+    return f"{version[0]}.{version[1]}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The features of one release on one architecture (arch None: the generic ones only).
+
+    `version` is the release whose features apply; `assumed` says why that is not simply the
+    kernel's own release (a newer kernel, or a layout the user pinned), for every output to show.
+    """
+
+    arch: str | None
+    version: Version
+    features: frozenset[str]
+    known: frozenset[str] = field(repr=False, default=frozenset())
+    release: str | None = None
+    assumed: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The release whose layout this is, as "7.3"."""
+        return _text(self.version)
+
+    def has(self, feature: str) -> bool:
+        """Whether `feature` is in force; KeyError for a name no table defines (a typo is a bug)."""
+        if feature not in self.known:
+            raise KeyError(f"no layout feature {feature!r} for {self.arch or 'generic'}")
+        return feature in self.features
+
+
+def _arch_features(arch: str | None) -> tuple[Feature, ...]:
+    if arch is None:
+        return ()
+    from . import get_arch  # the arch modules import this one
+
+    return tuple(get_arch(arch).features)
+
+
+def _build(arch: str | None, version: Version, release: str | None, assumed: str | None) -> Layout:
+    table: Iterable[Feature] = GENERIC + _arch_features(arch)
+    table = tuple(table)
+    return Layout(
+        arch, version, frozenset(f.name for f in table if f.in_force(version)),
+        frozenset(f.name for f in table), release, assumed,
+    )
+
+
+def supported_range() -> str:
+    return f"{_text(OLDEST)} to {_text(NEWEST)}"
+
+
+def release_layout(release: str, arch: str | None = None, pin: str | None = None) -> Layout:
+    """The layout of `release` on `arch`.
+
+    A release newer than NEWEST gets NEWEST's layout with `assumed` saying so; `pin` ("7.2")
+    imposes a release's layout whatever the kernel's own release is.  ValueError, naming the
+    supported range, for a release older than OLDEST or one that is not a version at all.
+    """
+    if pin is not None:
+        pinned = parse_version(pin)
+        if pinned is None or not OLDEST <= pinned <= NEWEST:
+            raise ValueError(f"--layout {pin!r}: give a release from {supported_range()} (e.g. 7.2)")
+        return _build(arch, pinned, release, f"layout of {_text(pinned)} pinned by the user"
+                      + (f" (kernel {release})" if release and release != pin else ""))
     version = parse_version(release)
     if version is None:
+        raise ValueError(f"{release!r} is not a kernel release (expected e.g. 6.12 or 7.3.4-cloud-amd64)")
+    if version < OLDEST:
+        raise ValueError(f"kernel {release} is older than the oldest release ptinspect knows the page-table "
+                         f"layouts of ({supported_range()}); its layouts are not known here")
+    if version > NEWEST:
+        return _build(arch, NEWEST, release,
+                      f"kernel {release} is newer than the newest release ptinspect knows "
+                      f"({_text(NEWEST)}): its layout is assumed to be {_text(NEWEST)}'s")
+    return _build(arch, version, release, None)
+
+
+def feature_table(arch: str | None) -> tuple[Feature, ...]:
+    """Every feature that applies to `arch` (generic first), for documentation and tests."""
+    return GENERIC + _arch_features(arch)
+
+
+def recorded_layout(arch: str | None, name: str | None, release: str | None, assumed: str | None) -> Layout | None:
+    """The layout a snapshot recorded (its name and why it was assumed), rebuilt from the tables;
+    ValueError when the name is not a supported release."""
+    if name is None:
         return None
-    for family, (low, high) in GENERIC.items():
-        if not low <= version <= high:
-            continue
-        if arch is None:
-            return family
-        arch_low, arch_high = ARCH_RANGES[arch][family]
-        return family if arch_low <= version <= arch_high else None
-    return None
+    version = parse_version(name)
+    if version is None or not OLDEST <= version <= NEWEST:
+        raise ValueError(f"layout {name!r} is not a release from {supported_range()}")
+    return _build(arch, version, release, assumed)

@@ -25,6 +25,10 @@ from typing import Mapping, Sequence
 
 from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, find_mode, vmcoreinfo_int
 from .softleaf import decode_softleaf
+from .versions import Feature
+
+# This architecture's layout changes (archs/versions.py); TODO(features): filled per feature.
+FEATURES: tuple[Feature, ...] = ()
 
 MASK64 = (1 << 64) - 1
 PAGE_SHIFT = 12
@@ -484,6 +488,7 @@ class X86_64Arch:
     """The x86-64 Arch implementation (module-level ARCH)."""
 
     name = "x86_64"
+    features: tuple[Feature, ...] = FEATURES
     default_mode = "4-level"  # decode's default: the mode without LA57
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from archs import ARCH_NAMES, get_arch
-from inspector.records import decoded_record
+from inspector.records import decoded_record, layout_label
 
 from .options import FORMATS, facts_from, kernel_fact_options
 from .render import decoded_table
@@ -33,7 +33,7 @@ def parse_raw(text: str) -> int:
 @kernel_fact_options
 @click.argument("values", nargs=-1)
 def decode(arch_name: str, mode_name: str | None, level: str, fmt: str, list_modes: bool,
-           kernel: str | None, configs: tuple[str, ...], config_file: Path | None,
+           kernel: str | None, pin: str | None, configs: tuple[str, ...], config_file: Path | None,
            facts: tuple[str, ...], values: tuple[str, ...]) -> None:
     """Decode raw page-table entry VALUEs (hex) found at --level.
 
@@ -52,13 +52,14 @@ def decode(arch_name: str, mode_name: str | None, level: str, fmt: str, list_mod
         depth = mode.level(level)
     except (KeyError, ValueError) as exc:
         raise click.UsageError(str(exc).strip("'\"")) from None
-    kfacts = facts_from(arch.name, kernel, configs, config_file, facts)
+    kfacts = facts_from(arch.name, kernel, configs, config_file, facts, pin)
     decoded = [arch.decode(parse_raw(v), depth, mode, kfacts) for v in values]
     if fmt == "json":
-        out = [{"arch": arch.name, "mode": mode.name, "kernel": kfacts.family, **decoded_record(d)} for d in decoded]
+        out = [{"arch": arch.name, "mode": mode.name, "kernel": kfacts.release, "layout": None if kfacts.layout is None else kfacts.layout.name,
+                "layout_assumed": None if kfacts.layout is None else kfacts.layout.assumed, **decoded_record(d)} for d in decoded]
         click.echo(json.dumps(out if len(out) > 1 else out[0], indent=2))
         return
-    click.echo(f"# {arch.name} {mode.name}, kernel layout {kfacts.family or 'unknown (give --kernel)'}")
+    click.echo(f"# {arch.name} {mode.name}, kernel layout {layout_label(kfacts)}")
     for i, dec in enumerate(decoded):
         if i:
             click.echo()

@@ -9,7 +9,7 @@ import click
 
 from archs.common import Kind
 from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges, rows
-from inspector.records import SCHEMA, entry_record, hx, target_record, write_document
+from inspector.records import SCHEMA, entry_record, hx, layout_label, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
 from .options import FORMATS
@@ -96,7 +96,7 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
             write_document(out, target_record(session, root, chosen), items)
         else:
             out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
-                      f"kernel {session.facts.release or 'unknown'} (layout {session.facts.family or 'unknown'})\n")
+                      f"kernel {session.facts.release or 'unknown'} (layout {layout_label(session.facts)})\n")
             n = DumpTable(root.mode, root.vmas, merge).write(out, items)
             out.write(f"# {n} {'ranges' if merge else 'entries'}\n")
 

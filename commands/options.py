@@ -7,6 +7,7 @@ from typing import Callable
 import click
 
 from archs.common import KernelFacts
+from archs.versions import supported_range
 from inspector.facts import build_facts
 
 FORMATS = click.Choice(["table", "json"])
@@ -27,14 +28,20 @@ def kernel_fact_options(func: Callable) -> Callable:
         help="A config option that shapes the encoding (CONFIG_MIGRATION, CONFIG_DEVICE_PRIVATE, ...).",
     )(func)
     func = click.option(
+        "--layout", "pin", metavar="RELEASE",
+        help=f"Decode with this release's layout whatever the kernel says ({supported_range()}).",
+    )(func)
+    func = click.option(
         "--kernel", metavar="RELEASE",
-        help="Kernel layout family (6.1, 6.12, 7.2) or a release string such as 7.2.13+deb14-cloud-amd64.",
+        help=f"The kernel release ({supported_range()}), e.g. 6.12 or 7.3.4+bpo-cloud-amd64; newer "
+        "releases are decoded with the newest known layout, and say so.",
     )(func)
     return func
 
 
-def facts_from(arch: str, kernel: str | None, configs: tuple[str, ...], config_file: Path | None, facts: tuple[str, ...]) -> KernelFacts:
+def facts_from(arch: str, kernel: str | None, configs: tuple[str, ...], config_file: Path | None,
+               facts: tuple[str, ...], pin: str | None = None) -> KernelFacts:
     try:
-        return build_facts(arch, kernel, configs, config_file, facts)
+        return build_facts(arch, kernel, configs, config_file, facts, pin)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -1,12 +1,20 @@
-"""Build KernelFacts from what a user says (release, config options, named facts)."""
+"""Build KernelFacts from what a user says (release, pinned layout, config options, named facts).
+
+Every value is checked against its meaning before it can shape a decode: an unknown fact name,
+an impossible number or a config file with no CONFIG_ line is refused with the input named.
+"""
 from __future__ import annotations
 
 import gzip
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from archs.common import Fact, KernelFacts
-from archs.softleaf import FAMILIES, family_of_release
+from archs.versions import release_layout
+
+MASK64 = (1 << 64) - 1
 
 
 def parse_bool(text: str) -> bool:
@@ -18,19 +26,69 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a yes/no value (use y or n)")
 
 
-def parse_value(text: str) -> object:
-    """A fact value: an integer (0x.. allowed) or a yes/no."""
+@dataclass(frozen=True)
+class NamedFact:
+    """What a named fact means and which values it can take."""
+
+    meaning: str
+    kind: type  # int or bool
+    low: int = 0
+    high: int = MASK64
+
+
+# The facts decoders read (KernelFacts.get), with the range the kernel allows for each.
+NAMED_FACTS: dict[str, NamedFact] = {
+    # MAX_SWAPFILES = 32 minus the special types (include/linux/swap.h): at least 32 - 10 special.
+    "MAX_SWAPFILES": NamedFact("the bound of swap_info[]", int, 1, 32),
+    "nr_swapfiles": NamedFact("swap areas ever activated (mm/swapfile.c)", int, 0, 32),
+    # PAGE_SHIFT (12) < MAX_PHYSMEM_BITS <= 56 (riscv Sv57; x86 and arm64 stop at 52).
+    "MAX_PHYSMEM_BITS": NamedFact("SWP_PFN_BITS + PAGE_SHIFT (asm/sparsemem.h)", int, 32, 56),
+    "phys_addr_bits": NamedFact("the CPU's physical-address width", int, 32, 56),
+    "physical_mask": NamedFact("x86 physical_mask (SME/TDX narrow it)", int),
+    "IA32_PAT": NamedFact("the x86 PAT MSR", int),
+    "MAIR_EL1": NamedFact("the arm64 MAIR_EL1 register", int),
+    "X86_FEATURE_SHSTK": NamedFact("x86 shadow stacks enabled", bool),
+    "swap_migration_ad_supported": NamedFact("migration entries keep young/dirty", bool),
+    "svrsw60t59b": NamedFact("RISC-V Svrsw60t59b (soft-dirty/uffd bits 59/60)", bool),
+    "thead_mae": NamedFact("T-Head memory attribute extension", bool),
+}
+
+
+def parse_fact(item: str) -> tuple[str, object]:
+    """NAME=VALUE of --fact, checked against NAMED_FACTS."""
+    name, sep, text = item.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--fact takes NAME=VALUE, not {item!r}")
+    spec = NAMED_FACTS.get(name)
+    if spec is None:
+        raise ValueError(f"--fact {item!r}: unknown fact {name!r}; known facts: {', '.join(sorted(NAMED_FACTS))}")
+    if spec.kind is bool:
+        try:
+            return name, parse_bool(text)
+        except ValueError as exc:
+            raise ValueError(f"--fact {item!r}: {exc}") from None
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
-        return parse_bool(text)
+        raise ValueError(f"--fact {item!r}: {name} ({spec.meaning}) takes an integer") from None
+    if not spec.low <= value <= spec.high:
+        high = f"{spec.high:#x}" if spec.high == MASK64 else str(spec.high)
+        raise ValueError(f"--fact {item!r}: {name} ({spec.meaning}) must be between {spec.low} and {high}")
+    return name, value
 
 
 def read_config_file(path: Path) -> dict[str, bool]:
-    """CONFIG_ options from a kernel .config (or config.gz): =y/=m true, 'is not set' false."""
-    raw = path.read_bytes()
-    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode(errors="replace")
-    return parse_config_text(text)
+    """CONFIG_ options from a kernel .config (or config.gz): =y/=m true, 'is not set' false.
+    ValueError naming the file when it is not a kernel config."""
+    try:
+        raw = path.read_bytes()
+        text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config-file {path}: not a readable kernel config ({exc})") from None
+    options = parse_config_text(text)
+    if not options:
+        raise ValueError(f"--config-file {path}: no CONFIG_ lines; give the kernel's .config or /proc/config.gz")
+    return options
 
 
 def parse_config_text(text: str) -> dict[str, bool]:
@@ -51,30 +109,26 @@ def build_facts(
     config: Iterable[str] = (),
     config_file: Path | None = None,
     named: Iterable[str] = (),
+    pin: str | None = None,
 ) -> KernelFacts:
-    """KernelFacts for `arch` from a release or family (`kernel`), CONFIG_X=y pairs, a config
-    file, and NAME=VALUE facts; raises ValueError with a user-facing message."""
-    family = None
-    if kernel is not None:
-        family = kernel if kernel in FAMILIES else family_of_release(kernel, arch)
-        if family is None:
-            raise ValueError(
-                f"no transcribed page-table layout matches kernel {kernel!r} on {arch} "
-                f"(see archs/VERSIONS.md); pass the family to decode with: --kernel {{{','.join(FAMILIES)}}}"
-            )
+    """KernelFacts for `arch` from a release (`kernel`), a pinned layout (`pin`), CONFIG_X=y pairs,
+    a config file, and NAME=VALUE facts; raises ValueError with a user-facing message."""
+    layout = None
+    if kernel is not None or pin is not None:
+        layout = release_layout(kernel or pin or "", arch, pin)
     facts: dict[str, Fact] = {}
     if config_file is not None:
         for name, value in read_config_file(config_file).items():
             facts[name] = Fact(value, f"config file {config_file}")
     for item in config:
         name, sep, value = item.partition("=")
-        if not sep or not name.startswith("CONFIG_"):
+        if not sep or not name.startswith("CONFIG_") or len(name) <= len("CONFIG_"):
             raise ValueError(f"--config takes CONFIG_NAME=y|n, not {item!r}")
-        facts[name] = Fact(parse_bool(value), "user")
+        try:
+            facts[name] = Fact(parse_bool(value), "user")
+        except ValueError as exc:
+            raise ValueError(f"--config {item!r}: {exc}") from None
     for item in named:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--fact takes NAME=VALUE, not {item!r}")
-        facts[name] = Fact(parse_value(value), "user")
-    release = kernel if kernel is not None and kernel not in FAMILIES else None
-    return KernelFacts(family=family, release=release, facts=facts)
+        name, value = parse_fact(item)
+        facts[name] = Fact(value, "user")
+    return KernelFacts(layout=layout, release=kernel, facts=facts)

@@ -3,11 +3,13 @@ MAX_SWAPFILES, and the VMCOREINFO note.  The kernel itself is read by inspector/
 """
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
 from archs.common import Fact
-from archs.softleaf import CONFIG_OPTIONS
+from archs.softleaf import config_options, type_space
+from archs.versions import Layout
 
 from .reader import PhysReader
 
@@ -34,28 +36,21 @@ class Vma:
         ) + ("s" if f & 0x8 else "p")
 
 
-def derive_remaining(family: str, facts: dict[str, Fact], max_swapfiles: int) -> dict[str, Fact]:
+def derive_remaining(layout: Layout, facts: dict[str, Fact], max_swapfiles: int) -> dict[str, Fact]:
     """Config options not yet known, solved from MAX_SWAPFILES = 32 - the special types.
 
-    Only when the solution is unique: 6.1 has CONFIG_DEVICE_PRIVATE (4 types) and
-    CONFIG_PTE_MARKER (1) both possibly unknown, whose sums 0/1/4/5 differ.
+    Only when the solution is unique: every config of the unknown options is carved as the
+    release's swap.h does (archs.softleaf.type_space) and kept if it gives MAX_SWAPFILES.
     """
-    known = {o: bool(facts[o].value) for o in CONFIG_OPTIONS[family] if o in facts}
-    missing = [o for o in CONFIG_OPTIONS[family] if o not in known]
+    options = config_options(layout)
+    known = {o: bool(facts[o].value) for o in options if o in facts}
+    missing = [o for o in options if o not in known]
     if not missing:
         return {}
-    sizes = {
-        "CONFIG_MEMORY_FAILURE": 1,
-        "CONFIG_MIGRATION": 3,
-        "CONFIG_DEVICE_PRIVATE": 3 if family == "7.2" else 4,
-        "CONFIG_PTE_MARKER": 1,
-    }
-    # One type is always carved: SWP_PTE_MARKER (6.12+) or SWP_SWAPIN_ERROR (6.1).
-    rest = 32 - max_swapfiles - 1 - sum(sizes[o] for o, on in known.items() if on)
     solutions = []
-    for mask in range(1 << len(missing)):
-        chosen = {o: bool(mask >> i & 1) for i, o in enumerate(missing)}
-        if sum(sizes[o] for o, on in chosen.items() if on) == rest:
+    for values in itertools.product((False, True), repeat=len(missing)):
+        chosen = dict(zip(missing, values))
+        if type_space(layout, {**known, **chosen})[0] == max_swapfiles:
             solutions.append(chosen)
     if len(solutions) != 1:
         return {}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from archs.common import Fact, KernelFacts
-from archs.softleaf import family_of_release
+from archs.versions import release_layout
 
 from .kernel import KernelError, Vma, derive_remaining
 from .layout import KernelLayout
@@ -196,7 +196,10 @@ class RawKernel:
         says; the rest is derive_remaining's, as in Kernel.facts.
         """
         release = self.release
-        family = family_of_release(release, self.arch)
+        try:
+            layout = release_layout(release, self.arch)
+        except ValueError as exc:
+            raise KernelError(str(exc)) from None
         facts: dict[str, Fact] = {}
         if config:
             for name, value in config.items():
@@ -207,8 +210,7 @@ class RawKernel:
             if option not in facts:
                 present = symbol in self.layout.symbols
                 facts[option] = Fact(present, f"{SOURCE}: symbol {symbol} {'present' if present else 'absent'}")
-        if family is not None:
-            facts.update(derive_remaining(family, facts, max_swapfiles))
+        facts.update(derive_remaining(layout, facts, max_swapfiles))
         if "swap_migration_ad_supported" in self.layout.symbols:
             ad = self._int(self.symbol("swap_migration_ad_supported"),
                            self.layout.variable_sizes["swap_migration_ad_supported"], "swap_migration_ad_supported")
@@ -218,7 +220,7 @@ class RawKernel:
             off, size = self.layout.members["cpuinfo_x86.x86_phys_bits"]
             bits = self._int(self.symbol("boot_cpu_data") + off, size, "boot_cpu_data.x86_phys_bits")
             facts["phys_addr_bits"] = Fact(bits, f"{SOURCE}: boot_cpu_data.x86_phys_bits")
-        return KernelFacts(family=family, release=release, facts=facts)
+        return KernelFacts(layout=layout, release=release, facts=facts)
 
     def _swap_devices(self) -> dict[str, Fact]:
         """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max" (see Kernel._swap_devices)."""

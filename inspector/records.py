@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, Iterable, Mapping, TextIO
 
-from archs.common import Decoded, Kind
+from archs.common import Decoded, KernelFacts, Kind
 
 from .dump import Range, Row, RunRows
 from .entry import Entry
@@ -143,6 +143,15 @@ def run_records(rows_: RunRows) -> list[str]:
     return list(map(fmt.__mod__, zip(*(columns[n] for n in names))))
 
 
+def layout_label(facts: KernelFacts) -> str:
+    """The layout a decode used, as every output states it: "7.3", "7.3 (assumed: kernel 7.4-rc1
+    is newer ...)", or unknown with what to give."""
+    layout = facts.layout
+    if layout is None:
+        return "unknown (give the kernel release: --kernel)"
+    return layout.name + (f" (assumed: {layout.assumed})" if layout.assumed else "")
+
+
 def target_record(session: Session, root: Root, selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What was walked and what is known about the kernel: enough to decode and validate
     the entries again without the target.
@@ -152,10 +161,12 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
     "vmas" the process's VMA list, present only when known.
     """
     mode = root.mode
+    layout = session.facts.layout
     rec: dict[str, Any] = {
         "arch": session.arch.name,
         "kernel_release": session.facts.release,
-        "layout": session.facts.family,
+        "layout": None if layout is None else layout.name,
+        "layout_assumed": None if layout is None else layout.assumed,
         "paging": {"mode": mode.name, "levels": [lvl.name for lvl in mode.levels], "va_bits": mode.va_bits,
                    "pa_bits": mode.pa_bits, "page_size": mode.page_size, "options": sorted(mode.options)},
         "root": hx(root.pa),

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from archs import get_arch
 from archs.common import Arch, Kind, KernelFacts, PagingMode, vmcoreinfo_int
-from archs.softleaf import family_of_release
+from archs.versions import release_layout
 
 from . import vmlinux as vml
 from .facts import read_config_file
@@ -193,7 +193,10 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
             attach_dumped_kernel(session, vmlinux, config_file)
         else:  # the release (hence the layout) is the kernel's own statement; config facts stay unknown
             release = session.numbers["OSRELEASE"]
-            session.facts = KernelFacts(family=family_of_release(release, arch.name), release=release)
+            try:
+                session.facts = KernelFacts(layout=release_layout(release, arch.name), release=release)
+            except ValueError as exc:
+                raise SessionError(f"{target.source}: {exc}") from None
     else:
         session = Session(target, arch, target.read_registers(), target.source)
         if vmlinux is not None:
@@ -254,7 +257,7 @@ def _set_kernel(session: Session, vmlinux: Path, kaslr_offset: int, config_file:
     try:
         config = read_config_file(config_file) if config_file else None
         session.facts = session.kernel.facts(config, f"config file {config_file}")
-    except (KernelError, ReadError) as exc:
+    except (KernelError, ReadError, ValueError) as exc:
         raise SessionError(str(exc)) from None
 
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator, TextIO
 
 from archs import get_arch
 from archs.common import Arch, Fact, KernelFacts, PagingMode
+from archs.versions import recorded_layout
 
 from .dump import Row, VmaIndex, bulk_rows, default_range, rows
 from .entry import ENTRY_BYTES, Entry
@@ -153,7 +154,9 @@ class Snapshot:
             arch = get_arch(target["arch"])
             mode = arch.mode(target["paging"]["mode"])
             facts = KernelFacts(
-                family=target.get("layout"), release=target.get("kernel_release"),
+                layout=recorded_layout(arch.name, target.get("layout"), target.get("kernel_release"),
+                                       target.get("layout_assumed")),
+                release=target.get("kernel_release"),
                 facts={k: Fact(v["value"], v["source"]) for k, v in target.get("facts", {}).items()})
             selection = target.get("selection", {})
             va_range = selection.get("va_range")

@@ -18,8 +18,8 @@ from .base import Check, Context, Finding
 
 
 def _skip(ctx: Context) -> str | None:
-    if ctx.snap.facts.family is None:
-        return "kernel layout family unknown"
+    if ctx.snap.facts.layout is None:
+        return "kernel release unknown"
     if ctx.snap.arch.name == "riscv64" and ctx.snap.facts.get("thead_mae"):
         return "the riscv model assumes Svpbmt, not XTheadMae memory types"
     return None
@@ -27,8 +27,9 @@ def _skip(ctx: Context) -> str | None:
 
 def _problems(ctx: Context, model: ArchModel, e: Entry) -> list[str]:
     snap = ctx.snap
-    raw, depth, family = e.hw.raw, e.ref.depth, snap.facts.family
-    present = model.pte_present(raw, depth, snap.mode, family)
+    raw, depth, layout = e.hw.raw, e.ref.depth, snap.facts.layout
+    assert layout is not None  # _skip
+    present = model.pte_present(raw, depth, snap.mode, layout)
     if present != (e.kind is Kind.PRESENT):
         return [f"{e.ref.level}_present() is {str(present).lower()} but the decoder says {e.kind.value}"]
     out = []
@@ -37,7 +38,7 @@ def _problems(ctx: Context, model: ArchModel, e: Entry) -> list[str]:
         if pfn != e.hw.pfn:
             out.append(f"{e.ref.level}_pfn() is {pfn:#x}, the decoder's pfn {e.hw.pfn:#x}")
     else:
-        swp = model.softleaf_from_pte(raw, depth, snap.mode, family)
+        swp = model.softleaf_from_pte(raw, depth, snap.mode, layout)
         leaf = e.hw.softleaf
         if swp is None or leaf is None or (swp.type, swp.offset) != (leaf.type, leaf.offset):
             got = "none" if swp is None else f"type {swp.type} offset {swp.offset:#x}"

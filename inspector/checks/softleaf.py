@@ -58,12 +58,12 @@ def pfn_frames(ctx: Context) -> Iterator[Finding]:
 
 
 def marker_bits(ctx: Context) -> Iterator[Finding]:
-    family = ctx.snap.facts.family
+    layout = ctx.snap.facts.layout
     for e in ctx.leaves:
-        if e.kind is Kind.MARKER and e.hw.softleaf is not None and family:
-            _, stray = markers_of(e.hw.softleaf.offset, family)
+        if e.kind is Kind.MARKER and e.hw.softleaf is not None and layout is not None:
+            _, stray = markers_of(e.hw.softleaf.offset, layout)
             if stray:
-                yield ctx.finding("marker-bits", e, f"marker bits {stray:#x} are not defined in {family}")
+                yield ctx.finding("marker-bits", e, f"marker bits {stray:#x} are not defined in {layout.name}")
 
 
 CHECKS = (
@@ -82,5 +82,5 @@ CHECKS = (
     Check("marker-bits", "PTE markers carry only the marker bits this kernel version defines",
           "include/linux/swapops.h:283-300 in 7.2 (PTE_MARKER_UFFD_WP/POISONED/GUARD, PTE_MARKER_MASK); "
           "6.12 swapops.h:424-430, 6.1 swapops.h:463", marker_bits,
-          skip=lambda ctx: None if ctx.snap.facts.family else "kernel layout family unknown"),
+          skip=lambda ctx: None if ctx.snap.facts.layout else "kernel release unknown"),
 )

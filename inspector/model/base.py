@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 from archs.common import PagingMode
+from archs.versions import Layout
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class SwpFields:
 class ArchModel(Protocol):
     """Per-arch kernel macros, as module-level `MODEL` in inspector/model/<arch>.py.
 
-    `depth` is 0 for the root; `family` is "6.1" | "6.12" | "7.2".
+    `depth` is 0 for the root; `layout` is the release's layout (archs/versions.py).
     """
 
     name: str
@@ -48,21 +49,21 @@ class ArchModel(Protocol):
     def mk_table(self, table_pa: int, depth: int, mode: PagingMode) -> int:
         """A table entry pointing at `table_pa` (pmd_populate / pud_populate...)."""
 
-    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> int:
+    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> int:
         """A leaf mapping `pfn` at `depth` (pfn_pte / pfn_pmd + pmd_mkhuge ...)."""
 
-    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> list[int]:
+    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> list[int]:
         """The values of a contiguous block (arm64 contpte/contpmd, riscv NAPOT) whose
         first frame is `pfn`; empty when the arch/mode/level has no such block."""
 
-    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, family: str) -> int:
+    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, layout: Layout) -> int:
         """__swp_entry + the pte_swp_mk* flag setters (pmd_swp_* at PMD level)."""
 
     def pte_none(self, raw: int, depth: int, mode: PagingMode) -> bool: ...
 
-    def pte_present(self, raw: int, depth: int, mode: PagingMode, family: str) -> bool: ...
+    def pte_present(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> bool: ...
 
-    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, family: str) -> SwpFields | None:
+    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> SwpFields | None:
         """None for none/present entries, else the type/offset and swp flag bits."""
 
     def leaf_pfn(self, raw: int, depth: int, mode: PagingMode) -> int:

@@ -12,7 +12,8 @@ import struct
 from dataclasses import dataclass, field
 
 from archs.common import Kind, PagingMode
-from archs.softleaf import CONFIG_OPTIONS, PTE_MARKERS, type_space
+from archs.softleaf import config_options, pte_markers, type_space
+from archs.versions import Layout
 
 from ..reader import SparseMemory
 from .base import ArchModel, Prot, SwpFields
@@ -85,15 +86,15 @@ class Builder:
         self,
         arch: str,
         mode: PagingMode,
-        family: str,
+        layout: Layout,
         config: dict[str, bool],
         mem_size: int = 1 << 32,
         table_base: int = 0x100000,
     ) -> None:
         self.model = model_for(arch)
         self.mode = mode
-        self.family = family
-        self.config = {o: config[o] for o in CONFIG_OPTIONS[family]}
+        self.layout = layout
+        self.config = {o: config[o] for o in config_options(layout)}
         self.memory = SparseMemory(mem_size)
         self._next = table_base
         self.root = self._alloc(0)
@@ -138,9 +139,9 @@ class Builder:
     def add(self, m: Mapping) -> None:
         depth = self.mode.level(m.level)
         if isinstance(m, MapLeaf):
-            self._store(m.va, depth, self.model.mk_leaf(m.pfn, depth, self.mode, m.prot, self.family))
+            self._store(m.va, depth, self.model.mk_leaf(m.pfn, depth, self.mode, m.prot, self.layout))
         elif isinstance(m, MapBlock):
-            values = self.model.mk_block(m.pfn, depth, self.mode, m.prot, self.family)
+            values = self.model.mk_block(m.pfn, depth, self.mode, m.prot, self.layout)
             if not values:
                 raise ValueError(f"{self.mode.arch} {self.mode.name} has no contiguous block at {m.level}")
             span = self.mode.levels[depth].span
@@ -148,20 +149,20 @@ class Builder:
                 self._store(m.va + i * span, depth, raw)
         else:
             swp = self.swp_fields(m)
-            self._store(m.va, depth, self.model.mk_softleaf(swp, depth, self.mode, self.family))
+            self._store(m.va, depth, self.model.mk_softleaf(swp, depth, self.mode, self.layout))
 
     def swp_fields(self, m: MapSoftleaf) -> SwpFields:
         """The generic (type, offset) the kernel would store for `m`."""
-        _, slots = type_space(self.family, self.config)
+        _, slots = type_space(self.layout, self.config)
         flags = dict(exclusive=m.exclusive, soft_dirty=m.soft_dirty, uffd_wp=m.uffd_wp)
         if m.kind is Kind.SWAP:
             return SwpFields(m.swap_type, m.value, **flags)
         matches = [t for t, s in slots.items() if s.kind is m.kind and s.access == m.access]
         if not matches:
-            raise ValueError(f"{m.kind.value} does not exist in {self.family} with {self.config}")
+            raise ValueError(f"{m.kind.value} does not exist in {self.layout.name} with {self.config}")
         offset = m.value
         if m.kind is Kind.MARKER:
-            bits = {name: bit for bit, name in PTE_MARKERS[self.family].items()}
+            bits = {name: bit for bit, name in pte_markers(self.layout).items()}
             offset = sum(1 << bits[name] for name in m.markers)
         elif m.young or m.dirty:
             pfn_bits = self.model.swp_pfn_bits(self.mode)

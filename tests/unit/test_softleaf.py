@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from archs.common import Fact, KernelFacts, Kind
-from archs.softleaf import CONFIG_OPTIONS, classify_type, type_space
+from archs.softleaf import classify_type, config_options, type_space
+from archs.versions import release_layout
 from tests.vectors import type_vectors
 
 VECTORS = type_vectors()
@@ -29,12 +30,12 @@ def test_every_combination_is_present():
 
 
 def config_of(v):
-    return {o: o in v.enabled for o in CONFIG_OPTIONS[v.family]}
+    return {o: o in v.enabled for o in config_options(release_layout(v.family))}
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=lambda v: f"{v.family}-{'+'.join(sorted(v.enabled)) or 'none'}")
 def test_type_space_matches_compiled_headers(v):
-    max_swapfiles, slots = type_space(v.family, config_of(v))
+    max_swapfiles, slots = type_space(release_layout(v.family), config_of(v))
     assert max_swapfiles == v.defines["MAX_SWAPFILES"]
     expected = {num: name for name, num in v.defines.items() if name != "MAX_SWAPFILES"}
     assert {t: s.name for t, s in slots.items()} == expected
@@ -43,7 +44,7 @@ def test_type_space_matches_compiled_headers(v):
 
 
 def facts(family, **values):
-    return KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in values.items()})
+    return KernelFacts(layout=release_layout(family), facts={k: Fact(v, "test") for k, v in values.items()})
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=lambda v: f"{v.family}-{'+'.join(sorted(v.enabled)) or 'none'}")
@@ -73,8 +74,20 @@ def test_partial_facts_decide_what_is_certain():
     assert classify_type(31, facts("6.12")).kind is Kind.MARKER
     assert classify_type(31, facts("6.1")).kind is Kind.SWAPIN_ERROR
     # MAX_SWAPFILES from the swap_info[] bound makes low types swap devices.
-    assert classify_type(3, facts("7.2", MAX_SWAPFILES=24)).kind is Kind.SWAP
-    assert classify_type(24, facts("7.2", MAX_SWAPFILES=24)).kind is Kind.UNKNOWN
+    assert classify_type(3, facts("7.2", MAX_SWAPFILES=27)).kind is Kind.SWAP
+    # 27 in 7.2 is MF+DP or MF+MIG (swap.h: 32 - 1 - 3 - 1): type 27 is SWP_HWPOISON in both,
+    # type 28 SWP_DEVICE_WRITE in one and SWP_MIGRATION_READ in the other.
+    assert classify_type(27, facts("7.2", MAX_SWAPFILES=27)).kind is Kind.HWPOISON
+    assert classify_type(28, facts("7.2", MAX_SWAPFILES=27)).kind is Kind.UNKNOWN
+
+
+@pytest.mark.parametrize("family", ["6.1", "6.12", "7.2"])
+def test_types_below_every_configs_max_swapfiles_are_swap(family):
+    """A type below the smallest MAX_SWAPFILES any config gives is a swap device whatever the config."""
+    smallest = min(v.defines["MAX_SWAPFILES"] for v in VECTORS if v.family == family)
+    for t in range(smallest):
+        assert classify_type(t, facts(family)).kind is Kind.SWAP
+    assert classify_type(smallest, facts(family)).kind is Kind.UNKNOWN
 
 
 def test_contradicting_max_swapfiles_is_reported():
@@ -83,5 +96,5 @@ def test_contradicting_max_swapfiles_is_reported():
     assert got.kind is Kind.UNKNOWN and "MAX_SWAPFILES" in got.reason
 
 
-def test_unknown_family():
+def test_unknown_release():
     assert classify_type(0, KernelFacts()).kind is Kind.UNKNOWN
