@@ -212,6 +212,18 @@ class Decoded:
         return self.kind not in (Kind.NONE, Kind.TABLE)
 
 
+# The kernel's software bits under one name for every architecture, from the kernel's own naming of
+# them (x86 _PAGE_UFFD_WP / _PAGE_SWP_UFFD, arm64 PTE_UFFD_WP, riscv _PAGE_SOFT_DIRTY ...): a script
+# asks "uffd" or "soft-dirty" without knowing three architectures' macro names.
+SOFT_BITS = (("UFFD", "uffd"), ("SOFT_DIRTY", "soft-dirty"), ("SWP_EXCLUSIVE", "exclusive"),
+             ("SAVED_DIRTY", "saved-dirty"), ("SPECIAL", "special"), ("DEVMAP", "devmap"))
+
+
+def soft_bits(flags: Sequence[str]) -> tuple[str, ...]:
+    """The arch-neutral names of the software bits among a decoded entry's kernel flag names."""
+    return tuple(neutral for part, neutral in SOFT_BITS if any(part in f for f in flags))
+
+
 def vmcoreinfo_int(numbers: Mapping[str, str], key: str) -> int:
     """An integer of VMCOREINFO text (kernel/vmcore_info.c in 6.12/7.2, crash_core.c in 6.1):
     SYMBOL(x) and KERNELOFFSET are bare hex ("%lx"); NUMBER(x) is "%ld" from

@@ -93,11 +93,11 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
         if fmt == "json":
             chosen = selection(pid, comm, kernel_root, root_pa, upper, walked, kinds=list(kinds), merged=merge,
                                tables=False)
-            write_document(out, target_record(session, root, chosen), items)
+            write_document(out, target_record(session, root, chosen), items, session.facts.layout)
         else:
             out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
                       f"kernel {session.facts.release or 'unknown'} (layout {layout_label(session.facts)})\n")
-            n = DumpTable(root.mode, root.vmas, merge).write(out, items)
+            n = DumpTable(root.mode, root.vmas, merge, session.facts.layout).write(out, items)
             out.write(f"# {n} {'ranges' if merge else 'entries'}\n")
 
 

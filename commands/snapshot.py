@@ -70,7 +70,7 @@ def snapshot(out: Path, va_range: str | None, **options: Any) -> None:
     """Write every entry of a root, its table entries included, to OUT (ptinspect.snapshot/1 JSON).
 
     The file appears only once complete (written aside, then renamed): an error or Ctrl-C
-    leaves no partial file.  It records the arch, paging mode, kernel release, layout family,
+    leaves no partial file.  It records the arch, paging mode, kernel release, layout (and why it was assumed),
     the facts with their sources, RAM and the VMAs, so that `validate` and `diff` can use it
     without the target.
     """

@@ -11,8 +11,10 @@ import functools
 from typing import Iterable, Sequence, TextIO
 
 from archs.common import PagingMode
+from archs.versions import Layout
 from inspector.dump import Range, Row, RunRows
 from inspector.kernel import Vma
+from inspector.records import uffd_mode
 
 from .render import human_size
 
@@ -42,8 +44,9 @@ def _perms(read: bool, write: bool, exec_: bool) -> str:
     return "".join(c if on else "-" for c, on in (("r", read), ("w", write), ("x", exec_)))
 
 
-def detail(row: Row) -> str:
-    """The details column: permissions, flags, softleaf fields, markers, block position, kernel view."""
+def detail(row: Row, layout: Layout | None = None) -> str:
+    """The details column: permissions, flags, softleaf fields, markers, uffd mode, block position,
+    kernel view."""
     e = row.entry
     parts = []
     if e.hw.access is not None:
@@ -56,6 +59,9 @@ def detail(row: Row) -> str:
         parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
     if e.hw.markers:
         parts.append("marker=" + ",".join(e.hw.markers))
+    mode = uffd_mode(e.hw, row.vma, layout)
+    if mode is not None:
+        parts.append(f"uffd={mode}")
     parts.extend(f"{k}={v}" for k, v in e.hw.details)
     if e.block is not None and e.hw.cont is not None:
         parts.append(f"{e.hw.cont.scheme} {e.block.index + 1}/{e.hw.cont.entries}")
@@ -69,7 +75,9 @@ def detail(row: Row) -> str:
 class DumpTable:
     """Formats rows, runs and ranges of one root's dump."""
 
-    def __init__(self, mode: PagingMode, vmas: Sequence[Vma], merged: bool = False) -> None:
+    def __init__(self, mode: PagingMode, vmas: Sequence[Vma], merged: bool = False,
+                 layout: Layout | None = None) -> None:
+        self.layout = layout
         levels = mode.levels
         widths = {
             "va": 37 if merged else 18,
@@ -92,7 +100,7 @@ class DumpTable:
         """The vma, kind and details columns (the same for every member of a run)."""
         e, w = row.entry, self.w
         vma = f"{(row.vma.name if row.vma else ''):<{w['vma']}}  " if "vma" in w else ""
-        return f"{vma}{e.kind.value:<{w['kind']}}  {detail(row)}".rstrip()
+        return f"{vma}{e.kind.value:<{w['kind']}}  {detail(row, self.layout)}".rstrip()
 
     def line(self, row: Row, count: int | None = None, end: int | None = None) -> str:
         """One entry, or (count, end) a merged range starting with it."""

@@ -147,6 +147,9 @@ class Differ:
                 if fa.get(name) != fb.get(name):
                     out.append(Change(name, fa.get(name), fb.get(name),
                                       f"{name} {_short(str(fa.get(name)))} → {_short(str(fb.get(name)))}"))
+        ua, ub = ra.get("uffd_mode"), rb.get("uffd_mode")
+        if ua != ub:
+            out.append(Change("uffd", ua, ub, f"uffd {ua or '-'} → {ub or '-'}"))
         va, vb = ra.get("vma"), rb.get("vma")
         if va and vb and va["perms"] != vb["perms"]:
             out.append(Change("vma", va["perms"], vb["perms"], f"vma {va['perms']} → {vb['perms']}"))

@@ -1,23 +1,30 @@
-"""What kernel introspection shares: the VMA record, its errors, the config facts solved from
-MAX_SWAPFILES, and the VMCOREINFO note.  The kernel itself is read by inspector/rawkernel.py.
+"""What kernel introspection shares: the VMA record and its vm_flags, its errors, and the config
+facts solved from MAX_SWAPFILES.  The kernel itself is read by inspector/rawkernel.py.
 """
 from __future__ import annotations
 
 import itertools
-import struct
 from dataclasses import dataclass
 
 from archs.common import Fact
 from archs.softleaf import config_options, type_space
 from archs.versions import Layout
 
-from .reader import PhysReader
 
 DRGN_ARCH = {"x86_64": "X86_64", "arm64": "AARCH64", "riscv64": "RISCV64"}
 
 
 class KernelError(Exception):
     """The kernel could not be identified or read."""
+
+
+# vm_flags bits (include/linux/mm.h VM_*; the same bit numbers in 5.10..7.3, where 6.18+ spell them
+# DECLARE_VMA_BIT(NAME, bit)).  VM_UFFD_RWP is new in 7.3 (DECLARE_VMA_BIT(UFFD_RWP, 43)).
+VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+VM_MAYSHARE = 1 << 7
+VM_UFFD_WP = 1 << 12
+VM_HUGETLB = 1 << 22
+VM_UFFD_RWP = 1 << 43
 
 
 @dataclass(frozen=True)
@@ -29,11 +36,11 @@ class Vma:
 
     @property
     def perms(self) -> str:
-        # VM_READ 0x1, VM_WRITE 0x2, VM_EXEC 0x4, VM_SHARED 0x8 (include/linux/mm.h)
+        """rwxs/p as /proc/PID/maps shows them: 's' is VM_MAYSHARE (show_vma_header_prefix,
+        fs/proc/task_mmu.c), so a MAP_SHARED mapping of a read-only file is shared too."""
         f = self.flags
-        return "".join(
-            c if f & bit else "-" for c, bit in (("r", 0x1), ("w", 0x2), ("x", 0x4))
-        ) + ("s" if f & 0x8 else "p")
+        return "".join(c if f & bit else "-" for c, bit in (("r", VM_READ), ("w", VM_WRITE), ("x", VM_EXEC))) + (
+            "s" if f & VM_MAYSHARE else "p")
 
 
 def derive_remaining(layout: Layout, facts: dict[str, Fact], max_swapfiles: int) -> dict[str, Fact]:
@@ -57,12 +64,17 @@ def derive_remaining(layout: Layout, facts: dict[str, Fact], max_swapfiles: int)
     return {o: Fact(v, f"derived from MAX_SWAPFILES={max_swapfiles}") for o, v in solutions[0].items()}
 
 
-def read_vmcoreinfo_note(reader: PhysReader, pa: int, size: int = 4096) -> bytes:
-    """The VMCOREINFO text of an ELF note at physical address `pa`."""
-    data = reader.read(pa, size)
-    namesz, descsz, _ = struct.unpack_from("<III", data)
-    name = data[12 : 12 + namesz].rstrip(b"\0")
-    if name != b"VMCOREINFO":
-        raise KernelError(f"no VMCOREINFO note at {pa:#x}")
-    start = 12 + ((namesz + 3) & ~3)
-    return data[start : start + descsz]
+def confirmation(layout: Layout, facts: dict[str, Fact], max_swapfiles: int) -> str:
+    """What the vmlinux says of an assumed layout: whether the bound of its swap_info[] is a
+    MAX_SWAPFILES the assumed swap.h carving gives with the config known (the one part of the
+    software-leaf layout the debug info states; struct layouts are read from the DWARF anyway)."""
+    options = config_options(layout)
+    known = {o: bool(facts[o].value) for o in options if o in facts}
+    missing = [o for o in options if o not in known]
+    fits = any(type_space(layout, {**known, **dict(zip(missing, values))})[0] == max_swapfiles
+               for values in itertools.product((False, True), repeat=len(missing)))
+    if fits:
+        return (f"the vmlinux confirms the swap-type space (swap_info[] holds {max_swapfiles} = MAX_SWAPFILES "
+                f"of this layout); struct layouts are read from its DWARF")
+    return (f"the vmlinux CONTRADICTS the swap-type space: swap_info[] holds {max_swapfiles}, which no config "
+            f"of this layout gives; software-leaf types may be misread")

@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from archs.common import Fact, KernelFacts
 from archs.versions import release_layout
 
-from .kernel import KernelError, Vma, derive_remaining
+from .kernel import KernelError, Vma, confirmation, derive_remaining
 from .layout import KernelLayout
 from .reader import ReadError
 
@@ -211,6 +211,8 @@ class RawKernel:
                 present = symbol in self.layout.symbols
                 facts[option] = Fact(present, f"{SOURCE}: symbol {symbol} {'present' if present else 'absent'}")
         facts.update(derive_remaining(layout, facts, max_swapfiles))
+        if layout.assumed:
+            layout = replace(layout, assumed=f"{layout.assumed}; {confirmation(layout, facts, max_swapfiles)}")
         if "swap_migration_ad_supported" in self.layout.symbols:
             ad = self._int(self.symbol("swap_migration_ad_supported"),
                            self.layout.variable_sizes["swap_migration_ad_supported"], "swap_migration_ad_supported")

@@ -10,11 +10,12 @@ import json
 import re
 from typing import Any, Iterable, Mapping, TextIO
 
-from archs.common import Decoded, KernelFacts, Kind
+from archs.common import Decoded, KernelFacts, Kind, soft_bits
+from archs.versions import Layout
 
 from .dump import Range, Row, RunRows
 from .entry import Entry
-from .kernel import Vma
+from .kernel import VM_UFFD_RWP, VM_UFFD_WP, Vma
 from .session import Root, Session
 
 SCHEMA = "ptinspect.snapshot/1"
@@ -35,6 +36,9 @@ def decoded_record(dec: Decoded) -> dict[str, Any]:
     if dec.next_table is not None:
         rec["next_table"] = hx(dec.next_table)
     rec["flags"] = list(dec.flags)
+    soft = soft_bits(dec.flags + dec.softleaf.arch_flags if dec.softleaf else dec.flags)
+    if soft:
+        rec["soft"] = list(soft)
     if dec.fields:
         rec["fields"] = dict(dec.fields)
     if dec.access is not None:
@@ -89,12 +93,31 @@ def vma_record(vma: Vma) -> dict[str, Any]:
     return {"start": hx(vma.start), "end": hx(vma.end), "perms": vma.perms, "flags": hx(vma.flags), "name": vma.name}
 
 
-def item_record(item: Row | Range) -> dict[str, Any]:
+def uffd_mode(dec: Decoded, vma: Vma | None, layout: Layout | None) -> str | None:
+    """What the uffd bit of an entry tracks: until 7.3 it is write-protect only; from 7.3 the one
+    bit serves VM_UFFD_WP and VM_UFFD_RWP VMAs and only the VMA tells which
+    (userfaultfd_pte_wp/_rwp, include/linux/userfaultfd_k.h 7.3)."""
+    if "uffd" not in soft_bits(dec.flags + dec.softleaf.arch_flags if dec.softleaf else dec.flags):
+        return None
+    if layout is None:
+        return "unknown (the kernel release is not known)"
+    if not layout.has("uffd_rwp"):
+        return "wp"
+    if vma is None:
+        return "unknown (no VMA to tell VM_UFFD_WP from VM_UFFD_RWP)"
+    modes = [name for name, bit in (("wp", VM_UFFD_WP), ("rwp", VM_UFFD_RWP)) if vma.flags & bit]
+    return "+".join(modes) or "none (the VMA has neither VM_UFFD_WP nor VM_UFFD_RWP)"
+
+
+def item_record(item: Row | Range, layout: Layout | None = None) -> dict[str, Any]:
     """One dumped row (or the first row of a merged range) with its VMA."""
     row = item.first if isinstance(item, Range) else item
     rec = entry_record(row.entry)
     if row.vma is not None:
         rec["vma"] = vma_record(row.vma)
+    mode = uffd_mode(row.entry.hw, row.vma, layout)
+    if mode is not None:
+        rec["uffd_mode"] = mode
     if isinstance(item, Range):
         rec["range"] = {"end": hx(item.end), "entries": item.count}
     return rec
@@ -104,19 +127,19 @@ def item_record(item: Row | Range) -> dict[str, Any]:
 # and how each is spelled in JSON (hx() for addresses and values, a bare int for the index).
 _HOLES = {"va": '"%#x"', "table": '"%#x"', "index": "%d", "raw": '"%#x"', "pfn": '"%#x"'}
 _HOLE = re.compile(r'"\\u0000(va|table|index|raw|pfn)\\u0000"')
-_RUN_FORMATS: dict[tuple[int, Vma | None], tuple[Decoded, str, list[str]]] = {}
+_RUN_FORMATS: dict[tuple[int, Vma | None, Layout | None], tuple[Decoded, str, list[str]]] = {}
 RUN_FORMATS_KEPT = 1024
 
 
-def _run_format(rows_: RunRows) -> tuple[str, list[str]]:
+def _run_format(rows_: RunRows, layout: Layout | None) -> tuple[str, list[str]]:
     """The record format of a run's members and the names of its holes in order: made once per
     template and VMA (runs of one template differ only in frames, slots and table)."""
     run = rows_.run
-    key = (id(run.template), rows_.vma)
+    key = (id(run.template), rows_.vma, layout)
     found = _RUN_FORMATS.get(key)
     if found is not None and found[0] is run.template:
         return found[1], found[2]
-    rec = item_record(Row(next(run.entries()), rows_.vma))
+    rec = item_record(Row(next(run.entries()), rows_.vma), layout)
     for name in ("va", "table", "index", "raw", "pfn"):
         rec[name] = f"\0{name}\0"
     for i in run.pfn_fields:
@@ -131,12 +154,12 @@ def _run_format(rows_: RunRows) -> tuple[str, list[str]]:
     return fmt, names
 
 
-def run_records(rows_: RunRows) -> list[str]:
+def run_records(rows_: RunRows, layout: Layout | None = None) -> list[str]:
     """The JSON text of every row of a run, as json.dumps(item_record(row)) gives it: the
     template's record with the per-member values (va, table, index, raw, pfn and the fields
     spelling the pfn) filled in."""
     run = rows_.run
-    fmt, names = _run_format(rows_)
+    fmt, names = _run_format(rows_, layout)
     base, span = run.va_base, run.span
     columns = {"va": [base | slot * span for slot in run.slots], "table": itertools.repeat(run.table),
                "index": run.slots, "raw": run.raws, "pfn": run.pfns()}
@@ -185,12 +208,13 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
     return rec
 
 
-def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | RunRows | Range]) -> int:
+def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | RunRows | Range],
+                   layout: Layout | None = None) -> int:
     """Stream a ptinspect.snapshot/1 document; returns the number of entry records."""
     out.write('{"schema": %s, "target": %s, "entries": [' % (json.dumps(SCHEMA), json.dumps(target)))
     n = 0
     for item in items:
-        texts = run_records(item) if type(item) is RunRows else [json.dumps(item_record(item))]
+        texts = run_records(item, layout) if type(item) is RunRows else [json.dumps(item_record(item, layout))]
         out.write(("\n  " if n == 0 else ",\n  ") + ",\n  ".join(texts))
         n += len(texts)
     out.write("\n]}\n")

@@ -84,7 +84,8 @@ def write_snapshot(path: Path, session: Session, root: Root, selection: dict[str
     target = _target(session, root, selection, va_range)
     try:
         with atomic_text(path) as out:
-            return write_document(out, target, bulk_rows(session, root, va_range, None, tables=True))
+            return write_document(out, target, bulk_rows(session, root, va_range, None, tables=True),
+                                  session.facts.layout)
     except OSError as exc:
         raise SnapshotError(f"cannot write {path}: {exc.strerror or exc}") from None
 
@@ -94,7 +95,7 @@ def live_snapshot(session: Session, root: Root, selection: dict[str, Any],
     """A snapshot of a live root, held in memory."""
     target = _target(session, root, selection, va_range)
     doc = {"schema": SCHEMA, "target": target,
-           "entries": [item_record(row) for row in snapshot_rows(session, root, va_range)]}
+           "entries": [item_record(row, session.facts.layout) for row in snapshot_rows(session, root, va_range)]}
     return Snapshot.from_document(doc, f"live {root.label}")
 
 
@@ -225,7 +226,7 @@ def decoded_records(snap: Snapshot) -> list[dict[str, Any]]:
     if snap.walkable() is not None:
         return snap.records
     vmas = VmaIndex(snap.vmas or ())
-    return [item_record(Row(e, vmas.find(e.va) if snap.vmas else None)) for e in snap.walk()]
+    return [item_record(Row(e, vmas.find(e.va) if snap.vmas else None), snap.facts.layout) for e in snap.walk()]
 
 
 def load(path: Path) -> Snapshot:

@@ -7,12 +7,9 @@ from typing import Iterator
 from archs.common import Kind
 
 from ..entry import Entry
+from ..kernel import VM_HUGETLB, VM_MAYSHARE
 from ..reader import contains
 from .base import Check, Context, Finding
-
-VM_MAYSHARE = 1 << 7  # include/linux/mm.h:302 (7.2 VMA_MAYSHARE_BIT); 0x80 in 6.1/6.12
-VM_HUGETLB = 1 << 22  # include/linux/mm.h:323 (7.2 VMA_HUGETLB_BIT); 0x00400000 in 6.1/6.12
-
 
 def _parents(ctx: Context) -> dict[int, Entry]:
     """Each followed table and the entry that first led to it."""

@@ -5,9 +5,8 @@ from typing import Iterator
 
 from archs.common import Kind
 
+from ..kernel import VM_EXEC, VM_READ, VM_WRITE
 from .base import Check, Context, Finding
-
-VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4  # include/linux/mm.h:294-296 in 7.2 (VMA_*_BIT 0-2)
 
 
 def _no_vmas(ctx: Context) -> str | None:

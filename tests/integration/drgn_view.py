@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from archs.common import Fact, KernelFacts
-from archs.softleaf import family_of_release
+from archs.versions import release_layout
 from inspector.kernel import DRGN_ARCH, KernelError, Vma, derive_remaining
 from inspector.reader import PhysReader, ReadError
 from inspector.session import Session, SessionError
@@ -100,11 +100,11 @@ class Kernel:
         Config facts come from `config` when given; MAX_SWAPFILES from the
         DWARF bound of swap_info[] (mm/swapfile.c); CONFIG_MEMORY_FAILURE and
         CONFIG_MIGRATION from the presence of memory_failure() and migrate_pages();
-        CONFIG_DEVICE_PRIVATE (and 6.1's CONFIG_PTE_MARKER) from the remainder
+        CONFIG_DEVICE_PRIVATE (and, 5.19 to 6.1, CONFIG_PTE_MARKER) from the remainder
         of the MAX_SWAPFILES sum (include/linux/swap.h) when no config says it.
         """
         release = self.release
-        family = family_of_release(release, self.arch)
+        layout = release_layout(release, self.arch)
         facts: dict[str, Fact] = {}
         if config:
             for name, value in config.items():
@@ -115,8 +115,8 @@ class Kernel:
         for option, symbol in (("CONFIG_MEMORY_FAILURE", "memory_failure"), ("CONFIG_MIGRATION", "migrate_pages")):
             if option not in facts:
                 facts[option] = Fact(self._symbol(symbol), f"debuginfo: symbol {symbol} {'present' if self._symbol(symbol) else 'absent'}")
-        if family is not None and max_swapfiles is not None:
-            facts.update(derive_remaining(family, facts, max_swapfiles))
+        if max_swapfiles is not None:
+            facts.update(derive_remaining(layout, facts, max_swapfiles))
         try:
             ad = bool(self.prog["swap_migration_ad_supported"].value_())
             facts["swap_migration_ad_supported"] = Fact(ad, "debuginfo: swap_migration_ad_supported")
@@ -129,7 +129,7 @@ class Kernel:
                 facts["phys_addr_bits"] = Fact(bits, "debuginfo: boot_cpu_data.x86_phys_bits")
             except Exception:  # drgn: LookupError, FaultError
                 pass
-        return KernelFacts(family=family, release=release, facts=facts)
+        return KernelFacts(layout=layout, release=release, facts=facts)
 
     def _swap_devices(self) -> dict[str, Fact]:
         """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max": its size in pages, the

@@ -123,7 +123,7 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
         facts = raw.facts(config, f"config file {image.config}")
         theirs_facts = drgn.facts(config, f"config file {image.config}")
         assert {n: f.value for n, f in facts.facts.items()} == {n: f.value for n, f in theirs_facts.facts.items()}
-        assert (facts.family, facts.release) == (theirs_facts.family, theirs_facts.release)
+        assert (facts.layout, facts.release) == (theirs_facts.layout, theirs_facts.release)
         assert session.facts == facts
         assert all(f.source.startswith((SOURCE, "config file", "derived from")) for f in facts.facts.values())
         assert facts.get("nr_swapfiles") == 1 and facts.get("swap_info[0].max")  # the guest's zram swap

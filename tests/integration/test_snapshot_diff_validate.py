@@ -100,17 +100,17 @@ def injected_defects_are_flagged_exactly(booted) -> None:
     snap = load(booted["files"]["parent"])
     manifest = booted["manifest"]
     model = model_for(snap.arch.name)
-    mode, family = snap.mode, snap.facts.family
+    mode, layout = snap.mode, snap.facts.layout
     anon = entry(snap, lambda r: inside(r, region(manifest, "anon_4k"), "pte") and r["kind"] == "present")
     thp = entry(snap, lambda r: inside(r, region(manifest, "thp_2m"), "pmd") and r["kind"] == "present")
     swap = entry(snap, lambda r: inside(r, region(manifest, "swap"), "pte") and r["kind"] == "swap")
     table = entry(snap, lambda r: r["kind"] == "table" and r["level"] == "pmd")
     raw = lambda r: int(r["raw"], 16)  # noqa: E731
-    swp = model.softleaf_from_pte(raw(swap), mode.level("pte"), mode, family)
+    swp = model.softleaf_from_pte(raw(swap), mode.level("pte"), mode, layout)
     defects = [
         ("reserved-bits", anon, raw(anon) | 1 << {"x86_64": 52, "arm64": 63, "riscv64": 55}[snap.arch.name]),
         ("leaf-alignment", thp, raw(thp) | (1 << 13 if snap.arch.name != "riscv64" else 1 << 11)),
-        ("swap-type", swap, model.mk_softleaf(dataclasses.replace(swp, type=5), mode.level("pte"), mode, family)),
+        ("swap-type", swap, model.mk_softleaf(dataclasses.replace(swp, type=5), mode.level("pte"), mode, layout)),
         ("table-cycle", table, model.mk_table(int(table["table"], 16), mode.level("pmd"), mode)),
     ]
     if snap.arch.name == "arm64":

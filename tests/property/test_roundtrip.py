@@ -2,7 +2,7 @@
 
 The builder encodes with inspector/model/<arch>.py (the kernel's macros,
 transliterated); the walker decodes with archs/<arch>.py.  Agreement between
-two independent statements of each layout, for every arch, mode and family.
+two independent statements of each layout, for every arch, mode and release (5.10..7.3).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from archs import ARCH_NAMES, get_arch
 from archs.common import Fact, Kind, KernelFacts
-from archs.softleaf import CONFIG_OPTIONS, FAMILIES, MIGRATION_KINDS, PFN_KINDS
+from archs.softleaf import MIGRATION_KINDS, PFN_KINDS, config_options, pte_markers
+from archs.versions import release_layout
 from inspector.model.base import Prot
 from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
 from inspector.walker import Walker
@@ -20,7 +21,8 @@ from inspector.walker import Walker
 SOFT_KINDS = [Kind.SWAP, Kind.MIGRATION_READ, Kind.MIGRATION_READ_EXCLUSIVE, Kind.MIGRATION_WRITE,
               Kind.DEVICE_PRIVATE_READ, Kind.DEVICE_PRIVATE_WRITE, Kind.DEVICE_EXCLUSIVE, Kind.HWPOISON,
               Kind.MARKER, Kind.SWAPIN_ERROR]
-MARKERS = {"6.1": ["uffd-wp"], "6.12": ["uffd-wp", "poison"], "7.2": ["uffd-wp", "poison", "guard"]}
+# LTS lines, the releases whose layouts are derived from Debian's sources, and ones between changes.
+RELEASES = ("5.10", "5.15", "6.1", "6.2", "6.6", "6.9", "6.12", "6.15", "6.18", "7.2", "7.3")
 # Facts the per-arch models assume (see their docstrings): THP on, SPARSEMEM, soft-dirty and uffd-wp built in.
 BASE_FACTS = {"CONFIG_TRANSPARENT_HUGEPAGE": True, "CONFIG_SPARSEMEM": True, "CONFIG_MEM_SOFT_DIRTY": True,
               "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True, "CONFIG_USERFAULTFD": True,
@@ -39,10 +41,10 @@ def cases():
 def scenario(draw, arch_name: str, mode_name: str):
     arch = get_arch(arch_name)
     mode = arch.mode(mode_name)
-    family = draw(st.sampled_from(FAMILIES))
-    config = {o: draw(st.booleans()) for o in CONFIG_OPTIONS[family]}
-    if family == "6.1" and arch_name != "x86_64":
-        config["CONFIG_PTE_MARKER"] = False  # only x86 selects HAVE_ARCH_USERFAULTFD_WP in 6.1
+    layout = release_layout(draw(st.sampled_from(RELEASES)), arch_name)
+    config = {o: draw(st.booleans()) for o in config_options(layout)}
+    if layout.has("pte_marker_config") and arch_name != "x86_64":
+        config["CONFIG_PTE_MARKER"] = False  # only x86 selects HAVE_ARCH_USERFAULTFD_WP before 6.2
     user_top = 1 << (mode.va_bits - 1 if not arch.split_roots else mode.va_bits)
     pfn_limit = 1 << min(30, mode.pa_bits - mode.page_shift - 1)
     used: list[tuple[int, int]] = []
@@ -72,32 +74,33 @@ def scenario(draw, arch_name: str, mode_name: str):
             # swap offset 0 is the swap header, never mapped (it would encode to none on riscv)
             m = MapSoftleaf(va, level.name, kind, value=draw(st.integers(1, pfn_limit)),
                             swap_type=draw(st.integers(0, 3)),
-                            markers=tuple(draw(st.sets(st.sampled_from(MARKERS[family]), min_size=1))),
+                            markers=tuple(draw(st.sets(st.sampled_from(sorted(pte_markers(layout).values()) or ["uffd-wp"]),
+                                                          min_size=1))),
                             young=kind in MIGRATION_KINDS and draw(st.booleans()),
                             dirty=kind in MIGRATION_KINDS and draw(st.booleans()),
-                            access=draw(st.sampled_from(["read", "write"])) if kind is Kind.DEVICE_EXCLUSIVE and family != "7.2" else None)
+                            access=draw(st.sampled_from(["read", "write"])) if kind is Kind.DEVICE_EXCLUSIVE and not layout.has("swp_device_exclusive_single") else None)
         used.append((va, va + span * count))
         mappings.append(m)
-    return family, config, mappings
+    return layout, config, mappings
 
 
 @pytest.mark.parametrize("arch_name,mode_name", list(cases()))
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(data=st.data())
 def test_model_walker_roundtrip(arch_name, mode_name, data):
-    family, config, mappings = data.draw(scenario(arch_name, mode_name))
+    layout, config, mappings = data.draw(scenario(arch_name, mode_name))
     arch = get_arch(arch_name)
     mode = arch.mode(mode_name)
-    builder = Builder(arch_name, mode, family, config)
+    builder = Builder(arch_name, mode, layout, config)
     placed = []
     for m in mappings:
         try:
             builder.add(m)
         except ValueError:
-            continue  # the kind, flag or block does not exist for this arch/mode/family/config
+            continue  # the kind, flag or block does not exist for this arch/mode/release/config
         placed.append(m)
     assume(placed)
-    facts = KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in {**config, **BASE_FACTS}.items()})
+    facts = KernelFacts(layout=layout, facts={k: Fact(v, "test") for k, v in {**config, **BASE_FACTS}.items()})
     walker = Walker(builder.memory, arch, mode, facts)
     got = {e.va: e for e in walker.walk(builder.root)}
     expected_vas = set()
@@ -105,7 +108,7 @@ def test_model_walker_roundtrip(arch_name, mode_name, data):
         depth = mode.level(m.level)
         span = mode.levels[depth].span
         if isinstance(m, MapBlock):
-            n = len(builder.model.mk_block(m.pfn, depth, mode, m.prot, family))
+            n = len(builder.model.mk_block(m.pfn, depth, mode, m.prot, layout))
             for i in range(n):
                 e = got[arch.canonical(mode, m.va + i * span, False)]
                 expected_vas.add(e.va)

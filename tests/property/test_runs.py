@@ -21,10 +21,11 @@ from inspector.model.base import Prot
 from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
 from inspector.records import item_record, run_records
 from inspector.walker import LeafRun, Walker
+from archs.versions import release_layout
 
 from .test_roundtrip import BASE_FACTS, cases
 
-FAMILY = "7.2"
+RELEASE = "7.2"
 CONFIG = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVICE_PRIVATE": True}
 
 
@@ -63,7 +64,7 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
     mappings, vmas = data.draw(layout(arch_name, mode_name))
     arch = get_arch(arch_name)
     mode = arch.mode(mode_name)
-    builder = Builder(arch_name, mode, FAMILY, CONFIG)
+    builder = Builder(arch_name, mode, release_layout(RELEASE, arch_name), CONFIG)
     placed = 0
     for m in mappings:
         try:
@@ -72,7 +73,7 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
         except ValueError:
             continue  # e.g. no contiguous blocks in this mode
     assume(placed)
-    facts = KernelFacts(family=FAMILY, facts={k: Fact(v, "test") for k, v in {**CONFIG, **BASE_FACTS}.items()})
+    facts = KernelFacts(layout=release_layout(RELEASE, arch_name), facts={k: Fact(v, "test") for k, v in {**CONFIG, **BASE_FACTS}.items()})
     one_by_one = list(Walker(builder.memory, arch, mode, facts).walk(builder.root))
     bulk = list(Walker(builder.memory, arch, mode, facts).walk_runs(builder.root))
     expanded = [e for item in bulk for e in (item.entries() if isinstance(item, LeafRun) else [item])]
@@ -97,11 +98,11 @@ def test_run_lines_of_a_real_x86_table() -> None:
     one run, its lines equal to the per-entry lines, the frame in the pfn column."""
     arch = get_arch("x86_64")
     mode = arch.mode("4-level")
-    builder = Builder("x86_64", mode, FAMILY, CONFIG)
+    builder = Builder("x86_64", mode, release_layout(RELEASE, "x86_64"), CONFIG)
     base = 0x7F0000000000
     for i in range(512):
         builder.add(MapLeaf(base + i * 4096, "pte", 0x31F7 + 7 * i, Prot(write=True, young=True, dirty=True)))
-    facts = KernelFacts(family=FAMILY, facts={k: Fact(v, "test") for k, v in BASE_FACTS.items()})
+    facts = KernelFacts(layout=release_layout(RELEASE, "x86_64"), facts={k: Fact(v, "test") for k, v in BASE_FACTS.items()})
     items = list(Walker(builder.memory, arch, mode, facts).walk_runs(builder.root))
     runs = [i for i in items if isinstance(i, LeafRun)]
     assert len(runs) == 1 and len(runs[0].slots) == 511  # the first leaf made the template

@@ -7,7 +7,7 @@ import pytest
 
 from archs import ARCH_NAMES, get_arch
 from archs.common import Fact, KernelFacts
-from archs.softleaf import FAMILIES
+from archs.versions import release_layout
 from inspector.walker import FrameDecoder
 
 FACTS = {"CONFIG_TRANSPARENT_HUGEPAGE": True, "CONFIG_MEM_SOFT_DIRTY": True, "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True,
@@ -22,8 +22,8 @@ def test_shared_decodes_equal_full_decodes(arch_name: str) -> None:
     rng = random.Random(arch_name)
     arch = get_arch(arch_name)
     for mode in arch.modes():
-        for family in FAMILIES:
-            facts = KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in FACTS.items()})
+        for release in ("5.10", "6.1", "6.6", "6.12", "7.2", "7.3"):
+            facts = KernelFacts(layout=release_layout(release, arch_name), facts={k: Fact(v, "test") for k, v in FACTS.items()})
             shared = FrameDecoder(arch, mode, facts)
             for depth in range(len(mode.levels)):
                 for base in [REAL[arch_name]] + [rng.getrandbits(64) for _ in range(2)]:
@@ -32,4 +32,4 @@ def test_shared_decodes_equal_full_decodes(arch_name: str) -> None:
                         for _ in range(rng.randint(0, 5)):
                             raw ^= 1 << (rng.randrange(64) if rng.random() < 0.2 else rng.randrange(8, 56))
                         assert shared.decode(raw, depth) == arch.decode(raw, depth, mode, facts), (
-                            f"{mode.name} {family} depth {depth} raw {raw:#x}")
+                            f"{mode.name} {release} depth {depth} raw {raw:#x}")

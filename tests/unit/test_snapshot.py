@@ -24,6 +24,7 @@ from inspector.records import SCHEMA, hx
 from inspector.session import Root, Session
 from inspector.snapshot import Snapshot, SnapshotError, atomic_text, live_snapshot, load, write_snapshot
 from inspector.walker import Walker
+from archs.versions import release_layout
 
 GIB = 1 << 30
 RAM = [(0, 2 * GIB)]  # the memblock.memory the model snapshots record
@@ -41,9 +42,9 @@ def model_snapshot(arch_name: str, mode_name: str, mappings: Sequence[Mapping], 
     `vmas`) or, with `kernel`, a kernel root (arm64: its TTBR1 mode)."""
     arch = get_arch(arch_name)
     mode = arch.mode(mode_name)
-    builder = Builder(arch_name, mode, family, CONFIG, mem_size=4 * GIB)
+    builder = Builder(arch_name, mode, release_layout(family, arch_name), CONFIG, mem_size=4 * GIB)
     built = builder.build(list(mappings))
-    kf = KernelFacts(family=family, release=None, facts={
+    kf = KernelFacts(layout=release_layout(family, arch_name), release=None, facts={
         k: Fact(v, "test") for k, v in {**CONFIG, **BASE_FACTS, **(facts or {})}.items()})
     session = Session(built.memory, arch, {}, "model builder", facts=kf)
     upper = kernel and arch.split_roots
@@ -88,7 +89,7 @@ def x86_snapshot() -> Snapshot:
 def test_snapshot_walks_again_to_the_same_entries(x86_snapshot: Snapshot) -> None:
     arch = get_arch("x86_64")
     mode = arch.mode("4-level")
-    builder = Builder("x86_64", mode, "7.2", CONFIG, mem_size=4 * GIB)
+    builder = Builder("x86_64", mode, release_layout("7.2", "x86_64"), CONFIG, mem_size=4 * GIB)
     built = builder.build(list(X86_MAPPINGS))
     direct = [(e.va, e.ref, e.hw.raw, e.kind) for e in Walker(built.memory, arch, mode, x86_snapshot.facts)
               .walk(built.root, va_range=(0, 1 << 47), tables=True)]
@@ -112,7 +113,7 @@ def test_target_record_has_what_decoding_needs(x86_snapshot: Snapshot) -> None:
 def test_write_and_load_round_trip(tmp_path: Path, x86_snapshot: Snapshot) -> None:
     arch = get_arch("x86_64")
     mode = arch.mode("4-level")
-    built = Builder("x86_64", mode, "7.2", CONFIG, mem_size=4 * GIB).build(list(X86_MAPPINGS))
+    built = Builder("x86_64", mode, release_layout("7.2", "x86_64"), CONFIG, mem_size=4 * GIB).build(list(X86_MAPPINGS))
     session = Session(built.memory, arch, {}, "model builder", facts=x86_snapshot.facts)
     root = Root(built.root, mode, False, "pid 1 (model)", tuple(X86_VMAS), process=True)
     out = tmp_path / "snap.json"

@@ -23,6 +23,7 @@ from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf, mod
 from inspector.records import hx
 from inspector.snapshot import Snapshot
 from inspector.validate import validate
+from archs.versions import release_layout
 
 from .test_snapshot import CONFIG, GIB, VM_R, VM_W, document, model_snapshot, mutated
 
@@ -112,7 +113,7 @@ def _x86_raw(depth: str, **kw) -> int:
 
 
 def _swp(m: MapSoftleaf) -> SwpFields:
-    return Builder("x86_64", get_arch("x86_64").mode("4-level"), "7.2", CONFIG).swp_fields(m)
+    return Builder("x86_64", get_arch("x86_64").mode("4-level"), release_layout("7.2", "x86_64"), CONFIG).swp_fields(m)
 
 
 X86_DEFECTS: list[tuple[str, int, str, Callable[[int, dict], int]]] = [
