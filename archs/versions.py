@@ -34,6 +34,9 @@ class Feature:
     commit: str  # "<12-hex> <subject>" of the mainline commit that introduced it
     until: Version | None = None  # first release without it
     removed_by: str = ""  # "<12-hex> <subject>" of the commit that removed it
+    # How sure the boundary is: "derived" (both neighbouring releases compiled from source agree
+    # with it and the commit is in the mainline release), "high", "medium" (one source only).
+    confidence: str = "high"
 
     def in_force(self, version: Version) -> bool:
         return self.since <= version and (self.until is None or version < self.until)
@@ -46,7 +49,8 @@ GENERIC: tuple[Feature, ...] = (
             "b756a3b5e7ea mm: device exclusive memory access"),
     Feature("swp_device_exclusive_single", (6, 15),
             "include/linux/swap.h SWP_DEVICE_EXCLUSIVE (SWP_DEVICE_NUM 4 -> 3)",
-            "c25465eb7630 mm: use single SWP_DEVICE_EXCLUSIVE entry type"),
+            "c25465eb7630 mm: use single SWP_DEVICE_EXCLUSIVE entry type",
+            confidence="high (release), medium (hash: one source)"),
     Feature("swp_migration_read_exclusive", (5, 19),
             "include/linux/swap.h SWP_MIGRATION_READ_EXCLUSIVE (SWP_MIGRATION_NUM 2 -> 3)",
             "6c287605fd56 mm: remember exclusively mapped anonymous pages with PG_anon_exclusive"),
@@ -70,15 +74,18 @@ GENERIC: tuple[Feature, ...] = (
     Feature("swp_migration_ad", (6, 1), "include/linux/swapops.h SWP_MIG_YOUNG_BIT/SWP_MIG_DIRTY_BIT",
             "2e3468778dbe mm: remember young/dirty bit for page migrations"),
     Feature("softleaf", (6, 19), "include/linux/leafops.h softleaf_t, softleaf_from_pte()",
-            "68aa2fdbf57f mm: introduce leaf entry type and use to simplify leaf entry logic"),
+            "68aa2fdbf57f mm: introduce leaf entry type and use to simplify leaf entry logic",
+            confidence="medium (6.19 merge-window revlist; the MM pull mail not seen)"),
     Feature("pmd_device_private", (6, 19),
             "include/linux/leafops.h softleaf_is_valid_pmd_entry(): device-private PMD entries",
-            "368076f52ebe mm/huge_memory: add device-private THP support to PMD operations"),
+            "368076f52ebe mm/huge_memory: add device-private THP support to PMD operations",
+            confidence="medium (6.19 merge-window revlist)"),
     # 7.3 (Debian 7.3.4 source): the uffd bit is "userfaultfd tracking" for VM_UFFD_WP and the new
     # VM_UFFD_RWP (include/linux/mm.h VM_UFFD_RWP, DECLARE_VMA_BIT(UFFD_RWP, 43);
     # include/linux/userfaultfd_k.h mrwprotect_range()); the arch bits are renamed *_UFFD.
     Feature("uffd_rwp", (7, 3), "include/linux/mm.h VM_UFFD_RWP; arch pte_uffd()/pte_swp_uffd()",
-            "mainline 7.3 merge window (seen in Debian linux-source-7.3 7.3.4; hash not established)"),
+            "mainline 7.3 merge window (hash not established)",
+            confidence="derived (absent from 7.2.13's source, present in 7.3.4's)"),
 )
 
 
@@ -180,3 +187,30 @@ def recorded_layout(arch: str | None, name: str | None, release: str | None, ass
     if version is None or not OLDEST <= version <= NEWEST:
         raise ValueError(f"layout {name!r} is not a release from {supported_range()}")
     return _build(arch, version, release, assumed)
+
+
+def markdown() -> str:
+    """archs/VERSIONS.md: every feature table as Markdown (`python -m archs`)."""
+    from . import ARCH_NAMES
+
+    out = [
+        "# Kernel releases ptinspect knows: page-table layout features",
+        "",
+        f"Generated from archs/versions.py and archs/<arch>.py by `python -m archs > archs/VERSIONS.md`;",
+        "a unit test keeps this file equal to the tables.  Supported releases: "
+        f"{supported_range()}; a newer release is decoded with {_text(NEWEST)}'s layout and every output says so.",
+        "",
+        "A release's layout is the set of features in force at its version (`since` <= version < `until`).",
+        "Boundaries are mainline releases.  The layouts of 5.10, 6.1, 6.12, 7.2 and 7.3 are checked against what",
+        "Debian's headers of those releases compile to (tests/data/derived/); the boundaries between them rest on",
+        "the commit named in each row, and `confidence` says how sure that is.",
+    ]
+    for arch in (None, *ARCH_NAMES):
+        out += ["", f"## {arch or 'generic (include/linux)'}", "",
+                "| feature | since | until | kernel source | commit | confidence |",
+                "|---|---|---|---|---|---|"]
+        rows = GENERIC if arch is None else _arch_features(arch)
+        for f in rows:
+            until = _text(f.until) + (f" ({f.removed_by})" if f.removed_by else "") if f.until else ""
+            out.append(f"| {f.name} | {_text(f.since)} | {until} | {f.source} | {f.commit} | {f.confidence} |")
+    return "\n".join(out) + "\n"
