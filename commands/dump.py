@@ -8,7 +8,7 @@ from typing import Iterable
 import click
 
 from archs.common import Kind
-from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges, rows
+from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
 from inspector.records import SCHEMA, entry_record, hx, layout_label, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
@@ -87,7 +87,7 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
     with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
         walked = rng or default_range(session, root)
-        items: Iterable[Row | RunRows | Range] = (ranges(rows(session, root, walked, kind_set)) if merge
+        items: Iterable[Row | RunRows | Range] = (ranges(bulk_rows(session, root, walked, kind_set)) if merge
                                                   else bulk_rows(session, root, walked, kind_set))
         out = sys.stdout
         if fmt == "json":

@@ -135,15 +135,28 @@ def mergeable(a: Row, b: Row) -> bool:
     return False
 
 
-def ranges(rows_: Iterable[Row]) -> Iterator[Range]:
-    """Merge runs of mergeable rows."""
+def _pieces(items: Iterable[Row | RunRows]) -> Iterator[tuple[Row, Row, int]]:
+    """(first, last, count) of rows already known to merge: a row alone, or a stretch of a run
+    (LeafRun.segments) with only its two ends built as Entries."""
+    for item in items:
+        if type(item) is RunRows:
+            run, vma = item.run, item.vma
+            for start, stop in run.segments():
+                first = Row(run.entry(start), vma)
+                yield first, (first if stop == start + 1 else Row(run.entry(stop - 1), vma)), stop - start
+        else:
+            yield item, item, 1  # type: ignore[misc]
+
+
+def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
+    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input)."""
     current: Range | None = None
-    for row in rows_:
-        if current is not None and mergeable(current.last, row):
-            current = Range(current.first, row, current.count + 1)
+    for first, last, count in _pieces(items):
+        if current is not None and mergeable(current.last, first):
+            current = Range(current.first, last, current.count + count)
             continue
         if current is not None:
             yield current
-        current = Range(row, row, 1)
+        current = Range(first, last, count)
     if current is not None:
         yield current

@@ -91,10 +91,35 @@ class LeafRun:
 
     def entries(self) -> Iterator[Entry]:
         for slot, raw in zip(self.slots, self.raws):
-            pfn = self.pfn(raw)
-            dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
-            yield Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
-                        None, None, pfn, self.page_shift)
+            yield self._entry(slot, raw)
+
+    def entry(self, i: int) -> Entry:
+        """The Entry of member `i` alone (what entries() gives at that position)."""
+        return self._entry(self.slots[i], self.raws[i])
+
+    def _entry(self, slot: int, raw: int) -> Entry:
+        pfn = self.pfn(raw)
+        dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
+        return Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
+                     None, None, pfn, self.page_shift)
+
+    def segments(self) -> Iterator[tuple[int, int]]:
+        """[start, stop) member positions of the stretches that map consecutive frames at
+        consecutive slots: what ranges() would merge, found without building an Entry per member.
+        Members whose fields spell the frame never merge (their fields differ)."""
+        n = len(self.slots)
+        if self.pfn_fields:
+            yield from ((i, i + 1) for i in range(n))
+            return
+        step = self.span >> self.page_shift
+        slots, pfns = self.slots, self.pfns()
+        start = 0
+        for i in range(1, n):
+            if slots[i] != slots[i - 1] + 1 or pfns[i] != pfns[i - 1] + step:
+                yield start, i
+                start = i
+        if n:
+            yield start, n
 
 
 def _moved(shifts: tuple[tuple[int, int], ...], raw: int) -> int:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from archs import get_arch
 from archs.common import Fact, Kind, KernelFacts
 from commands.table import DumpTable
-from inspector.dump import Row, RunRows, VmaIndex
+from inspector.dump import Row, RunRows, VmaIndex, ranges
 from inspector.kernel import Vma
 from inspector.model.base import Prot
 from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
@@ -91,6 +91,14 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
             assert table.run_lines(part) == [table.line(r) for r in rows]
             assert run_records(part) == [json.dumps(item_record(r)) for r in rows]
     assert len(runs) < len(one_by_one) or not runs  # runs do gather entries
+
+    # --ranges: merging runs in bulk gives the ranges merging row by row gives.
+    def span(r):
+        return (r.first, r.last, r.count)
+    bulk_items = [p for item in bulk for p in (index.split(item) if isinstance(item, LeafRun)
+                                                else [Row(item, index.find(item.va))])]
+    row_items = [Row(e, index.find(e.va)) for e in one_by_one]
+    assert list(map(span, ranges(bulk_items))) == list(map(span, ranges(row_items)))
 
 
 def test_run_lines_of_a_real_x86_table() -> None:
