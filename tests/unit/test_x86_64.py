@@ -549,7 +549,7 @@ def test_model_memtypes():
 # ---------------------------------------------------------------- properties
 
 MODES_DEPTHS = [(m, d) for m in (MODE_4, MODE_5) for d in range(len(m.levels))]
-FACT_SETS = [facts(None), facts("7.2"), full("6.1"), full("6.12"), full("7.2"),
+FACT_SETS = [facts(None), facts("7.2"), full("5.10"), full("6.1"), full("6.6"), full("6.12"), full("7.2"), full("7.3"),
              full("7.2", physical_mask=(1 << 46) - 1, X86_FEATURE_SHSTK=True, IA32_PAT=0x0007040600070406)]
 raw64 = st.one_of(
     st.integers(0, (1 << 64) - 1),
@@ -583,6 +583,9 @@ def test_decode_never_raises_and_is_consistent(raw, md, f):
             assert d.pfn == MODEL.leaf_pfn(raw, depth, mode)
 
 
+# Every layout change of FEATURES on both sides: 5.10 (no exclusive bit), 5.19, 6.1, 6.5/6.6
+# (saved dirty), 6.12, 6.13 (NOPTISHADOW), 6.15 (KERNEL_4K), 6.17 (no DEVMAP), 7.2, 7.3 (_PAGE_UFFD).
+RELEASES = ["5.10", "5.19", "6.1", "6.5", "6.6", "6.12", "6.13", "6.15", "6.17", "7.2", "7.3"]
 LEAF_DEPTHS = [(m, d) for m in (MODE_4, MODE_5) for d in range(len(m.levels)) if m.levels[d].leaf]
 prots = st.builds(Prot, write=st.booleans(), exec=st.booleans(), user=st.booleans(),
                   young=st.booleans(), dirty=st.booleans(), protnone=st.booleans(),
@@ -591,7 +594,7 @@ prots = st.builds(Prot, write=st.booleans(), exec=st.booleans(), user=st.boolean
 
 @settings(max_examples=1000, deadline=None)
 @given(pfn=st.integers(0, (1 << 40) - 1), md=st.sampled_from(LEAF_DEPTHS), prot=prots,
-       family=st.sampled_from(["6.1", "6.12", "7.2"]))
+       family=st.sampled_from(RELEASES))
 def test_model_leaf_agrees_with_decoder(pfn, md, prot, family):
     mode, depth = md
     raw = MODEL.mk_leaf(pfn, depth, mode, prot, L(family))
@@ -612,11 +615,11 @@ def test_model_leaf_agrees_with_decoder(pfn, md, prot, family):
 @settings(max_examples=1000, deadline=None)
 @given(t=st.integers(0, 31), off=st.integers(0, (1 << 50) - 1), md=st.sampled_from(LEAF_DEPTHS),
        flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
-       family=st.sampled_from(["6.1", "6.12", "7.2"]))
+       family=st.sampled_from(RELEASES))
 def test_model_softleaf_agrees_with_decoder(t, off, md, flags, family):
     mode, depth = md
     level = mode.levels[depth].name
-    exclusive = flags[0] and level != "pmd"
+    exclusive = flags[0] and level != "pmd" and L(family).has("x86_swp_exclusive")
     fields = SwpFields(t, off, exclusive=exclusive, soft_dirty=flags[1], uffd_wp=flags[2])
     raw = MODEL.mk_softleaf(fields, depth, mode, L(family))
     d = ARCH.decode(raw, depth, mode, full(family))
@@ -626,6 +629,7 @@ def test_model_softleaf_agrees_with_decoder(t, off, md, flags, family):
     assert d.kind in SOFTLEAF_KINDS or d.kind is Kind.UNKNOWN
     assert (d.softleaf.type, d.softleaf.offset) == (t, off)
     assert MODEL.softleaf_from_pte(raw, depth, mode, L(family)) == fields
-    expected = tuple(n for n, on in (("_PAGE_SWP_SOFT_DIRTY", flags[1]), ("_PAGE_SWP_UFFD_WP", flags[2]),
+    uffd = "_PAGE_SWP_UFFD" if L(family).has("uffd_rwp") else "_PAGE_SWP_UFFD_WP"  # renamed in 7.3
+    expected = tuple(n for n, on in (("_PAGE_SWP_SOFT_DIRTY", flags[1]), (uffd, flags[2]),
                                      ("_PAGE_SWP_EXCLUSIVE", exclusive)) if on)
     assert d.softleaf.arch_flags == expected
