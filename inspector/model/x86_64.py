@@ -1,26 +1,30 @@
 """x86-64 reference model: the kernel's page-table macros, transliterated from the headers.
 
 Written from arch/x86/include/asm/{pgtable.h,pgtable_types.h,pgtable_64.h,pgtable-invert.h}
-of 6.1 / 6.12 / 7.2 (line numbers `a/b/c` in that order) without using archs/x86_64.py, so
-that tests comparing the two catch a mistake in either.
+of 5.10 / 6.1 / 6.12 / 7.2 / 7.3 without using archs/x86_64.py, so that tests comparing the
+two catch a mistake in either.  What differs between releases is asked of the Layout by the
+feature names of archs/versions.py tables: x86_swp_exclusive (pte_swp_mkexclusive, 5.19),
+x86_saved_dirty (pte_mkdirty/pte_mkclean with _PAGE_SAVED_DIRTY, 6.6) and x86_kernel_ro_clean
+(__PAGE_KERNEL_RO/ROX without ___D, 6.6).
 
 Assumptions (those of a usual x86_64 distro kernel): CONFIG_MEM_SOFT_DIRTY=y (pte_mkdirty
 also sets _PAGE_SOFT_DIRTY), __supported_pte_mask allows every bit (check_pgprot is the
 identity), physical_mask is (1 << 52) - 1, and the PAT is Linux's, where
 _PAGE_CACHE_MODE_UC_MINUS is PCD and _PAGE_CACHE_MODE_UC is PCD|PWT
-(arch/x86/mm/init.c:57-58/57-58/58-59).
+(arch/x86/mm/init.c __cachemode2pte_tbl).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 from archs.common import PagingMode
+from archs.versions import Layout
 
 from .base import Prot, SwpFields
 
 U64 = (1 << 64) - 1
 
-# pgtable_types.h:10-29/10-30/10-30
+# pgtable_types.h _PAGE_BIT_* (5.10..7.3)
 _PAGE_PRESENT = 1 << 0
 _PAGE_RW = 1 << 1
 _PAGE_USER = 1 << 2
@@ -30,19 +34,19 @@ _PAGE_ACCESSED = 1 << 5
 _PAGE_DIRTY = 1 << 6
 _PAGE_PSE = 1 << 7
 _PAGE_GLOBAL = 1 << 8
-_PAGE_PROTNONE = _PAGE_GLOBAL  # pgtable_types.h:39/49/49
+_PAGE_PROTNONE = _PAGE_GLOBAL  # pgtable_types.h _PAGE_BIT_PROTNONE
 _PAGE_SOFT_DIRTY = 1 << 11  # _PAGE_BIT_SOFTW3, CONFIG_MEM_SOFT_DIRTY
-_PAGE_BIT_SAVED_DIRTY = 58  # _PAGE_BIT_SOFTW5 (-/39/39); 6.1 has no saved-dirty bit
+_PAGE_BIT_SAVED_DIRTY = 58  # _PAGE_BIT_SOFTW5 from 6.6; 5.10/6.1 have no saved-dirty bit
 _PAGE_NX = 1 << 63
-_PAGE_KNL_ERRATUM_MASK = _PAGE_DIRTY | _PAGE_ACCESSED  # 75/85/86
+_PAGE_KNL_ERRATUM_MASK = _PAGE_DIRTY | _PAGE_ACCESSED  # pgtable_types.h
 
-# page_types.h:19-21/19-21/16-18 with __PHYSICAL_MASK = (1 << 52) - 1
+# page_types.h PTE_PFN_MASK/PHYSICAL_P?D_PAGE_MASK with __PHYSICAL_MASK = (1 << 52) - 1
 __PHYSICAL_MASK = (1 << 52) - 1
 PTE_PFN_MASK = U64 & ~0xFFF & __PHYSICAL_MASK
 PHYSICAL_PMD_PAGE_MASK = U64 & ~((1 << 21) - 1) & __PHYSICAL_MASK
 PHYSICAL_PUD_PAGE_MASK = U64 & ~((1 << 30) - 1) & __PHYSICAL_MASK
 
-# Protections (pgtable_types.h:182-198/206-230/205-226); __PAGE_KERNEL_RO had ___D in 6.1 only.
+# Protections (pgtable_types.h PAGE_NONE.. __PAGE_KERNEL_ROX); __PAGE_KERNEL_RO had ___D up to 6.5.
 __PP, __RW, _USR, ___A, ___D, ___G, __NX = (
     _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_GLOBAL, _PAGE_NX)
 PAGE_NONE = ___A | ___G
@@ -52,41 +56,41 @@ PAGE_READONLY = __PP | _USR | ___A | __NX
 PAGE_READONLY_EXEC = __PP | _USR | ___A
 __PAGE_KERNEL = __PP | __RW | ___A | __NX | ___D | ___G
 __PAGE_KERNEL_EXEC = __PP | __RW | ___A | ___D | ___G
-_PAGE_TABLE = __PP | __RW | _USR | ___A | ___D  # pgtable_types.h:196/225/221, used by pmd_populate
+_PAGE_TABLE = __PP | __RW | _USR | ___A | ___D  # pgtable_types.h _PAGE_TABLE, used by pmd_populate
 
 
-def __PAGE_KERNEL_RO(family: str) -> int:
-    return __PP | ___A | __NX | ___G | (___D if family == "6.1" else 0)
+def __PAGE_KERNEL_RO(layout: Layout) -> int:
+    return __PP | ___A | __NX | ___G | (0 if layout.has("x86_kernel_ro_clean") else ___D)
 
 
-def __PAGE_KERNEL_ROX(family: str) -> int:
-    return __PP | ___A | ___G | (___D if family == "6.1" else 0)
+def __PAGE_KERNEL_ROX(layout: Layout) -> int:
+    return __PP | ___A | ___G | (0 if layout.has("x86_kernel_ro_clean") else ___D)
 
 
 # cachemode2protval() with Linux's PAT (arch/x86/mm/init.c __cachemode2pte_tbl).
 CACHEMODE_BITS = {"normal": 0, "nc": _PAGE_PCD, "io": _PAGE_PCD | _PAGE_PWT}
 
-# pgtable_64.h:214-234/215-235/211-231
+# pgtable_64.h SWP_TYPE_BITS, SWP_OFFSET_FIRST_BIT, __swp_entry (5.10..7.3)
 SWP_TYPE_BITS = 5
 SWP_OFFSET_FIRST_BIT = 8 + 1  # _PAGE_BIT_PROTNONE + 1
 SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS
-_PAGE_SWP_EXCLUSIVE = _PAGE_PWT  # pgtable_64_types.h:221/222/196
-_PAGE_SWP_SOFT_DIRTY = _PAGE_RW  # pgtable_types.h:97/107/108
-_PAGE_SWP_UFFD_WP = _PAGE_USER  # pgtable_types.h:104/114/115
+_PAGE_SWP_EXCLUSIVE = _PAGE_PWT  # pgtable_64_types.h, from 5.19
+_PAGE_SWP_SOFT_DIRTY = _PAGE_RW  # pgtable_types.h
+_PAGE_SWP_UFFD_WP = _PAGE_USER  # pgtable_types.h (_PAGE_SWP_UFFD in 7.3)
 
 
 def __pte_needs_invert(val: int) -> bool:
-    """pgtable-invert.h:16."""
+    """pgtable-invert.h __pte_needs_invert()."""
     return val != 0 and not val & _PAGE_PRESENT
 
 
 def protnone_mask(val: int) -> int:
-    """pgtable-invert.h:22."""
+    """pgtable-invert.h protnone_mask()."""
     return U64 if __pte_needs_invert(val) else 0
 
 
 def _pfn_entry(page_nr: int, pgprot: int, mask: int) -> int:
-    """pfn_pte/pfn_pmd/pfn_pud (pgtable.h:578-600/784-806/730-755)."""
+    """pfn_pte/pfn_pmd/pfn_pud (pgtable.h)."""
     pfn = (page_nr << 12) & U64
     pfn ^= protnone_mask(pgprot)
     pfn &= mask
@@ -94,26 +98,26 @@ def _pfn_entry(page_nr: int, pgprot: int, mask: int) -> int:
 
 
 def mksaveddirty_shift(v: int) -> int:
-    """pgtable.h:-/404/365: move D to SavedDirty when Write=0."""
+    """pgtable.h mksaveddirty_shift() (6.6..7.3): move D to SavedDirty when Write=0."""
     cond = ((~v & U64) >> 1) & 1
     v |= ((v >> 6) & cond) << _PAGE_BIT_SAVED_DIRTY
     v &= ~(cond << 6) & U64
     return v
 
 
-def mkdirty(v: int, family: str) -> int:
-    """pte/pmd/pud_mkdirty (pgtable.h:329,420,474/484,599,676/445,555,627)."""
+def mkdirty(v: int, layout: Layout) -> int:
+    """pte/pmd/pud_mkdirty (pgtable.h): D|SOFT_DIRTY, then from 6.6 mksaveddirty_shift()."""
     v |= _PAGE_DIRTY | _PAGE_SOFT_DIRTY
-    return v if family == "6.1" else mksaveddirty_shift(v)
+    return mksaveddirty_shift(v) if layout.has("x86_saved_dirty") else v
 
 
-def mkclean(v: int, family: str) -> int:
-    """pte_mkclean clears _PAGE_DIRTY_BITS (D, plus SavedDirty since 6.12)."""
-    bits = _PAGE_DIRTY if family == "6.1" else _PAGE_DIRTY | (1 << _PAGE_BIT_SAVED_DIRTY)
+def mkclean(v: int, layout: Layout) -> int:
+    """pte_mkclean clears _PAGE_DIRTY (up to 6.5) or _PAGE_DIRTY_BITS (D|SavedDirty, from 6.6)."""
+    bits = _PAGE_DIRTY | ((1 << _PAGE_BIT_SAVED_DIRTY) if layout.has("x86_saved_dirty") else 0)
     return v & ~bits & U64
 
 
-def pgprot_of(prot: Prot, family: str) -> int:
+def pgprot_of(prot: Prot, layout: Layout) -> int:
     """The protection_map / PAGE_KERNEL* value for a Prot, with its cache bits."""
     if prot.memtype not in CACHEMODE_BITS:
         raise ValueError(f"x86_64 model cannot encode memtype {prot.memtype!r}")
@@ -124,7 +128,7 @@ def pgprot_of(prot: Prot, family: str) -> int:
                  (False, True): PAGE_READONLY_EXEC, (False, False): PAGE_READONLY}
     else:
         table = {(True, True): __PAGE_KERNEL_EXEC, (True, False): __PAGE_KERNEL,
-                 (False, True): __PAGE_KERNEL_ROX(family), (False, False): __PAGE_KERNEL_RO(family)}
+                 (False, True): __PAGE_KERNEL_ROX(layout), (False, False): __PAGE_KERNEL_RO(layout)}
     return table[(prot.write, prot.exec)] | CACHEMODE_BITS[prot.memtype]
 
 
@@ -138,26 +142,26 @@ class X86_64Model:
         return mode.levels[depth].name
 
     def mk_table(self, table_pa: int, depth: int, mode: PagingMode) -> int:
-        """pmd/pud/p4d/pgd_populate: __pa(table) | _PAGE_TABLE (pgalloc.h:68-147/68-147/66-145)."""
+        """pmd/pud/p4d/pgd_populate: __pa(table) | _PAGE_TABLE (pgalloc.h)."""
         return (table_pa & PTE_PFN_MASK) | _PAGE_TABLE
 
-    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> int:
+    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> int:
         """pfn_pte, or pfn_pmd/pfn_pud + pmd/pud_mkhuge; then mkyoung/mkold, mkdirty/mkclean."""
         level = self._level(depth, mode)
         masks = {"pte": PTE_PFN_MASK, "pmd": PHYSICAL_PMD_PAGE_MASK, "pud": PHYSICAL_PUD_PAGE_MASK}
         if level not in masks:
             raise ValueError(f"x86_64 has no leaves at {level}")
-        v = _pfn_entry(pfn, pgprot_of(prot, family), masks[level])
+        v = _pfn_entry(pfn, pgprot_of(prot, layout), masks[level])
         if level != "pte":
             v |= _PAGE_PSE  # pmd_mkhuge / pud_mkhuge
         v = v | _PAGE_ACCESSED if prot.young else v & ~_PAGE_ACCESSED
-        return mkdirty(v, family) if prot.dirty else mkclean(v, family)
+        return mkdirty(v, layout) if prot.dirty else mkclean(v, layout)
 
-    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> list[int]:
+    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> list[int]:
         """x86 has no contiguous-block hint."""
         return []
 
-    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, family: str) -> int:
+    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, layout: Layout) -> int:
         """__swp_entry + pte_swp_mk{exclusive,soft_dirty,uffd_wp} (pmd_swp_* at PMD level;
         hugetlb PUD entries go through the pte_* helpers)."""
         level = self._level(depth, mode)
@@ -168,6 +172,8 @@ class X86_64Model:
         if swp.exclusive:
             if level == "pmd":
                 raise ValueError("there is no pmd_swp_mkexclusive")
+            if not layout.has("x86_swp_exclusive"):
+                raise ValueError(f"there is no pte_swp_mkexclusive in {layout.name} (5.19 and later)")
             v |= _PAGE_SWP_EXCLUSIVE
         if swp.soft_dirty:
             v |= _PAGE_SWP_SOFT_DIRTY
@@ -177,12 +183,12 @@ class X86_64Model:
 
     def pte_none(self, raw: int, depth: int, mode: PagingMode) -> bool:
         """pte/pmd/pud/p4d_none mask the KNL A/D erratum; 5-level pgd_none is `!val`
-        (pgtable.h:724,789,829,870,947/991,1064,1111,1145,1222/940,1006,1037,1071,1148)."""
+        (pgtable.h pte_none, pmd_none, pud_none, p4d_none, pgd_none)."""
         if depth == 0 and len(mode.levels) == 5:
             return raw == 0
         return raw & ~_PAGE_KNL_ERRATUM_MASK == 0
 
-    def pte_present(self, raw: int, depth: int, mode: PagingMode, family: str) -> bool:
+    def pte_present(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> bool:
         """pte_present (P|PROTNONE), pmd_present (P|PROTNONE|PSE), p4d/pgd_present (P).
         A PUD is read as hugetlb does (huge_ptep_get -> pte_present)."""
         level = self._level(depth, mode)
@@ -192,10 +198,11 @@ class X86_64Model:
             return bool(raw & (_PAGE_PRESENT | _PAGE_PROTNONE | _PAGE_PSE))
         return bool(raw & _PAGE_PRESENT)
 
-    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, family: str) -> SwpFields | None:
-        """softleaf_from_pte / softleaf_from_pmd (7.2 leafops.h:55/94): the flag bits lie below
-        the offset, so clearing them does not change __swp_type/__swp_offset."""
-        if self.pte_present(raw, depth, mode, family) or self.pte_none(raw, depth, mode):
+    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> SwpFields | None:
+        """softleaf_from_pte / softleaf_from_pmd (include/linux/leafops.h, 7.2; pte_to_swp_entry
+        before 6.19): the flag bits lie below the offset, so clearing them does not change
+        __swp_type/__swp_offset.  Bit 3 is pte_swp_exclusive() from 5.19 only."""
+        if self.pte_present(raw, depth, mode, layout) or self.pte_none(raw, depth, mode):
             return None
         level = self._level(depth, mode)
         if level not in ("pte", "pmd", "pud"):
@@ -203,13 +210,13 @@ class X86_64Model:
         return SwpFields(
             type=raw >> (64 - SWP_TYPE_BITS),
             offset=((~raw & U64) << SWP_TYPE_BITS & U64) >> SWP_OFFSET_SHIFT,
-            exclusive=level != "pmd" and bool(raw & _PAGE_SWP_EXCLUSIVE),
+            exclusive=level != "pmd" and layout.has("x86_swp_exclusive") and bool(raw & _PAGE_SWP_EXCLUSIVE),
             soft_dirty=bool(raw & _PAGE_SWP_SOFT_DIRTY),
             uffd_wp=bool(raw & _PAGE_SWP_UFFD_WP),
         )
 
     def leaf_pfn(self, raw: int, depth: int, mode: PagingMode) -> int:
-        """pte_pfn / pmd_pfn / pud_pfn (pgtable.h:187-206/263-283/256-276)."""
+        """pte_pfn / pmd_pfn / pud_pfn (pgtable.h)."""
         level = self._level(depth, mode)
         mask = PTE_PFN_MASK
         if raw & _PAGE_PSE and level == "pmd":
@@ -223,7 +230,7 @@ class X86_64Model:
         return block[index]
 
     def swp_pfn_bits(self, mode: PagingMode) -> int:
-        """MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46, sparsemem.h:29) - PAGE_SHIFT."""
+        """MAX_PHYSMEM_BITS (pgtable_l5_enabled() ? 52 : 46, sparsemem.h) - PAGE_SHIFT."""
         return (52 if len(mode.levels) == 5 else 46) - 12
 
 

@@ -1,8 +1,8 @@
 """x86-64 decoder (archs/x86_64.py) and reference model (inspector/model/x86_64.py).
 
-Expectations come from tests/data/encode-vectors.txt (compiled kernel macros), the
-examples of ENCODINGS.md §2, or are derived by hand from the headers; citations
-`file:a/b/c` are line numbers in 6.1 / 6.12 / 7.2 under arch/x86/include/asm/.
+Expectations come from tests/data/encode-vectors.txt (compiled kernel macros) or are derived
+by hand from the headers of /work/ksrc/<release>/arch/x86/include/asm/ (cited by file and
+symbol) and include/linux/swap.h; releases are layouts of archs/versions.py.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archs.common import SOFTLEAF_KINDS, Fact, KernelFacts, Kind
+from archs.versions import release_layout
 from archs.x86_64 import ARCH, MODE_4, MODE_5
 from inspector.model.base import Prot, SwpFields
 from inspector.model.x86_64 import MODEL
@@ -22,18 +23,26 @@ X86_VECTORS = [v for v in encode_vectors() if v.arch == "x86_64"]
 CONFIG_ALL = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVICE_PRIVATE": True}
 
 
-def facts(family, **values):
-    return KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in values.items()})
+def L(release):
+    """The x86_64 layout of a release."""
+    return release_layout(release, "x86_64")
 
 
-def full(family, **extra):
-    """All special types configured (6.1 also CONFIG_PTE_MARKER), A/D kept in migration entries."""
-    cfg = dict(CONFIG_ALL, swap_migration_ad_supported=True, CONFIG_MEM_SOFT_DIRTY=True,
-               CONFIG_HAVE_ARCH_USERFAULTFD_WP=True)
-    if family == "6.1":
+def facts(release, **values):
+    layout = L(release) if release else None
+    return KernelFacts(layout=layout, release=release, facts={k: Fact(v, "test") for k, v in values.items()})
+
+
+def full(release, **extra):
+    """All special types configured (5.19..6.1 also CONFIG_PTE_MARKER), A/D kept in migration
+    entries where the release stores them (6.1 and later)."""
+    cfg = dict(CONFIG_ALL, CONFIG_MEM_SOFT_DIRTY=True, CONFIG_HAVE_ARCH_USERFAULTFD_WP=True)
+    if release and L(release).has("swp_migration_ad"):
+        cfg["swap_migration_ad_supported"] = True
+    if release and L(release).has("pte_marker_config"):
         cfg["CONFIG_PTE_MARKER"] = True
     cfg.update(extra)
-    return facts(family, **cfg)
+    return facts(release, **cfg)
 
 
 def swp(t, off):
@@ -63,8 +72,8 @@ def test_vector_decodes_to_type_and_offset(v):
 
 @pytest.mark.parametrize("v", X86_VECTORS, ids=lambda v: v.title[:40])
 def test_vector_model_encodes_and_reads_back(v):
-    assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE4, MODE_4, "7.2") == v.pte
-    assert MODEL.softleaf_from_pte(v.pte, PTE4, MODE_4, "7.2") == SwpFields(v.type, v.offset)
+    assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE4, MODE_4, L("7.2")) == v.pte
+    assert MODEL.softleaf_from_pte(v.pte, PTE4, MODE_4, L("7.2")) == SwpFields(v.type, v.offset)
 
 
 def test_protnone_vector():
@@ -77,7 +86,7 @@ def test_protnone_vector():
         assert "PROT_NONE" in " ".join(d.notes)
         assert d.flags == ("_PAGE_ACCESSED", "_PAGE_PROTNONE")  # PAGE_NONE = A|G (pgtable_types.h:182/206/205)
         assert (d.access.read, d.access.write, d.access.exec) == (False, False, False)
-    assert MODEL.mk_leaf(pfn, PTE4, MODE_4, Prot(protnone=True, user=False), "7.2") == pte
+    assert MODEL.mk_leaf(pfn, PTE4, MODE_4, Prot(protnone=True, user=False), L("7.2")) == pte
     assert MODEL.leaf_pfn(pte, PTE4, MODE_4) == pfn
 
 
@@ -164,7 +173,7 @@ KINDS = [
 def test_pfn_kinds(family, t, kind, space):
     d = ARCH.decode(swp(t, PFN), PTE4, MODE_4, full(family))
     assert d.kind is kind and d.pfn == PFN and d.pfn_space == space
-    assert MODEL.softleaf_from_pte(swp(t, PFN), PTE4, MODE_4, family) == SwpFields(t, PFN)
+    assert MODEL.softleaf_from_pte(swp(t, PFN), PTE4, MODE_4, L(family)) == SwpFields(t, PFN)
 
 
 def test_migration_read_young_only():
@@ -199,8 +208,8 @@ def test_swap_flag_bits_by_kernel_name():
     assert d.softleaf.arch_flags == ("_PAGE_SWP_SOFT_DIRTY", "_PAGE_SWP_UFFD_WP", "_PAGE_SWP_EXCLUSIVE")
     assert d.flags == d.softleaf.arch_flags
     swp_fields = SwpFields(0, 0x1234, exclusive=True, soft_dirty=True, uffd_wp=True)
-    assert MODEL.mk_softleaf(swp_fields, PTE4, MODE_4, "7.2") == 0x07FFFFFFFFDB960E
-    assert MODEL.softleaf_from_pte(0x07FFFFFFFFDB960E, PTE4, MODE_4, "7.2") == swp_fields
+    assert MODEL.mk_softleaf(swp_fields, PTE4, MODE_4, L("7.2")) == 0x07FFFFFFFFDB960E
+    assert MODEL.softleaf_from_pte(0x07FFFFFFFFDB960E, PTE4, MODE_4, L("7.2")) == swp_fields
 
 
 def test_swap_flag_named_only_when_configured():
@@ -232,7 +241,7 @@ def test_pmd_swap_flags_exclude_exclusive():
     assert d.softleaf.arch_flags == ("_PAGE_SWP_SOFT_DIRTY", "_PAGE_SWP_UFFD_WP")
     assert any("bit 3" in n for n in d.notes)
     with pytest.raises(ValueError):
-        MODEL.mk_softleaf(SwpFields(27, PFN, exclusive=True), PMD4, MODE_4, "7.2")
+        MODEL.mk_softleaf(SwpFields(27, PFN, exclusive=True), PMD4, MODE_4, L("7.2"))
 
 
 def test_pmd_swap_kind_noted_as_not_thp():
@@ -270,7 +279,7 @@ def test_user_4k_leaf():
     assert dict(d.fields)["cache"].startswith("WB (PAT slot 0")
     prot = Prot(write=True, exec=False, user=True, young=True, dirty=True)
     for family in ("6.1", "6.12", "7.2"):
-        assert MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, family) == 0x8000000012345867
+        assert MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, L(family)) == 0x8000000012345867
 
 
 def test_kernel_2m_leaf():
@@ -347,7 +356,7 @@ def test_protnone_pmd():
     d = ARCH.decode(raw, PMD4, MODE_4, full("7.2"))
     assert d.kind is Kind.PRESENT and d.pfn == 0x12200 and d.size == 1 << 21
     assert not d.access.read and "_PAGE_PROTNONE" in d.flags and "_PAGE_PAT_LARGE" not in d.flags
-    assert MODEL.mk_leaf(0x12200, PMD4, MODE_4, Prot(protnone=True), "7.2") == raw
+    assert MODEL.mk_leaf(0x12200, PMD4, MODE_4, Prot(protnone=True), L("7.2")) == raw
 
 
 def test_invalidated_pmd_is_present():
@@ -355,7 +364,7 @@ def test_invalidated_pmd_is_present():
     d = ARCH.decode(0x800FFFFFEDC000E6, PMD4, MODE_4, full("7.2"))
     assert d.kind is Kind.PRESENT and d.pfn == 0x12200 and d.access.read and d.access.write
     assert any("pmd_mkinvalid" in n for n in d.notes)
-    assert MODEL.pte_present(0x800FFFFFEDC000E6, PMD4, MODE_4, "7.2")
+    assert MODEL.pte_present(0x800FFFFFEDC000E6, PMD4, MODE_4, L("7.2"))
 
 
 def test_hugetlb_protnone_pud_after_pte_modify():
@@ -424,7 +433,11 @@ def test_bits_57_58_on_leaves(family, names, dirty):
 def test_bit58_on_tables():
     raw = 0x0000000001000067 | 1 << 58
     assert "_PAGE_NOPTISHADOW" in ARCH.decode(raw, PGD4, MODE_4, full("7.2")).flags
-    assert "_PAGE_NOPTISHADOW" in ARCH.decode(raw, P4D5, MODE_5, full("6.12")).flags
+    assert "_PAGE_NOPTISHADOW" in ARCH.decode(raw, P4D5, MODE_5, full("6.13")).flags
+    # Mainline 6.12 has _PAGE_BIT_SOFTW5 but not _PAGE_NOPTISHADOW (d0ceea662d45 is 6.13);
+    # the 6.6.y/6.12.y stable backport is named in a note.
+    d = ARCH.decode(raw, P4D5, MODE_5, full("6.12"))
+    assert "_PAGE_SOFTW5" in d.flags and any("d0ceea662d45" in n for n in d.notes)
     assert "_PAGE_SOFTW5" in ARCH.decode(raw, PMD4, MODE_4, full("7.2")).flags
     assert "_PAGE_SOFTW4" in ARCH.decode(raw, PGD4, MODE_4, full("6.1")).flags
 
@@ -432,8 +445,8 @@ def test_bit58_on_tables():
 def test_saved_dirty_from_model():
     # 6.12/7.2 pte_mkdirty on a read-only PTE moves D to SavedDirty (mksaveddirty_shift, pgtable.h:-/404/365).
     prot = Prot(write=False, dirty=True)
-    raw72 = MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, "7.2")
-    raw61 = MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, "6.1")
+    raw72 = MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, L("7.2"))
+    raw61 = MODEL.mk_leaf(0x12345, PTE4, MODE_4, prot, L("6.1"))
     assert raw72 == 0x8000000012345825 | 1 << 58 and raw61 == 0x8000000012345865
     assert ARCH.decode(raw72, PTE4, MODE_4, full("7.2")).access.dirty
     assert ARCH.decode(raw61, PTE4, MODE_4, full("6.1")).access.dirty
@@ -516,7 +529,7 @@ def test_bad_depth_and_value_do_not_raise():
 def test_kernel_view_and_user_pgd():
     assert ARCH.kernel_view([1, 2, 3], 1, PTE4, MODE_4, facts(None)) == 2
     assert MODEL.ptep_get([1, 2, 3], 1, PTE4, MODE_4) == 2
-    assert MODEL.mk_block(1, PTE4, MODE_4, Prot(), "7.2") == []
+    assert MODEL.mk_block(1, PTE4, MODE_4, Prot(), L("7.2")) == []
     assert ARCH.user_pgd(0x1234000) == 0x1235000  # PTI_PGTABLE_SWITCH_BIT = PAGE_SHIFT
     with pytest.raises(ValueError):
         ARCH.user_pgd(0x1235000)
@@ -524,19 +537,19 @@ def test_kernel_view_and_user_pgd():
 
 def test_model_memtypes():
     # _PAGE_CACHE_MODE_UC_MINUS = PCD, _PAGE_CACHE_MODE_UC = PWT|PCD (arch/x86/mm/init.c:57-58/57-58/58-59)
-    nc = MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="nc"), "7.2")
-    io = MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="io"), "7.2")
+    nc = MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="nc"), L("7.2"))
+    io = MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="io"), L("7.2"))
     assert nc & 0x18 == 0x10 and io & 0x18 == 0x18
     assert dict(ARCH.decode(nc, PTE4, MODE_4, full("7.2")).fields)["cache"].startswith("UC- (PAT slot 2")
     assert dict(ARCH.decode(io, PTE4, MODE_4, full("7.2")).fields)["cache"].startswith("UC (PAT slot 3")
     with pytest.raises(ValueError):
-        MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="wc"), "7.2")
+        MODEL.mk_leaf(0x12345, PTE4, MODE_4, Prot(memtype="wc"), L("7.2"))
 
 
 # ---------------------------------------------------------------- properties
 
 MODES_DEPTHS = [(m, d) for m in (MODE_4, MODE_5) for d in range(len(m.levels))]
-FACT_SETS = [facts(None), facts("7.2"), full("6.1"), full("6.12"), full("7.2"),
+FACT_SETS = [facts(None), facts("7.2"), full("5.10"), full("6.1"), full("6.6"), full("6.12"), full("7.2"), full("7.3"),
              full("7.2", physical_mask=(1 << 46) - 1, X86_FEATURE_SHSTK=True, IA32_PAT=0x0007040600070406)]
 raw64 = st.one_of(
     st.integers(0, (1 << 64) - 1),
@@ -562,14 +575,17 @@ def test_decode_never_raises_and_is_consistent(raw, md, f):
     if mode.levels[depth].name == "pte":
         # The kernel's own predicates decide none / present / softleaf at PTE level.
         assert (d.kind is Kind.NONE) == MODEL.pte_none(raw, depth, mode)
-        present = not MODEL.pte_none(raw, depth, mode) and MODEL.pte_present(raw, depth, mode, "7.2")
+        present = not MODEL.pte_none(raw, depth, mode) and MODEL.pte_present(raw, depth, mode, L("7.2"))
         assert (d.kind is Kind.PRESENT) == present
     if d.kind is Kind.PRESENT:
-        assert MODEL.pte_present(raw, depth, mode, "7.2")
+        assert MODEL.pte_present(raw, depth, mode, L("7.2"))
         if f.get("physical_mask") is None:
             assert d.pfn == MODEL.leaf_pfn(raw, depth, mode)
 
 
+# Every layout change of FEATURES on both sides: 5.10 (no exclusive bit), 5.19, 6.1, 6.5/6.6
+# (saved dirty), 6.12, 6.13 (NOPTISHADOW), 6.15 (KERNEL_4K), 6.17 (no DEVMAP), 7.2, 7.3 (_PAGE_UFFD).
+RELEASES = ["5.10", "5.19", "6.1", "6.5", "6.6", "6.12", "6.13", "6.15", "6.17", "7.2", "7.3"]
 LEAF_DEPTHS = [(m, d) for m in (MODE_4, MODE_5) for d in range(len(m.levels)) if m.levels[d].leaf]
 prots = st.builds(Prot, write=st.booleans(), exec=st.booleans(), user=st.booleans(),
                   young=st.booleans(), dirty=st.booleans(), protnone=st.booleans(),
@@ -578,10 +594,10 @@ prots = st.builds(Prot, write=st.booleans(), exec=st.booleans(), user=st.boolean
 
 @settings(max_examples=1000, deadline=None)
 @given(pfn=st.integers(0, (1 << 40) - 1), md=st.sampled_from(LEAF_DEPTHS), prot=prots,
-       family=st.sampled_from(["6.1", "6.12", "7.2"]))
+       family=st.sampled_from(RELEASES))
 def test_model_leaf_agrees_with_decoder(pfn, md, prot, family):
     mode, depth = md
-    raw = MODEL.mk_leaf(pfn, depth, mode, prot, family)
+    raw = MODEL.mk_leaf(pfn, depth, mode, prot, L(family))
     d = ARCH.decode(raw, depth, mode, full(family))
     level = mode.levels[depth]
     assert d.kind is Kind.PRESENT and d.size == level.span
@@ -592,27 +608,28 @@ def test_model_leaf_agrees_with_decoder(pfn, md, prot, family):
     assert a.user == (live and prot.user)
     assert (a.young, a.dirty) == (prot.young, prot.dirty)
     assert ("PROT_NONE" in " ".join(d.notes)) == prot.protnone
-    assert MODEL.pte_present(raw, depth, mode, family) and not MODEL.pte_none(raw, depth, mode)
-    assert MODEL.softleaf_from_pte(raw, depth, mode, family) is None
+    assert MODEL.pte_present(raw, depth, mode, L(family)) and not MODEL.pte_none(raw, depth, mode)
+    assert MODEL.softleaf_from_pte(raw, depth, mode, L(family)) is None
 
 
 @settings(max_examples=1000, deadline=None)
 @given(t=st.integers(0, 31), off=st.integers(0, (1 << 50) - 1), md=st.sampled_from(LEAF_DEPTHS),
        flags=st.tuples(st.booleans(), st.booleans(), st.booleans()),
-       family=st.sampled_from(["6.1", "6.12", "7.2"]))
+       family=st.sampled_from(RELEASES))
 def test_model_softleaf_agrees_with_decoder(t, off, md, flags, family):
     mode, depth = md
     level = mode.levels[depth].name
-    exclusive = flags[0] and level != "pmd"
+    exclusive = flags[0] and level != "pmd" and L(family).has("x86_swp_exclusive")
     fields = SwpFields(t, off, exclusive=exclusive, soft_dirty=flags[1], uffd_wp=flags[2])
-    raw = MODEL.mk_softleaf(fields, depth, mode, family)
+    raw = MODEL.mk_softleaf(fields, depth, mode, L(family))
     d = ARCH.decode(raw, depth, mode, full(family))
     if MODEL.pte_none(raw, depth, mode):  # type 0, offset 2^50-1 encodes to (nearly) 0 (mm/swapfile.c:3437, 7.2)
         assert d.kind is Kind.NONE
         return
     assert d.kind in SOFTLEAF_KINDS or d.kind is Kind.UNKNOWN
     assert (d.softleaf.type, d.softleaf.offset) == (t, off)
-    assert MODEL.softleaf_from_pte(raw, depth, mode, family) == fields
-    expected = tuple(n for n, on in (("_PAGE_SWP_SOFT_DIRTY", flags[1]), ("_PAGE_SWP_UFFD_WP", flags[2]),
+    assert MODEL.softleaf_from_pte(raw, depth, mode, L(family)) == fields
+    uffd = "_PAGE_SWP_UFFD" if L(family).has("uffd_rwp") else "_PAGE_SWP_UFFD_WP"  # renamed in 7.3
+    expected = tuple(n for n, on in (("_PAGE_SWP_SOFT_DIRTY", flags[1]), (uffd, flags[2]),
                                      ("_PAGE_SWP_EXCLUSIVE", exclusive)) if on)
     assert d.softleaf.arch_flags == expected
