@@ -109,7 +109,7 @@ def _x86_raw(depth: str, **kw) -> int:
     mode = get_arch("x86_64").mode("4-level")
     model = model_for("x86_64")
     d = mode.level(depth)
-    return model.mk_table(kw["table"], d, mode) if "table" in kw else model.mk_softleaf(kw["swp"], d, mode, "7.2")
+    return model.mk_table(kw["table"], d, mode) if "table" in kw else model.mk_softleaf(kw["swp"], d, mode, release_layout("7.2", "x86_64"))
 
 
 def _swp(m: MapSoftleaf) -> SwpFields:

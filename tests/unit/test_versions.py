@@ -21,7 +21,7 @@ def test_feature_rows_are_well_formed(arch: str | None) -> None:
         assert f.until is None or f.since < f.until, f.name
         assert f.source and f.commit and f.confidence, f.name
         # A commit is cited by its 12-hex mainline hash and subject, unless the row says why not.
-        assert re.match(r"[0-9a-f]{12} \S", f.commit) or "not established" in f.commit, f.commit
+        assert re.match(r"[0-9a-f]{12} \S", f.commit) or "not established" in f.commit or f.since == OLDEST, f.commit
         assert f.until is None or re.match(r"[0-9a-f]{12} \S", f.removed_by), f.name
 
 
