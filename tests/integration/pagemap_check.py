@@ -3,7 +3,8 @@
 The kernel's own view (fs/proc/task_mmu.c pte_to_pagemap_entry, 7.2:2021):
 present -> PM_PRESENT with pte_pfn; any other non-none entry -> PM_SWAP with
 frame = swp_type | (pfn-or-offset << MAX_SWAPFILES_SHIFT); uffd-wp markers
-and pte_swp_uffd_wp / pte_uffd_wp -> PM_UFFD_WP; guard markers -> PM_GUARD_REGION.
+and the uffd bit of any release (pte_swp_uffd_wp / pte_uffd_wp, 7.3 pte_uffd; the records'
+"soft" names) -> PM_UFFD_WP; guard markers -> PM_GUARD_REGION.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest, Pag
 
 PFN_KINDS = {"migration-read", "migration-read-exclusive", "migration-write", "device-private-read",
              "device-private-write", "device-exclusive", "hwpoison"}
-UFFD_WP_FLAGS = {"_PAGE_UFFD_WP", "_PAGE_SWP_UFFD_WP", "PTE_UFFD_WP", "PTE_SWP_UFFD_WP"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def check_page(dump: Dump, va: int, pm: PagemapEntry, page_size: int) -> str | N
         frame = int(e["pfn"], 16) + (va - int(e["va"], 16)) // page_size
         if frame != pm.pfn:
             return f"pfn: pagemap {pm.pfn:#x}, ptinspect {frame:#x}"
-        if pm.uffd_wp != bool(UFFD_WP_FLAGS & set(e["flags"])):
+        if pm.uffd_wp != ("uffd" in e.get("soft", ())):
             return f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect flags {e['flags']}"
     elif pm.swapped:
         if e is None or "softleaf" not in e:
@@ -63,7 +63,7 @@ def check_page(dump: Dump, va: int, pm: PagemapEntry, page_size: int) -> str | N
             return (f"softleaf: pagemap type {pm.swap_type} offset {pm.swap_offset:#x}, "
                     f"ptinspect type {leaf['type']} offset {offset:#x} ({e['kind']})")
         markers = set(e.get("markers", ()))
-        uffd = "uffd-wp" in markers or bool(UFFD_WP_FLAGS & set(leaf["flags"]))
+        uffd = "uffd-wp" in markers or "uffd" in e.get("soft", ())
         if pm.uffd_wp != uffd:
             return f"uffd-wp: pagemap {pm.uffd_wp}, ptinspect markers {markers} flags {leaf['flags']}"
         if pm.guard != ("guard" in markers):
