@@ -523,7 +523,7 @@ def swp_pfn_bits(mode: PagingMode, facts: KernelFacts) -> int | None:
     on LPA2 kernels, else CONFIG_ARM64_PA_BITS (pgtable-prot.h PHYS_MASK_SHIFT, 7.2).
     4K/16K: PA_BITS_52 needs 64K pages before 6.9 (Kconfig ARM64_PA_BITS_52, 6.1) and LPA2
     (TCR_EL1.DS, the "-lpa2" modes) after, so DS=1 means 52; without DS a 6.9..6.13 LPA2 kernel
-    still has 52, a 6.14+ one 48.  64K: 52 when IPS is 52 (only a PA_BITS_52 kernel programs
+    has 52 unless it carries the stable backport (then 48), a 6.14+ one 48.  64K: 52 when IPS is 52 (only a PA_BITS_52 kernel programs
     that, assembler.h tcr_compute_pa_size), else the config.
     """
     given = facts.get("MAX_PHYSMEM_BITS")
@@ -538,10 +538,13 @@ def swp_pfn_bits(mode: PagingMode, facts: KernelFacts) -> int | None:
             return 52 - ps
         if not layout.has("arm64_lpa2") or layout.has("arm64_phys_mask_48_without_lpa2"):
             return 48 - ps
-        config = _config_pa_bits(facts)  # 6.9..6.13: CONFIG_ARM64_PA_BITS whatever TCR_EL1.DS
-        if config is None and facts.get("CONFIG_ARM64_LPA2") is False:
-            config = 48
-        return None if config is None else config - ps
+        # 6.9..6.13: CONFIG_ARM64_PA_BITS whatever TCR_EL1.DS, so 48 for a non-LPA2 kernel; an
+        # LPA2 kernel (PA_BITS_52, Debian's 6.12 and 7.x config) has 52 in mainline but 48 with
+        # the stable backport of bf74bb73cd87 (Debian's 6.12.117 has it): not decidable here.
+        config = _config_pa_bits(facts)
+        if config == 48 or facts.get("CONFIG_ARM64_LPA2") is False:
+            return 48 - ps
+        return None
     if "lpa" in mode.options:
         return 52 - 16
     config = _config_pa_bits(facts)
