@@ -456,7 +456,7 @@ def test_none_and_structural_unknowns():
     assert d.kind is Kind.PRESENT and d.size == 1 << 39 and any("never" in n for n in d.notes)
 
 
-def test_software_bits_per_family():
+def test_software_bits_per_release():
     raw = PAGE_SHARED | 0x12345000 | (1 << 57) | (1 << 58)
     assert ARCH.decode(raw, PTE, M4, full("6.1")).flags[-2:] == ("PTE_DEVMAP", "PTE_PROT_NONE")
     assert ARCH.decode(raw, PTE, M4, full("6.12")).flags[-2:] == ("PTE_DEVMAP", "PTE_UFFD_WP")
@@ -576,7 +576,10 @@ EXTRA_MODES = [build_mode(12, 48, lpa2=True), build_mode(14, 48, lpa2=True), bui
                build_mode(12, 48, ttbr1=True), build_mode(12, 52, lpa2=True, ttbr1=True),
                build_mode(16, 42, pa_bits=52, ttbr1=True), build_mode(14, 36, ttbr1=True)]
 MODES = list(ARCH.modes()) + EXTRA_MODES
-FACTS = [facts(None), full("6.1"), full("6.12"), full("7.2", MAIR_EL1=0x040044F0FF), facts("7.2"),
+# Releases on both sides of every arm64 boundary (archs/arm64.py FEATURES) and the Debian ones.
+RELEASES = ["5.10", "5.14", "5.19", "6.1", "6.9", "6.10", "6.12", "6.14", "6.17", "7.2", "7.3"]
+FACTS = [facts(None), full("5.10"), full("6.1"), full("6.9"), full("6.12"), full("7.2", MAIR_EL1=0x040044F0FF),
+         facts("7.2"), full("7.3"),
          full("7.2", CONFIG_ARM64_PA_BITS=52, CONFIG_HAVE_ARCH_USERFAULTFD_WP=False)]
 
 
@@ -608,11 +611,11 @@ PROTS = st.builds(Prot, write=st.booleans(), exec=st.booleans(), young=st.boolea
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), prot=PROTS, family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), prot=PROTS, family=st.sampled_from(RELEASES),
        data=st.data())
 def test_model_leaf_agrees_with_decoder(md, prot, family, data):
     mode, depth = md
-    if family == "6.1" and "lpa2" in mode.options:
+    if "lpa2" in mode.options and not L(family).has("arm64_lpa2"):
         return
     kernel = "ttbr1" in mode.options
     prot = Prot(prot.write, prot.exec, not kernel, prot.young, prot.dirty, prot.protnone and not kernel,
@@ -633,26 +636,29 @@ def test_model_leaf_agrees_with_decoder(md, prot, family, data):
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), family=st.sampled_from(RELEASES),
        swp_type=st.integers(0, 31), offset=st.integers(0, (1 << 50) - 1), exclusive=st.booleans(),
        uffd_wp=st.booleans())
 def test_model_softleaf_agrees_with_decoder(md, family, swp_type, offset, exclusive, uffd_wp):
     mode, depth = md
-    if family == "6.1" and "lpa2" in mode.options:
+    layout = L(family)
+    if "lpa2" in mode.options and not layout.has("arm64_lpa2"):
         return
-    swp = SwpFields(swp_type, offset, exclusive=exclusive, uffd_wp=uffd_wp and family != "6.1")
+    swp = SwpFields(swp_type, offset, exclusive=exclusive and layout.has("arm64_swp_exclusive"),
+                    uffd_wp=uffd_wp and layout.has("arm64_uffd_wp"))
     raw = MODEL.mk_softleaf(swp, depth, mode, L(family))
     if raw == 0:
         return
     assert MODEL.softleaf_from_pte(raw, depth, mode, L(family)) == swp
     d = ARCH.decode(raw, depth, mode, full(family, CONFIG_ARM64_PA_BITS=48))
     assert (d.softleaf.type, d.softleaf.offset) == (swp_type, offset)
-    assert ("PTE_SWP_EXCLUSIVE" in d.softleaf.arch_flags) == exclusive
-    assert ("PTE_SWP_UFFD_WP" in d.softleaf.arch_flags) == swp.uffd_wp
+    assert ("PTE_SWP_EXCLUSIVE" in d.softleaf.arch_flags) == swp.exclusive
+    uffd = "PTE_SWP_UFFD" if layout.has("uffd_rwp") else "PTE_SWP_UFFD_WP"  # pgtable-prot.h:32 in 7.2 / 7.3
+    assert (uffd in d.softleaf.arch_flags) == swp.uffd_wp
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), family=st.sampled_from(RELEASES),
        raw=st.integers(1, (1 << 64) - 1).map(lambda x: x & ~1))
 def test_model_predicates_agree_with_decoder(md, family, raw):
     mode, depth = md
