@@ -487,9 +487,10 @@ def _table(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> Decode
                    fields=tuple(fields), notes=tuple(notes + _pa_note(pa, mode)))
 
 
-def _unknown(raw: int, depth: int, mode: PagingMode, reason: str, **extra: object) -> Decoded:
+def _unknown(raw: int, depth: int, mode: PagingMode, reason: str, *, softleaf: Softleaf | None = None,
+             flags: tuple[str, ...] = ()) -> Decoded:
     level = mode.levels[depth]
-    return Decoded(raw, level.name, Kind.UNKNOWN, size=level.span, reason=reason, **extra)
+    return Decoded(raw, level.name, Kind.UNKNOWN, size=level.span, flags=flags, softleaf=softleaf, reason=reason)
 
 
 def _block_permitted(hw: int, mode: PagingMode) -> bool:
