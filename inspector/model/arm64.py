@@ -1,21 +1,23 @@
 """arm64 reference model: the kernel's page-table macros, transliterated from the headers.
 
-Written from arch/arm64/include/asm/{pgtable.h,pgtable-prot.h,pgtable-hwdef.h,pgalloc.h},
-arch/arm64/mm/{contpte.c,hugetlbpage.c,mmap.c} of 6.1 / 6.12 / 7.2 (line numbers `a/b/c`
-in that order) without using archs/arm64.py, so that tests comparing the two catch a
-mistake in either.
+Written from arch/arm64/include/asm/{pgtable.h,pgtable-prot.h,pgtable-hwdef.h,pgalloc.h,memory.h},
+arch/arm64/mm/{contpte.c,hugetlbpage.c,mmap.c} of 5.10, 6.1, 6.12, 7.2 and 7.3 (line numbers
+`a/b/c` are 6.1/6.12/7.2) without using archs/arm64.py, so that tests comparing the two catch a
+mistake in either.  Where the macros differ between releases the model asks the release's
+`Layout` (archs/versions.py) for the feature that changed them.
 
 A mode's options stand for the kernel configuration: "lpa2" is a CONFIG_ARM64_LPA2 kernel
 with lpa2_is_enabled() (TCR_EL1.DS=1), "lpa" a 64K CONFIG_ARM64_PA_BITS_52 kernel, "ttbr1"
 init_mm (kernel tables).  Assumptions: arm64_use_ng_mappings is false (PTE_MAYBE_NG = 0),
-a 64K mode without "lpa" is CONFIG_ARM64_PA_BITS=48, and the family-less helpers
-(mk_table, leaf_pfn, ptep_get, swp_pfn_bits) follow 6.12/7.2.
+a 64K mode without "lpa" is CONFIG_ARM64_PA_BITS=48, and the layout-less helpers
+(mk_table, leaf_pfn, ptep_get, swp_pfn_bits) follow 6.14..7.3.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 from archs.common import PagingMode
+from archs.versions import Layout
 
 from .base import Prot, SwpFields
 
@@ -51,17 +53,22 @@ def PTE_ATTRINDX(t: int) -> int:
     return t << 2
 
 
-# memory.h:140-144/172-176/171-175
-MT_NORMAL, MT_NORMAL_NC, MT_DEVICE_nGnRE = 0, 2, 4
+# memory.h:140-144/172-176/171-175; 5.10 memory.h: MT_NORMAL_WT 3, MT_DEVICE_nGnRnE 4,
+# MT_DEVICE_nGnRE 5, MT_DEVICE_GRE 6 (renumbered in 5.14).
+MT_NORMAL, MT_NORMAL_NC = 0, 2
+
+
+def MT_DEVICE_nGnRE(layout: Layout) -> int:
+    return 4 if layout.has("arm64_mt_device_renumbered") else 5
 
 # pgtable-prot.h:16-28/16-34/16-35
 PTE_WRITE = PTE_DBM
 PTE_SWP_EXCLUSIVE = 1 << 2
 PTE_DIRTY = 1 << 55
-PTE_PROT_NONE = 1 << 58  # 6.1
-PMD_PRESENT_INVALID = 1 << 59  # 6.1
+PTE_PROT_NONE = 1 << 58  # 5.10, 6.1
+PMD_PRESENT_INVALID = 1 << 59  # 5.10, 6.1
 PTE_PRESENT_INVALID = PTE_NG  # 6.12+
-PTE_SWP_UFFD_WP = 1 << 3  # 6.12+, CONFIG_HAVE_ARCH_USERFAULTFD_WP
+PTE_SWP_UFFD_WP = 1 << 3  # 6.12, 7.2 (PTE_SWP_UFFD in 7.3), CONFIG_HAVE_ARCH_USERFAULTFD_WP
 
 
 def PTE_MAYBE_SHARED(mode: PagingMode) -> int:
@@ -87,9 +94,9 @@ _PAGE_READONLY = _PAGE_DEFAULT | PTE_USER | PTE_RDONLY | PTE_NG | PTE_PXN | PTE_
 _PAGE_READONLY_EXEC = _PAGE_DEFAULT | PTE_USER | PTE_RDONLY | PTE_NG | PTE_PXN
 
 
-def PAGE_NONE(family: str) -> int:
-    """pgtable-prot.h:100/120/124: 6.1 PTE_PROT_NONE, 6.12+ PTE_PRESENT_INVALID."""
-    marker = PTE_PROT_NONE if family == "6.1" else PTE_PRESENT_INVALID
+def PAGE_NONE(layout: Layout) -> int:
+    """pgtable-prot.h:100/120/124 (5.10: 84): PTE_PROT_NONE up to 6.1, PTE_PRESENT_INVALID from 6.12."""
+    marker = PTE_PRESENT_INVALID if layout.has("arm64_present_invalid") else PTE_PROT_NONE
     return (_PAGE_DEFAULT & ~PTE_VALID) | marker | PTE_RDONLY | PTE_NG | PTE_PXN | PTE_UXN
 
 
@@ -107,14 +114,15 @@ def pgprot_modify(prot: int, mask: int, bits: int) -> int:
     return (prot & ~mask) | bits
 
 
-# pgprot_writecombine / pgprot_device (pgtable.h:563-566/679-682/753-756)
-MEMTYPE = {"nc": PTE_ATTRINDX(MT_NORMAL_NC), "io": PTE_ATTRINDX(MT_DEVICE_nGnRE)}
+def MEMTYPE(memtype: str, layout: Layout) -> int | None:
+    """pgprot_writecombine / pgprot_device (pgtable.h:563-566/679-682/753-756; 5.10: 489-492)."""
+    return {"nc": PTE_ATTRINDX(MT_NORMAL_NC), "io": PTE_ATTRINDX(MT_DEVICE_nGnRE(layout))}.get(memtype)
 
 
-def vm_prot(prot: Prot, mode: PagingMode, family: str) -> int:
+def vm_prot(prot: Prot, mode: PagingMode, layout: Layout) -> int:
     """The pgprot a mapping with `prot` gets: protection_map (mm/mmap.c) or PAGE_KERNEL_*."""
     if prot.protnone:
-        val = PAGE_NONE(family)
+        val = PAGE_NONE(layout)
     elif prot.user:
         if prot.write:
             val = _PAGE_SHARED_EXEC if prot.exec else _PAGE_SHARED
@@ -124,17 +132,20 @@ def vm_prot(prot: Prot, mode: PagingMode, family: str) -> int:
         val = _PAGE_KERNEL(mode, prot.write, prot.exec)
     if (prot.user or prot.protnone) and "lpa2" in mode.options:
         val &= ~PTE_SHARED  # adjust_protection_map (mm/mmap.c:-/78/80)
-    if prot.memtype in MEMTYPE:
-        val = pgprot_modify(val, PTE_ATTRINDX_MASK, MEMTYPE[prot.memtype] | PTE_PXN | PTE_UXN)
+    memtype = MEMTYPE(prot.memtype, layout)
+    if memtype is not None:
+        val = pgprot_modify(val, PTE_ATTRINDX_MASK, memtype | PTE_PXN | PTE_UXN)
     return val
 
 
-def phys_to_pte_val(phys: int, mode: PagingMode, family: str = "7.2") -> int:
-    """pgtable.h:82-88/82-88/120-133; PHYS_TO_PTE_ADDR_MASK (pgtable-hwdef.h:161/179,183/184,188)."""
+def phys_to_pte_val(phys: int, mode: PagingMode, layout: Layout | None = None) -> int:
+    """pgtable.h:82-88/82-88/120-133; PHYS_TO_PTE_ADDR_MASK (pgtable-hwdef.h:161/179,183/184,188).
+    PTE_ADDR_LOW is GENMASK(47, 16) with 64K pages up to 6.1 (5.10 pgtable-hwdef.h:150), 49 from
+    6.12 (the LPA2 series); no layout: 6.12+."""
     if "lpa2" in mode.options:
         return (phys | (phys >> 42)) & GENMASK(49, 8)
     if "lpa" in mode.options:
-        low = GENMASK(47 if family == "6.1" else 49, 16)
+        low = GENMASK(49 if layout is None or layout.has("arm64_lpa2") else 47, 16)
         return (phys | (phys >> 36)) & (low | (0xF << 12))
     return phys
 
@@ -189,6 +200,16 @@ CONT_PTE_CFG = {12: 4, 14: 7, 16: 5}
 CONT_PMD_CFG = {12: 4, 14: 5, 16: 5}
 
 
+def _swp_shifts(layout: Layout) -> tuple[int, int, int]:
+    """(__SWP_TYPE_SHIFT, __SWP_TYPE_BITS, __SWP_OFFSET_SHIFT) of pgtable.h: 5.10 2/6/8 (900-904),
+    6.1 3/5/8 (1007-1011), 6.12..7.3 6/5/12 (1432-1435 / 1523-1527); __SWP_OFFSET_BITS 50."""
+    if layout.has("arm64_swp_type_shift_6"):
+        return 6, 5, 12
+    if layout.has("arm64_swp_exclusive"):
+        return 3, 5, 3 + 5
+    return 2, 6, 2 + 6
+
+
 class Arm64Model:
     """The arm64 macros of ArchModel."""
 
@@ -202,14 +223,14 @@ class Arm64Model:
         xn = PMD_TABLE_UXN if "ttbr1" in mode.options else PMD_TABLE_PXN
         return phys_to_pte_val(table_pa, mode) | PMD_TYPE_TABLE | PMD_TABLE_AF | xn
 
-    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> int:
+    def mk_leaf(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> int:
         """pfn_pte (pgtable.h:92/92/137), then pmd_mkhuge/pud_mkhuge above the PTE level."""
-        if family == "6.1" and "lpa2" in mode.options:
-            raise ValueError("6.1 has no LPA2 support")
+        if "lpa2" in mode.options and not layout.has("arm64_lpa2"):
+            raise ValueError(f"{layout.name} has no LPA2 support (CONFIG_ARM64_LPA2)")
         hw = _hw(depth, mode)
         if hw < 1 or (hw == 1 and mode.page_shift != 12):
             raise ValueError(f"Linux maps no leaf at L{hw} of {mode.name}")
-        pte = phys_to_pte_val(pfn << mode.page_shift, mode, family) | vm_prot(prot, mode, family)
+        pte = phys_to_pte_val(pfn << mode.page_shift, mode, layout) | vm_prot(prot, mode, layout)
         pte = pte_mkyoung(pte) if prot.young else pte_mkold(pte)
         pte = pte_mkdirty(pte) if prot.dirty else pte_mkclean(pte)
         if hw != 3:
@@ -217,7 +238,7 @@ class Arm64Model:
             pte = (pte & ~(PMD_TYPE_TABLE & ~PTE_VALID)) | (PMD_TYPE_SECT & ~PTE_VALID)
         return pte
 
-    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, family: str) -> list[int]:
+    def mk_block(self, pfn: int, depth: int, mode: PagingMode, prot: Prot, layout: Layout) -> list[int]:
         """A folded contpte block (contpte_convert: every entry its own PFN, same bits, PTE_CONT)
         at L3, or a hugetlb contiguous-PMD block (pmd_mkcont) at L2."""
         hw = _hw(depth, mode)
@@ -231,22 +252,24 @@ class Arm64Model:
             raise ValueError(f"pfn {pfn:#x} is not aligned to a {n}-entry block")
         # pte_mkcont (pgtable.h:238/265/309) / pmd_mkcont (254/288/333)
         cont = PTE_CONT if hw == 3 else PMD_SECT_CONT
-        return [self.mk_leaf(pfn + i * step, depth, mode, prot, family) | cont for i in range(n)]
+        return [self.mk_leaf(pfn + i * step, depth, mode, prot, layout) | cont for i in range(n)]
 
-    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, family: str) -> int:
-        """__swp_entry (pgtable.h:1016/1441/1532) + pte_swp_mkexclusive/mkuffd_wp."""
+    def mk_softleaf(self, swp: SwpFields, depth: int, mode: PagingMode, layout: Layout) -> int:
+        """__swp_entry (pgtable.h:1016/1441/1532; 5.10: 909) + pte_swp_mkexclusive/mkuffd_wp."""
         if swp.soft_dirty:
             raise ValueError("arm64 has no soft-dirty (HAVE_ARCH_SOFT_DIRTY is not selected)")
-        if family == "6.1" and "lpa2" in mode.options:
-            raise ValueError("6.1 has no LPA2 support")
-        if family == "6.1":
-            if swp.uffd_wp:
-                raise ValueError("arm64 6.1 has no uffd-wp")
-            val = (swp.type << 3) | (swp.offset << 8)  # __SWP_TYPE_SHIFT 3, __SWP_OFFSET_SHIFT 8
-        else:
-            val = (swp.type << 6) | (swp.offset << 12)  # __SWP_TYPE_SHIFT 6, __SWP_OFFSET_SHIFT 12
-            if swp.uffd_wp:
-                val |= PTE_SWP_UFFD_WP  # pte_swp_mkuffd_wp (-/515/540)
+        if "lpa2" in mode.options and not layout.has("arm64_lpa2"):
+            raise ValueError(f"{layout.name} has no LPA2 support (CONFIG_ARM64_LPA2)")
+        type_shift, type_bits, offset_shift = _swp_shifts(layout)
+        if swp.exclusive and not layout.has("arm64_swp_exclusive"):
+            raise ValueError(f"arm64 {layout.name} has no PTE_SWP_EXCLUSIVE")
+        if swp.uffd_wp and not layout.has("arm64_uffd_wp"):
+            raise ValueError(f"arm64 {layout.name} has no uffd-wp")
+        if not 0 <= swp.type < 1 << type_bits:
+            raise ValueError(f"swap type {swp.type} does not fit __SWP_TYPE_BITS {type_bits}")
+        val = (swp.type << type_shift) | (swp.offset << offset_shift)
+        if swp.uffd_wp:
+            val |= PTE_SWP_UFFD_WP  # pte_swp_mkuffd_wp (-/515/540), pte_swp_mkuffd (7.3)
         if swp.exclusive:
             val |= PTE_SWP_EXCLUSIVE  # pte_swp_mkexclusive (422/499/524)
         return val & U64
@@ -254,23 +277,23 @@ class Arm64Model:
     def pte_none(self, raw: int, depth: int, mode: PagingMode) -> bool:
         return raw == 0  # pgtable.h:95/95/140
 
-    def pte_present(self, raw: int, depth: int, mode: PagingMode, family: str) -> bool:
-        if family == "6.1":
-            present = bool(raw & (PTE_VALID | PTE_PROT_NONE))  # pgtable.h:102
+    def pte_present(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> bool:
+        if not layout.has("arm64_present_invalid"):
+            present = bool(raw & (PTE_VALID | PTE_PROT_NONE))  # pgtable.h:102 (5.10: 97)
             if _hw(depth, mode) == 2:
-                present = present or bool(raw & PMD_PRESENT_INVALID)  # pmd_present (464)
+                present = present or bool(raw & PMD_PRESENT_INVALID)  # pmd_present (464; 5.10: 405)
             return present
-        # pte_valid || pte_present_invalid (pgtable.h:101,128/146,172)
+        # pte_valid || pte_present_invalid (pgtable.h:101,128/146,172; 7.3 inline pte_present)
         return bool(raw & PTE_VALID) or (raw & (PTE_VALID | PTE_PRESENT_INVALID)) == PTE_PRESENT_INVALID
 
-    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, family: str) -> SwpFields | None:
-        if self.pte_none(raw, depth, mode) or self.pte_present(raw, depth, mode, family):
+    def softleaf_from_pte(self, raw: int, depth: int, mode: PagingMode, layout: Layout) -> SwpFields | None:
+        if self.pte_none(raw, depth, mode) or self.pte_present(raw, depth, mode, layout):
             return None
-        if family == "6.1":
-            return SwpFields((raw >> 3) & 0x1F, (raw >> 8) & ((1 << 50) - 1),
-                             exclusive=bool(raw & PTE_SWP_EXCLUSIVE))
-        return SwpFields((raw >> 6) & 0x1F, (raw >> 12) & ((1 << 50) - 1),
-                         exclusive=bool(raw & PTE_SWP_EXCLUSIVE), uffd_wp=bool(raw & PTE_SWP_UFFD_WP))
+        type_shift, type_bits, offset_shift = _swp_shifts(layout)
+        exclusive = layout.has("arm64_swp_exclusive") and bool(raw & PTE_SWP_EXCLUSIVE)
+        uffd_wp = layout.has("arm64_uffd_wp") and bool(raw & PTE_SWP_UFFD_WP)
+        return SwpFields((raw >> type_shift) & ((1 << type_bits) - 1), (raw >> offset_shift) & ((1 << 50) - 1),
+                         exclusive=exclusive, uffd_wp=uffd_wp)
 
     def leaf_pfn(self, raw: int, depth: int, mode: PagingMode) -> int:
         """pte_pfn / pmd_pfn / pud_pfn (pgtable.h:-/91,601,613/138,630,654)."""

@@ -1,8 +1,9 @@
 """arm64 decoder and reference model against values from the kernel headers.
 
 Expectations come from tests/data/encode-vectors.txt (compiled from the kernel's macros),
-ENCODINGS.md, QEMU register reads, or are derived by hand from the headers with the line
-cited next to them (`a/b/c` = 6.1/6.12/7.2 line numbers, paths under arch/arm64/).
+QEMU register reads, or are derived by hand from the headers with the line cited next to
+them (`a/b/c` = 6.1/6.12/7.2 line numbers, paths under arch/arm64/; other releases named).
+Releases are layouts (archs/versions.py release_layout), never family strings.
 """
 from __future__ import annotations
 
@@ -14,21 +15,28 @@ from hypothesis import strategies as st
 
 from archs.arm64 import ARCH, build_mode, mair_attr_name, swp_pfn_bits
 from archs.common import Fact, KernelFacts, Kind
+from archs.versions import release_layout
 from inspector.model.arm64 import MODEL
 from inspector.model.base import Prot, SwpFields
 from tests.vectors import PATH, encode_vectors
 
 ALL_ON = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVICE_PRIVATE": True}
-FAMILY_CONFIG = {"6.1": {**ALL_ON, "CONFIG_PTE_MARKER": False}, "6.12": ALL_ON, "7.2": ALL_ON}
 
 
-def facts(family, **values):
-    return KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in values.items()})
+def L(release):
+    """The arm64 layout of a release."""
+    return release_layout(release, "arm64")
 
 
-def full(family, **extra):
-    """All three type-carving options on (6.1 arm64 has no PTE_MARKER, see ENCODINGS §1.2)."""
-    return facts(family, **FAMILY_CONFIG[family], swap_migration_ad_supported=True, **extra)
+def facts(release, **values):
+    layout = None if release is None else L(release)
+    return KernelFacts(layout=layout, release=release, facts={k: Fact(v, "test") for k, v in values.items()})
+
+
+def full(release, **extra):
+    """All three type-carving options on; CONFIG_PTE_MARKER off (Debian's arm64 6.1 config has
+    no PTE_MARKER: nothing selects it without HAVE_ARCH_USERFAULTFD_WP; ignored from 6.2)."""
+    return facts(release, **ALL_ON, CONFIG_PTE_MARKER=False, swap_migration_ad_supported=True, **extra)
 
 
 M4 = ARCH.mode("4k-48")
@@ -209,11 +217,11 @@ ARM64_VECTORS = [v for v in encode_vectors() if v.arch.startswith("arm64")]
 
 @pytest.mark.parametrize("v", ARM64_VECTORS, ids=lambda v: f"{v.arch}:{v.title[:30]}")
 def test_encode_vectors_decode(v):
-    for family in (["6.1"] if v.arch == "arm64 6.1" else ["6.12", "7.2"]):
+    for family in (["6.1"] if v.arch == "arm64 6.1" else ["6.12", "7.2", "7.3"]):
         d = ARCH.decode(v.pte, PTE, M4, full(family))
         assert (d.softleaf.type, d.softleaf.offset) == (v.type, v.offset)
-        assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE, M4, family) == v.pte
-        assert MODEL.softleaf_from_pte(v.pte, PTE, M4, family) == SwpFields(v.type, v.offset)
+        assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE, M4, L(family)) == v.pte
+        assert MODEL.softleaf_from_pte(v.pte, PTE, M4, L(family)) == SwpFields(v.type, v.offset)
 
 
 def test_plain_swap_entries():
@@ -233,11 +241,11 @@ def test_swap_flag_bits():
     assert d.softleaf.val == 0x1234
     d = ARCH.decode(0x123400 | 0b100, PTE, M4, full("6.1"))
     assert d.flags == ("PTE_SWP_EXCLUSIVE",) and d.softleaf.val == 0x1234
-    assert MODEL.mk_softleaf(SwpFields(0, 0x1234, exclusive=True, uffd_wp=True), PTE, M4, "7.2") == 0x123400C
+    assert MODEL.mk_softleaf(SwpFields(0, 0x1234, exclusive=True, uffd_wp=True), PTE, M4, L("7.2")) == 0x123400C
     with pytest.raises(ValueError):
-        MODEL.mk_softleaf(SwpFields(0, 1, uffd_wp=True), PTE, M4, "6.1")  # no uffd-wp on 6.1 arm64
+        MODEL.mk_softleaf(SwpFields(0, 1, uffd_wp=True), PTE, M4, L("6.1"))  # no uffd-wp on 6.1 arm64
     with pytest.raises(ValueError):
-        MODEL.mk_softleaf(SwpFields(0, 1, soft_dirty=True), PTE, M4, "7.2")  # no soft-dirty
+        MODEL.mk_softleaf(SwpFields(0, 1, soft_dirty=True), PTE, M4, L("7.2"))  # no soft-dirty
 
 
 def test_migration_write_young_dirty_7_2():
@@ -277,8 +285,9 @@ def test_migration_young_only():
 
 def test_device_exclusive_6_12():
     # 6.12 MF+MIG+DP: DEVICE_EXCLUSIVE_WRITE 29, _READ 30; same layout as 7.2 (pgtable.h:1432-1441).
+    # SWP_PFN_BITS of 4k-48 is 48 - 12 with CONFIG_ARM64_PA_BITS=48 (sparsemem.h:8 in 6.1).
     for raw, access in ((0x12345740, "write"), (0x12345780, "read")):
-        d = ARCH.decode(raw, PTE, M4, full("6.12"))
+        d = ARCH.decode(raw, PTE, M4, full("6.12", CONFIG_ARM64_PA_BITS=48))
         assert d.kind is Kind.DEVICE_EXCLUSIVE and d.pfn == 0x12345
         assert ("type", f"SWP_DEVICE_EXCLUSIVE_{access.upper()} ({access})") in d.details
 
@@ -314,7 +323,7 @@ def test_unknown_when_facts_are_missing():
     assert d.kind is Kind.UNKNOWN and "CONFIG_" in d.reason and d.softleaf.type == 27
     assert ARCH.decode(0x47C0, PTE, M4, bare).kind is Kind.MARKER  # type 31 is always the marker
     d = ARCH.decode(0x123456C0, PTE, M4, facts(None))
-    assert d.kind is Kind.UNKNOWN and "family" in d.reason
+    assert d.kind is Kind.UNKNOWN and "release unknown" in d.reason
     # 64K without 52-bit IPS: SWP_PFN_BITS depends on CONFIG_ARM64_PA_BITS.
     m64 = ARCH.mode("64k-48")
     d = ARCH.decode(0x123456C0, 2, m64, full("7.2"))  # 64k-48 has 3 levels: depth 2 is the PTE
@@ -343,7 +352,7 @@ PAGE_SHARED = 0x0068000000000FC3
 
 def test_present_4k_page():
     raw = PAGE_SHARED | 0x12345000
-    assert MODEL.mk_leaf(0x12345, PTE, M4, Prot(), "7.2") == raw
+    assert MODEL.mk_leaf(0x12345, PTE, M4, Prot(), L("7.2")) == raw
     d = ARCH.decode(raw, PTE, M4, full("7.2"))
     assert d.kind is Kind.PRESENT and d.pfn == 0x12345 and d.size == 4096
     assert d.flags == ("PTE_VALID", "PTE_USER", "PTE_RDONLY", "PTE_AF", "PTE_NG", "PTE_WRITE",
@@ -359,7 +368,7 @@ def test_present_4k_page():
 def test_present_huge_blocks():
     # pmd_mkhuge clears PMD_TABLE_BIT (pgtable.h:505/581/607): 0x...fc3 -> 0x...fc1.
     raw = 0x0068000000000FC1 | 0x40000000
-    assert MODEL.mk_leaf(0x40000, PMD, M4, Prot(), "7.2") == raw
+    assert MODEL.mk_leaf(0x40000, PMD, M4, Prot(), L("7.2")) == raw
     d = ARCH.decode(raw, PMD, M4, full("7.2"))
     assert d.kind is Kind.PRESENT and d.pfn == 0x40000 and d.size == 2 << 20 and d.level == "pmd"
     assert ("descriptor", "block (0b01)") in d.fields
@@ -375,7 +384,7 @@ def test_kernel_mapping_exec_uses_pxn_in_ttbr1():
     # (pgtable-prot.h:50/57/57), PROT_NORMAL = 0x703 | PXN | UXN | WRITE -> 0x00c0000000000783.
     raw = 0x00C0000000000783 | 0x40200000
     kernel = ARCH.mode("4k-48-ttbr1")
-    assert MODEL.mk_leaf(0x40200, PTE, kernel, Prot(write=False, exec=True, user=False, dirty=True), "7.2") == raw
+    assert MODEL.mk_leaf(0x40200, PTE, kernel, Prot(write=False, exec=True, user=False, dirty=True), L("7.2")) == raw
     a = ARCH.decode(raw, PTE, kernel, full("7.2")).access
     assert (a.exec, a.write, a.user, a.dirty) == (True, False, False, True)
     assert not ARCH.decode(raw, PTE, M4, full("7.2")).access.exec  # user half: pte_user_exec = !UXN
@@ -388,7 +397,7 @@ def test_page_none_vectors():
     expected = {"6.1": int(m.group(1), 16), "6.12": int(m.group(2), 16), "7.2": int(m.group(2), 16)}
     assert expected == {"6.1": 0x0460000000000F82, "6.12": 0x0060000000000F82, "7.2": 0x0060000000000F82}
     for family, prot_none in expected.items():
-        assert MODEL.mk_leaf(0, PTE, M4, Prot(protnone=True), family) == prot_none
+        assert MODEL.mk_leaf(0, PTE, M4, Prot(protnone=True), L(family)) == prot_none
         d = ARCH.decode(prot_none | 0x12345000, PTE, M4, full(family))
         assert d.kind is Kind.PRESENT and "PROT_NONE" in d.notes and d.pfn == 0x12345
         assert (d.access.read, d.access.write, d.access.exec) == (False, False, False)
@@ -400,7 +409,7 @@ def test_page_none_vectors():
 def test_prot_none_pmd():
     # pfn_pmd(pfn, PAGE_NONE) then pmd_mkhuge clears bit 1: 0x...f82 -> 0x...f80.
     raw = 0x0060000000000F80 | 0x40000000
-    assert MODEL.mk_leaf(0x40000, PMD, M4, Prot(protnone=True), "7.2") == raw
+    assert MODEL.mk_leaf(0x40000, PMD, M4, Prot(protnone=True), L("7.2")) == raw
     d = ARCH.decode(raw, PMD, M4, full("7.2"))
     assert d.kind is Kind.PRESENT and "PROT_NONE" in d.notes and d.size == 2 << 20
 
@@ -411,12 +420,12 @@ def test_present_invalid_thp_is_present_not_protnone():
     raw = 0x0068000040000FC0
     d = ARCH.decode(raw, PMD, M4, full("7.2"))
     assert d.kind is Kind.PRESENT and "PROT_NONE" not in d.notes and d.access.read and d.access.write
-    assert MODEL.pte_present(raw, PMD, M4, "7.2")
+    assert MODEL.pte_present(raw, PMD, M4, L("7.2"))
     # 6.1: pmd_mkinvalid sets PMD_PRESENT_INVALID (bit 59) and clears VALID (pgtable.h:493).
     raw61 = 0x0868000040000FC0
     d = ARCH.decode(raw61, PMD, M4, full("6.1"))
     assert d.kind is Kind.PRESENT and "PMD_PRESENT_INVALID" in d.flags and "PROT_NONE" not in d.notes
-    assert MODEL.pte_present(raw61, PMD, M4, "6.1") and not MODEL.pte_present(raw61, PTE, M4, "6.1")
+    assert MODEL.pte_present(raw61, PMD, M4, L("6.1")) and not MODEL.pte_present(raw61, PTE, M4, L("6.1"))
     assert ARCH.decode(raw61, PTE, M4, full("6.1")).kind is not Kind.PRESENT  # pte_present ignores bit 59
 
 
@@ -447,7 +456,7 @@ def test_none_and_structural_unknowns():
     assert d.kind is Kind.PRESENT and d.size == 1 << 39 and any("never" in n for n in d.notes)
 
 
-def test_software_bits_per_family():
+def test_software_bits_per_release():
     raw = PAGE_SHARED | 0x12345000 | (1 << 57) | (1 << 58)
     assert ARCH.decode(raw, PTE, M4, full("6.1")).flags[-2:] == ("PTE_DEVMAP", "PTE_PROT_NONE")
     assert ARCH.decode(raw, PTE, M4, full("6.12")).flags[-2:] == ("PTE_DEVMAP", "PTE_UFFD_WP")
@@ -470,7 +479,7 @@ def test_memory_types():
     assert ("AttrIndx", "0 (MT_NORMAL); MAIR_EL1: Normal WB") in ARCH.decode(PAGE_SHARED, PTE, M4, f).fields
     assert [mair_attr_name(a) for a in (0x00, 0x44, 0xF0, 0xBB, 0x4F)] == [
         "Device-nGnRnE", "Normal NC", "Normal Tagged (MTE)", "Normal WT", "Normal inner WB, outer NC"]
-    assert MODEL.mk_leaf(0x12345, PTE, M4, Prot(memtype="io"), "7.2") >> 2 & 7 == 4  # pgprot_device
+    assert MODEL.mk_leaf(0x12345, PTE, M4, Prot(memtype="io"), L("7.2")) >> 2 & 7 == 4  # pgprot_device
 
 
 # ---------------------------------------------------------------- LPA / LPA2 output addresses
@@ -483,7 +492,7 @@ def test_lpa2_output_address():
     mode = ARCH.mode("4k-52-lpa2")
     leaf = len(mode.levels) - 1
     raw = 0x006B123456789FC3
-    assert MODEL.mk_leaf(0xF123456789, leaf, mode, Prot(), "7.2") == raw
+    assert MODEL.mk_leaf(0xF123456789, leaf, mode, Prot(), L("7.2")) == raw
     # __pte_to_phys (-/76-80/114-119): (raw & GENMASK(49, 12)) | ((raw & 0x300) << 42)
     # = 0x0003123456789000 | 0x000c000000000000.
     d = ARCH.decode(raw, leaf, mode, full("7.2"))
@@ -503,8 +512,8 @@ def test_lpa_64k_output_address():
     mode = ARCH.mode("64k-48-lpa")
     leaf = len(mode.levels) - 1
     pte_612, pte_61 = 0x0002BCDEF012A000, 0x0000BCDEF012A000
-    assert MODEL.mk_leaf(0xABCDEF012, leaf, mode, Prot(), "7.2") == PAGE_SHARED | pte_612
-    assert MODEL.mk_leaf(0xABCDEF012, leaf, mode, Prot(), "6.1") == PAGE_SHARED | pte_61
+    assert MODEL.mk_leaf(0xABCDEF012, leaf, mode, Prot(), L("7.2")) == PAGE_SHARED | pte_612
+    assert MODEL.mk_leaf(0xABCDEF012, leaf, mode, Prot(), L("6.1")) == PAGE_SHARED | pte_61
     # __pte_to_phys (pgtable.h:77-80/76-80/114-119): (raw & ADDR_LOW) | ((raw & 0xf000) << 36).
     for family, addr in (("6.1", pte_61), ("6.12", pte_612), ("7.2", pte_612)):
         d = ARCH.decode(PAGE_SHARED | addr, leaf, mode, full(family))
@@ -524,7 +533,7 @@ def test_contpte_block_and_kernel_view():
     # contpte fold (contpte_convert): 16 PTEs, PFN 0x1000+i, same attributes plus PTE_CONT (bit 52).
     # Old and clean PAGE_SHARED: 0x0068000000000fc3 & ~PTE_AF | PTE_CONT = 0x0078000000000bc3.
     block = [0x0078000000000BC3 | ((0x1000 + i) << 12) for i in range(16)]
-    assert MODEL.mk_block(0x1000, PTE, M4, Prot(young=False), "7.2") == block
+    assert MODEL.mk_block(0x1000, PTE, M4, Prot(young=False), L("7.2")) == block
     block[5] |= 0x400  # hardware AF on entry 5
     block[9] &= ~0x80  # hardware DBM dirty on entry 9: RDONLY cleared
     # contpte_ptep_get (contpte.c:313-358): pte_mkdirty (set bit 55, clear RDONLY as PTE_WRITE
@@ -553,8 +562,8 @@ def test_contpte_block_and_kernel_view():
 def test_cont_geometry(name, pte, pmd):
     mode = ARCH.mode(name)
     f = full("7.2", CONFIG_ARM64_PA_BITS=48)
-    pte_block = MODEL.mk_block(0, len(mode.levels) - 1, mode, Prot(), "7.2")
-    pmd_block = MODEL.mk_block(0, len(mode.levels) - 2, mode, Prot(), "7.2")
+    pte_block = MODEL.mk_block(0, len(mode.levels) - 1, mode, Prot(), L("7.2"))
+    pmd_block = MODEL.mk_block(0, len(mode.levels) - 2, mode, Prot(), L("7.2"))
     c = ARCH.decode(pte_block[1], len(mode.levels) - 1, mode, f).cont
     assert (c.scheme, c.entries, c.size) == ("contpte", *pte) and len(pte_block) == pte[0]
     c = ARCH.decode(pmd_block[1], len(mode.levels) - 2, mode, f).cont
@@ -567,7 +576,10 @@ EXTRA_MODES = [build_mode(12, 48, lpa2=True), build_mode(14, 48, lpa2=True), bui
                build_mode(12, 48, ttbr1=True), build_mode(12, 52, lpa2=True, ttbr1=True),
                build_mode(16, 42, pa_bits=52, ttbr1=True), build_mode(14, 36, ttbr1=True)]
 MODES = list(ARCH.modes()) + EXTRA_MODES
-FACTS = [facts(None), full("6.1"), full("6.12"), full("7.2", MAIR_EL1=0x040044F0FF), facts("7.2"),
+# Releases on both sides of every arm64 boundary (archs/arm64.py FEATURES) and the Debian ones.
+RELEASES = ["5.10", "5.14", "5.19", "6.1", "6.9", "6.10", "6.12", "6.14", "6.17", "7.2", "7.3"]
+FACTS = [facts(None), full("5.10"), full("6.1"), full("6.9"), full("6.12"), full("7.2", MAIR_EL1=0x040044F0FF),
+         facts("7.2"), full("7.3"),
          full("7.2", CONFIG_ARM64_PA_BITS=52, CONFIG_HAVE_ARCH_USERFAULTFD_WP=False)]
 
 
@@ -599,21 +611,21 @@ PROTS = st.builds(Prot, write=st.booleans(), exec=st.booleans(), young=st.boolea
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), prot=PROTS, family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), prot=PROTS, family=st.sampled_from(RELEASES),
        data=st.data())
 def test_model_leaf_agrees_with_decoder(md, prot, family, data):
     mode, depth = md
-    if family == "6.1" and "lpa2" in mode.options:
+    if "lpa2" in mode.options and not L(family).has("arm64_lpa2"):
         return
     kernel = "ttbr1" in mode.options
     prot = Prot(prot.write, prot.exec, not kernel, prot.young, prot.dirty, prot.protnone and not kernel,
                 prot.memtype)
     span_pages = mode.levels[depth].span >> mode.page_shift
     pfn = data.draw(st.integers(0, ((1 << mode.pa_bits) >> mode.page_shift) // span_pages - 1)) * span_pages
-    raw = MODEL.mk_leaf(pfn, depth, mode, prot, family)
+    raw = MODEL.mk_leaf(pfn, depth, mode, prot, L(family))
     d = ARCH.decode(raw, depth, mode, full(family, CONFIG_ARM64_PA_BITS=48))
     assert d.kind is Kind.PRESENT and d.pfn == pfn == MODEL.leaf_pfn(raw, depth, mode)
-    assert MODEL.pte_present(raw, depth, mode, family)
+    assert MODEL.pte_present(raw, depth, mode, L(family))
     assert len(d.notes) == (2 if prot.protnone else 0)  # "PROT_NONE" and the rule that made it so
     a = d.access
     assert (a.young, a.dirty, a.user) == (prot.young, prot.dirty, prot.user and not prot.protnone)
@@ -624,32 +636,35 @@ def test_model_leaf_agrees_with_decoder(md, prot, family, data):
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), family=st.sampled_from(RELEASES),
        swp_type=st.integers(0, 31), offset=st.integers(0, (1 << 50) - 1), exclusive=st.booleans(),
        uffd_wp=st.booleans())
 def test_model_softleaf_agrees_with_decoder(md, family, swp_type, offset, exclusive, uffd_wp):
     mode, depth = md
-    if family == "6.1" and "lpa2" in mode.options:
+    layout = L(family)
+    if "lpa2" in mode.options and not layout.has("arm64_lpa2"):
         return
-    swp = SwpFields(swp_type, offset, exclusive=exclusive, uffd_wp=uffd_wp and family != "6.1")
-    raw = MODEL.mk_softleaf(swp, depth, mode, family)
+    swp = SwpFields(swp_type, offset, exclusive=exclusive and layout.has("arm64_swp_exclusive"),
+                    uffd_wp=uffd_wp and layout.has("arm64_uffd_wp"))
+    raw = MODEL.mk_softleaf(swp, depth, mode, L(family))
     if raw == 0:
         return
-    assert MODEL.softleaf_from_pte(raw, depth, mode, family) == swp
+    assert MODEL.softleaf_from_pte(raw, depth, mode, L(family)) == swp
     d = ARCH.decode(raw, depth, mode, full(family, CONFIG_ARM64_PA_BITS=48))
     assert (d.softleaf.type, d.softleaf.offset) == (swp_type, offset)
-    assert ("PTE_SWP_EXCLUSIVE" in d.softleaf.arch_flags) == exclusive
-    assert ("PTE_SWP_UFFD_WP" in d.softleaf.arch_flags) == swp.uffd_wp
+    assert ("PTE_SWP_EXCLUSIVE" in d.softleaf.arch_flags) == swp.exclusive
+    uffd = "PTE_SWP_UFFD" if layout.has("uffd_rwp") else "PTE_SWP_UFFD_WP"  # pgtable-prot.h:32 in 7.2 / 7.3
+    assert (uffd in d.softleaf.arch_flags) == swp.uffd_wp
 
 
 @settings(max_examples=800)
-@given(md=mode_depth(leaf_only=True), family=st.sampled_from(["6.1", "6.12", "7.2"]),
+@given(md=mode_depth(leaf_only=True), family=st.sampled_from(RELEASES),
        raw=st.integers(1, (1 << 64) - 1).map(lambda x: x & ~1))
 def test_model_predicates_agree_with_decoder(md, family, raw):
     mode, depth = md
     d = ARCH.decode(raw, depth, mode, full(family, CONFIG_ARM64_PA_BITS=48))
-    assert MODEL.pte_present(raw, depth, mode, family) == (d.kind is Kind.PRESENT)
-    swp = MODEL.softleaf_from_pte(raw, depth, mode, family)
+    assert MODEL.pte_present(raw, depth, mode, L(family)) == (d.kind is Kind.PRESENT)
+    swp = MODEL.softleaf_from_pte(raw, depth, mode, L(family))
     assert (swp is None) == (d.softleaf is None)
     if swp is not None:
         assert (d.softleaf.type, d.softleaf.offset) == (swp.type, swp.offset)
@@ -661,7 +676,7 @@ def test_model_predicates_agree_with_decoder(md, family, raw):
 def test_model_block_view_agrees_with_decoder(name, pmd, prot, data):
     mode = ARCH.mode(name)
     depth = len(mode.levels) - (2 if pmd else 1)
-    block = MODEL.mk_block(0, depth, mode, prot, "7.2")
+    block = MODEL.mk_block(0, depth, mode, prot, L("7.2"))
     for i in data.draw(st.lists(st.integers(0, len(block) - 1), max_size=4)):
         block[i] |= 0x400  # AF
     for i in data.draw(st.lists(st.integers(0, len(block) - 1), max_size=4)):
