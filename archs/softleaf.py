@@ -195,8 +195,12 @@ def decode_softleaf(
         pfn_space = "device" if cls.kind in DEVICE_PRIVATE_KINDS else "phys"
         high = leaf.offset >> swp_pfn_bits
         if cls.kind in MIGRATION_KINDS:
+            assert facts.layout is not None  # classify_type answers UNKNOWN without one
             ad = facts.get("swap_migration_ad_supported")
-            if ad is None:
+            if not facts.layout.has("swp_migration_ad"):
+                details.append(("young/dirty", f"not stored in {facts.layout.name} (SWP_MIG_YOUNG_BIT came in 6.1, "
+                                "include/linux/swapops.h)"))
+            elif ad is None:
                 details.append(("young/dirty", f"unknown (swap_migration_ad_supported not known); "
                                 f"offset bits {swp_pfn_bits}/{swp_pfn_bits + 1} = {high & 1}/{high >> 1 & 1}"))
                 high &= ~3  # shown above, whatever they mean

@@ -10,12 +10,12 @@ walkers; they never know which target is underneath.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from archs import get_arch
-from archs.common import Arch, Kind, KernelFacts, PagingMode, vmcoreinfo_int
+from archs.common import Arch, Fact, Kind, KernelFacts, PagingMode, vmcoreinfo_int
 from archs.versions import release_layout
 
 from . import vmlinux as vml
@@ -194,7 +194,8 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
         else:  # the release (hence the layout) is the kernel's own statement; config facts stay unknown
             release = session.numbers["OSRELEASE"]
             try:
-                session.facts = KernelFacts(layout=release_layout(release, arch.name), release=release)
+                session.facts = KernelFacts(layout=release_layout(release, arch.name), release=release,
+                                            facts=_vmcoreinfo_facts(session))
             except ValueError as exc:
                 raise SessionError(f"{target.source}: {exc}") from None
     else:
@@ -256,9 +257,23 @@ def _set_kernel(session: Session, vmlinux: Path, kaslr_offset: int, config_file:
     session.kernel = RawKernel(layout, session.read_kernel_va, kaslr_offset, session.arch.name)
     try:
         config = read_config_file(config_file) if config_file else None
-        session.facts = session.kernel.facts(config, f"config file {config_file}")
+        facts = session.kernel.facts(config, f"config file {config_file}")
     except (KernelError, ReadError, ValueError) as exc:
         raise SessionError(str(exc)) from None
+    session.facts = replace(facts, facts={**_vmcoreinfo_facts(session), **facts.facts})
+
+
+def _vmcoreinfo_facts(session: Session) -> dict[str, Fact]:
+    """Facts the kernel states in VMCOREINFO: NUMBER(MAX_PHYSMEM_BITS) (kernel/vmcore_info.c,
+    crash_core.c before 6.6), the runtime value where it depends on the CPU or the boot (x86 LA57,
+    arm64 LPA2 kernels before 6.14 without LPA2 hardware)."""
+    if session.vmcoreinfo is None:
+        return {}
+    try:
+        bits = vmcoreinfo_int(session.numbers, "NUMBER(MAX_PHYSMEM_BITS)")
+    except ValueError:
+        return {}
+    return {"MAX_PHYSMEM_BITS": Fact(bits, "vmcoreinfo: NUMBER(MAX_PHYSMEM_BITS)")}
 
 
 def attach_kernel(session: Session, vmlinux: Path, config_file: Path | None = None) -> None:
