@@ -21,6 +21,8 @@ from inspector.targets.pipe import PipeError, PipeTarget
 from inspector.vmcoreinfo import VmcoreinfoError
 from inspector.vmlinux import VmlinuxError
 
+from .options import TIMEOUT
+
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
 ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
 
@@ -40,7 +42,7 @@ def target_options(func: Callable) -> Callable:
         click.option("--keep-stopped", is_flag=True,
                      help="--gdb/--qmp: leave the VM stopped afterwards (default: --gdb resumes it, "
                           "--qmp restores its previous run state)."),
-        click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
+        click.option("--timeout", type=TIMEOUT, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
     ]):
         func = decorator(func)
     return func
