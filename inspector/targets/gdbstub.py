@@ -54,6 +54,7 @@ class GdbstubTarget:
 
     def __init__(self, address: str, *, keep_stopped: bool = False, timeout: float = 10.0) -> None:
         host, port = parse_address(address)
+        self.address = f"{host}:{port}"
         try:
             self.rsp = RspClient(host, port, timeout)
         except RspError as exc:
@@ -69,7 +70,7 @@ class GdbstubTarget:
             before = self.rsp.query("qqemu.PhyMemMode")
             self._phys_before = before if before in (b"0", b"1") else None
             if self.rsp.request("Qqemu.PhyMemMode:1") != b"OK":
-                raise GdbstubError("this gdbstub has no physical-memory mode (is it QEMU?)")
+                raise GdbstubError(f"the gdbstub at {self.address} has no physical-memory mode (is it QEMU?)")
         except (RspError, GdbstubError) as exc:
             self.close()
             raise GdbstubError(str(exc)) from None
@@ -78,7 +79,7 @@ class GdbstubTarget:
         for arch in ARCH_NAMES:
             if get_arch(arch).gdb_registers[0] in self.regs:
                 return arch
-        raise GdbstubError("the gdbstub describes no x86-64, arm64 or riscv64 paging registers")
+        raise GdbstubError(f"the gdbstub at {self.address} describes no x86-64, arm64 or riscv64 paging registers")
 
     def set_ram(self, ranges: list[tuple[int, int]]) -> None:
         """The guest's RAM ranges (QEMU reads beyond RAM return zeros, so bound them)."""
