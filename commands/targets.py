@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import click
 
+from inspector import runstate
 from inspector.reader import ReadError
 from inspector.session import Session, SessionError, Target, start
 from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
@@ -77,21 +78,39 @@ def target_chosen(target: dict) -> bool:
 def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Path | None,
                  keep_stopped: bool, timeout: float, vmcore: Path | None = None, kcore: bool = False,
                  qmp: str | None = None) -> Iterator[Session]:
-    """A session on the chosen target; user mistakes become one clear error line."""
-    try:
-        target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
-    except ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
-    session = None
-    try:
-        session = start(target, vmlinux, config_file)
-        yield session
-    except ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        if session is not None:
-            session.kernel = None
+    """A session on the chosen target; user mistakes become one clear error line.
+
+    SIGTERM and SIGHUP end it as Ctrl-C does: the target is closed (physical-memory mode
+    restored, the VM resumed or left in its run state) whatever ends the command, and a failure
+    to close is reported without hiding the error that ended the command."""
+    with runstate.terminating():
+        try:
+            target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
+        except ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        session = None
+        try:
+            session = start(target, vmlinux, config_file)
+            yield session
+        except BaseException as exc:
+            problem = _close(target, session)
+            if problem:  # the error that ended the command comes first
+                runstate.warn(problem)
+            if isinstance(exc, ERRORS):
+                raise click.ClickException(str(exc)) from None
+            raise
+        problem = _close(target, session)
+        if problem:
+            raise click.ClickException(problem)
+
+
+def _close(target: Target, session: Session | None) -> str | None:
+    """Close the target with SIGTERM/SIGHUP held off; what went wrong, if anything."""
+    if session is not None:
+        session.kernel = None
+    with runstate.deferred():
         try:
             target.close()
         except ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
+            return str(exc)
+    return None

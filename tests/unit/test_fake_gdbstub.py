@@ -8,7 +8,12 @@ records every packet: none may write memory or registers, set breakpoints or run
 from __future__ import annotations
 
 import re
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -70,6 +75,7 @@ class FakeStub:
         self.faults = faults or {}
         self.ram = memory()
         self.packets: list[bytes] = []
+        self.phys = b"0"  # QEMU's physical-memory mode, as the client last set it
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(4)
@@ -80,7 +86,10 @@ class FakeStub:
     def _answer(self, packet: bytes) -> bytes:
         if packet.startswith(b"qSupported"):
             return b"PacketSize=1000;qXfer:features:read+;QStartNoAckMode+;multiprocess+"
-        if packet == b"QStartNoAckMode" or packet.startswith(b"Qqemu.PhyMemMode:"):
+        if packet.startswith(b"Qqemu.PhyMemMode:"):
+            self.phys = packet.split(b":")[1]
+            return b"OK"
+        if packet == b"QStartNoAckMode":
             return b"OK"
         if packet == b"?":
             return b"T05thread:p01.01;"
@@ -88,7 +97,7 @@ class FakeStub:
             offset = int(packet.split(b":")[4].split(b",")[0], 16)
             return b"l" + TARGET_XML[offset:]
         if packet == b"qqemu.PhyMemMode":
-            return b"0"
+            return self.phys
         if packet.startswith(b"p"):
             regnum = int(packet[1:], 16)
             value = list(REGS.values())[regnum - 40]
@@ -142,6 +151,12 @@ class FakeStub:
         return [p for p in self.packets if FORBIDDEN.match(p)]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run markers (inspector/runstate.py) go to the test's own directory."""
+    monkeypatch.setenv("PTINSPECT_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def stub_factory():
     stubs: list[FakeStub] = []
@@ -160,7 +175,9 @@ def good() -> tuple[int, str, str]:
     """What a good stub gives (the right answer every faulty run must match if it succeeds)."""
     stub = FakeStub()
     try:
-        return kernel_dump(stub)
+        with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as cache:
+            mp.setenv("PTINSPECT_CACHE", cache)
+            return kernel_dump(stub)
     finally:
         stub.close()
 
@@ -278,3 +295,56 @@ def test_a_canonical_va_is_translated(stub_factory) -> None:
     code, out, err = run("translate", "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--kernel",
                          "0xffffffff80001234")
     assert code == 0 and out.rstrip().endswith("0xffffffff80001234 -> 0x6234"), err
+
+
+def slow_memory(conn: socket.socket, good: bytes) -> bool:
+    time.sleep(0.3)
+    conn.sendall(frame(good))
+    return True
+
+
+def start_snapshot(stub: FakeStub, out: Path, cache: Path) -> subprocess.Popen:
+    """`ptinspect snapshot --gdb` in its own process, once it is reading memory."""
+    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "snapshot", "--gdb", f"127.0.0.1:{stub.port}",
+                             "--timeout", "5", "--kernel", str(out)], cwd=Path(__file__).parents[2],
+                            env={**os.environ, "PTINSPECT_CACHE": str(cache)}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(p.startswith(b"m") for p in stub.packets):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_terminated_snapshot_restores_the_vm_and_leaves_no_file(stub_factory, tmp_path: Path, signum: int) -> None:
+    stub = stub_factory({"m": slow_memory})
+    proc = start_snapshot(stub, tmp_path / "snap.json", tmp_path / "cache")
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    after = stub.packets[next(i for i, p in enumerate(stub.packets) if p.startswith(b"m")):]
+    assert b"Qqemu.PhyMemMode:0" in after and after[-1].startswith(b"D"), after[-3:]  # restored, resumed
+    assert stub.phys == b"0"
+    assert not list(tmp_path.glob(".snap.json.*.tmp")) and not (tmp_path / "snap.json").exists()
+    assert not list((tmp_path / "cache" / "runs").glob("*.json"))  # the marker is gone
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["resume", "keep-stopped"])
+def test_the_run_after_a_killed_one_says_so_and_undoes_it(stub_factory, tmp_path: Path, keep: bool) -> None:
+    stub = stub_factory({"m": slow_memory})
+    proc = start_snapshot(stub, tmp_path / "snap.json", tmp_path / "cache")
+    proc.kill()
+    proc.wait(timeout=10)
+    assert stub.phys == b"1" and not stub.packets[-1].startswith(b"D")  # what SIGKILL leaves
+    stub.faults.clear()
+    stub.packets.clear()
+    result = subprocess.run([sys.executable, "-m", "commands.cli", "dump", "--gdb", f"127.0.0.1:{stub.port}",
+                             "--kernel", *(["--keep-stopped"] if keep else [])],
+                            cwd=Path(__file__).parents[2], env={**os.environ, "PTINSPECT_CACHE": str(tmp_path / "cache")},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert f"left stopped by an interrupted ptinspect run (pid {proc.pid}" in result.stderr
+    assert ("--keep-stopped leaves it stopped" if keep else "it runs again when this command ends") in result.stderr
+    assert stub.phys == b"0"  # the mode the killed run found is restored
+    assert stub.packets[-1].startswith(b"D") != keep
+    assert not list((tmp_path / "cache" / "runs").glob("*.json"))
