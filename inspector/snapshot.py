@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from archs import get_arch
-from archs.common import Arch, Fact, KernelFacts, PagingMode
+from archs.common import Arch, KernelFacts, PagingMode
 
 from .dump import Row, VmaIndex, bulk_rows, rows
 from .entry import ENTRY_BYTES, Entry

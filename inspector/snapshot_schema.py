@@ -111,7 +111,7 @@ def check_document(doc: Any) -> Checked:
     target = _type(_need(doc, "target", "the document"), dict, "target", "an object")
     records = _type(_need(doc, "entries", "the document"), list, "entries", "a list")
     arch_name = _need(target, "arch", "target")
-    if arch_name not in ARCH_NAMES:
+    if type(arch_name) is not str or arch_name not in ARCH_NAMES:
         raise _fail("target.arch", arch_name, f"one of {', '.join(ARCH_NAMES)}")
     arch = get_arch(arch_name)
     paging = _type(_need(target, "paging", "target"), dict, "target.paging", "an object")
@@ -201,7 +201,8 @@ def _check_entry(rec: Any, where: str, arch: Arch, mode: PagingMode, levels: dic
     failing field is then named by the helpers."""
     if type(rec) is not dict:
         raise _fail(where, rec, "an entry object")
-    level = levels.get(rec.get("level"))
+    level_name = rec.get("level")
+    level = levels.get(level_name) if type(level_name) is str else None
     if level is None:
         raise _fail(f"{where}.level", rec.get("level"), f"a {mode.name} level ({', '.join(levels)})")
     table, index, raw, va, size = (rec.get("table"), rec.get("index"), rec.get("raw"), rec.get("va"),
@@ -219,7 +220,7 @@ def _check_entry(rec: Any, where: str, arch: Arch, mode: PagingMode, levels: dic
         raise SchemaError(f"{where}.va {va} is not aligned to the {level.name} span ({level.span:#x})")
     if arch.canonical(mode, number & ((1 << mode.va_bits) - 1), in_upper(mode, number)) != number:
         raise SchemaError(f"{where}.va {va} is not a canonical {arch.name} {mode.name} address")
-    if rec.get("kind") not in KINDS:
+    if type(rec.get("kind")) is not str or rec["kind"] not in KINDS:
         raise _fail(f"{where}.kind", _need(rec, "kind", where), "an entry kind")
     if size != level.span or type(size) is not int:
         _int(_need(rec, "size", where), f"{where}.size", 1, U64)
