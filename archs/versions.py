@@ -196,7 +196,7 @@ def markdown() -> str:
     out = [
         "# Kernel releases ptinspect knows: page-table layout features",
         "",
-        f"Generated from archs/versions.py and archs/<arch>.py by `python -m archs > archs/VERSIONS.md`;",
+        "Generated from archs/versions.py and archs/<arch>.py by `python -m archs > archs/VERSIONS.md`;",
         "a unit test keeps this file equal to the tables.  Supported releases: "
         f"{supported_range()}; a newer release is decoded with {_text(NEWEST)}'s layout and every output says so.",
         "",

@@ -8,11 +8,12 @@ from typing import Iterable
 import click
 
 from archs.common import Kind
+from inspector import inputs
 from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
 from inspector.records import SCHEMA, entry_record, hx, layout_label, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
-from .options import FORMATS
+from .options import FORMATS, user_input
 from .render import decoded_table, human_size
 from .table import DumpTable
 from .targets import open_session, target_options
@@ -20,21 +21,18 @@ from .targets import open_session, target_options
 KINDS = [k.value for k in Kind if k not in (Kind.NONE, Kind.TABLE)]
 
 
-def parse_int(text: str, what: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a number (use 0x... for hex)", param_hint=what) from None
-
-
 def parse_range(text: str) -> tuple[int, int]:
-    start, sep, end = text.partition("-")
-    if not sep:
-        raise click.BadParameter("use START-END, e.g. 0x400000-0x500000", param_hint="--range")
-    lo, hi = parse_int(start, "--range"), parse_int(end, "--range")
-    if not lo < hi:
-        raise click.BadParameter("START must be below END", param_hint="--range")
-    return lo, hi
+    with user_input():
+        return inputs.va_range(text, "--range")
+
+
+def checked_range(session: Session, root: Root, rng: tuple[int, int] | None) -> tuple[int, int] | None:
+    """A --range the root can walk (both ends in its address space), or dump's default range."""
+    if rng is None:
+        return default_range(session, root)
+    with user_input():
+        inputs.check_range(session.arch, root.mode, root.upper, rng, "--range")
+    return rng
 
 
 def root_options(func):
@@ -66,11 +64,16 @@ def select_root(session: Session, pid, comm, kernel_root, root_pa, upper) -> Roo
     chosen = [x for x in (pid is not None, comm is not None, kernel_root, root_pa is not None) if x]
     if len(chosen) > 1:
         raise click.UsageError("give only one of --pid, --comm, --kernel, --root")
-    pa = parse_int(root_pa, "--root") if root_pa is not None else None
+    with user_input():
+        pa = inputs.address(root_pa, "--root") if root_pa is not None else None
     try:
-        return session.root(pid=pid, comm=comm, kernel=kernel_root, root_pa=pa, upper=upper)
+        root = session.root(pid=pid, comm=comm, kernel=kernel_root, root_pa=pa, upper=upper)
     except SessionError as exc:
         raise click.ClickException(str(exc)) from None
+    if pa is not None:
+        with user_input():
+            inputs.check_root(root.mode, pa, session.reader.ranges(), "--root")
+    return root
 
 
 @click.command()
@@ -86,7 +89,7 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
     kind_set = frozenset(Kind(k) for k in kinds) if kinds else None
     with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
-        walked = rng or default_range(session, root)
+        walked = checked_range(session, root, rng)
         items: Iterable[Row | RunRows | Range] = (ranges(bulk_rows(session, root, walked, kind_set)) if merge
                                                   else bulk_rows(session, root, walked, kind_set))
         out = sys.stdout
@@ -108,9 +111,12 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
 @click.argument("va")
 def translate(pid, comm, kernel_root, root_pa, upper, fmt, va, **target) -> None:
     """The walk of one virtual address VA, level by level, every bit named."""
-    address = parse_int(va, "VA")
+    with user_input():
+        address = inputs.address(va, "VA")
     with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
+        with user_input():
+            inputs.check_va(session.arch, root.mode, root.upper, address, "VA")
         path = session.walker(root.mode).translate(root.pa, address, upper=root.upper)
         pa = path[-1].phys(address)
         if fmt == "json":

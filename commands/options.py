@@ -1,16 +1,49 @@
 """Click options shared by the commands that need kernel facts."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import click
 
 from archs.common import KernelFacts
 from archs.versions import supported_range
+from inspector import inputs
 from inspector.facts import build_facts
 
 FORMATS = click.Choice(["table", "json"])
+
+
+@contextlib.contextmanager
+def user_input() -> Iterator[None]:
+    """An input the validation layer (inspector/inputs.py) refuses, as click's usage error naming it."""
+    try:
+        yield
+    except inputs.InputError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.what) from None
+
+
+class Timeout(click.ParamType):
+    """Seconds to wait: a finite, positive number (inspector.inputs.timeout)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            seconds = value
+        else:
+            try:
+                seconds = float(value)
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        try:
+            return inputs.timeout(seconds)
+        except inputs.InputError as exc:
+            self.fail(exc.message, param, ctx)
+
+
+TIMEOUT = Timeout()
 
 
 def kernel_fact_options(func: Callable) -> Callable:

@@ -9,9 +9,9 @@ from typing import Any, Iterator
 import click
 
 from inspector.session import SessionError
-from inspector.snapshot import Snapshot, SnapshotError, live_snapshot, walked_range, write_snapshot
+from inspector.snapshot import Snapshot, SnapshotError, live_snapshot, write_snapshot
 
-from .dump import parse_range, root_options, select_root, selection
+from .dump import checked_range, parse_range, root_options, select_root, selection
 from .targets import open_session, target_options
 
 ROOT_OPTIONS = ("pid", "comm", "kernel_root", "root_pa", "upper")
@@ -57,7 +57,7 @@ def live_side(target: dict[str, Any], roots: dict[str, Any], like: Snapshot | No
         va_range = like.va_range
     with open_session(**target) as session:
         root = select_root(session, **roots)
-        rng = va_range or walked_range(session, root, None)
+        rng = checked_range(session, root, va_range)
         return live_snapshot(session, root, selection(**roots), rng)
 
 
@@ -78,7 +78,7 @@ def snapshot(out: Path, va_range: str | None, **options: Any) -> None:
     rng = parse_range(va_range) if va_range else None
     with open_session(**target) as session:
         root = select_root(session, **roots)
-        rng = walked_range(session, root, rng)
+        rng = checked_range(session, root, rng)
         try:
             n = write_snapshot(out, session, root, selection(**roots), rng)
         except SnapshotError as exc:

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import click
 
+from inspector import runstate
 from inspector.reader import ReadError
 from inspector.session import Session, SessionError, Target, start
 from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
@@ -20,6 +21,8 @@ from inspector.targets.pipe import ENV as PIPE_ENV
 from inspector.targets.pipe import PipeError, PipeTarget
 from inspector.vmcoreinfo import VmcoreinfoError
 from inspector.vmlinux import VmlinuxError
+
+from .options import TIMEOUT
 
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
 ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
@@ -40,7 +43,7 @@ def target_options(func: Callable) -> Callable:
         click.option("--keep-stopped", is_flag=True,
                      help="--gdb/--qmp: leave the VM stopped afterwards (default: --gdb resumes it, "
                           "--qmp restores its previous run state)."),
-        click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
+        click.option("--timeout", type=TIMEOUT, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
     ]):
         func = decorator(func)
     return func
@@ -75,21 +78,39 @@ def target_chosen(target: dict) -> bool:
 def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Path | None,
                  keep_stopped: bool, timeout: float, vmcore: Path | None = None, kcore: bool = False,
                  qmp: str | None = None) -> Iterator[Session]:
-    """A session on the chosen target; user mistakes become one clear error line."""
-    try:
-        target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
-    except ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
-    session = None
-    try:
-        session = start(target, vmlinux, config_file)
-        yield session
-    except ERRORS as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        if session is not None:
-            session.kernel = None
+    """A session on the chosen target; user mistakes become one clear error line.
+
+    SIGTERM and SIGHUP end it as Ctrl-C does: the target is closed (physical-memory mode
+    restored, the VM resumed or left in its run state) whatever ends the command, and a failure
+    to close is reported without hiding the error that ended the command."""
+    with runstate.terminating():
+        try:
+            target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
+        except ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        session = None
+        try:
+            session = start(target, vmlinux, config_file)
+            yield session
+        except BaseException as exc:
+            problem = _close(target, session)
+            if problem:  # the error that ended the command comes first
+                runstate.warn(problem)
+            if isinstance(exc, ERRORS):
+                raise click.ClickException(str(exc)) from None
+            raise
+        problem = _close(target, session)
+        if problem:
+            raise click.ClickException(problem)
+
+
+def _close(target: Target, session: Session | None) -> str | None:
+    """Close the target with SIGTERM/SIGHUP held off; what went wrong, if anything."""
+    if session is not None:
+        session.kernel = None
+    with runstate.deferred():
         try:
             target.close()
         except ERRORS as exc:
-            raise click.ClickException(str(exc)) from None
+            return str(exc)
+    return None

@@ -16,6 +16,7 @@ from inspector.vm.images import busybox_path, ensure_image, load_manifest
 from inspector.vm.qemu import MACHINES, boot as boot_vm
 from inspector.vm.sysdeps import check_system
 
+from .options import TIMEOUT
 from .vm_op import op
 
 ARCH = click.Choice(list(MACHINES))
@@ -85,7 +86,7 @@ def _print_facts(facts: dict) -> None:
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="auto: KVM only if it really runs the kernel here (probed once per host boot), else TCG.")
 @click.option("--name", help="VM name (default: the image id, made unique).")
-@click.option("--timeout", type=click.FloatRange(min=1), help="Seconds to wait for the manifest (default per arch).")
+@click.option("--timeout", type=TIMEOUT, help="Seconds to wait for the manifest (default per arch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the connection facts as JSON.")
 def boot(arch: str, series: str, image: Path | None, vmlinux: Path | None, initrd: Path | None,
          append: str | None, qemu_args: tuple[str, ...], la57: bool, accel: str, name: str | None,

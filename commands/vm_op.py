@@ -9,6 +9,8 @@ import click
 from inspector.vm import VMError, state
 from inspector.vm.ops import OPERATIONS, OpResult, request
 
+from .options import TIMEOUT
+
 
 def _page_kinds(result: OpResult) -> str:
     """The region's pages as the guest's pagemap sees them: "8 present, 8 guard"."""
@@ -20,7 +22,7 @@ def _page_kinds(result: OpResult) -> str:
 @click.command(name="op")
 @click.argument("target", metavar="NAME|PID")
 @click.argument("words", nargs=-1, required=True, metavar="prepare OPERATION | OPERATION [START] | maps")
-@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+@click.option("--timeout", type=TIMEOUT, default=60.0, show_default=True,
               help="Seconds to wait for the VM to run and the workload to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the workload's answer as JSON.")
 def op(target: str, words: tuple[str, ...], timeout: float, as_json: bool) -> None:

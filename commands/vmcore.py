@@ -12,6 +12,7 @@ from inspector.vm import progress, state
 from inspector.vm.qmp import Qmp, QmpError
 from inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
 
+from .options import TIMEOUT
 from .targets import open_session
 
 FORMATS = ("elf", "kdump-zlib", "kdump-lzo", "kdump-snappy")
@@ -105,7 +106,7 @@ def _dump(socket: str, fmt: str, path: Path, timeout: float) -> None:
               help="The running kernel's vmlinux: to add VMCOREINFO when QEMU has none (riscv virt in QEMU 7.2).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="elf", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite OUT.")
-@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for the dump.")
+@click.option("--timeout", type=TIMEOUT, default=600.0, show_default=True, help="Seconds to wait for the dump.")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
 def vmcore(qmp: str | None, gdb_address: str | None, vmlinux: Path | None, fmt: str, force: bool,
            timeout: float, out: Path) -> None:

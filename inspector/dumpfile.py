@@ -17,6 +17,9 @@ from typing import BinaryIO, Callable, Iterator
 ELF_MACHINES = {62: "x86_64", 183: "arm64", 243: "riscv64"}  # EM_X86_64, EM_AARCH64, EM_RISCV
 UTS_MACHINES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}
 PT_LOAD, PT_NOTE, ET_CORE, PN_XNUM = 1, 4, 4, 0xFFFF
+PT_NAMES = {PT_LOAD: "PT_LOAD", PT_NOTE: "PT_NOTE"}
+PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
+ELF_HEADER_SIZE = 64  # Elf64_Ehdr
 UNNAMED = ("", "Unknown")  # QEMU's ELF_MACHINE_UNAME for targets without one (arm64, riscv64)
 # A key only that architecture's arch_crash_save_vmcoreinfo() writes: x86 vmcore_info_64.c:13,
 # arm64 vmcore_info.c:29, riscv vmcore_info.c:27 (7.2; crash_core*.c in 6.1).
@@ -71,6 +74,8 @@ def identify(path: Path) -> DumpFile:
         raise DumpError(f"cannot read {path}: {exc.strerror or exc}") from None
     except struct.error:
         raise DumpError(f"{path} is truncated: its headers end early") from None
+    except (ValueError, OverflowError, MemoryError) as exc:  # a header value no reader can follow
+        raise DumpError(f"{path} is damaged: a header value cannot be followed ({exc})") from None
     if not head:
         raise DumpError(f"{path} is empty")
     raise DumpError(f"{path} is not a vmcore (neither ELF nor kdump-compressed)")
@@ -93,23 +98,47 @@ def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
                         "x86-64, arm64 and riscv64")
     if e_phnum == PN_XNUM:
         raise DumpError(f"{path} has more than 65534 program headers (PN_XNUM), which ptinspect does not read")
-    _need(path, size, e_phoff + e_phnum * e_phentsize, "its program headers")
+    if e_phentsize < PHDR.size:
+        raise DumpError(f"{path} is damaged: its program headers are {e_phentsize} bytes each, not {PHDR.size}")
+    headers_end = e_phoff + e_phnum * e_phentsize
+    _need(path, size, headers_end, "its program headers")
     f.seek(e_phoff)
     info = None
     ram = []
     segments = []
-    for _ in range(e_phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = struct.unpack("<IIQQQQQQ", f.read(e_phentsize)[:56])
-        _need(path, size, p_offset + p_filesz, "its segments")
-        if p_type == PT_LOAD and p_filesz:
+    places = [(0, ELF_HEADER_SIZE, "the ELF header"), (e_phoff, headers_end, "the program headers")]  # file bytes
+    for i in range(e_phnum):
+        p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = PHDR.unpack(f.read(e_phentsize)[:PHDR.size])
+        what = f"program header {i} ({PT_NAMES.get(p_type, f'type {p_type}')})"
+        if p_type not in (PT_LOAD, PT_NOTE) or not p_filesz:
+            continue
+        if p_offset + p_filesz > size:
+            raise DumpError(f"{path} is truncated or damaged: {what} places {p_filesz} bytes at file offset "
+                            f"{p_offset:#x}, past the end of the file ({size} bytes)")
+        places.append((p_offset, p_offset + p_filesz, what))
+        if p_type == PT_LOAD:
+            if p_paddr + p_filesz > 1 << 64:
+                raise DumpError(f"{path} is damaged: {what} maps physical {p_paddr:#x} + {p_filesz:#x}, beyond 64 bits")
             ram.append((p_paddr, p_paddr + p_filesz))
             segments.append((p_paddr, p_offset, p_filesz))
-        elif p_type == PT_NOTE and info is None:
+        elif info is None:
             here = f.tell()
             f.seek(p_offset)
             info = _note(f.read(p_filesz))
             f.seek(here)
+    _disjoint(path, places)
     return DumpFile(path, "elf", arch, info, tuple(_merge(ram)), segments=tuple(sorted(segments)))
+
+
+def _disjoint(path: Path, places: list[tuple[int, int, str]]) -> None:
+    """Each segment's file data is its own: data shared by two segments, or by a segment and the
+    headers, means the headers are damaged (their physical ranges may overlap: /proc/vmcore maps
+    the kernel text inside the RAM segment, each with its own copy in the file)."""
+    places = sorted(places)
+    for (_, end, first), (start, _, second) in zip(places, places[1:]):
+        if start < end:
+            raise DumpError(f"{path} is damaged: the file data of {second} (from offset {start:#x}) overlaps "
+                            f"that of {first} (up to {end:#x})")
 
 
 def _need(path: Path, size: int, end: int, what: str) -> None:
@@ -154,11 +183,22 @@ class KdumpFile:
         self.f, self.size = f, size
 
     def read(self, offset: int, n: int) -> bytes:
+        """`n` bytes at `offset`; Truncated unless they all lie inside the file (offsets and
+        sizes come from the file's own headers, so may be anything)."""
+        _bounded(offset, n, self.size)
         self.f.seek(offset)
         data = self.f.read(n)
         if len(data) != n:
-            raise Truncated(f"it has {self.size} bytes, data at {offset:#x} needs {offset + n}")
+            raise Truncated(f"the file ends before byte {offset + n:#x}")
         return data
+
+
+def _bounded(offset: int, n: int, size: int) -> None:
+    if offset < 0 or n < 0:
+        raise Truncated(f"its headers point at {n} bytes at offset {offset}, which no file has: they are damaged")
+    if offset + n > size:
+        raise Truncated(f"its headers place {n} bytes at offset {offset:#x}, past the end of the file "
+                        f"({size} bytes): the file is truncated or its headers are damaged")
 
 
 class FlatKdumpFile(KdumpFile):
@@ -170,8 +210,10 @@ class FlatKdumpFile(KdumpFile):
         super().__init__(f, size)
         self.records = sorted(flat_records(f, size))  # (offset in the kdump file, file position, size)
         self.starts = [offset for offset, _, _ in self.records]
+        self.size = max((offset + length for offset, _, length in self.records), default=0)  # the kdump's size
 
     def read(self, offset: int, n: int) -> bytes:
+        _bounded(offset, n, self.size)
         out = bytearray()
         at = bisect.bisect_right(self.starts, offset) - 1
         while len(out) < n and 0 <= at < len(self.records):
@@ -213,7 +255,7 @@ def _kdump(path: Path, make: Callable[[], KdumpFile], fmt: str) -> DumpFile:
     try:
         return _kdump_headers(path, make(), fmt)
     except Truncated as exc:
-        raise DumpError(f"{path} is truncated: {exc}") from None
+        raise DumpError(f"{path} is truncated or damaged: {exc}") from None
 
 
 def _kdump_headers(path: Path, src: KdumpFile, fmt: str) -> DumpFile:

@@ -61,8 +61,8 @@ class KdumpReader:
         except Truncated as exc:
             raise ReadError(f"{self.dump.path} is truncated: {exc}") from None
         if flags & COMPRESSED_ZLIB:
-            try:
-                data = zlib.decompress(data)
+            try:  # at most one block more than a page holds: a damaged page cannot expand without bound
+                data = zlib.decompressobj().decompress(data, block + 1)
             except zlib.error as exc:
                 raise ReadError(f"{self.dump.path}: page at {pfn * block:#x} does not decompress: {exc}") from None
         elif flags & sum(COMPRESSED_OTHER):

@@ -17,15 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from archs import get_arch
-from archs.common import Arch, Fact, KernelFacts, PagingMode
-from archs.versions import recorded_layout
+from archs.common import Arch, KernelFacts, PagingMode
 
-from .dump import Row, VmaIndex, bulk_rows, default_range, rows
+from .dump import Row, VmaIndex, bulk_rows, rows
 from .entry import ENTRY_BYTES, Entry
 from .kernel import Vma
 from .reader import ReadError, TableCache, contains
 from .records import SCHEMA, hx, item_record, target_record, write_document
+from .snapshot_schema import SchemaError, check_document
 from .session import Root, Session
 from .walker import Walker
 
@@ -65,11 +64,6 @@ def atomic_text(path: Path) -> Iterator[TextIO]:
 def snapshot_rows(session: Session, root: Root, va_range: tuple[int, int] | None) -> Iterator[Row]:
     """Every entry a snapshot holds: leaves, softleaf and problem entries, and table entries."""
     return rows(session, root, va_range, None, tables=True)
-
-
-def walked_range(session: Session, root: Root, va_range: tuple[int, int] | None) -> tuple[int, int] | None:
-    """The VA range a snapshot of `root` covers: the one asked for, else dump's default."""
-    return va_range or default_range(session, root)
 
 
 def _target(session: Session, root: Root, selection: dict[str, Any], va_range: tuple[int, int] | None) -> dict:
@@ -119,13 +113,6 @@ class SnapshotMemory:
         return b"".join(struct.pack("<Q", self.slots.get(pa + off, 0)) for off in range(0, size, ENTRY_BYTES))
 
 
-def _int(text: Any, what: str) -> int:
-    try:
-        return int(text, 16) if isinstance(text, str) else int(text)
-    except (TypeError, ValueError):
-        raise SnapshotError(f"{what} is not a number: {text!r}") from None
-
-
 @dataclass
 class Snapshot:
     """A snapshot document with what is needed to walk and check it again."""
@@ -145,35 +132,16 @@ class Snapshot:
 
     @classmethod
     def from_document(cls, doc: Any, name: str) -> Snapshot:
-        """Check and index a parsed ptinspect.snapshot/1 document."""
+        """Check a parsed ptinspect.snapshot/1 document whole (schema, types, ranges: see
+        inspector/snapshot_schema.py) and index it; SnapshotError names the field otherwise."""
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
             raise SnapshotError(f"{name} is not a {SCHEMA} document")
-        target, records = doc.get("target"), doc.get("entries")
-        if not isinstance(target, dict) or not isinstance(records, list):
-            raise SnapshotError(f"{name}: a {SCHEMA} document needs a target record and an entries list")
         try:
-            arch = get_arch(target["arch"])
-            mode = arch.mode(target["paging"]["mode"])
-            facts = KernelFacts(
-                layout=recorded_layout(arch.name, target.get("layout"), target.get("kernel_release"),
-                                       target.get("layout_assumed")),
-                release=target.get("kernel_release"),
-                facts={k: Fact(v["value"], v["source"]) for k, v in target.get("facts", {}).items()})
-            selection = target.get("selection", {})
-            va_range = selection.get("va_range")
-            ram = target.get("ram")
-            vmas = target.get("vmas")
-            return cls(
-                name, target, records, arch, mode, facts, _int(target["root"], "root"),
-                bool(target.get("upper")), bool(target.get("process")),
-                None if va_range is None else (_int(va_range[0], "va_range"), _int(va_range[1], "va_range")),
-                None if ram is None else [(_int(a, "ram"), _int(b, "ram")) for a, b in ram["ranges"]],
-                None if vmas is None else tuple(
-                    Vma(_int(v["start"], "vma"), _int(v["end"], "vma"), _int(v["flags"], "vma flags"), v["name"])
-                    for v in vmas),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SnapshotError(f"{name}: malformed target record ({type(exc).__name__}: {exc})") from None
+            c = check_document(doc)
+        except SchemaError as exc:
+            raise SnapshotError(f"{name}: {exc}") from None
+        return cls(name, c.target, c.records, c.arch, c.mode, c.facts, c.root, c.upper, c.process, c.va_range,
+                   c.ram, c.vmas)
 
     @property
     def selection(self) -> dict[str, Any]:
@@ -197,12 +165,12 @@ class Snapshot:
 
     def memory(self) -> SnapshotMemory:
         slots: dict[int, int] = {}
-        for rec in self.records:
-            try:
-                slot = _int(rec["table"], "table") + int(rec["index"]) * ENTRY_BYTES
-                slots[slot] = _int(rec["raw"], "raw")
-            except (KeyError, TypeError, ValueError) as exc:
-                raise SnapshotError(f"{self.name}: malformed entry record {rec!r} ({exc})") from None
+        for i, rec in enumerate(self.records):  # every field was checked when the document was read
+            slot = int(rec["table"], 16) + rec["index"] * ENTRY_BYTES
+            raw = int(rec["raw"], 16)
+            if slots.setdefault(slot, raw) != raw:
+                raise SnapshotError(f"{self.name}: entries[{i}] gives slot {rec['table']}[{rec['index']}] the value "
+                                    f"{rec['raw']}, but an earlier entry gives it {slots[slot]:#x}")
         return SnapshotMemory(slots, self.ram or [(0, 1 << self.mode.pa_bits)])
 
     def tables(self) -> TableCache:
@@ -229,13 +197,23 @@ def decoded_records(snap: Snapshot) -> list[dict[str, Any]]:
     return [item_record(Row(e, vmas.find(e.va) if snap.vmas else None), snap.facts.layout) for e in snap.walk()]
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load(path: Path) -> Snapshot:
-    """Read a snapshot file."""
+    """Read a snapshot file: JSON text (no NaN or Infinity), then checked whole."""
     try:
-        with open(path) as f:
-            doc = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f, parse_constant=_no_constant)
     except OSError as exc:
         raise SnapshotError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path} is not a snapshot: byte {exc.start} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); a half-written file?") from None
+    except ValueError as exc:  # a NaN or Infinity constant
+        raise SnapshotError(f"{path} is not a snapshot: {exc}") from None
+    except RecursionError:
+        raise SnapshotError(f"{path} is not a snapshot: its JSON nests deeper than Python can read") from None
     return Snapshot.from_document(doc, str(path))

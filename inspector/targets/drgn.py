@@ -26,6 +26,7 @@ from .elfcore import ElfCoreTarget
 from ..kdump import KdumpReader
 from ..kernel import DRGN_ARCH
 from ..reader import ReadError
+from ..runstate import Marker, warn
 from ..vm.qmp import Qmp, QmpError
 from ..vmcoreinfo import VmcoreinfoError, parse
 
@@ -213,6 +214,7 @@ class QmpTarget(DrgnTarget):
     def __init__(self, socket: str, *, keep_stopped: bool = False, timeout: float = 10.0) -> None:
         self.socket, self.timeout, self.keep_stopped = socket, timeout, keep_stopped
         self.resume = False
+        self.marker = Marker(f"qmp-{os.path.realpath(socket)}")
         self._sock: sock.socket | None = None
         arch, registers = self._prepare()
         prog = _program(arch)
@@ -264,8 +266,14 @@ class QmpTarget(DrgnTarget):
                 if arch is None:
                     raise DrgnTargetError(f"QEMU at {self.socket} emulates {machine}; ptinspect reads x86-64, "
                                           "arm64 and riscv64")
+                left = self.marker.left()
                 if qmp.execute("query-status").get("running"):
+                    self.marker.write({"resume": True})
                     qmp.execute("stop")
+                    self.resume = not self.keep_stopped
+                elif left is not None and left.state.get("resume"):  # a killed run stopped it
+                    warn(left.describe(self.socket) + ("; --keep-stopped leaves it stopped" if self.keep_stopped
+                                                       else "; it runs again when this command ends"))
                     self.resume = not self.keep_stopped
                 text = qmp.execute("human-monitor-command", **{"command-line": "info registers"})
             except (QmpError, AttributeError) as exc:
@@ -280,6 +288,7 @@ class QmpTarget(DrgnTarget):
 
     def _resume(self) -> None:
         if not self.resume:
+            self.marker.remove()  # nothing to undo, or left stopped as asked
             return
         self.resume = False
         try:
@@ -287,6 +296,7 @@ class QmpTarget(DrgnTarget):
                 qmp.execute("cont")
         except (DrgnTargetError, QmpError) as exc:
             raise DrgnTargetError(f"could not resume the VM over QMP ({exc}); resume it with QMP `cont`") from None
+        self.marker.remove()
 
     def close(self) -> None:
         """End drgn's QMP connection (QEMU serves one client), then resume the VM if we stopped it."""

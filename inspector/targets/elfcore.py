@@ -13,6 +13,41 @@ from ..dumpfile import DumpFile
 from ..reader import ReadError
 
 
+def pieces(segments: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, int]]:
+    """(physical address, file offset, size) pieces that do not overlap, each address served by
+    the largest segment covering it.
+
+    Segments may overlap physically: /proc/vmcore (and kexec-tools' ELF headers) carry a
+    kernel-text PT_LOAD inside the System RAM PT_LOAD that holds it.  Both hold the same memory;
+    the RAM segment is the authority, and the alias must not hide the rest of it (a lookup by
+    start address alone would stop at the alias's end).
+    """
+    covered: list[tuple[int, int]] = []  # disjoint [start, end) already assigned, sorted
+    out: list[tuple[int, int, int]] = []
+    for pa, offset, size in sorted(segments, key=lambda s: (-s[2], s[0])):
+        at, end = pa, pa + size
+        for lo, hi in covered:
+            if hi <= at or lo >= end:
+                continue
+            if lo > at:
+                out.append((at, offset + at - pa, lo - at))
+            at = max(at, hi)
+        if at < end:
+            out.append((at, offset + at - pa, end - at))
+        covered = _union(sorted(covered + [(pa, end)]))
+    return sorted(out)
+
+
+def _union(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class ElfCoreTarget:
     """Physical memory of an ELF vmcore; no CPU registers (modes come from VMCOREINFO)."""
 
@@ -22,8 +57,8 @@ class ElfCoreTarget:
         self.source = "vmcore:elf"
         self.vmcoreinfo = dump.vmcoreinfo
         self._ram = list(dump.ram)
-        self._segments = dump.segments
-        self._starts = [pa for pa, _, _ in dump.segments]
+        self._pieces = pieces(dump.segments)
+        self._starts = [pa for pa, _, _ in self._pieces]
         self._file = dump.path.open("rb")
         try:
             self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
@@ -39,7 +74,7 @@ class ElfCoreTarget:
             i = bisect.bisect_right(self._starts, at) - 1
             if i < 0:
                 break
-            start, offset, length = self._segments[i]
+            start, offset, length = self._pieces[i]
             if at >= start + length:
                 break
             n = min(size - len(out), start + length - at)

@@ -6,11 +6,11 @@ again) unless the user asked to keep it stopped.  Physical-memory mode
 """
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 
 from archs import ARCH_NAMES, get_arch
 
+from ..runstate import Marker, warn
 from .rsp import RspClient, RspError
 
 PAGE_SHIFT = 12
@@ -54,11 +54,13 @@ class GdbstubTarget:
 
     def __init__(self, address: str, *, keep_stopped: bool = False, timeout: float = 10.0) -> None:
         host, port = parse_address(address)
+        self.address = f"{host}:{port}"
         try:
             self.rsp = RspClient(host, port, timeout)
         except RspError as exc:
             raise GdbstubError(str(exc)) from None
         self.keep_stopped = keep_stopped
+        self.marker = Marker(f"gdbstub-{self.address}")
         self._phys_before: bytes | None = None
         self._ram: list[tuple[int, int]] | None = None
         self._pages: OrderedDict[int, bytes] = OrderedDict()
@@ -67,9 +69,15 @@ class GdbstubTarget:
             self.regs = self.rsp.registers()
             self.arch = self._detect_arch()
             before = self.rsp.query("qqemu.PhyMemMode")
+            left = self.marker.left()
+            if left is not None:  # a killed run: its mode is still on, and the VM stopped
+                warn(left.describe(self.address) + ("; --keep-stopped leaves it stopped" if keep_stopped
+                                                    else "; it runs again when this command ends"))
+                before = str(left.state.get("phys_before", "")).encode() or before
             self._phys_before = before if before in (b"0", b"1") else None
+            self.marker.write({"phys_before": (self._phys_before or b"").decode(), "resume": not keep_stopped})
             if self.rsp.request("Qqemu.PhyMemMode:1") != b"OK":
-                raise GdbstubError("this gdbstub has no physical-memory mode (is it QEMU?)")
+                raise GdbstubError(f"the gdbstub at {self.address} has no physical-memory mode (is it QEMU?)")
         except (RspError, GdbstubError) as exc:
             self.close()
             raise GdbstubError(str(exc)) from None
@@ -78,7 +86,7 @@ class GdbstubTarget:
         for arch in ARCH_NAMES:
             if get_arch(arch).gdb_registers[0] in self.regs:
                 return arch
-        raise GdbstubError("the gdbstub describes no x86-64, arm64 or riscv64 paging registers")
+        raise GdbstubError(f"the gdbstub at {self.address} describes no x86-64, arm64 or riscv64 paging registers")
 
     def set_ram(self, ranges: list[tuple[int, int]]) -> None:
         """The guest's RAM ranges (QEMU reads beyond RAM return zeros, so bound them)."""
@@ -142,9 +150,10 @@ class GdbstubTarget:
                 rsp.close()
             else:
                 rsp.detach()
+            self.marker.remove()  # undone (or left stopped as asked)
         except RspError as exc:
             rsp.close()
-            sys.stderr.write(f"ptinspect: warning: {exc}\n")
+            warn(str(exc))
         self.rsp = None  # type: ignore[assignment]
 
     def __enter__(self) -> "GdbstubTarget":

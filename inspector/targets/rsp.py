@@ -26,6 +26,20 @@ class Register:
     group: str | None
 
 
+def excerpt(reply: bytes, limit: int = 24) -> str:
+    """A stub's reply as a message may show it: printable ASCII only, at most `limit` bytes."""
+    text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in reply[:limit])
+    return repr(text + ("..." if len(reply) > limit else ""))
+
+
+def hex_bytes(reply: bytes, what: str, address: str) -> bytes:
+    """The bytes a hex reply spells; RspError naming what was asked otherwise."""
+    try:
+        return bytes.fromhex(reply.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise RspError(f"the gdbstub at {address} answered {what} with {excerpt(reply)}, not hex data") from None
+
+
 def checksum(payload: bytes) -> bytes:
     return b"%02x" % (sum(payload) & 0xFF)
 
@@ -79,6 +93,7 @@ class RspClient:
         self.packets = 0  # requests sent, for benchmarks
         self.packet_size = 0x800
         self.pid: int | None = None
+        self.stale = 0  # replies still due to requests an interrupted call sent (Ctrl-C mid-read)
         self._drain()
         self._handshake()
 
@@ -86,12 +101,12 @@ class RspClient:
     def _recv(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise RspError(f"the gdbstub at {self.address} did not answer within {self.timeout:.0f} s")
+            raise RspError(f"the gdbstub at {self.address} did not answer within {self.timeout:g} s")
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
         except socket.timeout:
-            raise RspError(f"the gdbstub at {self.address} did not answer within {self.timeout:.0f} s") from None
+            raise RspError(f"the gdbstub at {self.address} did not answer within {self.timeout:g} s") from None
         except OSError as exc:
             raise RspError(f"connection to the gdbstub at {self.address} failed: {exc}") from None
         if not chunk:
@@ -128,13 +143,28 @@ class RspClient:
                     return unescape(payload)
             self._recv(deadline)
 
+    def _skip_stale(self, deadline: float) -> None:
+        """Read and drop the replies still due to requests an interrupted call sent, so that the
+        next reply read is the answer to the next request (the stub answers in order)."""
+        while self.stale:
+            self._read_packet(deadline)
+            self.stale -= 1
+
     def request(self, payload: str | bytes, timeout: float | None = None) -> bytes:
         """Send one packet and return the reply payload."""
         data = payload.encode() if isinstance(payload, str) else payload
         deadline = time.monotonic() + (timeout or self.timeout)
+        self._skip_stale(deadline)
         self.buf = b""
         self._send_raw(b"$" + data + b"#" + checksum(data))
         self.packets += 1
+        try:
+            return self._reply(deadline)
+        except BaseException:
+            self.stale += 1  # interrupted or timed out: its reply may still come
+            raise
+
+    def _reply(self, deadline: float) -> bytes:
         if self.ack:
             while not self.buf.lstrip(b"+"):
                 if self.buf.startswith(b"-"):
@@ -172,29 +202,43 @@ class RspClient:
         while True:
             reply = self.request(f"qXfer:{obj}:read:{annex}:{len(out):x},{0xFFF:x}")
             if not reply or reply[:1] not in b"ml":
-                raise RspError(f"the gdbstub cannot read {obj} {annex}: {reply[:40]!r}")
+                raise RspError(f"the gdbstub at {self.address} cannot read {obj} {annex}: {excerpt(reply)}")
             out += reply[1:]
             if reply[:1] == b"l":
                 return out
 
     def registers(self) -> dict[str, Register]:
-        """Register names to numbers, from the stub's target description."""
+        """Register names to numbers, from the stub's target description (each document read
+        once: a description that includes itself is not followed round)."""
         regs: dict[str, Register] = {}
         regnum = 0
+        loaded: set[str] = set()
 
         def load(annex: str) -> None:
             nonlocal regnum
+            if annex in loaded:
+                return
+            loaded.add(annex)
             text = self.xfer("features", annex).replace(b"<xi:include", b"<include")
-            root = ET.fromstring(text)
+            try:
+                root = ET.fromstring(text)
+            except ET.ParseError as exc:
+                raise RspError(f"the gdbstub at {self.address} describes its registers ({annex}) in text that "
+                               f"is not XML ({exc})") from None
             for el in root.iter():
                 tag = el.tag.split("}")[-1]
-                if tag == "include":
-                    load(el.attrib["href"])
-                elif tag == "reg":
-                    regnum = int(el.attrib.get("regnum", regnum))
-                    name = el.attrib["name"]
-                    regs.setdefault(name, Register(name, regnum, int(el.attrib["bitsize"]), el.attrib.get("group")))
-                    regnum += 1
+                try:
+                    if tag == "include":
+                        load(el.attrib["href"])
+                    elif tag == "reg":
+                        regnum = int(el.attrib.get("regnum", regnum))
+                        name = el.attrib["name"]
+                        regs.setdefault(name, Register(name, regnum, int(el.attrib["bitsize"]),
+                                                       el.attrib.get("group")))
+                        regnum += 1
+                except (KeyError, ValueError):
+                    raise RspError(f"the gdbstub at {self.address} describes a register ({annex}) without a "
+                                   f"valid name, number or size: {excerpt(ET.tostring(el), 60)}") from None
 
         load("target.xml")
         return regs
@@ -203,7 +247,11 @@ class RspClient:
         reply = self.request(f"p{reg.regnum:x}")
         if not reply or reply.startswith(b"E") and len(reply) == 3:
             raise RspError(f"the gdbstub cannot read register {reg.name}")
-        return int.from_bytes(bytes.fromhex(reply.decode()), "little")
+        value = hex_bytes(reply, f"a read of register {reg.name}", self.address)
+        if not 0 < len(value) * 8 <= max(reg.bitsize, 8):  # QEMU may send 32 of 64 bits (x86 CRs outside long mode)
+            raise RspError(f"the gdbstub at {self.address} gave {len(value) * 8} bits for the "
+                           f"{reg.bitsize}-bit register {reg.name}")
+        return int.from_bytes(value, "little")
 
     def read_memory(self, addr: int, size: int) -> bytes:
         """Read with as few `m` packets as the stub's packet size allows."""
@@ -221,20 +269,25 @@ class RspClient:
         packets = [(a, min(chunk, addr + size - a)) for addr, size in requests for a in range(addr, addr + size, chunk)]
         replies: list[bytes] = []
         deadline = time.monotonic() + self.timeout
+        self._skip_stale(deadline)
         self.buf = b""
         sent = 0
-        while len(replies) < len(packets):
-            if sent < len(packets) and sent - len(replies) < self.WINDOW:
-                batch = packets[sent : len(replies) + self.WINDOW]
-                self._send_raw(b"".join(_frame(b"m%x,%x" % p) for p in batch))
-                self.packets += len(batch)
-                sent += len(batch)
-            got = self._take_packets()
-            if got:
-                replies += got
-                deadline = time.monotonic() + self.timeout
-            else:
-                self._recv(deadline)
+        try:
+            while len(replies) < len(packets):
+                if sent < len(packets) and sent - len(replies) < self.WINDOW:
+                    batch = packets[sent : len(replies) + self.WINDOW]
+                    self._send_raw(b"".join(_frame(b"m%x,%x" % p) for p in batch))
+                    self.packets += len(batch)
+                    sent += len(batch)
+                got = self._take_packets()
+                if got:
+                    replies += got
+                    deadline = time.monotonic() + self.timeout
+                else:
+                    self._recv(deadline)
+        except BaseException:
+            self.stale += sent - len(replies)  # Ctrl-C or a timeout: these replies may still come
+            raise
         out: list[bytes] = []
         at = 0
         for addr, size in requests:
@@ -245,7 +298,7 @@ class RspClient:
                 at += 1
                 if reply.startswith(b"E") and len(reply) == 3:
                     raise RspError(f"the gdbstub cannot read {n} bytes at {a:#x} ({reply.decode()})")
-                part = bytes.fromhex(reply.decode())
+                part = hex_bytes(reply, f"a read of {n} bytes at {a:#x}", self.address)
                 if len(part) != n:
                     raise RspError(f"the gdbstub returned {len(part)} of {n} bytes at {a:#x}")
                 data += part
@@ -282,7 +335,7 @@ class RspClient:
             pid = self.pid
             reply = self.request("D" if pid is None else f"D;{pid:x}", timeout=min(self.timeout, 5.0))
             if reply != b"OK":
-                raise RspError(f"the gdbstub refused to detach ({reply.decode(errors='replace')}); "
+                raise RspError(f"the gdbstub at {self.address} refused to detach ({excerpt(reply)}); "
                                "the VM may still be stopped")
         finally:
             self.close()
