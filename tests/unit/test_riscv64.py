@@ -1,9 +1,11 @@
 """riscv64 decoding against the kernel's own encodings.
 
-Expected values come from encode-vectors.txt (compiled from the kernel macros), ENCODINGS.md §4,
-or are derived by hand from the headers cited beside them (paths under arch/riscv/include/asm/,
-line numbers 6.1/6.12/7.2).  The MODEL (inspector/model/riscv64.py) is checked against the same
-values and then compared with the decoder on random encodings.
+Expected values come from encode-vectors.txt (compiled from the kernel macros), from the
+5.10/7.3 vectors below (the headers' own #defines of __swp_entry/__swp_type/__swp_offset,
+_PAGE_* and PAGE_NONE compiled with gcc), or are derived by hand from the headers cited beside
+them (paths under arch/riscv/include/asm/, with the release).  The MODEL
+(inspector/model/riscv64.py) is checked against the same values and then compared with the
+decoder on random encodings over releases 5.10..7.3.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from archs.common import Fact, KernelFacts, Kind
 from archs.riscv64 import ARCH, root_from_registers
+from archs.versions import release_layout
 from inspector.model.base import Prot, SwpFields
 from inspector.model.riscv64 import MODEL
 from tests.vectors import encode_vectors
@@ -23,14 +26,19 @@ ALL_ON = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVIC
 RSW_ON = {"svrsw60t59b": True, "CONFIG_MEM_SOFT_DIRTY": True, "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True}
 
 
-def facts(family, **values):
-    return KernelFacts(family=family, facts={k: Fact(v, "test") for k, v in values.items()})
+def L(release):
+    return release_layout(release, "riscv64")
 
 
-def full(family, **more):
-    """A family with every type-space option on, migration A/D kept and THP on; `more` overrides."""
-    return facts(family, **{**ALL_ON, "swap_migration_ad_supported": True, "CONFIG_TRANSPARENT_HUGEPAGE": True,
-                            **more})
+def facts(release, **values):
+    layout = None if release is None else L(release)
+    return KernelFacts(layout=layout, release=release, facts={k: Fact(v, "test") for k, v in values.items()})
+
+
+def full(release, **more):
+    """A release with every type-space option on, migration A/D kept and THP on; `more` overrides."""
+    return facts(release, **{**ALL_ON, "swap_migration_ad_supported": True, "CONFIG_TRANSPARENT_HUGEPAGE": True,
+                             **more})
 
 
 # ---------------------------------------------------------------- paging modes, satp, canonical
@@ -95,7 +103,8 @@ RISCV_VECTORS = [v for v in encode_vectors() if v.arch.startswith("riscv64")]
 
 
 def families_of(arch):
-    return ("6.1",) if arch == "riscv64 6.1" else ("6.12", "7.2")
+    """The releases a vector's layout holds for: 6.1's swap layout is 5.17..6.2's, 6.12/7.2's is 6.3..7.3's."""
+    return ("5.17", "6.1", "6.2") if arch == "riscv64 6.1" else ("6.3", "6.12", "7.2", "7.3")
 
 
 def test_vectors_found():
@@ -107,8 +116,8 @@ def test_vector_type_and_offset(v):
     for family in families_of(v.arch):
         dec = ARCH.decode(v.pte, PTE48, SV48, facts(family))
         assert (dec.softleaf.type, dec.softleaf.offset) == (v.type, v.offset)
-        assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE48, SV48, family) == v.pte
-        got = MODEL.softleaf_from_pte(v.pte, PTE48, SV48, family)
+        assert MODEL.mk_softleaf(SwpFields(v.type, v.offset), PTE48, SV48, L(family)) == v.pte
+        got = MODEL.softleaf_from_pte(v.pte, PTE48, SV48, L(family))
         assert (got.type, got.offset) == (v.type, v.offset)
 
 
@@ -208,14 +217,14 @@ def test_6_1_migration_write():
     dec = ARCH.decode(0x01800000091A2E80, PTE48, SV48, full("6.1"))
     assert dec.kind is Kind.MIGRATION_WRITE and dec.pfn == 0x12345
     assert ("young", "true") in dec.details and ("dirty", "true") in dec.details
-    assert MODEL.mk_softleaf(SwpFields(26, 0x300000012345), PTE48, SV48, "6.1") == 0x01800000091A2E80
+    assert MODEL.mk_softleaf(SwpFields(26, 0x300000012345), PTE48, SV48, L("6.1")) == 0x01800000091A2E80
 
 
 def test_swp_exclusive_and_rsw_flags():
     # _PAGE_SWP_EXCLUSIVE = _PAGE_ACCESSED, bit 6 (pgtable-bits.h:-/32/68)
     dec = ARCH.decode(0x1234040, PTE48, SV48, full("6.12"))
     assert dec.kind is Kind.SWAP and dec.softleaf.arch_flags == ("_PAGE_SWP_EXCLUSIVE",)
-    assert MODEL.mk_softleaf(SwpFields(0, 0x1234, exclusive=True), PTE48, SV48, "6.12") == 0x1234040
+    assert MODEL.mk_softleaf(SwpFields(0, 0x1234, exclusive=True), PTE48, SV48, L("6.12")) == 0x1234040
     # 7.2 _PAGE_SWP_SOFT_DIRTY = bit 3, _PAGE_SWP_UFFD_WP = bit 4 with Svrsw60t59b (pgtable-bits.h:33, 51)
     on = ARCH.decode(0x1234018, PTE48, SV48, full("7.2", **RSW_ON))
     assert on.kind is Kind.SWAP and on.softleaf.arch_flags == ("_PAGE_SWP_SOFT_DIRTY", "_PAGE_SWP_UFFD_WP")
@@ -229,8 +238,10 @@ def test_swp_exclusive_and_rsw_flags():
 def test_unknown_when_facts_missing():
     dec = ARCH.decode(0x12345D80, PTE48, SV48, facts("7.2"))
     assert dec.kind is Kind.UNKNOWN and "CONFIG_" in dec.reason
-    nofam = ARCH.decode(0x1234000, PTE48, SV48, facts(None))
-    assert nofam.kind is Kind.UNKNOWN and "family" in nofam.reason
+    norel = ARCH.decode(0x1234000, PTE48, SV48, facts(None))
+    assert norel.kind is Kind.UNKNOWN and "release unknown" in norel.reason
+    # PROT_NONE too: _PAGE_PROT_NONE is R before 5.17 and G after (pgtable-bits.h 5.10 / 6.1)
+    assert ARCH.decode(0x48D1462, PTE48, SV48, facts(None)).kind is Kind.UNKNOWN
 
 
 def test_pmd_migration_entry():
@@ -243,7 +254,7 @@ def test_7_2_soft_dirty_pmd_migration_looks_present():
     # ENCODINGS §4.6: pmd_swp_mksoft_dirty sets bit 3 (= _PAGE_EXEC), which pmd_present() tests.
     dec = ARCH.decode(0x0300000012345D88, PMD48, SV48, full("7.2", **RSW_ON))
     assert dec.kind is Kind.PRESENT
-    assert any("7.2 inconsistency" in n for n in dec.notes)
+    assert any("inconsistency (6.19+)" in n for n in dec.notes)
     pte = ARCH.decode(0x0300000012345D88, PTE48, SV48, full("7.2", **RSW_ON))
     assert pte.kind is Kind.MIGRATION_WRITE and "_PAGE_SWP_SOFT_DIRTY" in pte.softleaf.arch_flags
 
@@ -268,7 +279,7 @@ def test_present_4k():
     assert dec.flags == ("_PAGE_PRESENT", "_PAGE_READ", "_PAGE_WRITE", "_PAGE_USER", "_PAGE_ACCESSED")
     a = dec.access
     assert (a.read, a.write, a.exec, a.user, a.young, a.dirty) == (True, True, False, True, True, False)
-    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(), "7.2") == 0x48D1457
+    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(), L("7.2")) == 0x48D1457
 
 
 def test_present_huge():
@@ -279,7 +290,7 @@ def test_present_huge():
     sv39 = ARCH.decode(0x100000E7, 0, SV39, full("7.2"))  # Sv39's pgd is the (folded) PUD
     assert sv39.kind is Kind.PRESENT and sv39.size == 1 << 30 and not sv39.notes
     kernel = Prot(write=True, user=False, dirty=True)
-    assert MODEL.mk_leaf(0x80000, PMD48, SV48, kernel, "7.2") == 0x200000E7
+    assert MODEL.mk_leaf(0x80000, PMD48, SV48, kernel, L("7.2")) == 0x200000E7
 
 
 def test_misaligned_superpage_and_top_level_leaf():
@@ -303,7 +314,7 @@ def test_prot_none():
     assert any("PROT_NONE" in n for n in dec.notes) and "_PAGE_PROT_NONE" in dec.flags
     a = dec.access
     assert (a.read, a.write, a.exec) == (False, False, False)
-    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(protnone=True), "7.2") == 0x48D1462
+    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(protnone=True), L("7.2")) == 0x48D1462
     pmd = ARCH.decode(0x20000062, PMD48, SV48, full("7.2"))
     assert pmd.kind is Kind.PRESENT and any("PROT_NONE" in n for n in pmd.notes)
 
@@ -315,7 +326,7 @@ def test_splitting_thp_pmd_is_present():
     dec = ARCH.decode(raw, PMD48, SV48, full("7.2"))
     assert dec.kind is Kind.PRESENT and dec.pfn == 0x80000
     assert any("pmd_mkinvalid" in n for n in dec.notes)
-    assert MODEL.pte_present(raw, PMD48, SV48, "7.2")
+    assert MODEL.pte_present(raw, PMD48, SV48, L("7.2"))
     unknown = ARCH.decode(raw, PMD48, SV48, facts("7.2", **ALL_ON))
     assert unknown.kind is Kind.PRESENT and any("CONFIG_TRANSPARENT_HUGEPAGE unknown" in n for n in unknown.notes)
     no_thp = ARCH.decode(raw, PMD48, SV48, full("7.2", CONFIG_TRANSPARENT_HUGEPAGE=False))
@@ -332,8 +343,8 @@ def test_svpbmt_fields():
     assert ("PBMT", "IO (2)") in io.fields and "_PAGE_IO_SVPBMT" in io.flags and io.pfn == 0x12345
     rsv = ARCH.decode(0x6000_0000_048D_1457, PTE48, SV48, full("7.2"))
     assert ("PBMT", "reserved (3)") in rsv.fields and any("PBMT=3" in n for n in rsv.notes)
-    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(memtype="nc"), "7.2") == 0x2000_0000_048D_1457
-    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(memtype="io"), "7.2") == 0x4000_0000_048D_1457
+    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(memtype="nc"), L("7.2")) == 0x2000_0000_048D_1457
+    assert MODEL.mk_leaf(0x12345, PTE48, SV48, Prot(memtype="io"), L("7.2")) == 0x4000_0000_048D_1457
 
 
 def test_thead_memory_types():
@@ -368,6 +379,11 @@ def test_rsw_bit_9_by_family():
     raw = 0x48D1757  # PAGE_WRITE, pfn 0x12345, _PAGE_SPECIAL (8) and bit 9
     assert ARCH.decode(raw, PTE48, SV48, full("6.12")).flags[-2:] == ("_PAGE_SPECIAL", "_PAGE_DEVMAP")
     assert ARCH.decode(raw, PTE48, SV48, full("6.1")).flags[-1] == "RSW bit 9 (unused by 6.1)"
+    # _PAGE_DEVMAP is 6.11 (216e04bf1e4d) .. 6.16 (removed by d438d2734170 in 6.17)
+    for release, name in (("6.10", "RSW bit 9 (unused by 6.10)"), ("6.11", "_PAGE_DEVMAP"),
+                          ("6.16", "_PAGE_DEVMAP"), ("6.17", "RSW bit 9 (unused by 6.17)"),
+                          ("7.3", "RSW bit 9 (unused by 7.3)")):
+        assert ARCH.decode(raw, PTE48, SV48, full(release)).flags[-1] == name
     assert "depends on kernel version" in ARCH.decode(raw, PTE48, SV48, facts(None)).flags[-1]
 
 
@@ -378,9 +394,9 @@ def test_rsw_bit_9_by_family():
 NAPOT_PTE = 0x80000000048D20D7
 
 
-@pytest.mark.parametrize("family", ["6.12", "7.2"])
+@pytest.mark.parametrize("family", ["6.4", "6.12", "7.2", "7.3"])
 def test_napot_block(family):
-    block = MODEL.mk_block(0x12340, PTE48, SV48, Prot(dirty=True), family)
+    block = MODEL.mk_block(0x12340, PTE48, SV48, Prot(dirty=True), L(family))
     assert block == [NAPOT_PTE] * 16  # set_huge_pte_at writes one value 16 times (hugetlbpage.c:246-271)
     for index in range(16):
         dec = ARCH.decode(block[index], PTE48, SV48, full(family))
@@ -389,7 +405,7 @@ def test_napot_block(family):
         assert dec.cont.same_value and "_PAGE_NAPOT" in dec.flags
         assert ARCH.kernel_view(block, index, PTE48, SV48, full(family)) == NAPOT_PTE
     assert MODEL.leaf_pfn(NAPOT_PTE, PTE48, SV48) == 0x12340
-    assert MODEL.mk_block(0x12340, PTE48, SV48, Prot(), "6.1") == []
+    assert MODEL.mk_block(0x12340, PTE48, SV48, Prot(), L("6.1")) == []
 
 
 @pytest.mark.parametrize("low", [0b0001, 0b0010, 0b0100, 0b1100, 0b0000])
@@ -424,7 +440,8 @@ def test_napot_kernel_view_gathers_young_dirty():
 
 # ---------------------------------------------------------------- properties
 
-FAMILY = st.sampled_from([None, "6.1", "6.12", "7.2"])
+RELEASES = ["5.10", "5.14", "5.17", "5.19", "6.1", "6.3", "6.4", "6.7", "6.12", "6.17", "6.19", "7.2", "7.3"]
+FAMILY = st.sampled_from([None, *RELEASES])
 FACT_NAMES = ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIVATE", "CONFIG_PTE_MARKER",
               "CONFIG_TRANSPARENT_HUGEPAGE", "CONFIG_SPARSEMEM", "swap_migration_ad_supported", "svrsw60t59b",
               "thead_mae", "CONFIG_MEM_SOFT_DIRTY", "CONFIG_HAVE_ARCH_USERFAULTFD_WP")
@@ -454,7 +471,7 @@ def test_random_values_never_raise(raw, md, f):
 LEAF_DEPTHS = st.sampled_from([(m, d) for m in ARCH.modes() for d, lv in enumerate(m.levels) if lv.leaf])
 PROTS = st.builds(Prot, st.booleans(), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
                   st.booleans(), st.sampled_from(["normal", "nc", "io"]))
-KNOWN_FAMILY = st.sampled_from(["6.1", "6.12", "7.2"])
+KNOWN_FAMILY = st.sampled_from(RELEASES)
 
 
 @settings(max_examples=1500)
@@ -463,28 +480,28 @@ def test_model_leaf_agrees(md, pfn, prot, family):
     mode, depth = md
     frames = mode.levels[depth].span >> 12
     pfn &= ~(frames - 1)
-    raw = MODEL.mk_leaf(pfn, depth, mode, prot, family)
+    raw = MODEL.mk_leaf(pfn, depth, mode, prot, L(family))
     dec = ARCH.decode(raw, depth, mode, full(family))
     assert dec.kind is Kind.PRESENT and dec.pfn == pfn == MODEL.leaf_pfn(raw, depth, mode)
-    assert MODEL.pte_present(raw, depth, mode, family) and not MODEL.pte_none(raw, depth, mode)
+    assert MODEL.pte_present(raw, depth, mode, L(family)) and not MODEL.pte_none(raw, depth, mode)
     a = dec.access
-    if prot.protnone:  # PAGE_NONE = PROT_NONE | READ, no U (pgtable.h:159/169/169)
+    if prot.protnone:  # PAGE_NONE = PROT_NONE (| READ from 5.17), no U (pgtable.h)
         assert (a.read, a.write, a.exec, a.user) == (False, False, False, False)
         assert any("PROT_NONE" in n for n in dec.notes)
     else:
         assert (a.read, a.write, a.exec, a.user) == (True, prot.write, prot.exec, prot.user)
     assert (a.young, a.dirty) == (prot.young, prot.dirty)
     pbmt = {"normal": None, "nc": "NC (1)", "io": "IO (2)"}[prot.memtype]
-    assert dict(dec.fields).get("PBMT") == pbmt
+    assert dict(dec.fields).get("PBMT") == (pbmt if L(family).has("riscv_svpbmt") else None)
 
 
 @settings(max_examples=500)
-@given(pfn=st.integers(0, (1 << 40) - 1), prot=PROTS, family=st.sampled_from(["6.12", "7.2"]),
+@given(pfn=st.integers(0, (1 << 40) - 1), prot=PROTS, family=st.sampled_from(["6.4", "6.12", "7.2", "7.3"]),
        young=st.lists(st.booleans(), min_size=16, max_size=16),
        dirty=st.lists(st.booleans(), min_size=16, max_size=16))
 def test_model_napot_block_agrees(pfn, prot, family, young, dirty):
     pfn <<= 4
-    block = MODEL.mk_block(pfn, PTE48, SV48, prot, family)
+    block = MODEL.mk_block(pfn, PTE48, SV48, prot, L(family))
     block = [(v & ~0xC0) | (0x40 if y else 0) | (0x80 if d else 0) for v, y, d in zip(block, young, dirty)]
     for index, value in enumerate(block):
         dec = ARCH.decode(value, PTE48, SV48, full(family))
@@ -495,9 +512,10 @@ def test_model_napot_block_agrees(pfn, prot, family, young, dirty):
 
 
 def swp_fields(family):
-    bits = 64 - (11 if family == "6.1" else 12)
-    flag = st.booleans() if family != "6.1" else st.just(False)
-    rsw = st.booleans() if family == "7.2" else st.just(False)
+    layout = L(family)  # offset above bit 7 (5.10), 11 (5.17+), 12 (6.3+): pgtable.h __SWP_OFFSET_SHIFT
+    bits = 64 - (12 if layout.has("riscv_swp_exclusive") else 11 if layout.has("riscv_prot_none_global") else 7)
+    flag = st.booleans() if layout.has("riscv_swp_exclusive") else st.just(False)
+    rsw = st.booleans() if layout.has("riscv_svrsw60t59b") else st.just(False)
     return st.builds(SwpFields, st.integers(0, 31), st.integers(0, (1 << bits) - 1), flag, rsw, rsw)
 
 
@@ -506,18 +524,19 @@ def swp_fields(family):
 def test_model_softleaf_agrees(data, family, md):
     mode, depth = md
     swp = data.draw(swp_fields(family))
-    raw = MODEL.mk_softleaf(swp, depth, mode, family)
+    raw = MODEL.mk_softleaf(swp, depth, mode, L(family))
     dec = ARCH.decode(raw, depth, mode, full(family, **RSW_ON))
-    back = MODEL.softleaf_from_pte(raw, depth, mode, family)
+    back = MODEL.softleaf_from_pte(raw, depth, mode, L(family))
     if back is None:  # none, or (PMD soft-dirty, ENCODINGS §4.6) present to the kernel
         assert dec.softleaf is None
-        assert dec.kind is Kind.NONE or MODEL.pte_present(raw, depth, mode, family)
+        assert dec.kind is Kind.NONE or MODEL.pte_present(raw, depth, mode, L(family))
         return
     assert back == swp
     assert (dec.softleaf.type, dec.softleaf.offset) == (swp.type, swp.offset)
+    uffd = "_PAGE_SWP_UFFD" if L(family).has("uffd_rwp") else "_PAGE_SWP_UFFD_WP"  # renamed in 7.3
     expected = tuple(name for on, name in ((swp.exclusive, "_PAGE_SWP_EXCLUSIVE"),
                                            (swp.soft_dirty, "_PAGE_SWP_SOFT_DIRTY"),
-                                           (swp.uffd_wp, "_PAGE_SWP_UFFD_WP")) if on)
+                                           (swp.uffd_wp, uffd)) if on)
     assert dec.softleaf.arch_flags == expected
 
 
@@ -527,14 +546,14 @@ def test_model_softleaf_agrees(data, family, md):
 def test_model_present_agrees(raw, family, md):
     mode, depth = md
     dec = ARCH.decode(raw, depth, mode, full(family, **RSW_ON))
-    present = MODEL.pte_present(raw, depth, mode, family)
+    present = MODEL.pte_present(raw, depth, mode, L(family))
     assert (dec.softleaf is not None) == (not present and mode.levels[depth].shift <= 30)
     if dec.kind is Kind.TABLE:
         assert MODEL.mk_table(dec.next_table, depth, mode) == raw & (((1 << 54) - 1) & ~0x3FF) | 1
 
 
 def test_none_at_every_depth():
-    for mode in ARCH.modes():  # pte_none/pmd_none/pud_none: val == 0 (pgtable.h:295/358/365)
+    for mode in ARCH.modes():  # pte_none/pmd_none/pud_none: val == 0 (pgtable.h, 5.10..7.3)
         for depth in range(len(mode.levels)):
             assert ARCH.decode(0, depth, mode, full("7.2")).kind is Kind.NONE
             assert MODEL.pte_none(0, depth, mode)
