@@ -701,9 +701,6 @@ def _release_facts(facts: KernelFacts, layout: Layout) -> KernelFacts:
         # PTE_MARKER is selected only by PTE_MARKER_UFFD_WP, which needs HAVE_ARCH_USERFAULTFD_WP
         # (mm/Kconfig, 6.1); riscv selects that only from 6.19 (riscv_svrsw60t59b).
         settled["CONFIG_PTE_MARKER"] = Fact(False, f"riscv {layout.name} cannot enable PTE_MARKER")
-    if not layout.has("swp_migration_ad") and not facts.known("swap_migration_ad_supported"):
-        settled["swap_migration_ad_supported"] = Fact(
-            False, f"{layout.name} keeps no young/dirty bits in migration entries (6.1+)")
     return dataclasses.replace(facts, facts={**facts.facts, **settled}) if settled else facts
 
 

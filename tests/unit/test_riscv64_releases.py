@@ -59,7 +59,7 @@ def test_5_10_type_space_and_migration_pfn():
     assert dec.kind is Kind.HWPOISON and dec.pfn == 0x300000012345 and not dec.notes
     mig = ARCH.decode(0x1800000091A2F4, PTE39, SV39, full("5.10"))  # type 29 << 2 | offset << 7
     assert mig.kind is Kind.MIGRATION_WRITE and mig.pfn == 0x300000012345
-    assert ("young/dirty", "not stored (swap_migration_ad_supported is false)") in mig.details
+    assert ("young/dirty", "not stored in 5.10 (SWP_MIG_YOUNG_BIT came in 6.1, include/linux/swapops.h)") in mig.details
     assert MODEL.mk_softleaf(SwpFields(29, 0x300000012345), PTE39, SV39, L("5.10")) == 0x1800000091A2F4
     dev = ARCH.decode(0x12345 << 7 | 31 << 2, PTE39, SV39, full("5.10"))
     assert dev.kind is Kind.DEVICE_PRIVATE_READ and dev.pfn_space == "device"
