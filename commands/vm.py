@@ -16,6 +16,7 @@ from inspector.vm.images import busybox_path, ensure_image, load_manifest
 from inspector.vm.qemu import MACHINES, boot as boot_vm
 from inspector.vm.sysdeps import check_system
 
+from .vm_hmm import hmm
 from .vm_op import op
 
 ARCH = click.Choice(list(MACHINES))
@@ -132,3 +133,4 @@ def list_vms(as_json: bool) -> None:
 
 
 vm.add_command(op)
+vm.add_command(hmm)
