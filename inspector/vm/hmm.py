@@ -147,8 +147,11 @@ def _call(cmd: list[str], what: str, timeout: float, log: Path | None = None) ->
 
 
 def _in_root(root: Path, args: list[str], what: str, timeout: float, log: Path | None = None) -> str:
+    """ARGS run in the chroot ROOT, with /proc (objtool reads it) mounted in a private mount and pid
+    namespace, so nothing stays mounted when the command ends."""
     env = [f"{key}={value}" for key, value in CHROOT_ENV.items()]
-    return _call(["chroot", str(root), "env", "-i", *env, *args], what, timeout, log)
+    return _call(["unshare", "--fork", "--pid", f"--mount-proc={root / 'proc'}", "chroot", str(root),
+                  "env", "-i", *env, *args], what, timeout, log)
 
 
 # ---- the build chroot ----------------------------------------------------------------------------
@@ -186,6 +189,21 @@ def _debootstrap(suite: str, root: Path) -> None:
     progress(f"debootstrap {suite} done in {time.monotonic() - start:.0f} s")
 
 
+# Release-file checks the system's apt may relax (e.g. for an archive snapshot); the chroot's apt follows.
+HOST_APT_KEYS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+
+
+def host_apt_options() -> list[str]:
+    """`-oKEY=VALUE` for the HOST_APT_KEYS the system's apt configuration sets."""
+    out = _call(["apt-config", "dump"], "apt-config dump", 60)
+    options = []
+    for line in out.splitlines():
+        key, _, value = line.partition(" ")
+        if key in HOST_APT_KEYS:
+            options.append(f"-o{key}={value.strip().rstrip(';').strip(chr(34))}")
+    return options
+
+
 def build_root(suite: str, packages: list[str]) -> Path:
     """The build chroot of SUITE with PACKAGES installed (made and updated as needed). Hold the
     suite's lock (root_lock) around this and every use of the root."""
@@ -199,8 +217,9 @@ def build_root(suite: str, packages: list[str]) -> Path:
     if wanted:
         shutil.copyfile("/etc/resolv.conf", root / "etc/resolv.conf")
         progress(f"{suite} build root: apt-get install {' '.join(wanted)}")
-        _in_root(root, ["apt-get", "update"], f"apt-get update in the {suite} build root", APT_TIMEOUT)
-        _in_root(root, ["apt-get", "install", "-y", "--no-install-recommends", *wanted],
+        options = host_apt_options()
+        _in_root(root, ["apt-get", *options, "update"], f"apt-get update in the {suite} build root", APT_TIMEOUT)
+        _in_root(root, ["apt-get", *options, "install", "-y", "--no-install-recommends", *wanted],
                  f"apt-get install {' '.join(wanted)} in the {suite} build root", APT_TIMEOUT)
         _in_root(root, ["apt-get", "clean"], "apt-get clean", APT_TIMEOUT)
         stamp["packages"] = sorted({*stamp["packages"], *wanted})
