@@ -35,7 +35,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h
 PFN_MASK = (1 << 55) - 1  # fs/proc/task_mmu.c PM_PFRAME_BITS 55
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2")]
+IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
 
 
 def uapi_values(header: Path) -> dict[str, int]:
