@@ -7,6 +7,8 @@ they sit there, `ptinspect dump --pid` must show them page by page as the guest 
 
 - the driver's own view (HMM_DMIRROR_SNAPSHOT: DEV_PRIVATE_LOCAL with READ or WRITE, values from the
   kernel's lib/test_hmm_uapi.h of the same source) gives the kind;
+- for device-exclusive pages the driver's per-page HMM_DMIRROR_CHECK_EXCLUSIVE (EPERM: the device
+  holds the page atomically);
 - the guest's /proc/self/pagemap gives the swap type and the frame: fs/proc/task_mmu.c
   pte_to_pagemap_entry() reports `swp_type | softleaf_to_pfn() << MAX_SWAPFILES_SHIFT` (5) for
   entries that carry a pfn;
@@ -106,8 +108,10 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
 
     entries = dump(target, pid, exclusive.start, exclusive.end)  # type: ignore[arg-type]
     assert sorted(entries) == [va for va, _ in exclusive.pages()]
-    for (va, pm), (_, before) in zip(exclusive.pages(), present.pages(), strict=True):
+    assert moved_w["exclusive"] == [False] * len(moved_w["exclusive"])
+    for (va, pm), (_, before), held in zip(exclusive.pages(), present.pages(), excl["exclusive"], strict=True):
         entry = entries[va]
+        assert held is True, f"{va:#x}: the driver does not hold the page exclusively"
         frame = pm.raw & PFN_MASK
         assert pm.swapped and before.present, f"{va:#x}: pagemap {before.raw:#x} → {pm.raw:#x}"
         assert entry["kind"] == "device-exclusive", entry

@@ -9,8 +9,9 @@
  * answers the requests written into it, one per line, on stdout (the console in the VM) as
  *   PTINSPECT-OP {json}
  * in the workload's answer format (vm-images/README-workload.md) plus "pid", "device", "cpages",
- * "faults", "data_ok", "snapshot" (HMM_DMIRROR_SNAPSHOT, one byte per page) and "iomem" (the
- * driver's device-memory ranges, /proc/iomem "hmm_dmirror").
+ * "faults", "data_ok", "snapshot" (HMM_DMIRROR_SNAPSHOT, one byte per page), "exclusive" (per page:
+ * HMM_DMIRROR_CHECK_EXCLUSIVE of that page fails with EPERM, i.e. the device holds it atomically) and
+ * "iomem" (the driver's device-memory ranges, /proc/iomem "hmm_dmirror").
  *
  * Requests: SEQ hmm-prepare [PAGES] | SEQ hmm-OP [START] with OP one of migrate-dev, migrate-sys,
  * exclusive, readonly, touch, snapshot (vm-images/README.md, "HMM").
@@ -59,6 +60,7 @@ struct answer {
 	int data_ok;	/* -1: not checked */
 	bool snapshot_ok;
 	unsigned char snapshot[MAX_PAGES];
+	int exclusive[MAX_PAGES];	/* 1: held by the device, 0: not, -1: the check failed otherwise */
 };
 
 static struct region regions[MAX_REGIONS];
@@ -181,6 +183,12 @@ static void snapshot(struct answer *a)
 	struct answer scratch = *a;
 
 	a->snapshot_ok = a->reg && !dmirror(HMM_DMIRROR_SNAPSHOT, a->reg, a->snapshot, &scratch);
+	for (size_t i = 0; a->reg && i < a->reg->pages; i++) {
+		struct region page = { .start = a->reg->start + i * PAGE, .pages = 1 };
+		int err = dmirror(HMM_DMIRROR_CHECK_EXCLUSIVE, &page, NULL, &scratch);
+
+		a->exclusive[i] = err == EPERM ? 1 : err ? -1 : 0;
+	}
 }
 
 /* ---- operations ------------------------------------------------------------------------------- */
@@ -328,6 +336,15 @@ static void render(const struct answer *a)
 		put("[");
 		for (size_t i = 0; i < a->reg->pages; i++)
 			put("%s%u", i ? "," : "", a->snapshot[i]);
+		put("]");
+	} else {
+		put("null");
+	}
+	put(",\"exclusive\":");
+	if (a->reg) {
+		put("[");
+		for (size_t i = 0; i < a->reg->pages; i++)
+			put("%s%s", i ? "," : "", a->exclusive[i] < 0 ? "null" : a->exclusive[i] ? "true" : "false");
 		put("]");
 	} else {
 		put("null");
