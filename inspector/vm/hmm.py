@@ -43,7 +43,6 @@ UNSUPPORTED = "unsupported.json"
 ROOT_STAMP = "ptinspect-root.json"
 # The suite whose toolchain built a kernel of a given suite (backports are built in their base suite).
 BUILD_SUITE = {"trixie-backports": "trixie", "bookworm-backports": "bookworm"}
-KERNEL_ARCH = {"x86_64": "x86", "arm64": "arm64", "riscv64": "riscv"}
 DEBOOTSTRAP_TIMEOUT = 1800.0
 APT_TIMEOUT = 1800.0
 BUILD_TIMEOUT = 900.0
