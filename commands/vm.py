@@ -17,6 +17,7 @@ from inspector.vm.qemu import MACHINES, boot as boot_vm
 from inspector.vm.sysdeps import check_system
 
 from .options import TIMEOUT
+from .vm_hmm import hmm
 from .vm_op import op
 
 ARCH = click.Choice(list(MACHINES))
@@ -133,3 +134,4 @@ def list_vms(as_json: bool) -> None:
 
 
 vm.add_command(op)
+vm.add_command(hmm)

@@ -7,7 +7,7 @@ from collections import Counter
 import click
 
 from inspector.vm import VMError, state
-from inspector.vm.ops import OPERATIONS, OpResult, request
+from inspector.vm.ops import HMM_OPERATIONS, OPERATIONS, OpResult, request
 
 from .options import TIMEOUT
 
@@ -32,10 +32,13 @@ def op(target: str, words: tuple[str, ...], timeout: float, as_json: bool) -> No
     `OPERATION [START]` does it on that region (default: the latest prepared); `maps` prints the
     workload's /proc/self/maps (the kernel's own names of its VMAs).  Operations:
     guard-install, guard-remove, mprotect, pageout, thp-split, collapse
-    (vm-images/README-workload.md).  Exit status 0 when the workload reports ok, 1 otherwise.
+    (vm-images/README-workload.md); with the HMM test driver loaded, hmm-prepare [PAGES],
+    hmm-migrate-dev, hmm-migrate-sys, hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot
+    (vm-images/README.md).  Exit status 0 when the workload reports ok, 1 otherwise.
     """
-    if words[0] not in (*OPERATIONS, "prepare", "maps"):
-        raise click.UsageError(f"unknown operation {words[0]!r}; choose prepare, maps, {', '.join(OPERATIONS)}")
+    if words[0] not in (*OPERATIONS, *HMM_OPERATIONS, "prepare", "maps"):
+        raise click.UsageError(f"unknown operation {words[0]!r}; choose prepare, maps, "
+                               f"{', '.join(OPERATIONS + HMM_OPERATIONS)}")
     try:
         result = request(state.find(target), words, timeout=timeout)
     except (VMError, TimeoutError) as exc:

@@ -165,6 +165,8 @@ class Builder:
             bits = {name: bit for bit, name in pte_markers(self.layout).items()}
             offset = sum(1 << bits[name] for name in m.markers)
         elif m.young or m.dirty:
+            if not self.layout.has("swp_migration_ad"):
+                raise ValueError(f"migration entries keep no young/dirty bits in {self.layout.name} (6.1+)")
             pfn_bits = self.model.swp_pfn_bits(self.mode)
             offset |= (m.young << pfn_bits) | (m.dirty << (pfn_bits + 1))
         return SwpFields(matches[0], offset, **flags)

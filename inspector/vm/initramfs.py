@@ -9,6 +9,8 @@ Layout inside the gzip cpio (newc):
   /ptinspect/modules/*.ko     decompressed modules: qemu_fw_cfg (VMCOREINFO in QEMU dumps), zram (swap)
                               and, where it is a module, zram's default compressor
   /ptinspect/modules.list     "<name> <file>|builtin|missing", dependencies first: init's load order
+  /ptinspect/hmm/             test_hmm.ko and hmmop (vm-images/hmm/) when the module is built for this
+                              kernel (inspector/vm/hmm.py), else `unavailable`: why not (init logs it)
 
 No QEMU device is needed beyond the harness's own: swap is zram, inside guest RAM.
 """
@@ -30,11 +32,13 @@ from elftools.elf.elffile import ELFFile
 
 from . import VMError, progress
 from .cache import locked, subdir
+from .hmm import HmmModule, module_status
 from .images import KernelImage, busybox_path
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD_DIR = REPO / "vm-images" / "workload"
 INIT_SCRIPT = REPO / "vm-images" / "initramfs" / "init"
+HMMOP = REPO / "vm-images" / "hmm" / "hmmop.c"
 QEMU_DEVICES: tuple[str, ...] = ()  # zram needs no extra QEMU device
 MODULES = ("qemu_fw_cfg", "zram")
 CFLAGS = ("-static", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
@@ -79,6 +83,19 @@ def build_workload(arch: str, out: Path) -> Path:
         if "cannot find -lc" in done.stderr or "crt1.o" in done.stderr:
             hint = f" (static libc missing: install the Debian package {libc})"
         raise VMError(f"compiling the workload for {arch} failed{hint}:\n{done.stderr.strip()[-3000:]}")
+    return out
+
+
+def build_hmmop(arch: str, module: HmmModule, out: Path) -> Path:
+    """Compile vm-images/hmm/hmmop.c statically for ARCH against the uapi header of MODULE's source."""
+    cc, _ = compiler(arch)
+    cmd = [cc, *CFLAGS, f"-I{module.uapi.parent}", "-o", str(out), str(HMMOP)]
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise VMError(f"compiling hmmop for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
+    if done.returncode:
+        raise VMError(f"compiling hmmop for {arch} failed:\n{done.stderr.strip()[-3000:]}")
     return out
 
 
@@ -195,7 +212,8 @@ class _Cpio:
         return self.buf.getvalue()
 
 
-def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tuple[str, str, bytes]]) -> str:
+def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tuple[str, str, bytes]],
+                   hmm: tuple[HmmModule | None, str]) -> str:
     """sha256 over everything that goes into the initramfs, and the code that lays it out."""
     digest = hashlib.sha256()
     version = subprocess.run([cc, "--version"], check=True, capture_output=True, text=True).stdout.splitlines()[:1]
@@ -204,6 +222,10 @@ def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tup
                           image.config.read_bytes()]
     parts += [p.name.encode() + b"\0" + p.read_bytes() for p in _sources()]
     parts += [f"{name} {where}".encode() + b"\0" + data for name, where, data in modules]
+    module, reason = hmm
+    parts += [HMMOP.read_bytes(), reason.encode()]
+    if module:
+        parts += [module.ko.read_bytes(), module.uapi.read_bytes()]
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
@@ -214,17 +236,21 @@ def build_initramfs(image: KernelImage) -> Path:
     cc, _ = compiler(image.arch)
     busybox = busybox_path(image.arch)
     compressor = zram_compressor(image.config)
-    modules = select_modules(image.modules_dir, optional=(compressor,) if compressor else ())
+    hmm, hmm_reason = module_status(image)
+    hmm_deps = tuple(_depends(hmm.ko.read_bytes())) if hmm else ()
+    modules = select_modules(image.modules_dir, wanted=(*MODULES, *hmm_deps),
+                             optional=(compressor,) if compressor else ())
     out_dir = subdir("initramfs")
-    dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules)}.cpio.gz"
+    dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason))}.cpio.gz"
     with locked(out_dir / f"{image.id}.lock", LOCK_TIMEOUT):
         if dest.exists():
             return dest
         progress(f"{image.id}: building the initramfs ({dest.name})")
         with tempfile.TemporaryDirectory(prefix="ptinspect-workload-") as tmp:
             workload = build_workload(image.arch, Path(tmp) / "workload").read_bytes()
+            hmmop = build_hmmop(image.arch, hmm, Path(tmp) / "hmmop").read_bytes() if hmm else b""
         cpio = _Cpio()
-        for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules"):
+        for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules", "ptinspect/hmm"):
             cpio.directory(name)
         cpio.char_device("dev/console", 5, 1)
         cpio.file("init", INIT_SCRIPT.read_bytes(), executable=True)
@@ -234,6 +260,11 @@ def build_initramfs(image: KernelImage) -> Path:
         for name, where, data in modules:
             if data:
                 cpio.file(f"ptinspect/modules/{where}", data)
+        if hmm:
+            cpio.file("ptinspect/hmm/test_hmm.ko", hmm.ko.read_bytes())
+            cpio.file("ptinspect/hmm/hmmop", hmmop, executable=True)
+        else:
+            cpio.file("ptinspect/hmm/unavailable", hmm_reason.encode() + b"\n")
         cpio.file("ptinspect/modules.list", "".join(f"{n} {w}\n" for n, w, _ in modules).encode())
         tmp_dest = dest.with_suffix(".tmp")
         tmp_dest.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))

@@ -138,7 +138,9 @@ def test_model_walker_roundtrip(arch_name, mode_name, data):
                 assert set(e.hw.markers) == set(m.markers)
             if m.kind in PFN_KINDS:
                 assert e.frame == m.value
-            if m.kind in MIGRATION_KINDS:
+            if m.kind in MIGRATION_KINDS and layout.has("swp_migration_ad"):
                 assert dict(e.hw.details).get("young") == str(m.young).lower()
                 assert dict(e.hw.details).get("dirty") == str(m.dirty).lower()
+            elif m.kind in MIGRATION_KINDS:  # before 6.1 the offset is the PFN alone
+                assert "young" not in dict(e.hw.details) and "not stored" in dict(e.hw.details)["young/dirty"]
     assert set(got) == expected_vas  # nothing extra, nothing lost

@@ -15,6 +15,7 @@
  * vm-images/README-workload.md.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,6 +418,25 @@ static struct op_region *region_at_start(uintptr_t start)
 	return NULL;
 }
 
+/* "SEQ hmm-..." requests belong to the HMM guest program (vm-images/hmm/hmmop.c): passed on whole to
+ * its FIFO; it answers on the console itself. False when it does not run (no FIFO). */
+#define HMM_FIFO "/run/ptinspect-hmm"
+static bool forward_hmm(const char *line)
+{
+	const char *word = line + strspn(line, " \t");
+	size_t len = strlen(line);
+	bool sent;
+	int fd;
+
+	word += strcspn(word, " \t");
+	word += strspn(word, " \t");
+	if (strncmp(word, "hmm-", 4) || (fd = open(HMM_FIFO, O_WRONLY | O_NONBLOCK | O_CLOEXEC)) < 0)
+		return false;
+	sent = write(fd, line, len) == (ssize_t)len;
+	close(fd);
+	return sent;
+}
+
 /* Parse and do one request line; answer it. */
 static void answer(char *line)
 {
@@ -450,7 +470,10 @@ static void answer(char *line)
 	}
 	if (arg)
 		reg = region_at_start(strtoull(arg, &end, 16));
-	if (!(op = op_named(word))) {
+	if (!strncmp(word, "hmm-", 4)) {
+		fail(&res, ST_FAILED, 0, "%s: the HMM guest program is not running (no %s; the"
+		     " manifest's init_log says why)", word, HMM_FIFO);
+	} else if (!(op = op_named(word))) {
 		fail(&res, ST_FAILED, 0, "unknown operation '%s'; known: prepare, guard-install,"
 		     " guard-remove, mprotect, pageout, thp-split, collapse", word);
 	} else if (arg && (*end || !reg)) {
@@ -480,5 +503,6 @@ void serve_ops(void)
 		tcsetattr(STDIN_FILENO, TCSANOW, &t);
 	}
 	while (fgets(line, sizeof(line), stdin))
-		answer(line);
+		if (!forward_hmm(line))
+			answer(line);
 }

@@ -1,0 +1,128 @@
+"""Device-private and device-exclusive entries made by the kernel's own HMM test driver, live (issue 14).
+
+test_hmm.ko is built for the test kernel (inspector/vm/hmm.py; the first build makes a chroot of the
+kernel's suite, minutes) and loaded by the guest's init; vm-images/hmm/hmmop.c migrates pages of its
+regions to the driver's device-private memory and makes device-exclusive entries on request. While
+they sit there, `ptinspect dump --pid` must show them page by page as the guest kernel sees them:
+
+- the driver's own view (HMM_DMIRROR_SNAPSHOT: DEV_PRIVATE_LOCAL with READ or WRITE, values from the
+  kernel's lib/test_hmm_uapi.h of the same source) gives the kind;
+- for device-exclusive pages the driver's per-page HMM_DMIRROR_CHECK_EXCLUSIVE (EPERM: the device
+  holds the page atomically);
+- the guest's /proc/self/pagemap gives the swap type and the frame: fs/proc/task_mmu.c
+  pte_to_pagemap_entry() reports `swp_type | softleaf_to_pfn() << MAX_SWAPFILES_SHIFT` (5) for
+  entries that carry a pfn;
+- device-private frames lie in the driver's device-memory ranges (/proc/iomem "hmm_dmirror",
+  request_free_mem_region()), outside RAM; device-exclusive entries keep the page's RAM frame, the
+  one the pagemap showed while it was present.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from inspector.vm.hmm import build_module
+from inspector.vm.images import ensure_image, image_for
+from inspector.vm.ops import PAGE, OpResult, request
+from inspector.vm.state import VM
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h
+PFN_MASK = (1 << 55) - 1  # fs/proc/task_mmu.c PM_PFRAME_BITS 55
+IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
+
+
+def uapi_values(header: Path) -> dict[str, int]:
+    """HMM_DMIRROR_PROT_* of the module's own test_hmm_uapi.h."""
+    return {name: int(value, 0) for name, value in
+            re.findall(r"^\s*(HMM_DMIRROR_PROT_\w+)\s*=\s*(0x[0-9A-Fa-f]+|\d+)", header.read_text(), re.MULTILINE)}
+
+
+def ask(vm: VM, *words: str) -> tuple[OpResult, dict]:
+    result = request(vm, list(words), timeout=120)
+    assert result.status == "ok", f"{' '.join(words)}: {result.reason}"
+    return result, json.loads(result.line.split(" ", 1)[1])
+
+
+def dump(target: list[str], pid: int, start: int, end: int) -> dict[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "commands.cli", "dump", *target, "--pid", str(pid), "--range",
+                           f"{start:#x}-{end:#x}", "--entries", "--format", "json"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return {int(entry["va"], 16): entry for entry in json.loads(proc.stdout)["entries"]}
+
+
+def iomem_ranges(answer: dict) -> list[tuple[int, int]]:
+    return [(int(a, 16), int(b, 16)) for a, b in (line.split("-") for line in answer["iomem"])]
+
+
+@pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, series: str) -> None:
+    image = ensure_image(image_for(arch, series))
+    module = build_module(image)
+    prot = uapi_values(module.uapi)
+    machine = vm(arch, series)
+    init_log = json.loads(Path(machine.manifest).read_text()).get("init_log") or []
+    assert any(line.startswith("hmm: test_hmm loaded") for line in init_log), init_log
+
+    # 16 writable pages to the device, 8 read-only ones, 8 made device-exclusive.
+    _, prep_w = ask(machine, "hmm-prepare", "16")
+    writable, moved_w = ask(machine, "hmm-migrate-dev")
+    ask(machine, "hmm-prepare", "8")
+    ask(machine, "hmm-readonly")
+    readonly, moved_r = ask(machine, "hmm-migrate-dev")
+    present, _ = ask(machine, "hmm-prepare", "8")
+    exclusive, excl = ask(machine, "hmm-exclusive")
+    for answer in (moved_w, moved_r, excl):
+        assert answer["data_ok"] is True and answer["cpages"] == answer["length"] // PAGE
+    pid = prep_w["pid"]
+    ranges = iomem_ranges(excl)
+    assert ranges, "the driver registered no hmm_dmirror device memory in /proc/iomem"
+
+    target = ["--qmp", machine.qmp, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    device_private = {
+        prot["HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL"] | prot["HMM_DMIRROR_PROT_WRITE"]: "device-private-write",
+        prot["HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL"] | prot["HMM_DMIRROR_PROT_READ"]: "device-private-read",
+    }
+    for result, answer in ((writable, moved_w), (readonly, moved_r)):
+        entries = dump(target, pid, result.start, result.end)  # type: ignore[arg-type]
+        assert sorted(entries) == [va for va, _ in result.pages()], "an entry is missing or extra"
+        for (va, pm), state in zip(result.pages(), answer["snapshot"], strict=True):
+            entry = entries[va]
+            assert pm.swapped and not pm.present, f"{va:#x}: pagemap {pm.raw:#x} is no swap-type entry"
+            frame = pm.raw & PFN_MASK
+            assert state in device_private, f"{va:#x}: the driver's snapshot says {state:#x}"
+            assert entry["kind"] == device_private[state], f"{va:#x}: {entry}"
+            assert entry["softleaf"]["type"] == frame & ((1 << MAX_SWAPFILES_SHIFT) - 1), entry
+            pfn = frame >> MAX_SWAPFILES_SHIFT
+            assert int(entry["pfn"], 16) == pfn and entry["pfn_space"] == "device", entry
+            assert any(lo <= pfn * PAGE <= hi for lo, hi in ranges), f"{pfn:#x} outside {answer['iomem']}"
+
+    entries = dump(target, pid, exclusive.start, exclusive.end)  # type: ignore[arg-type]
+    assert sorted(entries) == [va for va, _ in exclusive.pages()]
+    assert moved_w["exclusive"] == [False] * len(moved_w["exclusive"])
+    for (va, pm), (_, before), held in zip(exclusive.pages(), present.pages(), excl["exclusive"], strict=True):
+        entry = entries[va]
+        assert held is True, f"{va:#x}: the driver does not hold the page exclusively"
+        frame = pm.raw & PFN_MASK
+        assert pm.swapped and before.present, f"{va:#x}: pagemap {before.raw:#x} → {pm.raw:#x}"
+        assert entry["kind"] == "device-exclusive", entry
+        assert entry["softleaf"]["type"] == frame & ((1 << MAX_SWAPFILES_SHIFT) - 1), entry
+        assert int(entry["pfn"], 16) == frame >> MAX_SWAPFILES_SHIFT == before.raw & PFN_MASK, entry
+        assert entry["pfn_space"] == "phys", entry
+
+    # Back to RAM: the same pages are present again, at the frames the pagemap shows.
+    back, answer = ask(machine, "hmm-migrate-sys", f"{writable.start:#x}")
+    assert all(state == prot["HMM_DMIRROR_PROT_WRITE"] for state in answer["snapshot"]), answer["snapshot"]
+    entries = dump(target, pid, back.start, back.end)  # type: ignore[arg-type]
+    for va, pm in back.pages():
+        assert pm.present and entries[va]["kind"] == "present", entries.get(va)
+        assert int(entries[va]["pfn"], 16) == pm.raw & PFN_MASK
