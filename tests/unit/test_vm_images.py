@@ -97,19 +97,32 @@ def test_no_archive_host_in_the_project() -> None:
         assert "deb.debian.org" not in path.read_text(), path
 
 
-REQUIRED = {("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")}
+REQUIRED = {("x86_64", "7.3"), ("arm64", "7.3"), ("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"),
+            ("arm64", "7.2-16k"), ("x86_64", "6.12"), ("arm64", "6.12"), ("x86_64", "5.10"), ("arm64", "5.10")}
 
 
 def test_manifest_names_the_required_images() -> None:
     recipes = images.load_manifest()
-    assert {(r.arch, r.series) for r in recipes.values()} >= REQUIRED
+    assert {(r.arch, r.kernel) for r in recipes.values()} >= REQUIRED
     for recipe in recipes.values():
-        assert recipe.id == f"{recipe.series}-{recipe.arch}"
+        assert recipe.kernel.startswith(recipe.series)
+        assert recipe.id == f"{recipe.series}-{recipe.arch}{recipe.kernel[len(recipe.series):]}"
         assert recipe.debian_arch == apt.DEB_ARCH[recipe.arch]
         assert recipe.suite in apt.SUITES
         assert recipe.tested_release.endswith("-" + recipe.flavour)
         assert recipe.tested_release.startswith(recipe.series + ".")
-        assert images.image_for(recipe.arch, recipe.series) == recipe.id
+        assert images.image_for(recipe.arch, recipe.kernel) == recipe.id
+    assert recipes["7.2-arm64-16k"].flavour == "arm64-16k"
+
+
+def test_two_images_of_one_arch_and_kernel_name_are_refused(tmp_path: Path) -> None:
+    text = images.MANIFEST.read_text()
+    start = text.index("[[image]]")
+    first = text[start:text.index("[[image]]", start + 1)]
+    bad = tmp_path / "kernels.toml"
+    bad.write_text(first + first.replace('id = "', 'id = "again-'))
+    with pytest.raises(VMError, match="give it its own `kernel` name"):
+        images.load_manifest(bad)
 
 
 def test_bad_manifest_is_a_clear_error(tmp_path: Path) -> None:
@@ -128,6 +141,12 @@ def test_abi_pattern_picks_series_and_flavour_only() -> None:
         assert pattern.match(other) is None, other
     bookworm = images.Recipe(**{**recipe.__dict__, "series": "6.1"})
     assert bookworm.abi_pattern().match("linux-image-6.1.0-37-cloud-amd64-dbg")["abi"] == "6.1.0-37"
+    bullseye = images.load_manifest()["5.10-arm64"].abi_pattern()
+    assert bullseye.match("linux-image-5.10.0-32-cloud-arm64-dbg")["abi"] == "5.10.0-32"
+    assert bullseye.match("linux-image-5.10.0-32-arm64-dbg") is None
+    granule = images.load_manifest()["7.2-arm64-16k"].abi_pattern()
+    assert granule.match("linux-image-7.2.13+deb14-arm64-16k-dbg")["abi"] == "7.2.13+deb14"
+    assert granule.match("linux-image-7.2.13+deb14-arm64-dbg") is None
 
 
 class FakeApt:
