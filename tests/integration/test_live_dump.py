@@ -15,16 +15,16 @@ from inspector.vm.manifest import parse
 from inspector.vm.qemu import boot
 from inspector.vm.qmp import Qmp
 
+from .kernels import IDS, IMAGES
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 PTINSPECT = [sys.executable, "-m", "commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", params=IMAGES, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(scope="module", params=IMAGES, ids=IDS)
 def live_vm(request):
     arch, series = request.param
     image = ensure_image(image_for(arch, series))

@@ -24,10 +24,10 @@ from inspector.vm.ops import request
 from inspector.vm.state import VM
 
 from .drgn_view import Kernel, drgn_kernel
+from .kernels import IDS, IMAGES
 
 pytestmark = pytest.mark.integration
 
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 ROUNDS = 3  # timing rounds; the best of each is reported
 
 
@@ -98,7 +98,7 @@ def timings(session: Session, image: KernelImage, config: dict[str, bool], pid: 
     return best
 
 
-@pytest.mark.parametrize("arch, series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+@pytest.mark.parametrize("arch, series", IMAGES, ids=IDS)
 def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: str,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     image = ensure_image(image_for(arch, series))

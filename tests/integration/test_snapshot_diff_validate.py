@@ -24,10 +24,11 @@ from inspector.validate import validate
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.manifest import Manifest, parse
 
+from .kernels import IDS, IMAGES
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -64,7 +65,7 @@ def at(rec: dict, check: str) -> list[tuple]:
     return [(check, int(rec["va"], 16), rec["level"], int(rec["table"], 16), rec["index"])]
 
 
-@pytest.fixture(params=IMAGES, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(params=IMAGES, ids=IDS)
 def booted(request, vm, tmp_path: Path) -> dict[str, Any]:
     """A freshly booted VM, and CLI snapshots of its workload, the fork child and the kernel."""
     arch, series = request.param

@@ -840,9 +840,18 @@ static bool refuse_unreported_uffd_wp(struct region *r, const struct ctx *c,
 		if ((v & want_set) != (want_set & ~PM_UFFD_WP) || (v & want_clear))
 			return false;
 	}
-	set_status(r, ST_UNSUPPORTED,
-		   "the kernel's pagemap has no PM_UFFD_WP (Linux 5.13+), so no /proc file can "
-		   "confirm the write protection UFFDIO_WRITEPROTECT reported as done");
+	const char *arch_wp = kconfig("CONFIG_HAVE_ARCH_USERFAULTFD_WP");
+
+	if (arch_wp && !strcmp(arch_wp, "n"))
+		set_status(r, ST_UNSUPPORTED,
+			   "CONFIG_HAVE_ARCH_USERFAULTFD_WP is not set: the arch has no uffd-wp bit "
+			   "(UFFDIO_WRITEPROTECT succeeds and marks nothing); and the kernel's pagemap "
+			   "has no PM_UFFD_WP (Linux 5.13+)");
+	else
+		set_status(r, ST_UNSUPPORTED,
+			   "the kernel's pagemap has no PM_UFFD_WP (Linux 5.13+), so no /proc file can "
+			   "confirm the write protection UFFDIO_WRITEPROTECT reported as done "
+			   "(CONFIG_HAVE_ARCH_USERFAULTFD_WP=%s)", cfg("CONFIG_HAVE_ARCH_USERFAULTFD_WP"));
 	if (r->pid == c->pid)
 		munmap((void *)r->start, r->length);
 	r->start = 0;
