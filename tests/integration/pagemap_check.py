@@ -14,7 +14,11 @@ from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest, Pag
 
 PFN_KINDS = {"migration-read", "migration-read-exclusive", "migration-write", "device-private-read",
              "device-private-write", "device-exclusive", "hwpoison"}
-UFFD_WP_FLAGS = {"_PAGE_UFFD_WP", "_PAGE_SWP_UFFD_WP", "PTE_UFFD_WP", "PTE_SWP_UFFD_WP"}
+# The uffd bit as the kernel names it: *_UFFD_WP up to 7.2; 7.3 renames it *_UFFD ("userfaultfd tracking",
+# arch/x86/include/asm/pgtable_types.h:114-115, arch/arm64/include/asm/pgtable-prot.h:31-32,
+# arch/riscv/include/asm/pgtable-bits.h:44-51), set for uffd-wp in VM_UFFD_WP VMAs (the workload's only use).
+UFFD_WP_FLAGS = {"_PAGE_UFFD_WP", "_PAGE_SWP_UFFD_WP", "PTE_UFFD_WP", "PTE_SWP_UFFD_WP",
+                 "_PAGE_UFFD", "_PAGE_SWP_UFFD", "PTE_UFFD", "PTE_SWP_UFFD"}
 
 
 @dataclass(frozen=True)
