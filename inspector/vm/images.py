@@ -216,7 +216,14 @@ def _extract_member(deb: Path, member: str, dest: Path) -> None:
 def _download(apt: AptState, packages: list[str], where: Path, label: str) -> list[Path]:
     progress(f"{label}: downloading {', '.join(p.split(':')[0] for p in packages)}")
     start = time.monotonic()
-    apt.download(packages, where)
+    try:
+        apt.download(packages, where)
+    except VMError as exc:
+        if " 404 " not in str(exc):
+            raise
+        # seen: riscv64 7.3 in trixie-backports, newer 5.10 in bullseye-security
+        raise VMError(f"{label}: the archive's index lists {', '.join(packages)} but the archive does not "
+                      f"serve them (404 Not Found); this kernel cannot be fetched from it.\n{exc}") from None
     debs = sorted(where.glob("*.deb"))
     size = sum(deb.stat().st_size for deb in debs) / 1e6
     took = time.monotonic() - start

@@ -280,3 +280,14 @@ def test_panic_and_workload_exit_are_failures(tmp_path: Path) -> None:
     assert read_manifest(log) == (None, "Kernel panic - not syncing: VFS: Unable to mount root fs")
     log.write_text("ptinspect-init: workload pid 9\nPTINSPECT-WORKLOAD-EXIT status=139\n")
     assert read_manifest(log)[1] == "PTINSPECT-WORKLOAD-EXIT status=139"
+
+
+def test_a_listed_package_the_archive_does_not_serve_is_named(tmp_path: Path) -> None:
+    class NotServed:
+        def download(self, packages: list[str], dest: Path) -> None:
+            raise VMError("apt-get download x failed (exit 100):\nE: Failed to fetch http://mirror.example/"
+                          "debian/pool/main/l/linux/x.deb  404  Not Found [IP: 192.0.2.1 80]")
+
+    with pytest.raises(VMError, match=r"lists linux-base-7\.3\.4\+deb13-riscv64:riscv64=7\.3\.4-1 but the archive "
+                                      r"does not serve them \(404 Not Found\)"):
+        images._download(NotServed(), ["linux-base-7.3.4+deb13-riscv64:riscv64=7.3.4-1"], tmp_path, "7.3-riscv64")
