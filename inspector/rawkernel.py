@@ -369,7 +369,8 @@ class RawKernel:
         """The VMAs on mm->mmap, linked by vm_next in address order (mm/mmap.c __vma_link_list, before
         6.1); a cycle, an unordered or overlapping VMA, or one of another mm raises KernelError."""
         what = f"the VMA list mm->mmap of mm {mm:#x}"
-        vma, seen, previous_end = self._mm_fields(mm)["first_vma"], set(), 0
+        vma, previous_end = self._mm_fields(mm)["first_vma"], 0
+        seen: set[int] = set()
         while vma:
             if vma in seen or len(seen) >= MAX_MAPLE_NODES:
                 raise KernelError(f"{what} does not end (the vm_area_struct at {vma:#x} again, or over "
