@@ -40,7 +40,7 @@ def vm() -> None:
 
 @vm.command()
 @click.option("--arch", type=ARCH, help="Only images of this architecture.")
-@click.option("--kernel", "series", metavar="SERIES", help="Only images of this kernel series (7.2, 6.12).")
+@click.option("--kernel", "series", metavar="SERIES", help="Only images of this kernel (7.3, 7.2, 7.2-16k, 6.12, 5.10).")
 @click.option("--all", "everything", is_flag=True, help="Every image of vm-images/kernels.toml.")
 @click.option("--verify", is_flag=True, help="Check every cached file's sha256, not only its size.")
 @click.option("--refresh", is_flag=True, help="Re-resolve the newest version of each series; fetch if newer.")
@@ -51,9 +51,9 @@ def fetch(arch: str | None, series: str | None, everything: bool, verify: bool, 
         if not (arch or series or everything):
             raise click.UsageError("name --arch and/or --kernel, or --all")
         chosen = [r for r in recipes.values()
-                  if (arch is None or r.arch == arch) and (series is None or r.series == series)]
+                  if (arch is None or r.arch == arch) and (series is None or r.kernel == series)]
         if not chosen:
-            series_known = ", ".join(sorted({r.series for r in recipes.values()}))
+            series_known = ", ".join(sorted({r.kernel for r in recipes.values()}))
             raise click.UsageError(f"no image for arch {arch or 'any'} kernel {series or 'any'} "
                                    f"(series: {series_known})")
         check_system([r.arch for r in chosen], fetch_only=True)
@@ -77,7 +77,7 @@ def _print_facts(facts: dict) -> None:
 @vm.command()
 @click.option("--arch", type=ARCH, required=True, help="Guest architecture.")
 @click.option("--kernel", "series", default="7.2", show_default=True, metavar="SERIES",
-              help="Kernel series from vm-images/kernels.toml (7.2, 6.12).")
+              help="Kernel from vm-images/kernels.toml (7.3, 7.2, 7.2-16k, 6.12, 5.10).")
 @click.option("--image", type=FILE, help="Boot this kernel image instead (bzImage / Image).")
 @click.option("--vmlinux", type=FILE, help="Debug vmlinux of --image (reported to clients).")
 @click.option("--initrd", type=FILE, help="Initramfs instead of the workload's (must print the manifest).")

@@ -19,7 +19,7 @@ from .kernel import DRGN_ARCH
 from .vm.cache import subdir
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
-SCHEMA = 2
+SCHEMA = 3
 
 # Variables by name, with the file that defines them when the name is static there.
 VARIABLES: dict[str, str | None] = {
@@ -44,12 +44,7 @@ MEMBERS: dict[str, tuple[str, ...]] = {
     "list_head": ("next", "prev"),
     "task_struct": ("tasks", "pid", "comm", "mm", "signal", "thread_node"),
     "signal_struct": ("thread_head",),
-    "mm_struct": ("pgd", "mm_mt", "start_brk", "brk", "start_stack"),
-    "maple_tree": ("ma_flags", "ma_root"),
-    "maple_node": ("parent", "mr64", "ma64"),
-    "maple_range_64": ("pivot", "slot", "meta"),
-    "maple_arange_64": ("pivot", "slot", "meta"),
-    "maple_metadata": ("end",),
+    "mm_struct": ("pgd", "start_brk", "brk", "start_stack"),
     "vm_area_struct": ("vm_start", "vm_end", "vm_mm", "vm_flags", "vm_ops", "vm_file", "vm_private_data",
                        "shared"),
     "vm_operations_struct": ("name",),
@@ -70,17 +65,26 @@ MEMBERS: dict[str, tuple[str, ...]] = {
     "memblock_region": ("base", "size"),
     "swap_info_struct": ("flags", "max"),
 }
-# Members that exist only with some configs or architectures (CONFIG_ANON_VMA_NAME; x86).
+# Members that exist only with some releases, configs or architectures: the VMAs are in the maple tree
+# mm->mm_mt from 6.1 (commit d4af56c5c7c6 "mm: start tracking VMAs with maple tree"), before that on the
+# list mm->mmap / vma->vm_next (removed by 763ecb035029 "mm: remove the vma linked list", 6.1);
+# CONFIG_ANON_VMA_NAME (5.17+); x86 only.  RawKernel picks by what is present.
 OPTIONAL_MEMBERS: dict[str, tuple[str, ...]] = {
-    "vm_area_struct": ("anon_name",),
+    "mm_struct": ("mm_mt", "mmap"),
+    "vm_area_struct": ("anon_name", "vm_next"),
+    "maple_tree": ("ma_flags", "ma_root"),
+    "maple_node": ("parent", "mr64", "ma64"),
+    "maple_range_64": ("pivot", "slot", "meta"),
+    "maple_arange_64": ("pivot", "slot", "meta"),
+    "maple_metadata": ("end",),
     "anon_vma_name": ("name",),
     "cpuinfo_x86": ("x86_phys_bits",),
 }
-# Array members and variables whose bound is a kernel constant.
-ARRAYS = ("uts_namespace.name.release", "task_struct.comm", "maple_range_64.pivot", "maple_range_64.slot",
-          "maple_arange_64.pivot", "maple_arange_64.slot")
+# Array members and variables whose bound is a kernel constant (the maple ones from 6.1 only).
+ARRAYS = ("uts_namespace.name.release", "task_struct.comm")
+OPTIONAL_ARRAYS = ("maple_range_64.pivot", "maple_range_64.slot", "maple_arange_64.pivot", "maple_arange_64.slot")
 ARRAY_VARIABLES = ("swap_info",)  # its bound is MAX_SWAPFILES (mm/swapfile.c)
-ENUMS = ("maple_type",)
+OPTIONAL_ENUMS = ("maple_type",)  # 6.1+
 ENUMERATORS = ("SWP_USED",)  # include/linux/swap.h, an anonymous enum
 
 
@@ -228,13 +232,20 @@ def _extract(prog: Any, arch: str) -> KernelLayout:
                 # offsetof looks through anonymous unions and structs (vm_area_struct.vm_flags, 6.3+)
                 size = drgn.sizeof(mtype) if mtype.is_complete() else 0  # flexible arrays: 0
                 members[f"{struct}.{name}"] = (drgn.offsetof(stype, name), size)
-    for path in ARRAYS:
+    for path in (*ARRAYS, *OPTIONAL_ARRAYS):
         struct, _, name = path.partition(".")
+        if path in OPTIONAL_ARRAYS and path not in members:
+            continue
         mtype = _member_type(prog.type(f"struct {struct}"), name)
         if mtype.length is None:
             raise LookupError(f"{path} has no array bound")
         lengths[path] = mtype.length
-    enums = {name: {e.name: e.value for e in prog.type(f"enum {name}").enumerators} for name in ENUMS}
+    enums = {}
+    for name in OPTIONAL_ENUMS:
+        try:
+            enums[name] = {e.name: e.value for e in prog.type(f"enum {name}").enumerators}
+        except LookupError:
+            continue
     constants = {name: prog.constant(name).value_() for name in ENUMERATORS}
     return KernelLayout(arch, symbols, members, sizes, variable_sizes, lengths, enums, constants)
 

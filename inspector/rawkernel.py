@@ -38,7 +38,7 @@ XA_INTERNAL = 2
 
 # Bounds that no kernel reaches; passing one means the structure is not what the kernel built.
 MAX_TASKS = 1 << 22  # PID_MAX_LIMIT (include/linux/threads.h)
-MAX_MAPLE_NODES = 1 << 20  # vm.max_map_count is 65530 by default
+MAX_MAPLE_NODES = 1 << 20  # vm.max_map_count is 65530 by default (also the bound of a VMA list)
 MAX_PATH_DEPTH = 4096  # PATH_MAX components of at least one byte
 MAX_STRING = 4096
 MAX_MEMBLOCK_REGIONS = 1 << 20
@@ -93,13 +93,19 @@ class RawKernel:
         self._task = _Fields("task_struct", {
             "tasks_next": (tasks + nxt, ptr), "thread_next": (thread + nxt, ptr), "thread_prev": (thread + prv, ptr),
             **{n: m[f"task_struct.{n}"] for n in ("pid", "comm", "mm", "signal")}})
-        mt = m["mm_struct.mm_mt"][0]
+        # The VMAs: the maple tree mm->mm_mt (6.1+), else the list mm->mmap / vma->vm_next (the vmlinux's
+        # DWARF says which; layout.py OPTIONAL_MEMBERS has the commits).
+        self._vma_list = "mm_struct.mm_mt" not in m
+        if self._vma_list and ("mm_struct.mmap" not in m or "vm_area_struct.vm_next" not in m):
+            raise KernelError("the vmlinux's mm_struct has neither mm_mt (the maple tree, 6.1+) nor mmap with "
+                              "vm_area_struct.vm_next (the VMA list before 6.1): cannot find the VMAs")
+        roots = {"first_vma": m["mm_struct.mmap"]} if self._vma_list else {
+            "ma_root": (m["mm_struct.mm_mt"][0] + m["maple_tree.ma_root"][0], m["maple_tree.ma_root"][1])}
         self._mm = _Fields("mm_struct", {
-            "ma_root": (mt + m["maple_tree.ma_root"][0], m["maple_tree.ma_root"][1]),
-            **{n: m[f"mm_struct.{n}"] for n in ("pgd", "start_brk", "brk", "start_stack")}})
+            **roots, **{n: m[f"mm_struct.{n}"] for n in ("pgd", "start_brk", "brk", "start_stack")}})
         self._vma = _Fields("vm_area_struct", {n: m[f"vm_area_struct.{n}"] for n in (
             "vm_start", "vm_end", "vm_mm", "vm_flags", "vm_ops", "vm_file", "vm_private_data",
-            *(("anon_name",) if "vm_area_struct.anon_name" in m else ()))})
+            *(n for n in ("anon_name", "vm_next") if f"vm_area_struct.{n}" in m))})
         dname = m["dentry.d_name"][0]
         # The whole dentry: a short name is stored inside it (d_iname, 7.2 d_shortname), read with it.
         self._dentry = _Fields("dentry", {
@@ -115,18 +121,19 @@ class RawKernel:
         self._file = _Fields("file", {"mnt": (fpath + m["path.mnt"][0], m["path.mnt"][1]),
                                       "dentry": (fpath + m["path.dentry"][0], m["path.dentry"][1])})
         # Per maple_type: (pivot offset, pivots, slot offset, slots, metadata end offset) in a maple_node.
-        types = layout.enums["maple_type"]
-        self._maple_leaf, self._maple_arange = types["maple_leaf_64"], types["maple_arange_64"]
         self._maple_shapes: dict[int, tuple[int, int, int, int, int]] = {}
-        for kind, name, union in (("maple_leaf_64", "maple_range_64", "mr64"),
-                                  ("maple_range_64", "maple_range_64", "mr64"),
-                                  ("maple_arange_64", "maple_arange_64", "ma64")):
-            base = m[f"maple_node.{union}"][0]
-            self._maple_shapes[types[kind]] = (
-                base + m[f"{name}.pivot"][0], layout.lengths[f"{name}.pivot"],
-                base + m[f"{name}.slot"][0], layout.lengths[f"{name}.slot"],
-                base + m[f"{name}.meta"][0] + m["maple_metadata.end"][0])
-        self._node_size = layout.sizes["maple_node"]
+        if not self._vma_list:
+            types = layout.enums["maple_type"]
+            self._maple_leaf, self._maple_arange = types["maple_leaf_64"], types["maple_arange_64"]
+            for kind, name, union in (("maple_leaf_64", "maple_range_64", "mr64"),
+                                      ("maple_range_64", "maple_range_64", "mr64"),
+                                      ("maple_arange_64", "maple_arange_64", "ma64")):
+                base = m[f"maple_node.{union}"][0]
+                self._maple_shapes[types[kind]] = (
+                    base + m[f"{name}.pivot"][0], layout.lengths[f"{name}.pivot"],
+                    base + m[f"{name}.slot"][0], layout.lengths[f"{name}.slot"],
+                    base + m[f"{name}.meta"][0] + m["maple_metadata.end"][0])
+            self._node_size = layout.sizes["maple_node"]
         self._tasks: list[Task] | None = None
         self._mm_cache: dict[int, dict[str, int]] = {}
         self._files: dict[int, str] = {}
@@ -345,8 +352,11 @@ class RawKernel:
         return self._mm_cache[mm]
 
     def vmas(self, mm: int) -> Iterator[Vma]:
-        """The mm's VMAs in address order, from its maple tree mm->mm_mt, named as /proc/PID/maps
-        names them ("[anon]" where it gives no name)."""
+        """The mm's VMAs in address order, from its maple tree mm->mm_mt (6.1+) or its list mm->mmap
+        (before 6.1), named as /proc/PID/maps names them ("[anon]" where it gives no name)."""
+        if self._vma_list:
+            yield from self._listed_vmas(mm)
+            return
         root = self._mm_fields(mm)["ma_root"]
         for first, last, entry in self._maple_entries(root, f"mm_mt of mm {mm:#x}"):
             if entry & 7:
@@ -358,6 +368,26 @@ class RawKernel:
                 raise KernelError(f"mm_mt of mm {mm:#x}: the vm_area_struct at {entry:#x} covers "
                                   f"{start:#x}-{end:#x} but the tree says {first:#x}-{last + 1:#x}")
             yield Vma(start, end, v["vm_flags"], self._vma_name(entry, v) or "[anon]")
+
+    def _listed_vmas(self, mm: int) -> Iterator[Vma]:
+        """The VMAs on mm->mmap, linked by vm_next in address order (mm/mmap.c __vma_link_list, before
+        6.1); a cycle, an unordered or overlapping VMA, or one of another mm raises KernelError."""
+        what = f"the VMA list mm->mmap of mm {mm:#x}"
+        vma, previous_end = self._mm_fields(mm)["first_vma"], 0
+        seen: set[int] = set()
+        while vma:
+            if vma in seen or len(seen) >= MAX_MAPLE_NODES:
+                raise KernelError(f"{what} does not end (the vm_area_struct at {vma:#x} again, or over "
+                                  f"{MAX_MAPLE_NODES} VMAs)")
+            seen.add(vma)
+            v = self._vma.read(self, vma)
+            start, end = v["vm_start"], v["vm_end"]
+            if v["vm_mm"] != mm or not previous_end <= start < end:
+                raise KernelError(f"{what}: the vm_area_struct at {vma:#x} ({start:#x}-{end:#x}, vm_mm "
+                                  f"{v['vm_mm']:#x}) is not the next VMA of this mm after {previous_end:#x}")
+            previous_end = end
+            yield Vma(start, end, v["vm_flags"], self._vma_name(vma, v) or "[anon]")
+            vma = v["vm_next"]
 
     def _maple_entries(self, root: int, what: str) -> Iterator[tuple[int, int, int]]:
         """(first, last, entry) of every non-NULL, non-internal leaf slot of a maple tree whose

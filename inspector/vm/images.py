@@ -43,6 +43,11 @@ class Recipe:
     dbg: str
     tested_release: str
     tested_version: str
+    kernel: str = ""  # what --kernel selects it by; the series unless a second image shares arch and series
+
+    def __post_init__(self) -> None:
+        if not self.kernel:
+            object.__setattr__(self, "kernel", self.series)
 
     def package(self, role: str, abi: str) -> str:
         """The package name that holds ROLE (image, config, modules, dbg) for kernel ABI ABI."""
@@ -75,24 +80,30 @@ def load_manifest(path: Path = MANIFEST) -> dict[str, Recipe]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise VMError(f"cannot read the kernel manifest {path}: {exc}") from None
-    names = [field.name for field in fields(Recipe)]
+    names = [field.name for field in fields(Recipe) if field.name != "kernel"]
     recipes: dict[str, Recipe] = {}
     for entry in data.get("image", []):
         missing = [name for name in names if not isinstance(entry.get(name), str)]
-        if missing or entry["arch"] not in DEB_ARCH or entry["id"] in recipes:
+        if (missing or entry["arch"] not in DEB_ARCH or entry["id"] in recipes
+                or not isinstance(entry.get("kernel", ""), str)):
             raise VMError(f"{path}: bad image entry {entry.get('id', '?')!r} (missing {missing}, "
-                          f"or unknown arch, or duplicate id)")
-        recipes[entry["id"]] = Recipe(**{name: entry[name] for name in names})
+                          f"or unknown arch, or duplicate id, or a non-string kernel)")
+        recipe = Recipe(**{name: entry[name] for name in names}, kernel=entry.get("kernel", ""))
+        if any((other.arch, other.kernel) == (recipe.arch, recipe.kernel) for other in recipes.values()):
+            raise VMError(f"{path}: image {recipe.id!r}: a second {recipe.arch} image for kernel "
+                          f"{recipe.kernel!r} (give it its own `kernel` name)")
+        recipes[recipe.id] = recipe
     return recipes
 
 
-def image_for(arch: str, series: str) -> str:
-    """The id of the manifest image for ARCH and kernel SERIES (e.g. "7.2")."""
+def image_for(arch: str, kernel: str) -> str:
+    """The id of the manifest image for ARCH and KERNEL (its `kernel` name: the series, e.g. "7.2", or
+    e.g. "7.2-16k")."""
     for recipe in load_manifest().values():
-        if recipe.arch == arch and recipe.series == series:
+        if recipe.arch == arch and recipe.kernel == kernel:
             return recipe.id
     known = ", ".join(sorted(load_manifest()))
-    raise VMError(f"no kernel image for arch {arch} series {series} in {MANIFEST} (known: {known})")
+    raise VMError(f"no kernel image for arch {arch} kernel {kernel} in {MANIFEST} (known: {known})")
 
 
 def _abi_key(abi: str) -> tuple[int, ...]:
@@ -205,7 +216,14 @@ def _extract_member(deb: Path, member: str, dest: Path) -> None:
 def _download(apt: AptState, packages: list[str], where: Path, label: str) -> list[Path]:
     progress(f"{label}: downloading {', '.join(p.split(':')[0] for p in packages)}")
     start = time.monotonic()
-    apt.download(packages, where)
+    try:
+        apt.download(packages, where)
+    except VMError as exc:
+        if " 404 " not in str(exc):
+            raise
+        # seen: riscv64 7.3 in trixie-backports, newer 5.10 in bullseye-security
+        raise VMError(f"{label}: the archive's index lists {', '.join(packages)} but the archive does not "
+                      f"serve them (404 Not Found); this kernel cannot be fetched from it.\n{exc}") from None
     debs = sorted(where.glob("*.deb"))
     size = sum(deb.stat().st_size for deb in debs) / 1e6
     took = time.monotonic() - start

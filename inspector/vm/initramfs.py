@@ -139,14 +139,20 @@ def _builtin(modules_dir: Path) -> set[str]:
     return {_module_name(Path(line)) for line in lines}
 
 
-def zram_compressor(config: Path) -> str | None:
-    """The module name of zram's default compressor (CONFIG_ZRAM_DEF_COMP).
+# drivers/block/zram/zram_drv.c `default_compressor = "lzo-rle"` in kernels whose config has no
+# CONFIG_ZRAM_DEF_COMP yet (5.10 among them).
+ZRAM_FIXED_DEFAULT = "lzo-rle"
 
-    Before 6.12 zram compresses through the crypto API, so e.g. crypto/lzo-rle.ko must be loaded;
-    later kernels have the compressors built into zram.ko (that name then matches nothing or a builtin).
+
+def zram_compressor(config: Path) -> str:
+    """The module name of zram's default compressor (CONFIG_ZRAM_DEF_COMP, else lzo-rle).
+
+    Before 6.12 zram compresses through the crypto API, so e.g. crypto/lzo-rle.ko must be loaded
+    (or disksize fails with EINVAL); later kernels have the compressors built into zram.ko (that
+    name then matches nothing or a builtin).
     """
     match = re.search(r'^CONFIG_ZRAM_DEF_COMP="([^"]+)"', config.read_text(errors="replace"), re.MULTILINE)
-    return match[1].replace("-", "_") if match else None
+    return (match[1] if match else ZRAM_FIXED_DEFAULT).replace("-", "_")
 
 
 def select_modules(modules_dir: Path, wanted: tuple[str, ...] = MODULES,
@@ -238,8 +244,7 @@ def build_initramfs(image: KernelImage) -> Path:
     compressor = zram_compressor(image.config)
     hmm, hmm_reason = module_status(image)
     hmm_deps = tuple(_depends(hmm.ko.read_bytes())) if hmm else ()
-    modules = select_modules(image.modules_dir, wanted=(*MODULES, *hmm_deps),
-                             optional=(compressor,) if compressor else ())
+    modules = select_modules(image.modules_dir, wanted=(*MODULES, *hmm_deps), optional=(compressor,))
     out_dir = subdir("initramfs")
     dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason))}.cpio.gz"
     with locked(out_dir / f"{image.id}.lock", LOCK_TIMEOUT):

@@ -30,7 +30,7 @@ HMM_OPERATIONS = ("hmm-prepare", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-excl
 RESULT = "PTINSPECT-OP "
 FAILURE_MARKS = ("Kernel panic - not syncing", WORKLOAD_EXIT)
 STATUSES = ("ok", "unsupported", "failed")
-PAGE = 4096
+PAGE = 4096  # the base page of the test kernels but the 16 KiB granule one (answers carry page_size)
 _seqs = itertools.count(1)
 
 
@@ -47,12 +47,13 @@ class OpResult:
     shape: str | None  # the region's shape now: 4k, guarded, thp, 4k-2m
     start: int | None  # the region
     length: int
+    page_size: int  # the guest's base page: one pagemap value per page_size bytes
     op_start: int | None  # the part the step acted on
     op_length: int
     calls: int  # madvise calls made (pageout, collapse)
     anon_huge_kb: int  # smaps AnonHugePages summed over the region's VMAs
     swap_kb: int  # smaps Swap, likewise
-    pagemap: tuple[PagemapEntry, ...]  # one /proc/self/pagemap value per 4 KiB page of the region
+    pagemap: tuple[PagemapEntry, ...]  # one /proc/self/pagemap value per base page of the region
     maps: tuple[str, ...] | None  # request "maps": the workload's /proc/self/maps lines
     line: str  # the answer as the guest printed it
 
@@ -71,9 +72,9 @@ class OpResult:
         return errno.errorcode.get(self.errno) if self.errno else None
 
     def pages(self) -> list[tuple[int, PagemapEntry]]:
-        """(va, pagemap entry) of every 4 KiB page of the region."""
+        """(va, pagemap entry) of every base page of the region."""
         assert self.start is not None or not self.pagemap
-        return [(self.start + i * PAGE, pm) for i, pm in enumerate(self.pagemap)]  # type: ignore[operator]
+        return [(self.start + i * self.page_size, pm) for i, pm in enumerate(self.pagemap)]  # type: ignore[operator]
 
 
 def parse_result(line: str) -> OpResult:
@@ -86,13 +87,16 @@ def parse_result(line: str) -> OpResult:
         if status not in STATUSES:
             raise ManifestError(f"status {status!r} is not one of {', '.join(STATUSES)}")
         start, length = obj.get("start", _opt(_hex)), obj.get("length", _int)
+        page_size = obj.get("page_size", _int)
+        if page_size < PAGE or page_size & (page_size - 1):
+            raise ManifestError(f"page_size {page_size} is not a power of two of at least {PAGE}")
         pagemap = tuple(PagemapEntry(_hex(v, f"pagemap[{i}]")) for i, v in enumerate(obj.get("pagemap", _list)))
-        if start is not None and len(pagemap) != length // PAGE:
-            raise ManifestError(f"{len(pagemap)} pagemap values for {length // PAGE} pages")
+        if start is not None and len(pagemap) != length // page_size:
+            raise ManifestError(f"{len(pagemap)} pagemap values for {length // page_size} pages")
         return OpResult(seq=obj.get("seq", _opt(_str)) or "", op=obj.get("op", _opt(_str)),
                         for_op=obj.get("for", _opt(_str)), status=status, reason=obj.get("reason", _opt(_str)),
                         errno=obj.get("errno", _opt(_int)), shape=obj.get("shape", _opt(_str)), start=start,
-                        length=length, op_start=obj.get("op_start", _opt(_hex)),
+                        length=length, page_size=page_size, op_start=obj.get("op_start", _opt(_hex)),
                         op_length=obj.get("op_length", _int), calls=obj.get("calls", _int),
                         anon_huge_kb=obj.get("anon_huge_kb", _int), swap_kb=obj.get("swap_kb", _int),
                         pagemap=pagemap, maps=obj.get("maps", _opt(_lines)), line=line)

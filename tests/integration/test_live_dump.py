@@ -10,21 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm.images import ensure_image, image_for
+from inspector.vm.images import ensure_image, image_for, load_manifest
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import boot
 from inspector.vm.qmp import Qmp
 
+from .kernels import IDS, IMAGES, NOT_MADE
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 PTINSPECT = [sys.executable, "-m", "commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", params=IMAGES, ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(scope="module", params=IMAGES, ids=IDS)
 def live_vm(request):
     arch, series = request.param
     image = ensure_image(image_for(arch, series))
@@ -61,6 +61,19 @@ def test_workload_pages_match_pagemap(live_vm):
             assert compared > 100
         unknown = [e for e in doc["entries"] if e["kind"] == "unknown"]
         assert not unknown, unknown[:5]
+
+
+def test_kinds_not_made_are_what_the_kernel_cannot_make(live_vm):
+    """Every kind the kernel can make is made (`ok`); each one it cannot is listed `unsupported` with
+    the workload's reason, and exactly those (kernels.NOT_MADE says why, from the kernel)."""
+    vm, image = live_vm
+    manifest = parse(Path(vm.manifest).read_text())
+    expected = NOT_MADE[(image.arch, load_manifest()[image.id].kernel)]
+    not_made = {r.kind: (r.status, r.reason) for r in manifest.regions if r.status != "ok"}
+    print(f"{vm.arch} {manifest.kernel_release}: not made: {not_made}")
+    assert set(not_made) == set(expected), (not_made, expected)
+    assert all(status == "unsupported" and reason for status, reason in not_made.values()), not_made
+    assert manifest.init_log == (), manifest.init_log  # init set everything up (modules, knobs, zram swap)
 
 
 def test_kernel_tables_decode(live_vm):

@@ -29,13 +29,14 @@ from commands.vm_op import op as vm_op
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.ops import PAGE, OpResult, parse_result, request
 from inspector.vm.state import VM
+from inspector.vmlinux import _read_symbols
 
+from .kernels import IDS, IMAGES
 from .pagemap_check import Dump, check_page
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 PMD_PAGES = 512
 Entries = dict[tuple[int, str], tuple[str, frozenset[str]]]
 
@@ -116,15 +117,19 @@ def validates_clean(path: Path) -> None:
 def agrees_with_pagemap(doc: dict, result: OpResult) -> None:
     """ptinspect's view of every page of the region is the guest's pagemap right after the step."""
     dump = Dump(doc)
-    bad = [(hex(va), what) for va, pm in result.pages() if (what := check_page(dump, va, pm, PAGE))]
+    bad = [(hex(va), what) for va, pm in result.pages() if (what := check_page(dump, va, pm, result.page_size))]
     assert not bad, (result.op, bad[:5])
 
 
 def prepare(machine: VM, op: str) -> OpResult:
     """A fresh region for OP, through the CLI (`ptinspect vm op NAME prepare OP --json`)."""
     run = CliRunner().invoke(vm_op, [machine.name, "prepare", op, "--json"])
-    assert run.exit_code == 0, run.output
     result = parse_result("PTINSPECT-OP " + json.dumps(json.loads(run.output)))
+    if op in ("thp-split", "collapse") and result.page_size != PAGE:  # a 2 MiB THP needs 4 KiB pages
+        assert (result.status, result.start) == ("unsupported", None) and "PMD" in (result.reason or ""), result.line
+        assert run.exit_code == 1  # the CLI's exit status for a refusal
+        return result
+    assert run.exit_code == 0, run.output
     assert result.status == "ok" and result.start is not None, result.reason
     assert all(pm.present for pm in result.pagemap), result.line[:300]
     if op in ("thp-split", "collapse"):
@@ -137,19 +142,23 @@ def prepare(machine: VM, op: str) -> OpResult:
     return result
 
 
-def pages(start: int, end: int) -> range:
-    return range(start, end, PAGE)
+def pages(start: int, end: int, page: int = PAGE) -> range:
+    return range(start, end, page)
 
 
-@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=IDS)
 def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, tmp_path: Path) -> None:
     machine = vm(arch, series)
     image = ensure_image(image_for(arch, series))
     target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
     pid = machine.workload_pid
     assert pid is not None
-    release = tuple(int(x) for x in machine.kernel_release.split(".")[:2])
-    guards = release >= (6, 13)  # MADV_GUARD_INSTALL/REMOVE: Linux 6.13 (EINVAL before)
+    # What the kernel can do, from its own vmlinux: MADV_GUARD_INSTALL/REMOVE (mm/madvise.c
+    # madvise_guard_install, 6.13) and MADV_COLLAPSE (mm/khugepaged.c madvise_collapse, 6.1) answer
+    # EINVAL without them; arm64 folds contpte blocks by itself with CONFIG_ARM64_CONTPTE (6.9).
+    functions = _read_symbols(image.vmlinux)[1]
+    guards, collapse = "madvise_guard_install" in functions, "madvise_collapse" in functions
+    folds = arch == "arm64" and "CONFIG_ARM64_CONTPTE=y" in image.config.read_text().splitlines()
 
     regions = {op: prepare(machine, op) for op in ("guard-install", "mprotect", "pageout", "thp-split", "collapse")}
     path = tmp_path / "s0.json"
@@ -176,7 +185,7 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
     if guards:
         answer, entries, _, _, _ = step("guard-install", g)
         guarded = [va for va, pm in answer.pages() if pm.guard]
-        assert guarded == list(pages(answer.op_start, answer.op_end))  # type: ignore[arg-type]
+        assert guarded == list(pages(answer.op_start, answer.op_end, answer.page_size))  # type: ignore[arg-type]
         assert entries == {(va, "pte"): ("changed", frozenset({"present → marker guard"})) for va in guarded}
         answer, entries, _, _, _ = step("guard-remove", g)
         assert [va for va, pm in answer.pages() if not pm.present] == guarded  # none again; the rest present
@@ -189,7 +198,7 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
             assert answer.pagemap == g.pagemap  # nothing changed: the next diff would show it too
 
     answer, entries, before, after, _ = step("mprotect", regions["mprotect"])
-    part = pages(answer.op_start, answer.op_end)  # type: ignore[arg-type]
+    part = pages(answer.op_start, answer.op_end, answer.page_size)  # type: ignore[arg-type]
     assert entries == {(va, "pte"): ("changed", frozenset(READ_ONLY_CHANGES[arch] | {"vma rw-p → r--p"}))
                        for va in part}
     for va in part:
@@ -198,12 +207,16 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
 
     answer, entries, _, after, _ = step("pageout", regions["pageout"])
     swapped = [va for va, pm in answer.pages() if pm.swapped and not pm.present]
-    assert swapped == list(pages(answer.op_start, answer.op_end)) and answer.swap_kb == 4 * len(swapped)  # type: ignore[arg-type]
+    assert swapped == list(pages(answer.op_start, answer.op_end, answer.page_size))  # type: ignore[arg-type]
+    assert answer.swap_kb == answer.page_size // 1024 * len(swapped)
     assert entries == {(va, "pte"): ("changed", frozenset({"present → swap"})) for va in swapped}
     # the swap type and offset of each entry agree with the pagemap (agrees_with_pagemap); zram is swap type 0
     assert {after[(va, "pte")]["softleaf"]["type"] for va in swapped} == {0}
 
     thp = regions["thp-split"]
+    if thp.start is None:  # refused at prepare (asserted there): 2 MiB THPs need 4 KiB pages
+        assert regions["collapse"].start is None
+        return
     answer, entries, before, after, snap = step("thp-split", thp)
     assert answer.anon_huge_kb == 0 and [pm.pfn for pm in answer.pagemap] == [pm.pfn for pm in thp.pagemap]
     assert int(before[(thp.start, "pmd")]["pfn"], 16) == thp.pagemap[0].pfn  # type: ignore[index]
@@ -211,7 +224,7 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
     # folio (mm/huge_memory.c:3387; 6.12: :2883) and contpte_set_ptes() (arch/arm64/mm/contpte.c:452) folded
     # every aligned run of CONT_PTES (16) into a contpte block; mprotect of page 0 unfolded its run again.
     split = pages(thp.start, thp.end)
-    contpte = [arch == "arm64" and i >= 16 for i in range(PMD_PAGES)]
+    contpte = [folds and i >= 16 for i in range(PMD_PAGES)]
     labels = [("present r-- user" if i == 0 else "present rw- user") + (" contpte" if contpte[i] else "")
               for i in range(PMD_PAGES)]
     assert entries == {(thp.start, "pmd"): ("changed", frozenset({"PMD leaf → PTE table"})),
@@ -225,6 +238,11 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
     assert f"added {thp.start:#018x} pte 1x4 KiB present r-- user" in "\n".join(rows)
 
     flat = regions["collapse"]
+    if not collapse:  # the kernel refuses the unknown advice, and nothing changes
+        answer = request(machine, ["collapse", hex(flat.start)])  # type: ignore[arg-type]
+        assert (answer.status, answer.errno_name) == ("unsupported", "EINVAL"), answer.line[:300]
+        assert answer.pagemap == flat.pagemap and answer.anon_huge_kb == 0
+        return
     answer, entries, _, after, _ = step("collapse", flat)
     pfns = [pm.pfn for pm in answer.pagemap]
     assert answer.anon_huge_kb == 2048 and pfns[0] % PMD_PAGES == 0 and pfns == list(range(pfns[0], pfns[0] + PMD_PAGES))

@@ -17,9 +17,10 @@ from commands.vm import vm as vm_group
 from inspector.vm import VMError, qemu, state
 from inspector.vm.qmp import Qmp
 
+from .kernels import IDS, IMAGES
+
 pytestmark = pytest.mark.integration
 
-REQUIRED = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 
 
 def _rsp(sock: socket.socket, payload: bytes, want: Callable[[bytes], bool]) -> bytes:
@@ -39,12 +40,12 @@ def _rsp(sock: socket.socket, payload: bytes, want: Callable[[bytes], bool]) -> 
             return match[1]
 
 
-@pytest.mark.parametrize(("arch", "series"), REQUIRED, ids=[f"{s}-{a}" for a, s in REQUIRED])
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=IDS)
 def test_boot_reaches_the_manifest(vm: Callable[..., state.VM], arch: str, series: str) -> None:
     machine = vm(arch, series)
     manifest = json.loads(Path(machine.manifest).read_text())
     assert manifest["pid"] == machine.workload_pid > 1
-    assert machine.kernel_release.startswith(series + ".")
+    assert machine.kernel_release.startswith(series.split("-")[0] + ".")  # 7.2-16k: a 7.2 release
     assert machine.vmlinux and Path(machine.vmlinux).stat().st_size > 10_000_000
     assert machine.name in {m.name for m in state.running()}
     with Qmp(machine.qmp) as qmp:

@@ -72,10 +72,23 @@ class Memory:
         return b"".join(bytes(page[off:off + n]) for page, off, n in self._chunks(va, size))
 
 
-@pytest.fixture(scope="module", params=[("x86_64", "7.2"), ("arm64", "6.12")], ids=lambda p: f"{p[0]}-{p[1]}")
+# Kernels whose VMAs are in the maple tree mm->mm_mt, and kernels (before 6.1) with the list mm->mmap.
+MAPLE = [("x86_64", "7.2"), ("arm64", "6.12")]
+LISTED = [("x86_64", "5.10"), ("arm64", "5.10")]
+
+
+def kernel_id(param: tuple[str, str]) -> str:
+    return f"{param[0]}-{param[1]}"
+
+
+@pytest.fixture(scope="module", params=MAPLE, ids=kernel_id)
 def layout(request: pytest.FixtureRequest) -> KernelLayout:
     arch, series = request.param
     return layout_for(ensure_image(image_for(arch, series)).vmlinux)
+
+
+# For what does not depend on how the VMAs are kept: every layout.
+every_layout = pytest.mark.parametrize("layout", MAPLE + LISTED, indirect=True, ids=kernel_id)
 
 
 def kernel(mem: Memory) -> RawKernel:
@@ -275,6 +288,87 @@ def test_damaged_trees_raise(layout: KernelLayout, damage: str, message: str) ->
         list(kernel(mem).vmas(mm))
 
 
+# -- the VMA list before 6.1 (mm->mmap, vma->vm_next) ------------------------------------------------
+
+@pytest.fixture(scope="module", params=LISTED, ids=kernel_id)
+def list_layout(request: pytest.FixtureRequest) -> KernelLayout:
+    arch, series = request.param
+    return layout_for(ensure_image(image_for(arch, series)).vmlinux)
+
+
+def listed_mm(mem: Memory, spans: list[tuple[int, int]], brk: tuple[int, int] = (0, 0),
+              start_stack: int = 0) -> tuple[int, list[int]]:
+    """An mm whose mm->mmap list holds anonymous VMAs over SPANS in that order; (mm, the VMAs)."""
+    mm = mem.struct("mm_struct")
+    mem.set(mm, "mm_struct.start_brk", brk[0])
+    mem.set(mm, "mm_struct.brk", brk[1])
+    mem.set(mm, "mm_struct.start_stack", start_stack)
+    vmas = [vma(mem, mm, start, end) for start, end in spans]
+    for this, following in zip(vmas, vmas[1:] + [0]):
+        mem.set(this, "vm_area_struct.vm_next", following)
+    mem.set(mm, "mm_struct.mmap", vmas[0] if vmas else 0)
+    return mm, vmas
+
+
+SPANS = [(0x400000, 0x401000), (0x401000, 0x480000), (0x5CD000, 0x61E000), (0x7FFD73AC0000, 0x7FFD73AE1000)]
+
+
+def test_the_layout_says_which_vma_structure(list_layout: KernelLayout, layout: KernelLayout) -> None:
+    """Decided by the DWARF's members: mm_mt (maple tree) and mmap/vm_next (list) never both."""
+    assert "mm_struct.mmap" in list_layout.members and "vm_area_struct.vm_next" in list_layout.members
+    assert "mm_struct.mm_mt" not in list_layout.members and "maple_type" not in list_layout.enums
+    assert "mm_struct.mm_mt" in layout.members and "mm_struct.mmap" not in layout.members
+    assert "vm_area_struct.vm_next" not in layout.members
+
+
+def test_listed_vmas_in_order_with_names(list_layout: KernelLayout) -> None:
+    """5.10's show_map_vma (fs/proc/task_mmu.c): [heap] for a VMA touching start_brk..brk, [stack]
+    for the one holding start_stack."""
+    mem = Memory(list_layout)
+    uts = mem.at_symbol("init_uts_ns", list_layout.sizes["uts_namespace"])
+    mem.write(uts + list_layout.offset("uts_namespace.name.release"), b"5.10.0-32-cloud-amd64\0")
+    mm, _ = listed_mm(mem, SPANS, brk=(0x5CD000, 0x61E000), start_stack=0x7FFD73AE0F00)
+    got = [(v.start, v.end, v.flags, v.name) for v in kernel(mem).vmas(mm)]
+    names = ["[anon]", "[anon]", "[heap]", "[stack]"]
+    assert got == [(start, end, VM_READ | VM_WRITE, name) for (start, end), name in zip(SPANS, names)]
+    assert list(kernel(mem).vmas(listed_mm(mem, [])[0])) == []
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cycle", "does not end"),
+    ("unordered", "is not the next VMA"),
+    ("overlap", "is not the next VMA"),
+    ("empty", "is not the next VMA"),
+    ("other mm", "is not the next VMA"),
+    ("unreadable", "cannot read vm_area_struct"),
+])
+def test_damaged_vma_lists_raise(list_layout: KernelLayout, damage: str, message: str) -> None:
+    mem = Memory(list_layout)
+    mm, vmas = listed_mm(mem, SPANS)
+    if damage == "cycle":
+        mem.set(vmas[2], "vm_area_struct.vm_next", vmas[1])
+    elif damage == "unordered":
+        mem.set(vmas[0], "vm_area_struct.vm_next", vmas[2])
+        mem.set(vmas[2], "vm_area_struct.vm_next", vmas[1])
+    elif damage == "overlap":
+        mem.set(vmas[1], "vm_area_struct.vm_start", 0x400800)
+    elif damage == "empty":
+        mem.set(vmas[1], "vm_area_struct.vm_end", 0x401000)
+    elif damage == "other mm":
+        mem.set(vmas[3], "vm_area_struct.vm_mm", mm + 0x1000)
+    else:
+        mem.set(vmas[1], "vm_area_struct.vm_next", 0xFFFF888100000000)
+    with pytest.raises(KernelError, match=message):
+        list(kernel(mem).vmas(mm))
+
+
+def test_a_layout_with_neither_vma_structure_is_refused(list_layout: KernelLayout) -> None:
+    members = {k: v for k, v in list_layout.members.items() if k != "mm_struct.mmap"}
+    broken = KernelLayout(**{**list_layout.__dict__, "members": members})
+    with pytest.raises(KernelError, match="neither mm_mt .* nor mmap"):
+        RawKernel(broken, Memory(broken).read, KASLR, broken.arch)
+
+
 # -- names -----------------------------------------------------------------------------------------
 
 def dentry(mem: Memory, name: bytes, parent: int | None, d_op: int = 0, inode: int = 0, hashed: bool = True) -> int:
@@ -447,6 +541,7 @@ def task_world(mem: Memory) -> dict[str, int]:
             "sh1": sh1, "sh2": sh2, "mm1": mm1}
 
 
+@every_layout
 def test_tasks_and_find_task(layout: KernelLayout) -> None:
     mem = Memory(layout)
     w = task_world(mem)
@@ -468,6 +563,7 @@ def test_tasks_and_find_task(layout: KernelLayout) -> None:
     assert mem.reads == reads  # the task list is read once per RawKernel
 
 
+@every_layout
 @pytest.mark.parametrize("which", ["tasks", "threads"])
 def test_a_list_cycle_raises(layout: KernelLayout, which: str) -> None:
     mem = Memory(layout)
@@ -482,6 +578,7 @@ def test_a_list_cycle_raises(layout: KernelLayout, which: str) -> None:
         kernel(mem).tasks()
 
 
+@every_layout
 def test_release_reads_at_the_relocated_symbol(layout: KernelLayout) -> None:
     mem = Memory(layout)
     uts = mem.at_symbol("init_uts_ns", layout.sizes["uts_namespace"])
@@ -491,12 +588,15 @@ def test_release_reads_at_the_relocated_symbol(layout: KernelLayout) -> None:
         _ = RawKernel(layout, mem.read, 0, layout.arch).release
 
 
+@every_layout
 def test_facts_from_swap_devices(layout: KernelLayout) -> None:
     mem = Memory(layout)
     uts = mem.at_symbol("init_uts_ns", layout.sizes["uts_namespace"])
     mem.write(uts + layout.offset("uts_namespace.name.release"), b"7.2.13+deb14-cloud-amd64\0")
-    ad = mem.at_symbol("swap_migration_ad_supported", layout.variable_sizes["swap_migration_ad_supported"])
-    mem.write(ad, b"\1")
+    ad_known = "swap_migration_ad_supported" in layout.symbols  # 6.12+
+    if ad_known:
+        ad = mem.at_symbol("swap_migration_ad_supported", layout.variable_sizes["swap_migration_ad_supported"])
+        mem.write(ad, b"\1")
     nr = mem.at_symbol("nr_swapfiles", 4)
     mem.write(nr, (3).to_bytes(4, "little"))
     table = mem.at_symbol("swap_info", 8 * layout.lengths["swap_info"])
@@ -513,7 +613,7 @@ def test_facts_from_swap_devices(layout: KernelLayout) -> None:
     facts = kernel(mem).facts({"CONFIG_DEVICE_PRIVATE": True}, "config file c")
     values = {name: fact.value for name, fact in facts.facts.items()}
     assert values["MAX_SWAPFILES"] == layout.lengths["swap_info"]
-    assert values["swap_migration_ad_supported"] is True
+    assert values.get("swap_migration_ad_supported") is (True if ad_known else None)
     assert values["nr_swapfiles"] == 3
     assert values["swap_info[0].max"] == 16384 and values["swap_info[2].max"] == 4096
     assert "swap_info[1].max" not in values
@@ -524,6 +624,7 @@ def test_facts_from_swap_devices(layout: KernelLayout) -> None:
         kernel(mem).facts()
 
 
+@every_layout
 def test_ram_ranges(layout: KernelLayout) -> None:
     mem = Memory(layout)
     memblock = mem.at_symbol("memblock", layout.sizes["memblock"])

@@ -97,19 +97,32 @@ def test_no_archive_host_in_the_project() -> None:
         assert "deb.debian.org" not in path.read_text(), path
 
 
-REQUIRED = {("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")}
+REQUIRED = {("x86_64", "7.3"), ("arm64", "7.3"), ("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"),
+            ("arm64", "7.2-16k"), ("x86_64", "6.12"), ("arm64", "6.12"), ("x86_64", "5.10"), ("arm64", "5.10")}
 
 
 def test_manifest_names_the_required_images() -> None:
     recipes = images.load_manifest()
-    assert {(r.arch, r.series) for r in recipes.values()} >= REQUIRED
+    assert {(r.arch, r.kernel) for r in recipes.values()} >= REQUIRED
     for recipe in recipes.values():
-        assert recipe.id == f"{recipe.series}-{recipe.arch}"
+        assert recipe.kernel.startswith(recipe.series)
+        assert recipe.id == f"{recipe.series}-{recipe.arch}{recipe.kernel[len(recipe.series):]}"
         assert recipe.debian_arch == apt.DEB_ARCH[recipe.arch]
         assert recipe.suite in apt.SUITES
         assert recipe.tested_release.endswith("-" + recipe.flavour)
         assert recipe.tested_release.startswith(recipe.series + ".")
-        assert images.image_for(recipe.arch, recipe.series) == recipe.id
+        assert images.image_for(recipe.arch, recipe.kernel) == recipe.id
+    assert recipes["7.2-arm64-16k"].flavour == "arm64-16k"
+
+
+def test_two_images_of_one_arch_and_kernel_name_are_refused(tmp_path: Path) -> None:
+    text = images.MANIFEST.read_text()
+    start = text.index("[[image]]")
+    first = text[start:text.index("[[image]]", start + 1)]
+    bad = tmp_path / "kernels.toml"
+    bad.write_text(first + first.replace('id = "', 'id = "again-'))
+    with pytest.raises(VMError, match="give it its own `kernel` name"):
+        images.load_manifest(bad)
 
 
 def test_bad_manifest_is_a_clear_error(tmp_path: Path) -> None:
@@ -128,6 +141,12 @@ def test_abi_pattern_picks_series_and_flavour_only() -> None:
         assert pattern.match(other) is None, other
     bookworm = images.Recipe(**{**recipe.__dict__, "series": "6.1"})
     assert bookworm.abi_pattern().match("linux-image-6.1.0-37-cloud-amd64-dbg")["abi"] == "6.1.0-37"
+    bullseye = images.load_manifest()["5.10-arm64"].abi_pattern()
+    assert bullseye.match("linux-image-5.10.0-32-cloud-arm64-dbg")["abi"] == "5.10.0-32"
+    assert bullseye.match("linux-image-5.10.0-32-arm64-dbg") is None
+    granule = images.load_manifest()["7.2-arm64-16k"].abi_pattern()
+    assert granule.match("linux-image-7.2.13+deb14-arm64-16k-dbg")["abi"] == "7.2.13+deb14"
+    assert granule.match("linux-image-7.2.13+deb14-arm64-dbg") is None
 
 
 class FakeApt:
@@ -261,3 +280,14 @@ def test_panic_and_workload_exit_are_failures(tmp_path: Path) -> None:
     assert read_manifest(log) == (None, "Kernel panic - not syncing: VFS: Unable to mount root fs")
     log.write_text("ptinspect-init: workload pid 9\nPTINSPECT-WORKLOAD-EXIT status=139\n")
     assert read_manifest(log)[1] == "PTINSPECT-WORKLOAD-EXIT status=139"
+
+
+def test_a_listed_package_the_archive_does_not_serve_is_named(tmp_path: Path) -> None:
+    class NotServed:
+        def download(self, packages: list[str], dest: Path) -> None:
+            raise VMError("apt-get download x failed (exit 100):\nE: Failed to fetch http://mirror.example/"
+                          "debian/pool/main/l/linux/x.deb  404  Not Found [IP: 192.0.2.1 80]")
+
+    with pytest.raises(VMError, match=r"lists linux-base-7\.3\.4\+deb13-riscv64:riscv64=7\.3\.4-1 but the archive "
+                                      r"does not serve them \(404 Not Found\)"):
+        images._download(NotServed(), ["linux-base-7.3.4+deb13-riscv64:riscv64=7.3.4-1"], tmp_path, "7.3-riscv64")

@@ -27,7 +27,7 @@ PRESENT = 1 << 63
 def answer(**fields: Any) -> dict[str, Any]:
     """An answer as the workload prints it: prepare pageout, ok, two present pages."""
     doc = {"seq": "7-1", "op": "prepare", "for": "pageout", "status": "ok", "reason": None, "errno": None,
-           "shape": "4k", "start": "0x2010000000", "length": 8192, "op_start": "0x2010000000", "op_length": 8192,
+           "shape": "4k", "start": "0x2010000000", "length": 8192, "page_size": 4096, "op_start": "0x2010000000", "op_length": 8192,
            "calls": 0, "anon_huge_kb": 0, "swap_kb": 0, "pagemap": [hex(PRESENT | 0x41e36), hex(PRESENT | 0x41e37)],
            "maps": None}
     return {**doc, **fields}

@@ -20,6 +20,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -463,6 +464,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
+	/*
+	 * The heap never shrinks: an answer freed at the top of a large-page heap
+	 * would trim [heap] between a "maps" answer and the next look at the VMAs.
+	 */
+	mallopt(M_TRIM_THRESHOLD, -1);
 	c.ps = (size_t)sysconf(_SC_PAGESIZE);
 	c.pid = getpid();
 	c.guest = guest;

@@ -101,10 +101,20 @@ static bool advise(struct result *res, uintptr_t start, size_t length, int advic
 	return false;
 }
 
+/* The base page: regions are PAGES_4K (or 512) base pages, whatever the granule. */
+static size_t base_page(void)
+{
+	static size_t ps;
+
+	if (!ps)
+		ps = (size_t)sysconf(_SC_PAGESIZE);
+	return ps;
+}
+
 static void part(const struct op_region *reg, struct result *res)
 {
-	res->op_start = reg->start + PART_FIRST * 4 * KIB;
-	res->op_length = PART_PAGES * 4 * KIB;
+	res->op_start = reg->start + PART_FIRST * base_page();
+	res->op_length = PART_PAGES * base_page();
 }
 
 static void whole(const struct op_region *reg, struct result *res)
@@ -116,12 +126,12 @@ static void whole(const struct op_region *reg, struct result *res)
 /* Pages of [start, start + length) whose pagemap entry has every bit of mask. */
 static size_t pages_with(uintptr_t start, size_t length, uint64_t mask)
 {
-	size_t n = length / (4 * KIB), count = 0;
+	size_t n = length / base_page(), count = 0;
 	uint64_t *pm = calloc(n, sizeof(*pm));
 
 	if (!pm)
 		abort();
-	if (pagemap_read(getpid(), start, n, 4 * KIB, pm) == 0)
+	if (pagemap_read(getpid(), start, n, base_page(), pm) == 0)
 		for (size_t i = 0; i < n; i++)
 			count += (pm[i] & mask) == mask;
 	free(pm);
@@ -277,7 +287,7 @@ static const char *shape_name(enum shape s)
 
 static void write_range(uintptr_t start, size_t length)
 {
-	for (uintptr_t va = start; va < start + length; va += 4 * KIB)
+	for (uintptr_t va = start; va < start + length; va += base_page())
 		*(volatile uint64_t *)va = va ^ 0x5054494e53504543ULL;
 }
 
@@ -290,9 +300,15 @@ static void prepare(const struct op *op, struct result *res)
 	void *p;
 
 	reg.length = op->shape == SHAPE_THP || op->shape == SHAPE_4K_2M ? THP_SIZE
-								       : PAGES_4K * 4 * KIB;
+								       : PAGES_4K * base_page();
 	if (nregions == OP_SLOTS) {
 		fail(res, ST_FAILED, 0, "all %d operation slots are used", OP_SLOTS);
+		return;
+	}
+	if (reg.length == THP_SIZE && base_page() != 4 * KIB) { /* the PMD maps ps * ps / 8 bytes */
+		fail(res, ST_UNSUPPORTED, 0, "a 2 MiB THP is a PMD leaf with 4 KiB pages only (with %zu KiB"
+		     " pages a PMD maps %zu MiB; the workload does not make those)", base_page() / KIB,
+		     base_page() * (base_page() / 8) / MIB);
 		return;
 	}
 	p = mmap((void *)slot, reg.length, PROT_READ | PROT_WRITE,
@@ -338,12 +354,12 @@ static void render(const char *seq, const struct result *res)
 	struct json *j = json_new();
 	const struct op_region *reg = res->region;
 	const char *text;
-	size_t len, n = reg ? reg->length / (4 * KIB) : 0;
+	size_t len, n = reg ? reg->length / base_page() : 0;
 	uint64_t *pm = calloc(n ? n : 1, sizeof(*pm));
 
 	if (!pm)
 		abort();
-	if (reg && pagemap_read(getpid(), reg->start, n, 4 * KIB, pm))
+	if (reg && pagemap_read(getpid(), reg->start, n, base_page(), pm))
 		n = 0;
 	json_begin_object(j);
 	json_key(j, "seq");
@@ -370,6 +386,8 @@ static void render(const char *seq, const struct result *res)
 		json_null(j);
 	json_key(j, "length");
 	json_int(j, reg ? (long long)reg->length : 0);
+	json_key(j, "page_size");
+	json_int(j, (long long)base_page());
 	json_key(j, "op_start");
 	if (reg && res->op_length)
 		json_hex(j, res->op_start);

@@ -110,7 +110,7 @@ void scan_probe(struct ctx *c)
 {
 	static const uint64_t masks[] = { PM_SCAN_CATEGORIES_7_2,
 					  PM_SCAN_CATEGORIES_6_7 };
-	static char probe_page[1] __attribute__((aligned(4096)));
+	static char probe_page[1] __attribute__((aligned(65536))); /* any granule */
 	uint64_t cats;
 	int err = 0;
 
