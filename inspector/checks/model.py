@@ -46,7 +46,7 @@ def _problems(ctx: Context, model: ArchModel, e: Entry) -> list[str]:
                        + ("none" if leaf is None else f"type {leaf.type} offset {leaf.offset:#x}"))
     if e.block is not None and e.hw.cont is not None:
         pos, block = e.ref.block(ctx.tables, snap.mode.levels[depth].entries, e.hw.cont.entries)
-        view = model.ptep_get(block, pos, depth, snap.mode)
+        view = model.ptep_get(block, pos, depth, snap.mode, layout)
         if view != e.view.raw:
             out.append(f"ptep_get() gives {view:#x}, the decoder's kernel view {e.view.raw:#x}")
     return out

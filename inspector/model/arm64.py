@@ -303,14 +303,16 @@ class Arm64Model:
             phys &= ~((1 << _shift(mode, hw)) - 1)  # PMD_MASK / PUD_MASK
         return phys >> mode.page_shift
 
-    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode) -> int:
-        """ptep_get (pgtable.h:-/1625/1738) with 7.2's contpte_ptep_get (contpte.c:313) loop.
+    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode, layout: Layout) -> int:
+        """ptep_get (arch/arm64/include/asm/pgtable.h) with contpte_ptep_get's loop (arch/arm64/mm/
+        contpte.c, 6.9+).
 
-        At L2 (hugetlb contiguous PMDs) huge_ptep_get (hugetlbpage.c:151/123/119) scans
-        every entry without the early exits, which gives the same value.
+        At L2 (hugetlb contiguous PMDs) huge_ptep_get (arch/arm64/mm/hugetlbpage.c, 5.19+) scans
+        every entry without the early exits, which gives the same value.  Before 5.19 nothing
+        gathers: ptep_get() is READ_ONCE(*ptep) and hugetlb used the generic huge_ptep_get().
         """
         orig_pte = block[index]
-        if not (orig_pte & PTE_VALID and orig_pte & PTE_CONT):  # pte_valid_cont
+        if not (orig_pte & PTE_VALID and orig_pte & PTE_CONT) or not layout.has("arm64_huge_ptep_get"):
             return orig_pte
         if _hw(depth, mode) not in (2, 3):
             return orig_pte

@@ -69,7 +69,7 @@ class ArchModel(Protocol):
     def leaf_pfn(self, raw: int, depth: int, mode: PagingMode) -> int:
         """pte_pfn / pmd_pfn / pud_pfn of a present leaf (first frame of the leaf)."""
 
-    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode) -> int:
+    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode, layout: Layout) -> int:
         """What ptep_get() returns for entry `index` of a block read from a live table."""
 
     def swp_pfn_bits(self, mode: PagingMode) -> int:

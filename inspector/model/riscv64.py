@@ -197,10 +197,10 @@ class Riscv64Model:
         size = 1 << _shift(depth, mode)
         return ((res << PAGE_SHIFT) & ~(size - 1)) >> PAGE_SHIFT  # __pmd_to_phys & PMD_MASK
 
-    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode) -> int:
-        """huge_ptep_get for a NAPOT block (arch/riscv/mm/hugetlbpage.c, 6.12/7.2): the block's first PTE
+    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode, layout: Layout) -> int:
+        """huge_ptep_get for a NAPOT block (arch/riscv/mm/hugetlbpage.c, 6.4+): the block's first PTE
         with pte_mkdirty/pte_mkyoung for every dirty/young PTE; otherwise the entry itself."""
-        if not _pte_depth(depth, mode) or len(block) != 1 << NAPOT_CONT64KB_ORDER:
+        if not layout.has("riscv_svnapot") or not _pte_depth(depth, mode) or len(block) != 1 << NAPOT_CONT64KB_ORDER:
             return block[index]
         orig = block[0]
         # NAPOT blocks exist from 6.4, where _PAGE_PROT_NONE is _PAGE_GLOBAL

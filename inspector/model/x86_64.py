@@ -225,7 +225,7 @@ class X86_64Model:
             mask = PHYSICAL_PUD_PAGE_MASK  # pud_pfn_mask
         return ((raw ^ protnone_mask(raw)) & mask) >> 12
 
-    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode) -> int:
+    def ptep_get(self, block: Sequence[int], index: int, depth: int, mode: PagingMode, layout: Layout) -> int:
         """ptep_get is READ_ONCE(*ptep) on x86."""
         return block[index]
 

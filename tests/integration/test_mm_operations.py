@@ -49,14 +49,29 @@ AGING = frozenset({"_PAGE_ACCESSED 1→0", "_PAGE_ACCESSED 0→1", "PTE_AF 1→0
 WRITE = {"x86_64": 1 << 1, "arm64": 1 << 51, "riscv64": 1 << 2}
 # mprotect(PROT_READ) of written private pages, as the decoders name each arch's bits.
 READ_ONLY_CHANGES = {
-    "x86_64": {"_PAGE_RW 1→0", "_PAGE_DIRTY → _PAGE_SAVED_DIRTY"},
+    "x86_64": {"_PAGE_RW 1→0", "_PAGE_DIRTY → _PAGE_SAVED_DIRTY"},  # 6.6+; before, _PAGE_RW alone (see read_only)
     "arm64": {"PTE_WRITE 1→0", "PTE_RDONLY 0→1", "AP[2:1] EL1 RW, EL0 RW → EL1 RO, EL0 RO"},
     "riscv64": {"_PAGE_WRITE 1→0"},
 }
 
 
-def read_only(arch: str, raw: int) -> int:
+def saved_dirty(release: str) -> bool:
+    """x86 pte_modify() moves _PAGE_DIRTY to _PAGE_SAVED_DIRTY from 6.6 (fca4d413c5f7 "x86/mm: Introduce
+    _PAGE_SAVED_DIRTY", bb3aadf7d446 "x86/mm: Start actually marking _PAGE_SAVED_DIRTY")."""
+    major, minor = (int(x) for x in release.split(".")[:2])
+    return (major, minor) >= (6, 6)
+
+
+def read_only_changes(arch: str, release: str) -> set[str]:
+    if arch == "x86_64" and not saved_dirty(release):
+        return {"_PAGE_RW 1→0"}  # 5.10 pte_modify(): PAGE_READONLY keeps _PAGE_DIRTY as it was
+    return READ_ONLY_CHANGES[arch]
+
+
+def read_only(arch: str, raw: int, release: str) -> int:
     """The PTE pte_modify() makes of a written, writable private anonymous PTE for PROT_READ."""
+    if arch == "x86_64" and not saved_dirty(release):
+        return raw & ~(1 << 1)
     if arch == "x86_64":
         # arch/x86/include/asm/pgtable.h:771-802: keep _PAGE_CHG_MASK, take PAGE_READONLY (no _PAGE_RW);
         # the old entry was writable, so mksaveddirty_shift() (:365) moves _PAGE_DIRTY (bit 6) to
@@ -199,11 +214,12 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
 
     answer, entries, before, after, _ = step("mprotect", regions["mprotect"])
     part = pages(answer.op_start, answer.op_end, answer.page_size)  # type: ignore[arg-type]
-    assert entries == {(va, "pte"): ("changed", frozenset(READ_ONLY_CHANGES[arch] | {"vma rw-p → r--p"}))
+    release = machine.kernel_release
+    assert entries == {(va, "pte"): ("changed", frozenset(read_only_changes(arch, release) | {"vma rw-p → r--p"}))
                        for va in part}
     for va in part:
         raw_a, raw_b = int(before[(va, "pte")]["raw"], 16), int(after[(va, "pte")]["raw"], 16)
-        assert raw_b & ~ACCESSED[arch] == read_only(arch, raw_a) & ~ACCESSED[arch], (hex(va), hex(raw_a), hex(raw_b))
+        assert raw_b & ~ACCESSED[arch] == read_only(arch, raw_a, release) & ~ACCESSED[arch], (hex(va), hex(raw_a), hex(raw_b))
 
     answer, entries, _, after, _ = step("pageout", regions["pageout"])
     swapped = [va for va, pm in answer.pages() if pm.swapped and not pm.present]

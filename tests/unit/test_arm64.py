@@ -541,7 +541,7 @@ def test_contpte_block_and_kernel_view():
     assert ARCH.kernel_view(block, 0, PTE, M4, full("7.2")) == 0x00F8000001000F43
     assert ARCH.kernel_view(block, 9, PTE, M4, full("7.2")) == 0x00F8000001009F43
     for i in range(16):
-        assert ARCH.kernel_view(block, i, PTE, M4, full("7.2")) == MODEL.ptep_get(block, i, PTE, M4)
+        assert ARCH.kernel_view(block, i, PTE, M4, full("7.2")) == MODEL.ptep_get(block, i, PTE, M4, release_layout("7.2", "arm64"))
     raw0 = ARCH.decode(block[0], PTE, M4, full("7.2"))
     assert not raw0.access.young and not raw0.access.dirty
     assert raw0.cont.scheme == "contpte" and (raw0.cont.entries, raw0.cont.size) == (16, 64 << 10)
@@ -682,4 +682,4 @@ def test_model_block_view_agrees_with_decoder(name, pmd, prot, data):
     for i in data.draw(st.lists(st.integers(0, len(block) - 1), max_size=4)):
         block[i] &= ~0x80  # RDONLY cleared by DBM
     for i in range(len(block)):
-        assert ARCH.kernel_view(block, i, depth, mode, full("7.2")) == MODEL.ptep_get(block, i, depth, mode)
+        assert ARCH.kernel_view(block, i, depth, mode, full("7.2")) == MODEL.ptep_get(block, i, depth, mode, release_layout("7.2", "arm64"))

@@ -430,7 +430,7 @@ def test_napot_kernel_view_gathers_young_dirty():
     block[9] |= 0x40
     for family in ("6.12", "7.2"):
         assert ARCH.kernel_view(block, 3, PTE48, SV48, full(family)) == NAPOT_PTE
-    assert MODEL.ptep_get(block, 3, PTE48, SV48) == NAPOT_PTE
+    assert MODEL.ptep_get(block, 3, PTE48, SV48, release_layout("7.2", "riscv64")) == NAPOT_PTE
     # 7.2 pte_mkdirty also sets _PAGE_SOFT_DIRTY (bit 59) when it exists (pgtable.h:465-468).
     assert ARCH.kernel_view(block, 3, PTE48, SV48, full("7.2", **RSW_ON)) == NAPOT_PTE | 1 << 59
     assert ARCH.kernel_view(block, 3, PTE48, SV48, full("6.1")) == clean_old
@@ -508,7 +508,7 @@ def test_model_napot_block_agrees(pfn, prot, family, young, dirty):
         assert dec.kind is Kind.PRESENT and dec.pfn == pfn == MODEL.leaf_pfn(value, PTE48, SV48)
         assert dec.cont is not None and dec.cont.same_value
         kernel = ARCH.kernel_view(block, index, PTE48, SV48, full(family))
-        assert kernel == MODEL.ptep_get(block, index, PTE48, SV48)
+        assert kernel == MODEL.ptep_get(block, index, PTE48, SV48, release_layout("7.2", "riscv64"))
 
 
 def swp_fields(family):

@@ -528,7 +528,7 @@ def test_bad_depth_and_value_do_not_raise():
 
 def test_kernel_view_and_user_pgd():
     assert ARCH.kernel_view([1, 2, 3], 1, PTE4, MODE_4, facts(None)) == 2
-    assert MODEL.ptep_get([1, 2, 3], 1, PTE4, MODE_4) == 2
+    assert MODEL.ptep_get([1, 2, 3], 1, PTE4, MODE_4, release_layout("7.2", "x86_64")) == 2
     assert MODEL.mk_block(1, PTE4, MODE_4, Prot(), L("7.2")) == []
     assert ARCH.user_pgd(0x1234000) == 0x1235000  # PTI_PGTABLE_SWITCH_BIT = PAGE_SHIFT
     with pytest.raises(ValueError):
