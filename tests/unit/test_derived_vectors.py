@@ -228,3 +228,21 @@ def test_types(case: tuple[str, int]) -> None:
             wrong.append(f"type {swp_type}: kernel {names[0] if names else expected.value}, "
                          f"ptinspect {got.kind.value} ({got.reason})")
     assert not wrong, f"{doc['release']} {entry['config']}:\n" + "\n".join(wrong)
+
+
+def test_types_agree_with_encode_vectors():
+    """The derived carving of 6.1/6.12/7.2 is the TYPES section of encode-vectors.txt."""
+    from tests.vectors import type_vectors
+
+    reference: dict[str, dict] = {}
+    for v in type_vectors():
+        reference.setdefault(v.family, {})[v.enabled] = v.defines
+    compared = 0
+    for stem, doc in DOCS.items():
+        if doc["series"] not in reference:
+            continue
+        derived = {frozenset(k for k, on in e["config"].items() if on): {"MAX_SWAPFILES": e["MAX_SWAPFILES"],
+                                                                         **e["defines"]} for e in doc["types"]}
+        assert derived == reference[doc["series"]], f"{stem}: derived types differ from encode-vectors.txt"
+        compared += 1
+    assert compared, "no derived file of 6.1, 6.12 or 7.2 to compare"
