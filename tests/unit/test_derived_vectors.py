@@ -64,9 +64,11 @@ TYPE_OPTIONS = ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIV
 
 def _facts(doc: dict, config: list[str] | None = None):
     named = []
-    max_swapfiles = (doc["constants"] or {}).get("MAX_SWAPFILES")
-    if config is None and isinstance(max_swapfiles, str):
-        named.append(f"MAX_SWAPFILES={_int(max_swapfiles)}")
+    if config is None:  # the configured kernel: its compile-time constants are facts about it
+        for name in ("MAX_SWAPFILES", "MAX_PHYSMEM_BITS"):
+            value = doc["constants"].get(name)
+            if isinstance(value, str):
+                named.append(f"{name}={_int(value)}")
     try:
         return build_facts(doc["arch"], kernel=doc["release"], config=_bool_config(doc) if config is None
                            else config, named=named)
@@ -75,7 +77,8 @@ def _facts(doc: dict, config: list[str] | None = None):
 
 
 def _mode(doc: dict):
-    """The paging mode of the derived kernel: its PAGE_SHIFT; the default mode, else its VA_BITS."""
+    """The paging mode of the derived kernel: its PAGE_SHIFT; the default mode, else its VA_BITS
+    (the plain mode where the kernel also runs one with LPA2)."""
     arch = archs.get_arch(doc["arch"])
     page_shift = _int(doc["constants"]["PAGE_SHIFT"])
     fits = [m for m in arch.modes() if m.page_shift == page_shift]
@@ -84,10 +87,9 @@ def _mode(doc: dict):
     for mode in fits:
         if mode.name == arch.default_mode:
             return mode
-    for mode in fits:
-        if va_bits and mode.va_bits == int(va_bits) and not mode.options:
-            return mode
-    return fits[0]
+    matching = [m for m in fits if va_bits and m.va_bits == int(va_bits)]
+    assert matching, f"ptinspect has no {doc['arch']} mode for PAGE_SHIFT {page_shift} and VA_BITS {va_bits}"
+    return min(matching, key=lambda m: len(m.options))  # the plain mode where there is one
 
 
 def _decode(doc: dict, vector: dict) -> Decoded:
