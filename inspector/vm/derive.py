@@ -27,7 +27,15 @@ from pathlib import Path
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
 from .cache import locked, subdir
-from .images import Recipe, _abi_key, _download, _run, _swap_in, _write_stamp, check_entry
+from .images import (
+    Recipe,
+    _abi_key,
+    _download,
+    _run,
+    _swap_in,
+    _write_stamp,
+    check_entry,
+)
 
 SERIES_SUITE = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie", "7.2": "sid",
                 "7.3": "trixie-backports"}
@@ -57,6 +65,7 @@ RECORDED_CONFIG = TYPE_OPTIONS + (
     "CONFIG_PGTABLE_LEVELS", "CONFIG_X86_5LEVEL", "CONFIG_ARM64_VA_BITS", "CONFIG_ARM64_PA_BITS",
     "CONFIG_ARM64_4K_PAGES", "CONFIG_ARM64_16K_PAGES", "CONFIG_ARM64_64K_PAGES", "CONFIG_ARM64_LPA2",
     "CONFIG_RISCV_ISA_SVNAPOT", "CONFIG_RISCV_ISA_SVPBMT", "CONFIG_ZONE_DEVICE", "CONFIG_DEVICE_MIGRATION",
+    "CONFIG_SPARSEMEM", "CONFIG_FLATMEM", "CONFIG_PHYS_ADDR_T_64BIT",
 )
 COMPILE_TIMEOUT = 300.0
 FETCH_LOCK_TIMEOUT = 7200.0
@@ -136,35 +145,35 @@ OFFSETS = {"0": "0UL", "0x1234": "0x1234UL", "high": "(1UL << (DERIVE_OFF_BITS -
 # Present values to decode, built from the version's own bit macros: (name, C expression, needed macros).
 PRESENT_SAMPLES = {
     "x86_64": (
-        ("present-rw-dirty", "(0x12345UL << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | "
-         "_PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_NX", ()),
+        ("present-rw-dirty", ("(0x12345UL << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | "
+         "_PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_NX"), ()),
         ("present-ro-clean", "(0x12345UL << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_USER", ()),
-        ("present-saved-dirty", "(0x12345UL << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | "
-         "_PAGE_SAVED_DIRTY", ("_PAGE_SAVED_DIRTY",)),
+        ("present-saved-dirty", ("(0x12345UL << PAGE_SHIFT) | _PAGE_PRESENT | _PAGE_USER | _PAGE_ACCESSED | "
+         "_PAGE_SAVED_DIRTY"), ("_PAGE_SAVED_DIRTY",)),
         ("protnone", "pte_val(pfn_pte(0x12345UL, __pgprot(_PAGE_PROTNONE | _PAGE_ACCESSED)))", ()),
         ("protnone-raw", "(0x12345UL << PAGE_SHIFT) | _PAGE_PROTNONE | _PAGE_ACCESSED", ()),
     ),
     "arm64": (
-        ("present-rw-dirty", "(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
-         "PTE_PXN | PTE_NG | PTE_WRITE", ()),
-        ("present-rw-clean", "(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
-         "PTE_PXN | PTE_NG | PTE_WRITE | PTE_RDONLY", ()),
-        ("present-ro-swdirty", "(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_USER | PTE_UXN | PTE_PXN | "
-         "PTE_NG | PTE_RDONLY | PTE_DIRTY", ()),
-        ("protnone", "(0x12345UL << PAGE_SHIFT) | PTE_PRESENT_INVALID | PTE_AF | PTE_NG | PTE_RDONLY | "
-         "PTE_UXN | PTE_PXN", ("PTE_PRESENT_INVALID",)),
-        ("protnone", "(0x12345UL << PAGE_SHIFT) | PTE_PROT_NONE | PTE_AF | PTE_NG | PTE_RDONLY | "
-         "PTE_UXN | PTE_PXN", ("PTE_PROT_NONE",)),
-        ("present-cont", "(0x12340UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
-         "PTE_PXN | PTE_NG | PTE_CONT", ()),
+        ("present-rw-dirty", ("(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
+         "PTE_PXN | PTE_NG | PTE_WRITE"), ()),
+        ("present-rw-clean", ("(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
+         "PTE_PXN | PTE_NG | PTE_WRITE | PTE_RDONLY"), ()),
+        ("present-ro-swdirty", ("(0x12345UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_USER | PTE_UXN | PTE_PXN | "
+         "PTE_NG | PTE_RDONLY | PTE_DIRTY"), ()),
+        ("protnone", ("(0x12345UL << PAGE_SHIFT) | PTE_PRESENT_INVALID | PTE_AF | PTE_NG | PTE_RDONLY | "
+         "PTE_UXN | PTE_PXN"), ("PTE_PRESENT_INVALID",)),
+        ("protnone", ("(0x12345UL << PAGE_SHIFT) | PTE_PROT_NONE | PTE_AF | PTE_NG | PTE_RDONLY | "
+         "PTE_UXN | PTE_PXN"), ("PTE_PROT_NONE",)),
+        ("present-cont", ("(0x12340UL << PAGE_SHIFT) | PTE_TYPE_PAGE | PTE_AF | PTE_USER | PTE_UXN | "
+         "PTE_PXN | PTE_NG | PTE_CONT"), ()),
     ),
     "riscv64": (
-        ("present-rw-dirty", "(0x12345UL << _PAGE_PFN_SHIFT) | _PAGE_PRESENT | _PAGE_READ | _PAGE_WRITE | "
-         "_PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY", ()),
+        ("present-rw-dirty", ("(0x12345UL << _PAGE_PFN_SHIFT) | _PAGE_PRESENT | _PAGE_READ | _PAGE_WRITE | "
+         "_PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY"), ()),
         ("present-ro-clean", "(0x12345UL << _PAGE_PFN_SHIFT) | _PAGE_PRESENT | _PAGE_READ | _PAGE_USER", ()),
         ("protnone", "(0x12345UL << _PAGE_PFN_SHIFT) | _PAGE_PROT_NONE | _PAGE_ACCESSED", ()),
-        ("present-napot", "(0x12348UL << _PAGE_PFN_SHIFT) | _PAGE_NAPOT | _PAGE_PRESENT | _PAGE_READ | "
-         "_PAGE_USER | _PAGE_ACCESSED", ("_PAGE_NAPOT",)),
+        ("present-napot", ("(0x12348UL << _PAGE_PFN_SHIFT) | _PAGE_NAPOT | _PAGE_PRESENT | _PAGE_READ | "
+         "_PAGE_USER | _PAGE_ACCESSED"), ("_PAGE_NAPOT",)),
     ),
 }
 PRESENT_PREDICATES = ("pte_present", "pte_none", "pte_write", "pte_dirty", "pte_young", "pte_protnone")
@@ -201,7 +210,7 @@ class Tree:
                 return m.group(1) if m else None
         makefile = self.src / "Makefile"
         text = makefile.read_text(errors="replace") if makefile.is_file() else ""
-        parts = [re.search(rf"^{key}\s*=\s*(\d+)", text, re.M) for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL")]
+        parts = [re.search(rf"^{key}\s*=\s*(\d+)", text, re.MULTILINE) for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL")]
         return ".".join(m.group(1) for m in parts if m) or None
 
     def config(self) -> dict[str, str]:
@@ -218,14 +227,26 @@ class Tree:
         return out
 
 
+def _compiler_output(cc: str, arg: str) -> str:
+    """The first line CC prints for ARG (--version, -print-file-name=include)."""
+    try:
+        done = subprocess.run([cc, arg], check=False, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise VMError(f"compiler {cc} not found (Debian: gcc, gcc-aarch64-linux-gnu, "
+                      f"gcc-riscv64-linux-gnu)") from None
+    except subprocess.TimeoutExpired:
+        raise VMError(f"{cc} {arg} did not finish within 60 s") from None
+    return (done.stdout.strip().splitlines() or [""])[0]
+
+
 def _compile(cc: str, args: list[str], source: str, work: Path, name: str) -> tuple[int, str, str]:
     """Compile SOURCE to assembly; (exit code, stderr, assembly text)."""
     c_file, s_file = work / f"{name}.c", work / f"{name}.s"
     c_file.write_text(source)
     s_file.unlink(missing_ok=True)
     try:
-        done = subprocess.run([cc, *args, "-o", str(s_file), str(c_file)], capture_output=True, text=True,
-                              timeout=COMPILE_TIMEOUT)
+        done = subprocess.run([cc, *args, "-o", str(s_file), str(c_file)], check=False, capture_output=True,
+                              text=True, timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise VMError(f"{cc} did not finish within {COMPILE_TIMEOUT:.0f} s") from None
     except FileNotFoundError:
@@ -235,11 +256,13 @@ def _compile(cc: str, args: list[str], source: str, work: Path, name: str) -> tu
 
 
 NONCONSTANT = "not a compile-time constant (__builtin_constant_p is 0 after inlining)"
+# A compiled value: the number, None (its guard was false), or {"not_derivable": why}.
+Value = int | dict[str, str] | None
 
 
-def _read_defines(asm: str) -> dict[str, object]:
-    """The `->KEY VALUE` / `->KEY absent` lines of compiled DEFINE()s."""
-    out: dict[str, int | None] = {}
+def _read_defines(asm: str) -> dict[str, Value]:
+    """The `->KEY VALUE` / `->KEY absent` / `->KEY nonconstant` lines of compiled DEFINE()s."""
+    out: dict[str, Value] = {}
     for key, value in re.findall(r'"->(\S+) ([^"\s]+)', asm):
         if value in ("absent", "nonconstant"):
             out[key] = None if value == "absent" else {"not_derivable": NONCONSTANT}
@@ -285,7 +308,7 @@ def derive_types(src: Path, work: Path) -> list[dict]:
             raise VMError(f"compiling the swap.h type region failed for {enabled}: {err.strip()[-1500:]}")
         defines = _read_defines(asm)
         out.append({"config": enabled, "MAX_SWAPFILES": defines.pop("MAX_SWAPFILES"),
-                    "defines": {k: v for k, v in sorted(defines.items(), key=lambda kv: kv[1] or 0)}})
+                    "defines": {k: v for k, v in sorted(defines.items(), key=lambda kv: kv[1] if isinstance(kv[1], int) else 0)}})
     return out
 
 
@@ -309,8 +332,7 @@ def _cflags(tree: Tree, prelude: Path) -> list[str]:
     config = tree.config()
     language = [flag for name in DIALECT_CONFIG if f"$({name})" in makefile
                 for flag in config.get(name, "").split()]
-    isystem = subprocess.run([COMPILER[tree.arch], "-print-file-name=include"], capture_output=True,
-                             text=True, timeout=60).stdout.strip()
+    isystem = _compiler_output(COMPILER[tree.arch], "-print-file-name=include")
     incs = [src / f"arch/{a}/include", obj / f"arch/{a}/include/generated", src / "include", obj / "include",
             src / f"arch/{a}/include/uapi", obj / f"arch/{a}/include/generated/uapi", src / "include/uapi",
             obj / "include/generated/uapi"]
@@ -336,7 +358,7 @@ def _source(items: list[Item], preamble: str) -> tuple[str, list[tuple[int, int]
     return "\n".join(lines) + "\n", spans
 
 
-def compile_items(tree: Tree, items: list[Item], preamble: str, work: Path) -> dict[str, object]:
+def compile_items(tree: Tree, items: list[Item], preamble: str, work: Path) -> dict[str, Value]:
     """{key: value | None (guard false) | {"not_derivable": compiler message}}; an item the compiler
     rejects is isolated (recompiled without it) and recorded with its message."""
     prelude = work / "prelude.h"
@@ -349,7 +371,7 @@ def compile_items(tree: Tree, items: list[Item], preamble: str, work: Path) -> d
         code, err, asm = _compile(COMPILER[tree.arch], flags, source, work, "values")
         if code == 0:
             values = _read_defines(asm)
-            out: dict[str, object] = {}
+            out: dict[str, Value] = {}
             for n, i in enumerate(live):
                 out[items[i].key] = values[str(n)]
             for i, message in failed.items():
@@ -489,7 +511,7 @@ def _vector_items(tree: Tree) -> tuple[list[Item], list[dict]]:
     return items, vectors
 
 
-def _fill(vectors: list[dict], values: dict[str, object]) -> tuple[list[dict], list[dict]]:
+def _fill(vectors: list[dict], values: dict[str, Value]) -> tuple[list[dict], list[dict]]:
     """(vectors with values, vectors whose raw value the compiler could not fold: name + message)."""
     out, failed = [], []
     for vector in vectors:
@@ -506,7 +528,7 @@ def _fill(vectors: list[dict], values: dict[str, object]) -> tuple[list[dict], l
             if part == "raw":
                 continue
             if part in ("type", "offset"):
-                entry[part] = value if isinstance(value, dict) else (hex(value) if part == "offset" else value)
+                entry[part] = hex(value) if part == "offset" and isinstance(value, int) else value
             elif isinstance(value, dict) or value is None:
                 decode[part] = value
             elif part in ("__swp_offset", "swp_offset"):
@@ -522,12 +544,11 @@ def _fill(vectors: list[dict], values: dict[str, object]) -> tuple[list[dict], l
 
 def derive(tree: Tree) -> dict:
     """The derived document for TREE (types always; constants and vectors when it is configured)."""
-    cc_version = subprocess.run([COMPILER[tree.arch], "--version"], capture_output=True, text=True,
-                                timeout=60).stdout.splitlines()[0]
     with tempfile.TemporaryDirectory(prefix="ptinspect-derive-") as tmp:
         work = Path(tmp)
         doc: dict = {"arch": tree.arch, "release": tree.release(), "source": tree.origin,
-                     "compiler": cc_version, "types": derive_types(tree.src, work)}
+                     "compiler": _compiler_output(COMPILER[tree.arch], "--version"),
+                     "types_compiler": _compiler_output("gcc", "--version"), "types": derive_types(tree.src, work)}
         if tree.obj is None:
             doc["constants"] = doc["vectors"] = None
             doc["not_configured"] = "no include/generated/autoconf.h: constants and vectors need a configured tree"
@@ -559,7 +580,7 @@ def tree_from_dir(path: Path, arch: str) -> Tree:
     src = path
     if obj is not None and not (path / "include/linux/swap.h").is_file():
         m = re.search(r"^include\s+(\S+)/Makefile", (path / "Makefile").read_text(errors="replace")
-                      if (path / "Makefile").is_file() else "", re.M)
+                      if (path / "Makefile").is_file() else "", re.MULTILINE)
         src = path.parent / Path(m.group(1)).name if m else path
     if not (src / "include/linux/swap.h").is_file():
         raise VMError(f"{path} is not a kernel tree (no include/linux/swap.h)")
