@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from inspector.vm import VMError, state
+from inspector.vm import VMError, derive as derive_mod, state
 from inspector.vm.images import busybox_path, ensure_image, load_manifest
 from inspector.vm.qemu import MACHINES, boot as boot_vm
 from inspector.vm.sysdeps import check_system
@@ -131,6 +131,24 @@ def list_vms(as_json: bool) -> None:
     rows = [[m.name, m.arch, m.kernel_release, m.qemu_pid, m.gdb, m.workload_pid, m.qmp,
              f"{(time.time() - m.started) / 60:.0f} min"] for m in machines]
     click.echo(tabulate(rows, headers=["name", "arch", "kernel", "qemu pid", "gdb", "workload pid", "qmp", "up"]))
+
+
+@vm.command()
+@click.option("--series", required=True, type=click.Choice(list(derive_mod.SERIES_SUITE)), help="Kernel series.")
+@click.option("--arch", type=ARCH, required=True, help="Architecture.")
+@click.option("--flavour", help="Debian headers flavour (default: cloud-amd64 / cloud-arm64 / riscv64).")
+@click.option("--tree", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A kernel source or headers tree instead of Debian's headers packages.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the JSON here (default: stdout).")
+def derive(series: str, arch: str, flavour: str | None, tree: Path | None, out: Path | None) -> None:
+    """Derive layout vectors by compiling the kernel's own macros (types, constants, encodings)."""
+    with _user_errors():
+        text = derive_mod.dump(derive_mod.run(series, arch, flavour, tree))
+    if out:
+        out.write_text(text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
 
 
 vm.add_command(op)
