@@ -65,10 +65,15 @@ def watch(pid, comm, kernel_root, root_pa, upper, va_range, until, count, durati
         try:
             watcher = Watcher(session, live, root, rng, symbols, selection(pid, comm, kernel_root, root_pa, upper, rng))
             watcher.start()
-            if fmt == "table":
+            if fmt == "json":
+                out.write(json.dumps({"watching": {"root": root.label, "range": [hex(rng[0]), hex(rng[1])],
+                                                   "linear_offset": hex(watcher.offset),
+                                                   "watchpoints": [[hex(w.va), w.length]
+                                                                   for w in watcher.watched.values()]}}) + "\n")
+            else:
                 out.write(f"# watching {root.label} {rng[0]:#x}-{rng[1]:#x}: {len(watcher.watched)} table(s), "
                           f"one write watchpoint each, linear map at PA + {watcher.offset:#x}\n")
-                out.flush()
+            out.flush()
 
             def emit(event: Event) -> None:
                 out.write(json.dumps(event.record()) + "\n" if fmt == "json" else _line(event) + "\n")
@@ -79,7 +84,8 @@ def watch(pid, comm, kernel_root, root_pa, upper, va_range, until, count, durati
         except WatchError as exc:
             raise click.ClickException(str(exc)) from None
         summary = {"end": outcome.reason, "events": outcome.events, "watchpoint_hits": outcome.hits,
-                   "tables": outcome.tables, "vm": "stopped" if outcome.caught else "running"}
+                   "tables": outcome.tables, "vm": "stopped" if outcome.caught else "running",
+                   "watchpoints_placed": [[hex(va), n] for va, n in watcher.placed]}
         if fmt == "json":
             out.write(json.dumps({"summary": summary}) + "\n")
         else:

@@ -309,6 +309,7 @@ class Watcher:
                                         "entries": []}, "watch")
         self.differ = Differ(empty, empty)
         self.watched: dict[int, Watched] = {}
+        self.placed: list[tuple[int, int]] = []  # every watchpoint this watch inserted, in order
         self.copies: dict[int, bytes] = {}
         self.began = time.monotonic()
 
@@ -336,6 +337,7 @@ class Watcher:
         base = lo & ~((1 << (level.shift + level.bits)) - 1)
         w = Watched(pa, depth, first, last, base, va, (last - first + 1) * ENTRY_BYTES)
         self.target.insert_watchpoint(w.va, w.length)
+        self.placed.append((w.va, w.length))
         self.watched[pa] = w
 
     def _unwatch(self, pa: int) -> None:
