@@ -91,7 +91,7 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
     # mprotect(PROT_READ) without a watch, then with one: the cost of watching
     _, plain = timed(machine, ["mprotect", hex(prepare(machine, "mprotect").start)])  # type: ignore[arg-type]
     region = prepare(machine, "mprotect")
-    proc, watching = start_watch(target, pid, region, "--for", "90")
+    proc, watching = start_watch(target, pid, region, "--for", "40")
     assert watching["watchpoints"]
     answer, watched = timed(machine, ["mprotect", hex(region.start)])  # type: ignore[arg-type]
     events, summary = finish(proc, 180)
