@@ -36,6 +36,9 @@ from .targets.rsp import StopReply, thread_number
 
 Record = dict[str, Any]
 POLL = 0.2  # seconds between checks of the deadline while the VM runs
+# Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
+# (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
+IDLE_HITS = 300
 
 
 class WatchError(Exception):
@@ -310,6 +313,7 @@ class Watcher:
         self.differ = Differ(empty, empty)
         self.watched: dict[int, Watched] = {}
         self.placed: list[tuple[int, int]] = []  # every watchpoint this watch inserted, in order
+        self.last_cpu: Cpu | None = None
         self.copies: dict[int, bytes] = {}
         self.began = time.monotonic()
 
@@ -401,6 +405,7 @@ class Watcher:
         cpu = None
         if hit is not None and self.session.kernel is not None:
             cpu = cpu_state(self.session, self.target, stop.thread if stop else None, self.symbols)
+            self.last_cpu = cpu
         old_walk, new_walk = Walkers(self, self.copies), Walkers(self, new)
         changed: list[tuple[int, int, int, int]] = []  # (table, slot, old raw, new raw)
         for pa, w in self.watched.items():
@@ -477,6 +482,7 @@ class Watcher:
         makes an entry of kind `until` (the VM is then left stopped there) or Ctrl-C."""
         out = Outcome("timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
+        idle = 0
         try:
             while True:
                 self.target.resume()
@@ -494,7 +500,14 @@ class Watcher:
                 if stop.kind != "signal":
                     raise WatchError(f"the VM ended while watched ({stop.raw.decode(errors='replace')})")
                 out.hits += stop.watch is not None
-                if self._events(self.check(stop), emit, out, count, until):
+                events = self.check(stop)
+                idle = idle + 1 if stop.watch is not None and not events else 0
+                if idle >= IDLE_HITS:
+                    where = self.last_cpu.function if self.last_cpu and self.last_cpu.function else "an unknown PC"
+                    raise WatchError(f"{idle} watchpoint hits in a row changed no entry, the last at {where}: "
+                                     "the guest retries a store the stops keep failing (a store-exclusive loop?); "
+                                     "the watch ends and removes its watchpoints")
+                if self._events(events, emit, out, count, until):
                     return out
         except KeyboardInterrupt:
             out.reason = "interrupted"
