@@ -857,3 +857,9 @@ class Arm64Arch:
 
 
 ARCH = Arm64Arch()
+
+# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
+# clears, bits a clear needs).  arch/arm64/include/asm/pgtable-hwdef.h (7.2): PTE_AF bit 10 (hardware
+# access flag update), PTE_RDONLY bit 7, PTE_DBM bit 51; pgtable.h pte_hw_dirty() is "pte_write(pte) &&
+# !pte_rdonly(pte)": with DBM the MMU marks a write by clearing PTE_RDONLY.
+HW_PTE_UPDATES = (1 << 10, 1 << 7, 1 << 51)

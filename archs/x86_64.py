@@ -679,3 +679,8 @@ def wx_access(access: Access, tables: Sequence[int]) -> Access:
     if rw and not nx:
         return access
     return replace(access, write=access.write and rw, exec=access.exec and not nx)
+
+# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
+# clears, bits a clear needs).  arch/x86/include/asm/pgtable_types.h (7.2): _PAGE_BIT_ACCESSED 5
+# "was accessed (raised by CPU)", _PAGE_BIT_DIRTY 6 "was written to (raised by CPU)".
+HW_PTE_UPDATES = (1 << 5 | 1 << 6, 0, 0)

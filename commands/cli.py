@@ -19,6 +19,7 @@ COMMANDS = {
     "snapshot": ("commands.snapshot", "snapshot"),
     "diff": ("commands.diff", "diff"),
     "validate": ("commands.validate", "validate"),
+    "watch": ("commands.watch", "watch"),
 }
 
 

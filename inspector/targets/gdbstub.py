@@ -3,6 +3,9 @@
 Connecting to QEMU's gdbstub stops the VM; `close()` detaches (the VM runs
 again) unless the user asked to keep it stopped.  Physical-memory mode
 (Qqemu.PhyMemMode) is switched on for reads and restored to what it was.
+`watch` alone adds write watchpoints and resumes the VM between reads; every
+watchpoint is recorded in the run's marker and removed by close() (or by the
+next run, after a SIGKILL).
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from collections import OrderedDict
 from archs import ARCH_NAMES, get_arch
 
 from ..runstate import Marker, warn
-from .rsp import RspClient, RspError
+from .rsp import RspClient, RspError, StopReply
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -64,6 +67,8 @@ class GdbstubTarget:
         self._phys_before: bytes | None = None
         self._ram: list[tuple[int, int]] | None = None
         self._pages: OrderedDict[int, bytes] = OrderedDict()
+        self.watchpoints: list[tuple[int, int]] = []  # (guest VA, length) inserted by this run
+        self.running = False  # resumed by watch, not yet stopped again
         try:
             self.rsp.stop_reason()  # QEMU stopped the VM when we connected
             self.regs = self.rsp.registers()
@@ -75,12 +80,27 @@ class GdbstubTarget:
                                                     else "; it runs again when this command ends"))
                 before = str(left.state.get("phys_before", "")).encode() or before
             self._phys_before = before if before in (b"0", b"1") else None
-            self.marker.write({"phys_before": (self._phys_before or b"").decode(), "resume": not keep_stopped})
+            if left is not None:
+                self._remove_left(left.state.get("watchpoints"))
+            self._mark()
             if self.rsp.request("Qqemu.PhyMemMode:1") != b"OK":
                 raise GdbstubError(f"the gdbstub at {self.address} has no physical-memory mode (is it QEMU?)")
         except (RspError, GdbstubError) as exc:
             self.close()
             raise GdbstubError(str(exc)) from None
+
+    def _mark(self) -> None:
+        self.marker.write({"phys_before": (self._phys_before or b"").decode(), "resume": not self.keep_stopped,
+                           "watchpoints": [[a, n] for a, n in self.watchpoints]})
+
+    def _remove_left(self, left: object) -> None:
+        """Remove the watchpoints a killed `watch` left in QEMU (its marker lists them)."""
+        if not isinstance(left, list):
+            return
+        for item in left:
+            if isinstance(item, list) and len(item) == 2 and all(isinstance(v, int) for v in item):
+                if self.rsp.remove_watchpoint(item[0], item[1]):
+                    warn(f"removed a write watchpoint at {item[0]:#x} ({item[1]} bytes) the interrupted run left")
 
     def _detect_arch(self) -> str:
         for arch in ARCH_NAMES:
@@ -138,12 +158,77 @@ class GdbstubTarget:
                     raise GdbstubError(str(exc)) from None
         return out
 
+    # -- watch: the only requests that change QEMU's debug state ------------------------------
+    def forget(self) -> None:
+        """Drop the page cache: the VM ran, so memory may have changed."""
+        self._pages.clear()
+
+    def insert_watchpoint(self, va: int, length: int) -> None:
+        """A write watchpoint on guest virtual [va, va + length), recorded in the marker first
+        (a SIGKILL between the two leaves a name to remove, never an unnamed watchpoint)."""
+        self.watchpoints.append((va, length))
+        self._mark()
+        try:
+            self.rsp.insert_watchpoint(va, length)
+        except RspError as exc:
+            self.watchpoints.remove((va, length))
+            self._mark()
+            raise GdbstubError(str(exc)) from None
+
+    def remove_watchpoint(self, va: int, length: int) -> None:
+        try:
+            self.rsp.remove_watchpoint(va, length)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        self.watchpoints.remove((va, length))
+        self._mark()
+
+    def resume(self) -> None:
+        try:
+            self.rsp.resume()
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        self.running = True
+        self.forget()
+
+    def wait_stop(self, timeout: float) -> StopReply | None:
+        """The stop reply within `timeout` seconds, or None (still running)."""
+        try:
+            reply = self.rsp.wait_stop(timeout)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        if reply is not None:
+            self.running = False
+        return reply
+
+    def stop(self) -> StopReply:
+        """Stop the running VM."""
+        try:
+            reply = self.rsp.stop()
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        self.running = False
+        return reply
+
+    def cpu_registers(self, thread: str, names: tuple[str, ...]) -> dict[str, int]:
+        """Registers of one vCPU (thread), those of `names` the stub describes."""
+        try:
+            self.rsp.select_thread(thread)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        return self.read_registers(names)
+
     def close(self) -> None:
-        """Restore physical-memory mode and detach (or leave the VM stopped)."""
+        """Stop a VM `watch` left running, remove its watchpoints, restore physical-memory mode
+        and detach (or leave the VM stopped)."""
         rsp = getattr(self, "rsp", None)
         if rsp is None:
             return
         try:
+            if self.running:
+                self.stop()
+            for va, length in list(self.watchpoints):
+                self.remove_watchpoint(va, length)
             if self._phys_before is not None and self._phys_before != b"1":
                 rsp.request(b"Qqemu.PhyMemMode:" + self._phys_before)
             if self.keep_stopped:
@@ -151,7 +236,7 @@ class GdbstubTarget:
             else:
                 rsp.detach()
             self.marker.remove()  # undone (or left stopped as asked)
-        except RspError as exc:
+        except (RspError, GdbstubError) as exc:
             rsp.close()
             warn(str(exc))
         self.rsp = None  # type: ignore[assignment]

@@ -2,8 +2,10 @@
 
 Talks to the stub directly over TCP (no gdb process): about ten times cheaper
 per read than gdb's MI (PLATFORM-NOTES.md).  Every wait has a timeout.  The
-client only reads memory and registers and toggles QEMU's physical-memory
-mode, which it restores; it never writes guest memory or registers.
+client reads memory and registers and toggles QEMU's physical-memory mode,
+which it restores; it never writes guest memory or registers.  Only `watch`
+uses the debug requests below the reads (write watchpoints, continue,
+interrupt): they change QEMU's debug state, never the guest's.
 """
 from __future__ import annotations
 
@@ -73,6 +75,64 @@ def unescape(data: bytes) -> bytes:
             i += 1
         return bytes(out)
     return RLE.sub(_expand, data) if b"*" in data else data
+
+
+@dataclass(frozen=True)
+class StopReply:
+    """A stop reply (RSP "Stop Reply Packets"): why the target stopped.
+
+    `kind` is "signal" (T/S), "exited" (W) or "terminated" (X); `thread` is the thread id as the
+    stub spells it ("p1.2" or "2"; QEMU's threads are its vCPUs, cpu_index + 1); `watch` is the
+    address of the watchpoint that fired (QEMU reports the watchpoint's start, not the store's)."""
+
+    kind: str
+    signal: int
+    thread: str | None
+    watch: int | None
+    raw: bytes
+
+
+WATCH_KEYS = (b"watch", b"rwatch", b"awatch")
+
+
+def parse_stop(reply: bytes) -> StopReply:
+    """The stop reply `reply`; RspError when it is not one."""
+    head = reply[:1]
+    if head in (b"W", b"X") and len(reply) >= 3:
+        try:
+            code = int(reply[1:3], 16)
+        except ValueError:
+            code = -1
+        return StopReply("exited" if head == b"W" else "terminated", code, None, None, reply)
+    if head not in (b"T", b"S") or len(reply) < 3:
+        raise RspError(f"the gdbstub sent {excerpt(reply)}, not a stop reply")
+    try:
+        signal = int(reply[1:3], 16)
+    except ValueError:
+        raise RspError(f"the gdbstub sent {excerpt(reply)}, not a stop reply") from None
+    thread = watch = None
+    for part in reply[3:].split(b";") if head == b"T" else ():
+        key, sep, value = part.partition(b":")
+        if not sep:
+            continue
+        if key == b"thread":
+            thread = value.decode("ascii", "replace")
+        elif key in WATCH_KEYS:
+            try:
+                watch = int(value, 16)
+            except ValueError:
+                raise RspError(f"the gdbstub sent a stop reply whose watchpoint address is not hex: "
+                               f"{excerpt(reply, 60)}") from None
+    return StopReply("signal", signal, thread, watch, reply)
+
+
+def thread_number(thread: str) -> int | None:
+    """The thread number of a thread id ("p1.2" -> 2, "2" -> 2); None when it is not one."""
+    tid = thread.rpartition(".")[2] if thread.startswith("p") else thread
+    try:
+        return int(tid, 16)
+    except ValueError:
+        return None
 
 
 class RspClient:
@@ -327,6 +387,76 @@ class RspClient:
         self.buf = b""
         self._send_raw(b"\x03")
         return self._read_packet(deadline)
+
+    # -- debug requests (watch only) -----------------------------------------
+    def insert_watchpoint(self, addr: int, length: int) -> None:
+        """A write watchpoint (Z2) on guest virtual [addr, addr + length); RspError when refused."""
+        reply = self.request(f"Z2,{addr:x},{length:x}")
+        if reply == b"":
+            raise RspError(f"the gdbstub at {self.address} does not support write watchpoints (Z2)")
+        if reply != b"OK":
+            raise RspError(f"the gdbstub at {self.address} refused a write watchpoint of {length} bytes at "
+                           f"{addr:#x} ({excerpt(reply)})")
+
+    def remove_watchpoint(self, addr: int, length: int) -> bool:
+        """Remove a write watchpoint (z2); False when the stub says it has no such watchpoint."""
+        reply = self.request(f"z2,{addr:x},{length:x}")
+        if reply == b"OK":
+            return True
+        if reply.startswith(b"E"):
+            return False
+        raise RspError(f"the gdbstub at {self.address} answered the removal of the watchpoint at {addr:#x} "
+                       f"with {excerpt(reply)}")
+
+    def select_thread(self, thread: str) -> None:
+        """Hg: the thread (QEMU: vCPU) whose registers the next `p` requests read."""
+        reply = self.request(f"Hg{thread}")
+        if reply != b"OK":
+            raise RspError(f"the gdbstub at {self.address} cannot select thread {thread} ({excerpt(reply)})")
+
+    def resume(self) -> None:
+        """Continue every vCPU (`c`); the stop reply comes later, to wait_stop()."""
+        deadline = time.monotonic() + self.timeout
+        self._skip_stale(deadline)
+        self.buf = b""
+        self._send_raw(_frame(b"c"))
+        self.packets += 1
+
+    def wait_stop(self, timeout: float) -> StopReply | None:
+        """The stop reply that ends a resume(), or None when none came within `timeout` seconds
+        (the target still runs).  Console output packets (O...) are skipped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            start = self.buf.find(b"$")
+            end = self.buf.find(b"#", start) if start >= 0 else -1
+            if end < 0 or len(self.buf) < end + 3:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.sock.settimeout(remaining)
+                try:
+                    chunk = self.sock.recv(65536)
+                except socket.timeout:
+                    return None
+                except OSError as exc:
+                    raise RspError(f"connection to the gdbstub at {self.address} failed: {exc}") from None
+                if not chunk:
+                    raise RspError(f"the gdbstub at {self.address} closed the connection")
+                self.buf += chunk
+                continue
+            reply = self._read_packet(deadline + self.timeout)
+            if reply[:1] == b"O" and reply != b"OK":
+                continue
+            return parse_stop(reply)
+
+    def stop(self) -> StopReply:
+        """Stop a resumed target (0x03) and return its stop reply: the interrupt's, or the one
+        already on its way (a watchpoint that fired first; QEMU ignores 0x03 once stopped)."""
+        self._send_raw(b"\x03")
+        reply = self.wait_stop(self.timeout)
+        if reply is None:
+            raise RspError(f"the gdbstub at {self.address} did not stop the VM within {self.timeout:g} s")
+        return reply
 
     def detach(self) -> None:
         """Detach; QEMU resumes the VM once no process is attached (handle_detach).

@@ -1,0 +1,574 @@
+"""Watch a VA range's page-table entries change while the VM runs (issue 16).
+
+Write watchpoints (QEMU's gdbstub under TCG) sit on the slots of every table page that holds
+the range's entries, through the tables' kernel linear-map addresses: the kernel writes page
+tables there.  The VM runs; each time a watchpoint fires, every watched table is read again and
+each changed slot becomes an event, in `diff`'s words (inspector/diff.py), with the vCPU, the
+kernel function at its PC and the task it was running.  A change found in a table whose
+watchpoint did not fire is not a kernel store: when it is only accessed/dirty bits the MMU sets,
+it is reported as a hardware update, else as a change no watchpoint saw.
+
+QEMU reports a write watchpoint after the store (the instruction is re-executed alone, then the
+debug exception is raised: accel/tcg/watchpoint.c cpu_check_watchpoint), so the PC is just past
+the storing instruction, in the function that stored.
+"""
+from __future__ import annotations
+
+import importlib
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from archs.common import Kind
+
+from .diff import Change, Differ, entry_label
+from .dump import Row
+from .entry import ENTRY_BYTES, Entry
+from .kernel import KernelError
+from .reader import ReadError, TableCache, contains
+from .records import item_record, target_record
+from .session import Root, Session, SessionError
+from .snapshot import SCHEMA, Snapshot
+from .targets.rsp import StopReply, thread_number
+
+Record = dict[str, Any]
+POLL = 0.2  # seconds between checks of the deadline while the VM runs
+# Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
+# (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
+IDLE_HITS = 300
+
+
+class WatchError(Exception):
+    """The watch cannot be set up or continued."""
+
+
+class WatchTarget(Protocol):
+    """What a watch needs of a target beyond reads (inspector/targets/gdbstub.py)."""
+
+    keep_stopped: bool
+    running: bool
+
+    def read_many(self, requests: list[tuple[int, int]]) -> list[bytes]: ...
+    def ranges(self) -> list[tuple[int, int]]: ...
+    def forget(self) -> None: ...
+    def insert_watchpoint(self, va: int, length: int) -> None: ...
+    def remove_watchpoint(self, va: int, length: int) -> None: ...
+    def resume(self) -> None: ...
+    def wait_stop(self, timeout: float) -> StopReply | None: ...
+    def stop(self) -> StopReply: ...
+    def cpu_registers(self, thread: str, names: tuple[str, ...]) -> dict[str, int]: ...
+
+
+# -- symbols -------------------------------------------------------------------------------------
+
+STT_FUNC, STT_OBJECT = 2, 1
+
+
+@dataclass
+class Symbols:
+    """The vmlinux's function symbols (for PCs) and object symbols (per-cpu `current`), link-time."""
+
+    starts: list[int]
+    funcs: list[tuple[int, int, str]]  # (start, size, name), sorted
+    objects: dict[str, int]
+
+    @classmethod
+    def load(cls, vmlinux: Path) -> Symbols:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
+
+        try:
+            with vmlinux.open("rb") as f:
+                elf = ELFFile(f)
+                symtab = elf.get_section_by_name(".symtab")
+                if symtab is None:
+                    raise WatchError(f"{vmlinux} has no symbol table: PCs cannot be named")
+                strtab = elf.get_section(symtab["sh_link"]).data()
+                data = symtab.data()
+        except (OSError, ELFError) as exc:
+            raise WatchError(f"cannot read the symbols of {vmlinux}: {exc}") from None
+        funcs: dict[int, tuple[int, int, str]] = {}
+        objects: dict[str, int] = {}
+        for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
+            kind = info & 0xF
+            if not st_name or kind not in (STT_FUNC, STT_OBJECT):
+                continue
+            name = strtab[st_name:strtab.index(b"\0", st_name)].decode(errors="replace")
+            if kind == STT_FUNC:
+                funcs.setdefault(value, (value, size, name))
+            else:
+                objects.setdefault(name, value)
+        ordered = sorted(funcs.values())
+        return cls([f[0] for f in ordered], ordered, objects)
+
+    def name(self, pc: int, kaslr_offset: int) -> str | None:
+        """"function+0xoff/0xsize" of a run-time PC, None outside every function."""
+        import bisect
+
+        link = pc - kaslr_offset
+        i = bisect.bisect_right(self.starts, link) - 1
+        if i < 0:
+            return None
+        start, size, name = self.funcs[i]
+        if size and link >= start + size:
+            return None
+        return f"{name}+{link - start:#x}/{size:#x}"
+
+
+# -- the running task -----------------------------------------------------------------------------
+
+# Where each architecture keeps `current` while in the kernel:
+#   x86_64: the per-cpu `current_task` (arch/x86/include/asm/current.h, 7.2), a member at offset 0 of
+#           the per-cpu `pcpu_hot` in 6.2..6.14 (6.12 current.h struct pcpu_hot), read at GS base + symbol;
+#   arm64:  sp_el0 (arch/arm64/include/asm/current.h get_current());
+#   riscv64: tp (arch/riscv/include/asm/current.h riscv_current_is_tp).
+CURRENT_REGISTER = {"arm64": ("SP_EL0", "sp_el0"), "riscv64": ("tp",)}
+PC_REGISTER = {"x86_64": ("rip",), "arm64": ("pc",), "riscv64": ("pc",)}
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """What a stopped vCPU was doing: its number, PC and task."""
+
+    number: int | None
+    pc: int | None
+    function: str | None
+    task: str  # "comm[pid]" or "unknown (why)"
+
+
+def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:
+    """The task_struct address the vCPU of `thread` runs."""
+    arch = session.arch.name
+    kernel = session.kernel
+    assert kernel is not None
+    if arch == "x86_64":
+        gs = target.cpu_registers(thread, ("gs_base",)).get("gs_base")
+        if gs is None:
+            raise WatchError("the gdbstub gives no gs_base")
+        for name in ("current_task", "pcpu_hot"):
+            if name in symbols.objects:
+                sym = symbols.objects[name]
+                # zero-based per-cpu symbols (x86_64 before 6.15) are offsets, not relocated by KASLR
+                sym += kernel.kaslr_offset if sym >= symbols.starts[0] else 0
+                return struct.unpack("<Q", session.read_kernel_va(gs + sym, 8))[0]
+        raise WatchError("the vmlinux has neither current_task nor pcpu_hot")
+    names = CURRENT_REGISTER[arch]
+    regs = target.cpu_registers(thread, names)
+    for name in names:
+        if name in regs:
+            return regs[name]
+    raise WatchError(f"the gdbstub describes no {' or '.join(names)} register")
+
+
+def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols: Symbols) -> Cpu:
+    """The vCPU of a stop reply's thread: number (QEMU's thread id is cpu_index + 1), PC, task."""
+    if thread is None:
+        return Cpu(None, None, None, "unknown (the stop reply names no thread)")
+    number = thread_number(thread)
+    kernel = session.kernel
+    assert kernel is not None
+    regs = target.cpu_registers(thread, PC_REGISTER[session.arch.name])
+    pc = next(iter(regs.values()), None)
+    function = symbols.name(pc, kernel.kaslr_offset) if pc is not None else None
+    try:
+        task = _current_task(session, target, thread, symbols)
+        layout = kernel.layout.members
+        pid_off, pid_size = layout["task_struct.pid"]
+        comm_off, comm_size = layout["task_struct.comm"]
+        pid = int.from_bytes(session.read_kernel_va(task + pid_off, pid_size), "little")
+        comm = session.read_kernel_va(task + comm_off, comm_size).split(b"\0", 1)[0].decode(errors="replace")
+        who = f"{comm}[{pid}]"
+    except (WatchError, ReadError, SessionError, KernelError) as exc:
+        who = f"unknown ({exc})"
+    return Cpu(None if number is None else number - 1, pc, function, who)
+
+
+# -- the linear map -------------------------------------------------------------------------------
+
+
+def linear_offset(session: Session) -> int:
+    """VA - PA of the kernel's linear map, from the kernel itself: a process's mm->pgd is a
+    linear-map address on all three architectures (pgd_alloc: __get_free_page or a slab
+    cache), and the session translates it through the kernel's own tables."""
+    kernel = session.kernel
+    if kernel is None:
+        raise WatchError("watch needs the kernel's debug info to find its linear map: give --vmlinux")
+    offsets = []
+    try:
+        for task in kernel.tasks():
+            if task.mm:
+                va = kernel.pgd(task.mm)
+                offsets.append(va - session.translate_kernel_va(va))
+                if len(offsets) == 2:
+                    break
+    except (KernelError, ReadError) as exc:
+        raise WatchError(f"cannot read the kernel's tasks to find its linear map: {exc}") from None
+    if not offsets or len(set(offsets)) != 1:
+        raise WatchError("the kernel's page-table pages do not lie at one linear-map offset "
+                         f"({', '.join(hex(o) for o in offsets) or 'no process has an mm'})")
+    return offsets[0]
+
+
+# -- events ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One changed entry."""
+
+    time: float  # seconds since the watch began
+    source: str  # "kernel" (a watched store), "hardware" (MMU access/dirty), "unseen" (no watchpoint fired)
+    cpu: Cpu | None
+    status: str  # added | removed | changed
+    va: int
+    level: str
+    before: Record | None
+    after: Record | None
+    changes: tuple[Change, ...]
+
+    @property
+    def text(self) -> str:
+        return ", ".join(c.text for c in self.changes)
+
+    def record(self) -> Record:
+        rec: Record = {"time": round(self.time, 6), "source": self.source, "status": self.status,
+                       "va": f"{self.va:#x}", "level": self.level,
+                       "changes": [{"field": c.field, "before": c.before, "after": c.after, "text": c.text}
+                                   for c in self.changes],
+                       "before": self.before, "after": self.after}
+        if self.cpu is not None:
+            rec["cpu"] = self.cpu.number
+            rec["pc"] = None if self.cpu.pc is None else f"{self.cpu.pc:#x}"
+            rec["function"] = self.cpu.function
+            rec["task"] = self.cpu.task
+        return rec
+
+
+def kind_matches(rec: Record | None, kind: str) -> bool:
+    """Whether an entry record is of KIND ("migration" is any migration-*)."""
+    return rec is not None and (rec["kind"] == kind or rec["kind"].startswith(kind + "-"))
+
+
+class _Copies:
+    """Table pages as read at one moment, as a PhysReader for a walk of that moment."""
+
+    def __init__(self, pages: dict[int, bytes], live: WatchTarget) -> None:
+        self.pages = pages
+        self.live = live
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return self.live.ranges()
+
+    def read(self, pa: int, size: int) -> bytes:
+        """A copy; a table not watched yet (just installed) as it is now."""
+        data = self.pages.get(pa)
+        if data is None or len(data) != size:
+            return self.live.read_many([(pa, size)])[0]
+        return data
+
+
+@dataclass
+class Watched:
+    """One watched table: its depth, the slots of the range, the watchpoint on them."""
+
+    pa: int
+    depth: int
+    first: int
+    last: int
+    base: int  # VA of the table's slot 0
+    va: int  # the watchpoint's linear-map address
+    length: int
+
+
+@dataclass
+class Outcome:
+    """How a watch ended."""
+
+    reason: str  # "count", "timeout", "interrupted", "until"
+    hits: int = 0
+    events: int = 0
+    caught: Event | None = None
+    tables: int = 0
+    peak_tables: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+class Watcher:
+    """The watch of one root's VA range."""
+
+    def __init__(self, session: Session, target: WatchTarget, root: Root, va_range: tuple[int, int],
+                 symbols: Symbols, selection: dict[str, Any]) -> None:
+        self.session, self.target, self.root, self.range = session, target, root, va_range
+        self.symbols = symbols
+        self.mode = root.mode
+        self.offset = linear_offset(session)
+        self.walker = session.walker(root.mode)
+        self.hw_set, self.hw_clear, self.hw_needs = getattr(
+            importlib.import_module(f"archs.{session.arch.name}"), "HW_PTE_UPDATES", (0, 0, 0))
+        empty = Snapshot.from_document({"schema": SCHEMA, "target": target_record(session, root, selection),
+                                        "entries": []}, "watch")
+        self.differ = Differ(empty, empty)
+        self.watched: dict[int, Watched] = {}
+        self.placed: list[tuple[int, int]] = []  # every watchpoint this watch inserted, in order
+        self.last_cpu: Cpu | None = None
+        self.copies: dict[int, bytes] = {}
+        self.began = time.monotonic()
+
+    # -- tables ---------------------------------------------------------------------------------
+    def _slots(self, depth: int, lo: int, hi: int) -> tuple[int, int]:
+        level = self.mode.levels[depth]
+        mask = level.entries - 1
+        return (lo >> level.shift) & mask, ((hi - 1) >> level.shift) & mask
+
+    def _table_va(self, pa: int) -> int:
+        """The linear-map address of table `pa`, checked against the kernel's own tables."""
+        va = pa + self.offset
+        try:
+            back = self.session.translate_kernel_va(va)
+        except (ReadError, SessionError) as exc:
+            raise WatchError(f"table {pa:#x} has no linear-map address: {exc}") from None
+        if back != pa:
+            raise WatchError(f"the linear-map address {va:#x} of table {pa:#x} maps {back:#x}")
+        return va
+
+    def _watch(self, pa: int, depth: int, lo: int, hi: int) -> None:
+        first, last = self._slots(depth, lo, hi)
+        va = self._table_va(pa) + first * ENTRY_BYTES
+        level = self.mode.levels[depth]
+        base = lo & ~((1 << (level.shift + level.bits)) - 1)
+        w = Watched(pa, depth, first, last, base, va, (last - first + 1) * ENTRY_BYTES)
+        self.target.insert_watchpoint(w.va, w.length)
+        self.placed.append((w.va, w.length))
+        self.watched[pa] = w
+
+    def _unwatch(self, pa: int) -> None:
+        w = self.watched.pop(pa)
+        self.copies.pop(pa, None)
+        self.target.remove_watchpoint(w.va, w.length)
+
+    def _children(self, pages: dict[int, bytes], pa: int) -> list[tuple[int, int, int, int]]:
+        """(table, depth, lo, hi) of the tables the watched slots of `pa` point to, within the range."""
+        w = self.watched[pa]
+        if w.depth + 1 >= len(self.mode.levels):
+            return []
+        out = []
+        walker = Walkers(self, pages)
+        for e in walker.slots(pa):
+            if e.kind is Kind.TABLE and e.hw.next_table is not None and not walker.problem(e):
+                lo, hi = max(self.range[0], e.va), min(self.range[1], e.va + e.size)
+                out.append((e.hw.next_table, w.depth + 1, lo, hi))
+        return out
+
+    def start(self) -> None:
+        """Watch the root's slots of the range and every table below them."""
+        self._watch(self.root.pa, 0, *self.range)
+        todo = [self.root.pa]
+        while todo:
+            pa = todo.pop()
+            self.copies.update(self._read([pa]))
+            for child, depth, lo, hi in self._children(self.copies, pa):
+                if child not in self.watched:
+                    self._watch(child, depth, lo, hi)
+                    todo.append(child)
+
+    def _read(self, pas: list[int]) -> dict[int, bytes]:
+        sizes = [self.walker.table_bytes(self.watched[pa].depth) for pa in pas]
+        try:
+            datas = self.target.read_many(list(zip(pas, sizes)))
+        except ReadError as exc:
+            raise WatchError(f"cannot read the watched tables: {exc}") from None
+        return dict(zip(pas, datas))
+
+    def stop_all(self) -> None:
+        """Remove every watchpoint of this watch (the target removes what is left on close too)."""
+        for pa in list(self.watched):
+            self._unwatch(pa)
+
+    # -- events ---------------------------------------------------------------------------------
+    def _hardware_only(self, before: int, after: int) -> bool:
+        """Whether before → after is only what the MMU does to a present entry: set accessed/dirty
+        bits (and, arm64 DBM, clear PTE_RDONLY of a writable entry): archs HW_PTE_UPDATES."""
+        set_, cleared = after & ~before, before & ~after
+        if not (set_ or cleared) or set_ & ~self.hw_set or cleared & ~self.hw_clear:
+            return False
+        return not cleared or (before & self.hw_needs) == self.hw_needs
+
+    def check(self, stop: StopReply | None) -> list[Event]:
+        """Read every watched table again and turn each changed slot into an event; follow
+        tables that appeared or went away under the watched slots."""
+        self.target.forget()
+        hit = next((w.pa for w in self.watched.values() if stop is not None and stop.watch == w.va), None)
+        new = self._read(list(self.watched))
+        cpu = None
+        if hit is not None and self.session.kernel is not None:
+            cpu = cpu_state(self.session, self.target, stop.thread if stop else None, self.symbols)
+            self.last_cpu = cpu
+        old_walk, new_walk = Walkers(self, self.copies), Walkers(self, new)
+        changed: list[tuple[int, int, int, int]] = []  # (table, slot, old raw, new raw)
+        for pa, w in self.watched.items():
+            a, b = self.copies[pa], new[pa]
+            lo, hi = w.first * ENTRY_BYTES, (w.last + 1) * ENTRY_BYTES
+            if a[lo:hi] == b[lo:hi]:
+                continue
+            for slot in range(w.first, w.last + 1):
+                ra, rb = (struct.unpack_from("<Q", d, slot * ENTRY_BYTES)[0] for d in (a, b))
+                if ra != rb:
+                    changed.append((pa, slot, ra, rb))
+        kernel_slots = [(pa, s) for pa, s, ra, rb in changed if pa == hit and not self._hardware_only(ra, rb)]
+        events = []
+        now = time.monotonic() - self.began
+        for pa, slot, ra, rb in changed:
+            if (pa, slot) in kernel_slots or (pa == hit and not kernel_slots):
+                source = "kernel"
+            else:
+                source = "hardware" if self._hardware_only(ra, rb) else "unseen"
+            ea, eb = old_walk.slot(pa, slot), new_walk.slot(pa, slot)
+            rec_a, rec_b = (item_record(Row(e, None), self.session.facts.layout) if e else None for e in (ea, eb))
+            if rec_a is None and rec_b is None:
+                continue  # none to none: only bits no decode shows
+            if rec_b is None:
+                status, changes = "removed", [Change("kind", entry_label(rec_a), None, f"{entry_label(rec_a)} → none")]
+            elif rec_a is None:
+                status, changes = "added", [Change("kind", None, entry_label(rec_b), f"none → {entry_label(rec_b)}")]
+            else:
+                status, changes = "changed", self.differ.changes(rec_a, rec_b)
+            e = eb or ea
+            assert e is not None
+            events.append(Event(now, source, cpu if source == "kernel" else None, status, e.va, e.ref.level,
+                                rec_a, rec_b, tuple(changes)))
+        self.copies = new
+        self._follow(changed, old_walk, new_walk)
+        return events
+
+    def _follow(self, changed: list[tuple[int, int, int, int]], old_walk: Walkers, new_walk: Walkers) -> None:
+        """Stop watching tables no watched slot points to any more; watch the new ones."""
+        for pa, slot, _ra, _rb in changed:
+            if pa not in self.watched:
+                continue  # dropped with its parent earlier in this loop
+            ea, eb = old_walk.slot(pa, slot), new_walk.slot(pa, slot)
+            gone = ea.hw.next_table if ea is not None and ea.kind is Kind.TABLE else None
+            came = eb.hw.next_table if eb is not None and eb.kind is Kind.TABLE and not new_walk.problem(eb) else None
+            if gone == came:
+                continue
+            if gone is not None and gone in self.watched:
+                self._drop(gone)
+            if came is not None and came not in self.watched and eb is not None:
+                lo, hi = max(self.range[0], eb.va), min(self.range[1], eb.va + eb.size)
+                self._watch(came, self.watched[pa].depth + 1, lo, hi)
+                todo = [came]
+                while todo:
+                    t = todo.pop()
+                    self.copies.update(self._read([t]))
+                    for child, depth, clo, chi in self._children(self.copies, t):
+                        if child not in self.watched:
+                            self._watch(child, depth, clo, chi)
+                            todo.append(child)
+
+    def _drop(self, pa: int) -> None:
+        depth = self.watched[pa].depth
+        below = [c for c, *_ in self._children(self.copies, pa)] if depth + 1 < len(self.mode.levels) else []
+        self._unwatch(pa)
+        for child in below:
+            if child in self.watched:
+                self._drop(child)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, emit: Callable[[Event], None], *, count: int | None, timeout: float | None,
+            until: str | None) -> Outcome:
+        """Resume the VM and report events until `count` events, `timeout` seconds, an event that
+        makes an entry of kind `until` (the VM is then left stopped there) or Ctrl-C."""
+        out = Outcome("timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        idle = 0
+        try:
+            while True:
+                self.target.resume()
+                stop = None
+                while stop is None:
+                    wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+                    if wait <= 0:
+                        break
+                    stop = self.target.wait_stop(wait)
+                if stop is None:  # the deadline passed
+                    stop = self.target.stop()
+                    out.reason = "timeout"
+                    self._events(self.check(stop), emit, out, count, until)
+                    return out
+                if stop.kind != "signal":
+                    raise WatchError(f"the VM ended while watched ({stop.raw.decode(errors='replace')})")
+                out.hits += stop.watch is not None
+                events = self.check(stop)
+                idle = idle + 1 if stop.watch is not None and not events else 0
+                if idle >= IDLE_HITS:
+                    where = self.last_cpu.function if self.last_cpu and self.last_cpu.function else "an unknown PC"
+                    raise WatchError(f"{idle} watchpoint hits in a row changed no entry, the last at {where}: "
+                                     "the guest retries a store the stops keep failing (a store-exclusive loop?); "
+                                     "the watch ends and removes its watchpoints")
+                if self._events(events, emit, out, count, until):
+                    return out
+        except KeyboardInterrupt:
+            out.reason = "interrupted"
+            if self.target.running:
+                stop = self.target.stop()
+                self._events(self.check(stop), emit, out, None, None)
+            return out
+        finally:
+            out.tables = len(self.watched)
+
+    def _events(self, events: list[Event], emit: Callable[[Event], None], out: Outcome, count: int | None,
+                until: str | None) -> bool:
+        """Emit events; True when the watch ends here (count reached, or `until` caught)."""
+        for event in events:
+            emit(event)
+            out.events += 1
+            out.peak_tables = max(out.peak_tables, len(self.watched))
+            if until is not None and kind_matches(event.after, until):
+                out.reason, out.caught = "until", event
+                self.target.keep_stopped = True
+                return True
+            if count is not None and out.events >= count:
+                out.reason = "count"
+                return True
+        return False
+
+
+class Walkers:
+    """Walks of one moment's table copies, slot by slot."""
+
+    def __init__(self, watcher: Watcher, pages: dict[int, bytes]) -> None:
+        self.w = watcher
+        self.tables = TableCache(_Copies(pages, watcher.target))
+        self.walker = type(watcher.walker)(self.tables, watcher.session.arch, watcher.mode, watcher.session.facts)
+        self._path: dict[int, tuple[int, ...]] = {}
+
+    def problem(self, e: Entry) -> bool:
+        """Whether a table entry points outside memory (not followed, as the walker reports it)."""
+        nt = e.hw.next_table
+        depth = e.ref.depth + 1
+        return nt is None or not contains(self.w.target.ranges(), nt, self.walker.table_bytes(depth))
+
+    def slots(self, pa: int) -> list[Entry]:
+        """The non-none entries of the watched slots of table `pa`."""
+        w = self.w.watched[pa]
+        return [e for e in (self.slot(pa, s) for s in range(w.first, w.last + 1)) if e is not None]
+
+    def slot(self, pa: int, slot: int) -> Entry | None:
+        """The entry in slot `slot` of table `pa` (None when it is none), decoded as a walk does."""
+        w = self.w.watched.get(pa)
+        if w is None:
+            return None
+        va = self._va(pa, slot)
+        level = self.w.mode.levels[w.depth]
+        for e in self.walker.walk(self.w.root.pa, upper=self.w.root.upper, va_range=(va, va + level.span),
+                                  tables=True):
+            if e.ref.table == pa and e.ref.index == slot:
+                return e
+        return None
+
+    def _va(self, pa: int, slot: int) -> int:
+        """The VA slot `slot` of table `pa` translates."""
+        w = self.w.watched[pa]
+        return w.base | slot << self.w.mode.levels[w.depth].shift
