@@ -187,10 +187,12 @@ def decode_softleaf(
             notes.append(f"marker offset bits {stray:#x} define no marker in {facts.layout.name}")
     elif cls.kind in PFN_KINDS or cls.kind is Kind.SWAPIN_ERROR:
         if swp_pfn_bits is None:
-            return Decoded(
-                raw, level, Kind.UNKNOWN, size=size, flags=flags, softleaf=leaf,
-                reason="SWP_PFN_BITS unknown (MAX_PHYSMEM_BITS not known for this mode)",
-            )
+            # The kind is the type's; only where the frame ends in the offset is not known.
+            details.append(("pfn", "unknown: SWP_PFN_BITS = MAX_PHYSMEM_BITS - PAGE_SHIFT is not known for this "
+                            "kernel and mode (give --fact MAX_PHYSMEM_BITS=N; a vmcore or a live kernel with "
+                            "its vmlinux states it in VMCOREINFO)"))
+            return Decoded(raw, level, cls.kind, size=size, flags=flags, softleaf=leaf, details=tuple(details),
+                           notes=tuple(notes))
         pfn = leaf.offset & ((1 << swp_pfn_bits) - 1)
         pfn_space = "device" if cls.kind in DEVICE_PRIVATE_KINDS else "phys"
         high = leaf.offset >> swp_pfn_bits

@@ -327,7 +327,8 @@ def test_unknown_when_facts_are_missing():
     # 64K without 52-bit IPS: SWP_PFN_BITS depends on CONFIG_ARM64_PA_BITS.
     m64 = ARCH.mode("64k-48")
     d = ARCH.decode(0x123456C0, 2, m64, full("7.2"))  # 64k-48 has 3 levels: depth 2 is the PTE
-    assert d.kind is Kind.UNKNOWN and "SWP_PFN_BITS" in d.reason
+    # The type says the kind; where the frame ends in the offset is what is not known.
+    assert d.kind is Kind.MIGRATION_WRITE and d.pfn is None and "SWP_PFN_BITS" in dict(d.details)["pfn"]
     d = ARCH.decode(0x123456C0, 2, m64, full("7.2", CONFIG_ARM64_PA_BITS=48))
     assert d.kind is Kind.MIGRATION_WRITE and d.pfn == 0x12345
 

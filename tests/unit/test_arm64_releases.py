@@ -168,7 +168,8 @@ def test_swp_pfn_bits_between_6_9_and_6_13():
     assert swp_pfn_bits(M4, facts("6.12", MAX_PHYSMEM_BITS=52)) == 40
     assert swp_pfn_bits(M4, facts("6.14")) == 36
     d = ARCH.decode(0x123456C0, PTE, M4, facts("6.12", swap_migration_ad_supported=True))
-    assert d.kind is Kind.UNKNOWN and "SWP_PFN_BITS" in d.reason
+    # The type says the kind (type 27: 6.12 swap.h with MF+MIG+DP); the frame is what is not known.
+    assert d.kind is Kind.DEVICE_PRIVATE_WRITE and d.pfn is None and "SWP_PFN_BITS" in dict(d.details)["pfn"]
 
 
 def test_present_invalid_and_swap_move_in_6_10():
