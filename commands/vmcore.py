@@ -9,7 +9,7 @@ import click
 from inspector.dumpfile import DumpError, identify, reassemble
 from inspector.targets.drgn import DrgnTargetError, NoVmcoreinfo, QmpTarget
 from inspector.vm import progress, state
-from inspector.vm.qmp import Qmp, QmpError
+from inspector.targets.qmp import Qmp, QmpError
 from inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
 
 from .options import TIMEOUT

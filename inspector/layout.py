@@ -16,7 +16,7 @@ from typing import Any
 
 from . import vmlinux as vml
 from .kernel import DRGN_ARCH
-from .vm.cache import subdir
+from .cache import subdir
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
 SCHEMA = 3

@@ -18,18 +18,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
+from .cache import subdir
+
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _directory() -> Path:
-    """$PTINSPECT_CACHE/runs, else $XDG_CACHE_HOME/ptinspect/runs, else ~/.cache/ptinspect/runs."""
-    base = os.environ.get("PTINSPECT_CACHE")
-    if not base:
-        base = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ptinspect")
-    return Path(base) / "runs"
 
 
 @dataclass(frozen=True)
@@ -50,7 +43,7 @@ class Marker:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self.path = _directory() / (re.sub(r"[^A-Za-z0-9._-]", "_", target) + ".json")
+        self.path = subdir("runs") / (re.sub(r"[^A-Za-z0-9._-]", "_", target) + ".json")
 
     def left(self) -> Left | None:
         """The marker of a run that died without undoing its changes, if any."""

@@ -14,7 +14,7 @@ import re
 import struct
 from pathlib import Path
 
-from .vm.cache import subdir
+from .cache import subdir
 
 ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "arm64", "EM_RISCV": "riscv64"}
 

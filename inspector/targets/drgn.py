@@ -27,7 +27,7 @@ from ..kdump import KdumpReader
 from ..kernel import DRGN_ARCH
 from ..reader import ReadError
 from ..runstate import Marker, warn
-from ..vm.qmp import Qmp, QmpError
+from .qmp import Qmp, QmpError
 from ..vmcoreinfo import VmcoreinfoError, parse
 
 KCORE = Path("/proc/kcore")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
-from .cache import locked, subdir
+from ..cache import locked, subdir
 from .images import (
     Recipe,
     _abi_key,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
-from .cache import locked, subdir
+from ..cache import locked, subdir
 
 MANIFEST = Path(__file__).resolve().parents[2] / "vm-images" / "kernels.toml"
 BUSYBOX_SUITE = "trixie"  # bookworm has no riscv64

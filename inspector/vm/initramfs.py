@@ -31,7 +31,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from . import VMError, progress
-from .cache import locked, subdir
+from ..cache import locked, subdir
 from .hmm import HmmModule, module_status
 from .images import KernelImage, busybox_path
 

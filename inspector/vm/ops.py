@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import VMError
-from .cache import locked
+from ..cache import locked
 from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _lines, _list, _Obj, _opt, _str
-from .qmp import Qmp, QmpError
+from ..targets.qmp import Qmp, QmpError
 from .qemu import tail
 from .state import VM
 

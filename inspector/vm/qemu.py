@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import VMError, progress
-from .cache import cache_dir, locked, subdir
+from ..cache import cache_dir, locked, subdir
 from .images import KernelImage, ensure_image, image_for
-from .qmp import QmpError, wait_for_qmp
+from ..targets.qmp import QmpError, wait_for_qmp
 from .state import NAME_RE, VM, booting, load, state_file
 from .sysdeps import QEMU, check_system, host_arch
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from . import VMError
-from .cache import subdir
-from .qmp import Qmp, QmpError
+from ..cache import subdir
+from ..targets.qmp import Qmp, QmpError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FACT_KEYS = ("name", "qemu_pid", "gdb", "qmp", "console", "vmlinux", "workload_pid", "manifest", "serial_log",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from inspector.vm.images import ensure_image, image_for
-from inspector.vm.qmp import Qmp
+from inspector.targets.qmp import Qmp
 from inspector.vm.state import VM
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import pytest
 from inspector.vm.images import ensure_image, image_for, load_manifest
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import boot
-from inspector.vm.qmp import Qmp
+from inspector.targets.qmp import Qmp
 
 from .kernels import IDS, IMAGES, NOT_MADE
 from .pagemap_check import compare

@@ -18,7 +18,7 @@ import pytest
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import supports_device
-from inspector.vm.qmp import Qmp
+from inspector.targets.qmp import Qmp
 from inspector.vm.state import VM
 
 from .pagemap_check import compare

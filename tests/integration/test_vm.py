@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from commands.vm import vm as vm_group
 from inspector.vm import VMError, qemu, state
-from inspector.vm.qmp import Qmp
+from inspector.targets.qmp import Qmp
 
 from .kernels import IDS, IMAGES
 

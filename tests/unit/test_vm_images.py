@@ -8,7 +8,7 @@ import pytest
 
 from inspector.vm import VMError
 from inspector.vm import apt, images, sysdeps
-from inspector.vm.cache import cache_dir
+from inspector.cache import cache_dir
 from inspector.vm.qemu import read_manifest
 
 DEB822 = """\

@@ -1,4 +1,4 @@
-"""Where fetched kernels, busybox binaries, apt state and VM state live (outside the repository)."""
+"""Where fetched kernels, build roots, layouts, run markers and VM state live (outside the repository)."""
 from __future__ import annotations
 
 import contextlib
