@@ -39,10 +39,10 @@ present leaf with PTE_CONT (pte_leaf_size() does not test PTE_VALID either, pgta
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Mapping, Sequence
 
-from .common import Access, ContInfo, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, vmcoreinfo_int
+from .common import Access, ContInfo, Decoded, KernelFacts, Kind, Level, PagingMode, Softleaf, vmcoreinfo_int
 from .softleaf import decode_softleaf
 from .versions import Feature, Layout
 

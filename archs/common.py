@@ -6,9 +6,10 @@ inspector's EntryRef, a different type on purpose.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 from .versions import Feature, Layout
 

@@ -23,11 +23,23 @@ Kernel facts read here besides the generic ones (softleaf.py):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
-from .common import (SOFTLEAF_KINDS, Access, ContInfo, Decoded, Fact, Kind, KernelFacts, Level, PagingMode, Softleaf,
-                     find_mode, vmcoreinfo_int)
+from .common import (
+    SOFTLEAF_KINDS,
+    Access,
+    ContInfo,
+    Decoded,
+    Fact,
+    KernelFacts,
+    Kind,
+    Level,
+    PagingMode,
+    Softleaf,
+    find_mode,
+    vmcoreinfo_int,
+)
 from .softleaf import DEVICE_PRIVATE_KINDS, MIGRATION_KINDS, PFN_KINDS, classify_type, decode_softleaf
 from .versions import Feature, Layout
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from .common import SOFTLEAF_KINDS, Decoded, Kind, KernelFacts, Softleaf
+from .common import SOFTLEAF_KINDS, Decoded, KernelFacts, Kind, Softleaf
 from .versions import Layout
 
 MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h, every release 5.10..7.3

@@ -13,8 +13,8 @@ an older one is refused.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 Version = tuple[int, int]
 

@@ -23,10 +23,10 @@ user PGD in the other half of the same order-1 (8 KiB) allocation; see `X86_64Ar
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
 
-from .common import Access, Decoded, Kind, KernelFacts, Level, PagingMode, Softleaf, find_mode, vmcoreinfo_int
+from .common import Access, Decoded, KernelFacts, Kind, Level, PagingMode, Softleaf, find_mode, vmcoreinfo_int
 from .softleaf import decode_softleaf
 from .versions import OLDEST, Feature
 

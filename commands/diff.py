@@ -9,7 +9,8 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from inspector.diff import Delta, diff as diff_snapshots
+from inspector.diff import Delta
+from inspector.diff import diff as diff_snapshots
 from inspector.records import hx
 from inspector.snapshot import Snapshot, load
 

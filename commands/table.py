@@ -8,7 +8,8 @@ row's details to the right.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Sequence, TextIO
+from collections.abc import Iterable, Sequence
+from typing import TextIO
 
 from archs.common import PagingMode
 from archs.versions import Layout

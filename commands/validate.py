@@ -11,8 +11,9 @@ from tabulate import tabulate
 
 from inspector.checks import CHECKS
 from inspector.records import hx
-from inspector.validate import Report, check_ids, validate as run_checks
 from inspector.snapshot import load
+from inspector.validate import Report, check_ids
+from inspector.validate import validate as run_checks
 
 from .dump import root_options
 from .options import FORMATS

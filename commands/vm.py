@@ -11,9 +11,11 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from inspector.vm import VMError, derive as derive_mod, state
+from inspector.vm import VMError, state
+from inspector.vm import derive as derive_mod
 from inspector.vm.images import busybox_path, ensure_image, load_manifest
-from inspector.vm.qemu import MACHINES, boot as boot_vm
+from inspector.vm.qemu import MACHINES
+from inspector.vm.qemu import boot as boot_vm
 from inspector.vm.sysdeps import check_system
 
 from .options import TIMEOUT

@@ -8,7 +8,7 @@ import click
 
 from archs.common import Kind
 from inspector.targets.gdbstub import GdbstubTarget
-from inspector.watch import Event, Symbols, WatchError, Watcher
+from inspector.watch import Event, Symbols, Watcher, WatchError
 
 from .dump import parse_range, root_options, select_root, selection
 from .options import FORMATS, TIMEOUT

@@ -7,8 +7,9 @@ side may be a snapshot file, a live walk, or (as recorded) a `dump --format json
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .snapshot import Snapshot, SnapshotError, decoded_records
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import bisect
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 ELF_MACHINES = {62: "x86_64", 183: "arm64", 243: "riscv64"}  # EM_X86_64, EM_AARCH64, EM_RISCV
 UTS_MACHINES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from archs.common import Fact, KernelFacts
 from archs.versions import release_layout

@@ -8,7 +8,7 @@ architecture's own statement (`Arch.canonical`, `PagingMode.va_bits`), not re-en
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 from archs.common import Arch, PagingMode
 

@@ -10,7 +10,6 @@ from archs.common import Fact
 from archs.softleaf import config_options, type_space
 from archs.versions import Layout
 
-
 DRGN_ARCH = {"x86_64": "X86_64", "arm64": "AARCH64", "riscv64": "RISCV64"}
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from . import vmlinux as vml
-from .kernel import DRGN_ARCH
 from .cache import subdir
+from .kernel import DRGN_ARCH
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
 SCHEMA = 3

@@ -7,7 +7,8 @@ instead of reading zeros (QEMU's gdbstub returns zeros past the end of RAM).
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 
 class ReadError(Exception):

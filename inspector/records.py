@@ -8,7 +8,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from typing import Any, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from archs.common import Decoded, KernelFacts, Kind, soft_bits
 from archs.versions import Layout

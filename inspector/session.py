@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from archs import get_arch
-from archs.common import Arch, Fact, Kind, KernelFacts, PagingMode, vmcoreinfo_int
+from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_int
 from archs.versions import release_layout
 
 from . import vmlinux as vml
@@ -26,7 +26,6 @@ from .rawkernel import RawKernel
 from .reader import PhysReader, ReadError, TableCache
 from .vmcoreinfo import VmcoreinfoError, check_vmlinux, parse
 from .walker import Walker
-
 
 MIN_PAGE_SHIFT = 12  # the smallest page of every mode: kernel VA translations are cached per 4 KiB
 MIN_PAGE_MASK = (1 << MIN_PAGE_SHIFT) - 1

@@ -13,9 +13,10 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 from archs.common import Arch, KernelFacts, PagingMode
 
@@ -24,8 +25,8 @@ from .entry import ENTRY_BYTES, Entry
 from .kernel import Vma
 from .reader import ReadError, TableCache, contains
 from .records import SCHEMA, hx, item_record, target_record, write_document
-from .snapshot_schema import SchemaError, check_document
 from .session import Root, Session
+from .snapshot_schema import SchemaError, check_document
 from .walker import Walker
 
 

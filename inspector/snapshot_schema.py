@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archs import ARCH_NAMES, get_arch
-from archs.common import Arch, Fact, Kind, KernelFacts, PagingMode
+from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode
 from archs.versions import recorded_layout
 
 from .kernel import Vma

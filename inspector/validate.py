@@ -1,8 +1,8 @@
 """Run the named checks (inspector/checks/) over a snapshot walked again."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .checks import CHECKS, Check, Context, Finding
 from .snapshot import Snapshot

@@ -15,14 +15,14 @@ import dataclasses
 import itertools
 import operator
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
-from archs.common import SOFTLEAF_KINDS, Arch, Decoded, Kind, KernelFacts, PagingMode, in_kernel_half
+from archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
 from .reader import PhysReader, TableCache
-
 
 TEMPLATES = 4096  # decoded leaf templates kept per level
 FAILED_TEMPLATES = 64  # leaves of a level whose frame bits were sought in vain before it stops seeking

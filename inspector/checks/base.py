@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import ModuleType
-from typing import Callable, Iterable
 
 from archs.common import Kind, in_kernel_half
 

@@ -1,7 +1,7 @@
 """Per-entry encoding rules: decodable, no reserved bits, aligned leaves, addresses within the PA width."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import SOFTLEAF_KINDS, Kind
 

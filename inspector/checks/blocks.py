@@ -7,7 +7,7 @@ the majority's: the odd entry out is the one reported, at its own slot.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 

@@ -1,7 +1,7 @@
 """Kernel mappings (the upper VA half): never writable and executable, never reachable from user mode."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 

@@ -7,7 +7,7 @@ real entry, one of the two misreads the kernel.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 

@@ -2,7 +2,7 @@
 entries point at frames of the right kind, markers use only this version's bits."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 from archs.softleaf import DEVICE_PRIVATE_KINDS, PFN_KINDS, markers_of

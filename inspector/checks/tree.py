@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 
@@ -10,6 +10,7 @@ from ..entry import Entry
 from ..kernel import VM_HUGETLB, VM_MAYSHARE
 from ..reader import contains
 from .base import Check, Context, Finding
+
 
 def _parents(ctx: Context) -> dict[int, Entry]:
     """Each followed table and the entry that first led to it."""

@@ -1,7 +1,7 @@
 """User entries against the process's VMAs: inside one, and no more permissive than it."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from archs.common import Kind
 

@@ -14,7 +14,7 @@ a 64K mode without "lpa" is CONFIG_ARM64_PA_BITS=48, and the layout-less helpers
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from archs.common import PagingMode
 from archs.versions import Layout

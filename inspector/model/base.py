@@ -7,8 +7,9 @@ two catches a mistake in either.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 from archs.common import PagingMode
 from archs.versions import Layout

@@ -14,7 +14,7 @@ releases is asked of the layout (archs/versions.py feature names, the releases r
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from archs.common import PagingMode
 from archs.versions import Layout

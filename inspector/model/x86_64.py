@@ -15,7 +15,7 @@ _PAGE_CACHE_MODE_UC_MINUS is PCD and _PAGE_CACHE_MODE_UC is PCD|PWT
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from archs.common import PagingMode
 from archs.versions import Layout

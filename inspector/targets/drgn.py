@@ -16,19 +16,19 @@ import os
 import re
 import socket as sock
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from archs.common import vmcoreinfo_int
 
 from ..dumpfile import DumpError, DumpFile, identify
-from .elfcore import ElfCoreTarget
 from ..kdump import KdumpReader
 from ..kernel import DRGN_ARCH
 from ..reader import ReadError
 from ..runstate import Marker, warn
-from .qmp import Qmp, QmpError
 from ..vmcoreinfo import VmcoreinfoError, parse
+from .elfcore import ElfCoreTarget
+from .qmp import Qmp, QmpError
 
 KCORE = Path("/proc/kcore")
 PREFER_PGTABLE = "DRGN_PREFER_PGTABLE_READER"

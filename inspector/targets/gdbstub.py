@@ -241,7 +241,7 @@ class GdbstubTarget:
             warn(str(exc))
         self.rsp = None  # type: ignore[assignment]
 
-    def __enter__(self) -> "GdbstubTarget":
+    def __enter__(self) -> GdbstubTarget:
         return self
 
     def __exit__(self, *exc: object) -> None:

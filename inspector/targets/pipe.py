@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 ENV = "PTINSPECT_PIPE_TARGET"  # "READ_FD,WRITE_FD" of the child's ends
 

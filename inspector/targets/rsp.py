@@ -165,7 +165,7 @@ class RspClient:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise RspError(f"the gdbstub at {self.address} did not answer within {self.timeout:g} s") from None
         except OSError as exc:
             raise RspError(f"connection to the gdbstub at {self.address} failed: {exc}") from None
@@ -179,7 +179,7 @@ class RspClient:
         try:
             while self.sock.recv(65536):
                 pass
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             pass
         except OSError as exc:
             raise RspError(f"connection to the gdbstub at {self.address} failed: {exc}") from None
@@ -436,7 +436,7 @@ class RspClient:
                 self.sock.settimeout(remaining)
                 try:
                     chunk = self.sock.recv(65536)
-                except socket.timeout:
+                except TimeoutError:
                     return None
                 except OSError as exc:
                     raise RspError(f"connection to the gdbstub at {self.address} failed: {exc}") from None

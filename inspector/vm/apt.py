@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import VMError, progress
 from ..cache import locked, subdir
+from . import VMError, progress
 
 # bullseye: 5.10; bookworm: 6.1; trixie: 6.12; trixie-backports: 7.2/7.3; sid: 7.2; experimental: the next rc.
 SUITES = ("sid", "experimental", "trixie", "trixie-backports", "bookworm", "bullseye")

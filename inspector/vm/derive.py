@@ -24,9 +24,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
-from ..cache import locked, subdir
 from .images import (
     Recipe,
     _abi_key,

@@ -31,9 +31,9 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import KEYRING, AptState, debian_archive_uri, system_sources
-from ..cache import locked, subdir
 from .images import KernelImage, _run, _write_stamp, check_entry, load_manifest
 
 SOURCE_FILES = ("lib/test_hmm.c", "lib/test_hmm_uapi.h", "lib/Kconfig.debug")

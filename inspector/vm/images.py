@@ -16,9 +16,9 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
-from ..cache import locked, subdir
 
 MANIFEST = Path(__file__).resolve().parents[2] / "vm-images" / "kernels.toml"
 BUSYBOX_SUITE = "trixie"  # bookworm has no riscv64

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from . import VMError, progress
 from ..cache import locked, subdir
+from . import VMError, progress
 from .hmm import HmmModule, module_status
 from .images import KernelImage, busybox_path
 

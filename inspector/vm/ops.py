@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import VMError
 from ..cache import locked
-from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _lines, _list, _Obj, _opt, _str
 from ..targets.qmp import Qmp, QmpError
+from . import VMError
+from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _lines, _list, _Obj, _opt, _str
 from .qemu import tail
 from .state import VM
 

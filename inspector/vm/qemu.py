@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import VMError, progress
 from ..cache import cache_dir, locked, subdir
-from .images import KernelImage, ensure_image, image_for
 from ..targets.qmp import QmpError, wait_for_qmp
+from . import VMError, progress
+from .images import KernelImage, ensure_image, image_for
 from .state import NAME_RE, VM, booting, load, state_file
 from .sysdeps import QEMU, check_system, host_arch
 

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import VMError
 from ..cache import subdir
 from ..targets.qmp import Qmp, QmpError
+from . import VMError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FACT_KEYS = ("name", "qemu_pid", "gdb", "qmp", "console", "vmlinux", "workload_pid", "manifest", "serial_log",

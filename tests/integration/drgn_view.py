@@ -8,8 +8,9 @@ serves kernel virtual addresses through the session's own walk.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from archs.common import Fact, KernelFacts
 from archs.versions import release_layout
@@ -41,7 +42,7 @@ def serve_kernel_va(session: Session, prog) -> None:
     prog.add_memory_segment(start, (1 << 64) - start, read_fn)
 
 
-def drgn_kernel(session: Session, vmlinux: Path) -> "Kernel":
+def drgn_kernel(session: Session, vmlinux: Path) -> Kernel:
     """drgn on a started session's target memory and VMCOREINFO."""
     assert session.vmcoreinfo is not None
     prog = open_program(session.reader, session.arch.name, vmlinux, session.vmcoreinfo,

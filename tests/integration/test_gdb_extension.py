@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm.images import ensure_image, image_for
 from inspector.targets.qmp import Qmp
+from inspector.vm.images import ensure_image, image_for
 from inspector.vm.state import VM
 
 pytestmark = pytest.mark.integration

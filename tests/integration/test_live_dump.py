@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.targets.qmp import Qmp
 from inspector.vm.images import ensure_image, image_for, load_manifest
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import boot
-from inspector.targets.qmp import Qmp
 
 from .kernels import IDS, IMAGES, NOT_MADE
 from .pagemap_check import compare

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.targets.qmp import Qmp
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.manifest import parse
 from inspector.vm.qemu import supports_device
-from inspector.targets.qmp import Qmp
 from inspector.vm.state import VM
 
 from .pagemap_check import compare
@@ -62,11 +62,10 @@ def qemu_status(machine: VM) -> dict:
 
 def check_follow_phys(vmcore: Path, vmlinux: Path, pid: int, user: dict, kernel: dict) -> int:
     """drgn's follow_phys against every present user page and sampled kernel addresses; pages checked."""
+    import drgn
     from drgn import FaultError
     from drgn.helpers.linux.mm import follow_phys
     from drgn.helpers.linux.pid import find_task
-
-    import drgn
 
     prog = drgn.Program()  # drgn alone: the vmcore and the vmlinux, nothing of ptinspect's
     prog.set_core_dump(str(vmcore))

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from commands.vm import vm as vm_group
-from inspector.vm import VMError, qemu, state
 from inspector.targets.qmp import Qmp
+from inspector.vm import VMError, qemu, state
 
 from .kernels import IDS, IMAGES
 

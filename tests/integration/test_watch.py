@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.targets.qmp import Qmp
 from inspector.targets.rsp import RspClient
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.ops import PAGE, OpResult, request
-from inspector.targets.qmp import Qmp
 from inspector.vm.state import VM
 
 from .test_mm_operations import ACCESSED, cli, prepare, read_only

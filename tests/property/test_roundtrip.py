@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from archs import ARCH_NAMES, get_arch
-from archs.common import Fact, Kind, KernelFacts
+from archs.common import Fact, KernelFacts, Kind
 from archs.softleaf import MIGRATION_KINDS, PFN_KINDS, config_options, pte_markers
 from archs.versions import release_layout
 from inspector.model.base import Prot

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from archs import get_arch
-from archs.common import Fact, Kind, KernelFacts
+from archs.common import Fact, KernelFacts, Kind
+from archs.versions import release_layout
 from commands.table import DumpTable
 from inspector.dump import Row, RunRows, VmaIndex, ranges
 from inspector.kernel import Vma
@@ -21,7 +22,6 @@ from inspector.model.base import Prot
 from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
 from inspector.records import item_record, run_records
 from inspector.walker import LeafRun, Walker
-from archs.versions import release_layout
 
 from .test_roundtrip import BASE_FACTS, cases
 

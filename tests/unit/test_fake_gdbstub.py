@@ -7,8 +7,8 @@ records every packet: none may write memory or registers, set breakpoints or run
 """
 from __future__ import annotations
 
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,8 +16,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from click.testing import CliRunner

@@ -7,8 +7,8 @@ import pytest
 
 from inspector.kernel import KernelError, Vma
 from inspector.layout import KernelLayout, layout_for
-from inspector.reader import ReadError
 from inspector.rawkernel import RawKernel
+from inspector.reader import ReadError
 from inspector.vm.images import ensure_image, image_for
 
 KASLR = 0x3A00000

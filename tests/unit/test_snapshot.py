@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from archs import get_arch
-from archs.common import Fact, Kind, KernelFacts
+from archs.common import Fact, KernelFacts, Kind
+from archs.versions import release_layout
 from commands.cli import main
 from inspector.kernel import Vma
 from inspector.model.base import Prot
-from inspector.model.builder import Builder, Mapping, MapLeaf, MapSoftleaf
+from inspector.model.builder import Builder, MapLeaf, Mapping, MapSoftleaf
 from inspector.records import SCHEMA, hx
 from inspector.session import Root, Session
 from inspector.snapshot import Snapshot, SnapshotError, atomic_text, live_snapshot, load, write_snapshot
 from inspector.walker import Walker
-from archs.versions import release_layout
 
 GIB = 1 << 30
 RAM = [(0, 2 * GIB)]  # the memblock.memory the model snapshots record

@@ -9,13 +9,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
 
 from archs import get_arch
 from archs.common import Kind
+from archs.versions import release_layout
 from commands.cli import main
 from inspector.kernel import Vma
 from inspector.model.base import Prot, SwpFields
@@ -23,7 +24,6 @@ from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf, mod
 from inspector.records import hx
 from inspector.snapshot import Snapshot
 from inspector.validate import validate
-from archs.versions import release_layout
 
 from .test_snapshot import CONFIG, GIB, VM_R, VM_W, document, model_snapshot, mutated
 

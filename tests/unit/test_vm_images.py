@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm import VMError
-from inspector.vm import apt, images, sysdeps
 from inspector.cache import cache_dir
+from inspector.vm import VMError, apt, images, sysdeps
 from inspector.vm.qemu import read_manifest
 
 DEB822 = """\
