@@ -38,6 +38,9 @@ case "$cmd" in
         exec "$VENV/bin/python" -m commands.demo "$@" ;;
     test)
         install_system; install_python
+        log "lint (ruff) and type check (mypy), configured in pyproject.toml"
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/mypy"
         log "running the test suite"
         exec "$VENV/bin/python" -m pytest -ra "$@" ;;
     *)

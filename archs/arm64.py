@@ -508,7 +508,7 @@ def _config_pa_bits(facts: KernelFacts) -> int | None:
     """CONFIG_ARM64_PA_BITS (48 or 52) from the int fact or the PA_BITS_48/_52 choice."""
     config = facts.get("CONFIG_ARM64_PA_BITS")
     if config in (48, 52):
-        return int(config)  # type: ignore[arg-type]
+        return int(config)
     if facts.get("CONFIG_ARM64_PA_BITS_52") is True or facts.get("CONFIG_ARM64_PA_BITS_48") is False:
         return 52
     if facts.get("CONFIG_ARM64_PA_BITS_48") is True or facts.get("CONFIG_ARM64_PA_BITS_52") is False:
@@ -524,7 +524,8 @@ def swp_pfn_bits(mode: PagingMode, facts: KernelFacts) -> int | None:
     on LPA2 kernels, else CONFIG_ARM64_PA_BITS (pgtable-prot.h PHYS_MASK_SHIFT, 7.2).
     4K/16K: PA_BITS_52 needs 64K pages before 6.9 (Kconfig ARM64_PA_BITS_52, 6.1) and LPA2
     (TCR_EL1.DS, the "-lpa2" modes) after, so DS=1 means 52; without DS a 6.9..6.13 LPA2 kernel
-    has 52 unless it carries the stable backport (then 48), a 6.14+ one 48.  64K: 52 when IPS is 52 (only a PA_BITS_52 kernel programs
+    has 52 unless it carries the stable backport (then 48), a 6.14+ one 48.  64K: 52 when IPS is 52
+    (only a PA_BITS_52 kernel programs
     that, assembler.h tcr_compute_pa_size), else the config.
     """
     given = facts.get("MAX_PHYSMEM_BITS")
@@ -677,11 +678,19 @@ def cont_signature(raw: int, mode: PagingMode) -> int:
     return ((raw & ~(PTE_AF | PTE_DIRTY)) | PTE_RDONLY) & ~_oa_bits(mode)
 
 
+# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
+# clears, bits a clear needs).  arch/arm64/include/asm/pgtable-hwdef.h (7.2): PTE_AF bit 10 (hardware
+# access flag update), PTE_RDONLY bit 7, PTE_DBM bit 51; pgtable.h pte_hw_dirty() is "pte_write(pte) &&
+# !pte_rdonly(pte)": with DBM the MMU marks a write by clearing PTE_RDONLY.
+HW_PTE_UPDATES = (1 << 10, 1 << 7, 1 << 51)
+
+
 class Arm64Arch:
     """The arm64 Arch: modes from TCR_EL1, descriptors of every release 5.10..7.3."""
 
     name = "arm64"
     features: tuple[Feature, ...] = FEATURES
+    hw_pte_updates = HW_PTE_UPDATES
     default_mode = "4k-48"  # decode's default: Debian's arm64 kernels before LPA2 hardware: 4 KiB granule, 48-bit VA
     split_roots = True  # TTBR0_EL1 translates the lower (user) half, TTBR1_EL1 the upper
     # VBAR_EL1 holds `vectors` (kernel/head.S, 7.2) unless the Spectre-BHB/KPTI
@@ -858,8 +867,3 @@ class Arm64Arch:
 
 ARCH = Arm64Arch()
 
-# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
-# clears, bits a clear needs).  arch/arm64/include/asm/pgtable-hwdef.h (7.2): PTE_AF bit 10 (hardware
-# access flag update), PTE_RDONLY bit 7, PTE_DBM bit 51; pgtable.h pte_hw_dirty() is "pte_write(pte) &&
-# !pte_rdonly(pte)": with DBM the MMU marks a write by clearing PTE_RDONLY.
-HW_PTE_UPDATES = (1 << 10, 1 << 7, 1 << 51)

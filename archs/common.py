@@ -259,6 +259,9 @@ class Arch(Protocol):
     kernel_va_bit: int
     # This architecture's layout changes with the releases that made them (archs/versions.py).
     features: tuple[Feature, ...]
+    # What the MMU itself writes into a leaf, which no store a watchpoint sees: (bits it sets, bits it
+    # clears, bits a clear needs set) -- accessed/dirty, and arm64 DBM clearing PTE_RDONLY.
+    hw_pte_updates: tuple[int, int, int]
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper

@@ -262,6 +262,8 @@ class _Ctx:
         svrsw = _flag(facts, "svrsw60t59b")
         isa_cfg = _flag(facts, "CONFIG_RISCV_ISA_SVRSW60T59B")
         rsw_release = None if layout is None else layout.has("riscv_svrsw60t59b")
+        soft_dirty: bool | None
+        uffd: bool | None
         if rsw_release is False:
             soft_dirty = uffd = False  # neither HAVE_ARCH_SOFT_DIRTY nor HAVE_ARCH_USERFAULTFD_WP (Kconfig)
         elif rsw_release:
@@ -288,11 +290,18 @@ def _bits(mask: int) -> str:
     return ", ".join(str(b) for b in range(64) if mask >> b & 1)
 
 
+# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
+# clears, bits a clear needs).  arch/riscv/include/asm/pgtable-bits.h (7.2): _PAGE_ACCESSED (1 << 6)
+# "Set by hardware on any access", _PAGE_DIRTY (1 << 7) "Set by hardware on any write" (Svadu).
+HW_PTE_UPDATES = (1 << 6 | 1 << 7, 0, 0)
+
+
 class Riscv64:
     """The riscv64 Arch (module-level ARCH)."""
 
     name = "riscv64"
     features: tuple[Feature, ...] = FEATURES
+    hw_pte_updates = HW_PTE_UPDATES
     default_mode = "sv48"  # decode's default: what QEMU 7.2's virt machine offers by default
     split_roots = False  # satp's root holds both halves
     # stvec holds handle_exception once the kernel runs (setup_trap_vector, kernel/head.S, 7.2)
@@ -788,7 +797,3 @@ def cont_signature(raw: int, mode: PagingMode) -> int:
 
 ARCH = Riscv64()
 
-# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
-# clears, bits a clear needs).  arch/riscv/include/asm/pgtable-bits.h (7.2): _PAGE_ACCESSED (1 << 6)
-# "Set by hardware on any access", _PAGE_DIRTY (1 << 7) "Set by hardware on any write" (Svadu).
-HW_PTE_UPDATES = (1 << 6 | 1 << 7, 0, 0)

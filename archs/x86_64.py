@@ -556,11 +556,18 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
     return raw & (LEAF_SIZE[level.name] - 1) & ~((1 << 13) - 1)
 
 
+# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
+# clears, bits a clear needs).  arch/x86/include/asm/pgtable_types.h (7.2): _PAGE_BIT_ACCESSED 5
+# "was accessed (raised by CPU)", _PAGE_BIT_DIRTY 6 "was written to (raised by CPU)".
+HW_PTE_UPDATES = (1 << 5 | 1 << 6, 0, 0)
+
+
 class X86_64Arch:
     """The x86-64 Arch implementation (module-level ARCH)."""
 
     name = "x86_64"
     features: tuple[Feature, ...] = FEATURES
+    hw_pte_updates = HW_PTE_UPDATES
     default_mode = "4-level"  # decode's default: the mode without LA57
     split_roots = False  # CR3's PGD holds both halves
     kaslr_anchor = None
@@ -680,7 +687,3 @@ def wx_access(access: Access, tables: Sequence[int]) -> Access:
         return access
     return replace(access, write=access.write and rw, exec=access.exec and not nx)
 
-# What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
-# clears, bits a clear needs).  arch/x86/include/asm/pgtable_types.h (7.2): _PAGE_BIT_ACCESSED 5
-# "was accessed (raised by CPU)", _PAGE_BIT_DIRTY 6 "was written to (raised by CPU)".
-HW_PTE_UPDATES = (1 << 5 | 1 << 6, 0, 0)

@@ -25,7 +25,8 @@ def parse_raw(text: str) -> int:
 
 @click.command()
 @click.option("--arch", "arch_name", required=True, type=click.Choice(ARCH_NAMES), help="Architecture.")
-@click.option("--mode", "mode_name", help="Paging mode (default: x86_64 4-level, arm64 4k-48, riscv64 sv48); see --list-modes.")
+@click.option("--mode", "mode_name",
+              help="Paging mode (default: x86_64 4-level, arm64 4k-48, riscv64 sv48); see --list-modes.")
 @click.option("--level", default="pte", show_default=True,
               type=click.Choice(["pgd", "p4d", "pud", "pmd", "pte"]), help="Level the value was found at.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
@@ -43,7 +44,7 @@ def decode(arch_name: str, mode_name: str | None, level: str, fmt: str, list_mod
     if list_modes:
         for m in arch.modes():
             click.echo(f"{m.name:14} {len(m.levels)} levels, {m.va_bits}-bit VA, "
-                       f"{m.page_size >> 10} KiB pages: {' '.join(l.name for l in m.levels)}")
+                       f"{m.page_size >> 10} KiB pages: {' '.join(lvl.name for lvl in m.levels)}")
         return
     if not values:
         raise click.UsageError("give at least one VALUE to decode")
@@ -55,8 +56,11 @@ def decode(arch_name: str, mode_name: str | None, level: str, fmt: str, list_mod
     kfacts = facts_from(arch.name, kernel, configs, config_file, facts, pin)
     decoded = [arch.decode(parse_raw(v), depth, mode, kfacts) for v in values]
     if fmt == "json":
-        out = [{"arch": arch.name, "mode": mode.name, "kernel": kfacts.release, "layout": None if kfacts.layout is None else kfacts.layout.name,
-                "layout_assumed": None if kfacts.layout is None else kfacts.layout.assumed, **decoded_record(d)} for d in decoded]
+        layout = kfacts.layout
+        head = {"arch": arch.name, "mode": mode.name, "kernel": kfacts.release,
+                "layout": None if layout is None else layout.name,
+                "layout_assumed": None if layout is None else layout.assumed}
+        out = [{**head, **decoded_record(d)} for d in decoded]
         click.echo(json.dumps(out if len(out) > 1 else out[0], indent=2))
         return
     click.echo(f"# {arch.name} {mode.name}, kernel layout {layout_label(kfacts)}")

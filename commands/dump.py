@@ -40,7 +40,8 @@ def root_options(func):
         click.option("--pid", type=int, help="Walk this process's page tables (mm->pgd)."),
         click.option("--comm", help="Walk the process with this command name."),
         click.option("--kernel", "kernel_root", is_flag=True, help="Walk the kernel's tables (init_mm)."),
-        click.option("--root", "root_pa", metavar="PA", help="Walk the table at this physical address (no vmlinux needed)."),
+        click.option("--root", "root_pa", metavar="PA",
+                     help="Walk the table at this physical address (no vmlinux needed)."),
         click.option("--upper", is_flag=True, help="With --root: the root translates the upper (kernel) VA half."),
     ]):
         func = decorator(func)
@@ -80,7 +81,8 @@ def select_root(session: Session, pid, comm, kernel_root, root_pa, upper) -> Roo
 @target_options
 @root_options
 @click.option("--range", "va_range", metavar="START-END", help="Only entries overlapping this VA range.")
-@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="Only entries of these kinds (repeatable).")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS),
+              help="Only entries of these kinds (repeatable).")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
 @click.option("--ranges/--entries", "merge", default=False, help="Merge adjacent entries with equal attributes.")
 def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **target) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gdb  # type: ignore[import-not-found]
+import gdb  # gdb's embedded module: only inside gdb
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,7 +90,8 @@ class PtCommand(gdb.Command):
             try:  # the child closed its end of the pipe: it is finishing its output
                 proc.wait(timeout=EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                raise gdb.GdbError(f"pt {self.name}: no exit {EXIT_TIMEOUT} s after its last read; stopped it") from None
+                raise gdb.GdbError(f"pt {self.name}: no exit {EXIT_TIMEOUT} s after its last read; "
+                                   "stopped it") from None
             gdb.flush()
             if proc.returncode != 0 and not (proc.returncode == 1 and self.name in FOUND):
                 raise gdb.GdbError(f"pt {self.name} failed (exit {proc.returncode})")

@@ -33,9 +33,11 @@ def target_options(func: Callable) -> Callable:
     for decorator in reversed([
         click.option("--gdb", "gdb_address", metavar="HOST:PORT", help="A QEMU gdbstub (qemu -gdb tcp::PORT)."),
         click.option("--vmcore", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                     help="A vmcore: ELF or kdump-compressed (QEMU dump-guest-memory, makedumpfile, ptinspect vmcore)."),
+                     help="A vmcore: ELF or kdump-compressed (QEMU dump-guest-memory, makedumpfile, "
+                          "ptinspect vmcore)."),
         click.option("--kcore", is_flag=True, help="The running machine's kernel through /proc/kcore (root only)."),
-        click.option("--qmp", metavar="SOCKET", help="A live QEMU's QMP unix socket (qemu -qmp unix:SOCKET,server=on,wait=off)."),
+        click.option("--qmp", metavar="SOCKET",
+                     help="A live QEMU's QMP unix socket (qemu -qmp unix:SOCKET,server=on,wait=off)."),
         click.option("--vmlinux", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      help="The kernel's vmlinux with debug info (needed for --pid/--comm/--kernel and VMAs)."),
         click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -43,7 +45,8 @@ def target_options(func: Callable) -> Callable:
         click.option("--keep-stopped", is_flag=True,
                      help="--gdb/--qmp: leave the VM stopped afterwards (default: --gdb resumes it, "
                           "--qmp restores its previous run state)."),
-        click.option("--timeout", type=TIMEOUT, default=10.0, show_default=True, help="Seconds to wait for any one reply."),
+        click.option("--timeout", type=TIMEOUT, default=10.0, show_default=True,
+                     help="Seconds to wait for any one reply."),
     ]):
         func = decorator(func)
     return func

@@ -65,7 +65,8 @@ def write_report(report: Report) -> None:
             detail = f" ({o.reason})" if o.reason else f" ({plural(len(o.findings), 'finding')})" if o.findings else ""
             out.write(f"# {o.status:7} {o.check.id}{detail}\n")
     failed = [o.check.id for o in report.outcomes if o.status == "fail"]
-    out.write(f"# {plural(len(findings), 'finding')} in {', '.join(failed)}\n" if failed else "# clean: no check failed\n")
+    out.write(f"# {plural(len(findings), 'finding')} in {', '.join(failed)}\n" if failed
+              else "# clean: no check failed\n")
 
 
 def plural(n: int, word: str) -> str:

@@ -42,7 +42,8 @@ def vm() -> None:
 
 @vm.command()
 @click.option("--arch", type=ARCH, help="Only images of this architecture.")
-@click.option("--kernel", "series", metavar="SERIES", help="Only images of this kernel (7.3, 7.2, 7.2-16k, 6.12, 5.10).")
+@click.option("--kernel", "series", metavar="SERIES",
+              help="Only images of this kernel (7.3, 7.2, 7.2-16k, 6.12, 5.10).")
 @click.option("--all", "everything", is_flag=True, help="Every image of vm-images/kernels.toml.")
 @click.option("--verify", is_flag=True, help="Check every cached file's sha256, not only its size.")
 @click.option("--refresh", is_flag=True, help="Re-resolve the newest version of each series; fetch if newer.")

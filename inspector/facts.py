@@ -118,14 +118,14 @@ def build_facts(
         layout = release_layout(kernel or pin or "", arch, pin)
     facts: dict[str, Fact] = {}
     if config_file is not None:
-        for name, value in read_config_file(config_file).items():
-            facts[name] = Fact(value, f"config file {config_file}")
+        for option, on in read_config_file(config_file).items():
+            facts[option] = Fact(on, f"config file {config_file}")
     for item in config:
-        name, sep, value = item.partition("=")
-        if not sep or not name.startswith("CONFIG_") or len(name) <= len("CONFIG_"):
+        option, sep, text = item.partition("=")
+        if not sep or not option.startswith("CONFIG_") or len(option) <= len("CONFIG_"):
             raise ValueError(f"--config takes CONFIG_NAME=y|n, not {item!r}")
         try:
-            facts[name] = Fact(parse_bool(value), "user")
+            facts[option] = Fact(parse_bool(text), "user")
         except ValueError as exc:
             raise ValueError(f"--config {item!r}: {exc}") from None
     for item in named:

@@ -212,7 +212,7 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
 def write_document(out: TextIO, target: Mapping[str, Any], items: Iterable[Row | RunRows | Range],
                    layout: Layout | None = None) -> int:
     """Stream a ptinspect.snapshot/1 document; returns the number of entry records."""
-    out.write('{"schema": %s, "target": %s, "entries": [' % (json.dumps(SCHEMA), json.dumps(target)))
+    out.write(f'{{"schema": {json.dumps(SCHEMA)}, "target": {json.dumps(target)}, "entries": [')
     n = 0
     for item in items:
         texts = run_records(item, layout) if type(item) is RunRows else [json.dumps(item_record(item, layout))]

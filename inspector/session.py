@@ -335,7 +335,8 @@ def find_vmcoreinfo(session: Session, vmlinux: Path, offset: int) -> bytes:
         ptr = struct.unpack("<Q", session.read_kernel_va(vml.symbol(vmlinux, "vmcoreinfo_data") + offset, 8))[0]
         size = struct.unpack("<Q", session.read_kernel_va(vml.symbol(vmlinux, "vmcoreinfo_size") + offset, 8))[0]
     except (SessionError, ReadError) as exc:
-        raise SessionError(f"cannot find VMCOREINFO in guest memory ({exc}); is {vmlinux} the running kernel?") from None
+        raise SessionError(f"cannot find VMCOREINFO in guest memory ({exc}); "
+                           f"is {vmlinux} the running kernel?") from None
     if not ptr or not 0 < size <= 4096:
         raise SessionError("the kernel has no VMCOREINFO yet (vmcoreinfo_data is empty); "
                            "is it still booting, or is this vmlinux from another build?")

@@ -418,13 +418,15 @@ class Walker:
             if dec.kind is Kind.TABLE:
                 problem = self._table_problem(dec, depth, seen)
                 if problem:
-                    path.append(Entry(entry_va, level.span, ref, dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem)))
+                    bad = dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem)
+                    path.append(Entry(entry_va, level.span, ref, bad))
                     return path
                 path.append(Entry(entry_va, level.span, ref, dec))
                 assert dec.next_table is not None
                 table = dec.next_table
                 continue
-            path.append(self._leaf(entry_va, ref, dec) if dec.kind is not Kind.NONE else Entry(entry_va, level.span, ref, dec))
+            path.append(self._leaf(entry_va, ref, dec) if dec.kind is not Kind.NONE
+                        else Entry(entry_va, level.span, ref, dec))
             return path
         return path
 

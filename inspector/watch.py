@@ -14,7 +14,6 @@ the storing instruction, in the function that stored.
 """
 from __future__ import annotations
 
-import importlib
 import struct
 import time
 from collections.abc import Callable
@@ -306,8 +305,7 @@ class Watcher:
         self.mode = root.mode
         self.offset = linear_offset(session)
         self.walker = session.walker(root.mode)
-        self.hw_set, self.hw_clear, self.hw_needs = getattr(
-            importlib.import_module(f"archs.{session.arch.name}"), "HW_PTE_UPDATES", (0, 0, 0))
+        self.hw_set, self.hw_clear, self.hw_needs = session.arch.hw_pte_updates
         empty = Snapshot.from_document({"schema": SCHEMA, "target": target_record(session, root, selection),
                                         "entries": []}, "watch")
         self.differ = Differ(empty, empty)
@@ -390,7 +388,7 @@ class Watcher:
     # -- events ---------------------------------------------------------------------------------
     def _hardware_only(self, before: int, after: int) -> bool:
         """Whether before → after is only what the MMU does to a present entry: set accessed/dirty
-        bits (and, arm64 DBM, clear PTE_RDONLY of a writable entry): archs HW_PTE_UPDATES."""
+        bits (and, arm64 DBM, clear PTE_RDONLY of a writable entry): Arch.hw_pte_updates."""
         set_, cleared = after & ~before, before & ~after
         if not (set_ or cleared) or set_ & ~self.hw_set or cleared & ~self.hw_clear:
             return False

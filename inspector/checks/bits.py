@@ -19,7 +19,8 @@ def well_formed(ctx: Context) -> Iterator[Finding]:
     for e in ctx.leaves:
         if e.kind is not Kind.UNKNOWN:
             continue
-        if ctx.kernel_half(e.va) and snap.arch.decode(e.hw.raw, e.ref.depth, snap.mode, snap.facts).kind in SOFTLEAF_KINDS:
+        again = snap.arch.decode(e.hw.raw, e.ref.depth, snap.mode, snap.facts) if ctx.kernel_half(e.va) else None
+        if again is not None and again.kind in SOFTLEAF_KINDS:
             continue
         yield ctx.finding("well-formed", e, e.hw.reason or "the decoder cannot classify this value")
 

@@ -28,7 +28,8 @@ def swap_type(ctx: Context) -> Iterator[Finding]:
     for e in ctx.leaves:
         if e.kind is Kind.SWAP and e.hw.softleaf is not None and _max(ctx, e.hw.softleaf.type) is None:
             t = e.hw.softleaf.type
-            why = f"only {nr} swap device slots exist" if isinstance(nr, int) and t >= nr else "no swap device uses that slot"
+            why = (f"only {nr} swap device slots exist" if isinstance(nr, int) and t >= nr
+                   else "no swap device uses that slot")
             yield ctx.finding("swap-type", e, f"swap entry of type {t}: {why}")
 
 
@@ -52,7 +53,8 @@ def pfn_frames(ctx: Context) -> Iterator[Finding]:
         pa = e.hw.pfn << ctx.snap.mode.page_shift
         inside = contains(ram, pa, 1)
         if e.kind in DEVICE_PRIVATE_KINDS and inside:
-            yield ctx.finding("softleaf-pfn", e, f"device-private frame {e.hw.pfn:#x} lies in RAM, not in device memory")
+            yield ctx.finding("softleaf-pfn", e,
+                              f"device-private frame {e.hw.pfn:#x} lies in RAM, not in device memory")
         elif e.kind not in DEVICE_PRIVATE_KINDS and not inside:
             yield ctx.finding("softleaf-pfn", e, f"{e.kind.value} entry for frame {e.hw.pfn:#x}, which is outside RAM")
 
@@ -78,7 +80,8 @@ CHECKS = (
           "include/linux/leafops.h:358 in 7.2 (softleaf_to_pfn); mm/migrate.c, mm/memory-failure.c (entries "
           "made from a RAM folio's pfn); kernel/resource.c:2118 (request_free_mem_region: device-private "
           "memory is placed outside System RAM)", pfn_frames,
-          skip=lambda ctx: None if ctx.snap.ram is not None else "RAM ranges not recorded (take the snapshot with --vmlinux)"),
+          skip=lambda ctx: None if ctx.snap.ram is not None
+          else "RAM ranges not recorded (take the snapshot with --vmlinux)"),
     Check("marker-bits", "PTE markers carry only the marker bits this kernel version defines",
           "include/linux/swapops.h:283-300 in 7.2 (PTE_MARKER_UFFD_WP/POISONED/GUARD, PTE_MARKER_MASK); "
           "6.12 swapops.h:424-430, 6.1 swapops.h:463", marker_bits,

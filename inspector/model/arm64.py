@@ -24,8 +24,8 @@ from .base import Prot, SwpFields
 U64 = (1 << 64) - 1
 
 
-def GENMASK(h: int, l: int) -> int:
-    return ((1 << (h + 1)) - 1) & ~((1 << l) - 1)
+def GENMASK(h: int, lo: int) -> int:
+    return ((1 << (h + 1)) - 1) & ~((1 << lo) - 1)
 
 
 # pgtable-hwdef.h:143-156/158-171/164-176

@@ -350,7 +350,7 @@ class RspClient:
             raise
         out: list[bytes] = []
         at = 0
-        for addr, size in requests:
+        for _addr, size in requests:
             data = bytearray()
             while len(data) < size:
                 a, n = packets[at]

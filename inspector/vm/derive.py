@@ -61,7 +61,8 @@ TYPE_OPTIONS = ("CONFIG_MEMORY_FAILURE", "CONFIG_MIGRATION", "CONFIG_DEVICE_PRIV
 # Config options recorded with the vectors (what a decoder needs to be told about this kernel).
 RECORDED_CONFIG = TYPE_OPTIONS + (
     "CONFIG_PTE_MARKER_UFFD_WP", "CONFIG_HAVE_ARCH_USERFAULTFD_WP", "CONFIG_HAVE_ARCH_SOFT_DIRTY",
-    "CONFIG_MEM_SOFT_DIRTY", "CONFIG_ARCH_ENABLE_THP_MIGRATION", "CONFIG_ARCH_HAS_PMD_SOFTLEAVES", "CONFIG_NUMA_BALANCING",
+    "CONFIG_MEM_SOFT_DIRTY", "CONFIG_ARCH_ENABLE_THP_MIGRATION", "CONFIG_ARCH_HAS_PMD_SOFTLEAVES",
+    "CONFIG_NUMA_BALANCING",
     "CONFIG_PGTABLE_LEVELS", "CONFIG_X86_5LEVEL", "CONFIG_ARM64_VA_BITS", "CONFIG_ARM64_PA_BITS",
     "CONFIG_ARM64_4K_PAGES", "CONFIG_ARM64_16K_PAGES", "CONFIG_ARM64_64K_PAGES", "CONFIG_ARM64_LPA2",
     "CONFIG_RISCV_ISA_SVNAPOT", "CONFIG_RISCV_ISA_SVPBMT", "CONFIG_ZONE_DEVICE", "CONFIG_DEVICE_MIGRATION",
@@ -308,7 +309,8 @@ def derive_types(src: Path, work: Path) -> list[dict]:
             raise VMError(f"compiling the swap.h type region failed for {enabled}: {err.strip()[-1500:]}")
         defines = _read_defines(asm)
         out.append({"config": enabled, "MAX_SWAPFILES": defines.pop("MAX_SWAPFILES"),
-                    "defines": {k: v for k, v in sorted(defines.items(), key=lambda kv: kv[1] if isinstance(kv[1], int) else 0)}})
+                    "defines": dict(sorted(defines.items(),
+                                           key=lambda kv: kv[1] if isinstance(kv[1], int) else 0))})
     return out
 
 

@@ -262,7 +262,7 @@ def build_initramfs(image: KernelImage) -> Path:
         cpio.file("bin/busybox", busybox.read_bytes(), executable=True)
         cpio.file("ptinspect/workload", workload, executable=True)
         cpio.file("ptinspect/kernel.config", image.config.read_bytes())
-        for name, where, data in modules:
+        for _name, where, data in modules:
             if data:
                 cpio.file(f"ptinspect/modules/{where}", data)
         if hmm:

@@ -170,7 +170,7 @@ def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, co
             proc = subprocess.Popen(cmd_for_port(port), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, preexec_fn=None if detach else _die_with_parent)
         try:
-            wait_for_qmp(qmp, START_TIMEOUT, alive=lambda: proc.poll() is None).close()
+            wait_for_qmp(qmp, START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None).close()
             return proc, port
         except QmpError:
             _kill(proc)

@@ -39,7 +39,7 @@ def test_type_space_matches_compiled_headers(v):
     assert max_swapfiles == v.defines["MAX_SWAPFILES"]
     expected = {num: name for name, num in v.defines.items() if name != "MAX_SWAPFILES"}
     assert {t: s.name for t, s in slots.items()} == expected
-    for t, s in slots.items():
+    for s in slots.values():
         assert s.kind is KIND_OF_DEFINE[s.name]
 
 
