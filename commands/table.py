@@ -58,6 +58,8 @@ def detail(row: Row, layout: Layout | None = None) -> str:
     else:
         s = e.hw.softleaf
         parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
+        if e.hw.pfn_space == "device":
+            parts.append("pfn=device-frame")  # device-private memory, not a RAM frame
     if e.hw.markers:
         parts.append("marker=" + ",".join(e.hw.markers))
     mode = uffd_mode(e.hw, row.vma, layout)

@@ -34,7 +34,7 @@
 
 #include "test_hmm_uapi.h"
 
-#define PAGE 4096UL
+#define PAGE ((unsigned long)sysconf(_SC_PAGESIZE))  /* the base page: 4 KiB, or 16 KiB on arm64-16k */
 #define BASE 0x3010000000UL	/* regions: BASE + i * 4 MiB (the workload's arena is at 0x2000000000) */
 #define SLOT (4UL << 20)
 #define MAX_REGIONS 64
@@ -325,6 +325,7 @@ static void render(const struct answer *a)
 		    a->reg->pages * PAGE);
 	else
 		put(",\"start\":null,\"length\":0,\"op_start\":null,\"op_length\":0");
+	put(",\"page_size\":%lu", PAGE);
 	put(",\"calls\":0,\"anon_huge_kb\":0,\"swap_kb\":0,\"pagemap\":[");
 	for (size_t i = 0; i < n; i++)
 		put("%s\"%#llx\"", i ? "," : "", (unsigned long long)pm[i]);
