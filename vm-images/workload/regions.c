@@ -987,19 +987,16 @@ static const struct {
  */
 static bool to_granule(struct region *r, const struct ctx *c)
 {
-	size_t leaf = 0;
+	size_t leaf = r->page_size == P4K ? c->ps : 0;
 
-	if (r->page_size == P4K)
-		leaf = c->ps;
-	else if (r->page_size == pmd_size(P4K))
-		leaf = pmd_size(c->ps);
 	for (size_t g = 0; !leaf && g < sizeof(granules) / sizeof(granules[0]); g++)
 		if (granules[g].ps == c->ps)
-			leaf = granules[g].cont_pte;
+			leaf = r->page_size == pmd_size(P4K) ? pmd_size(c->ps)
+							     : granules[g].cont_pte;
 	if (!leaf) {
 		set_status(r, ST_UNSUPPORTED,
-			   "the workload knows the contpte size of 4 KiB and 16 KiB"
-			   " pages only, not of %zu KiB ones (not made)", c->ps / KIB);
+			   "the workload has leaf sizes for 4 KiB and 16 KiB pages"
+			   " only, not for %zu KiB ones (not made)", c->ps / KIB);
 		return false;
 	}
 	r->length = r->length / r->page_size * leaf;
