@@ -137,7 +137,7 @@ class Region:
     reason: str | None
     start: int | None
     length: int
-    page_size: int  # intended mapping size (4 KiB, 64 KiB, 2 MiB)
+    page_size: int  # intended mapping size (4 KiB, 64 KiB, 2 MiB; 16 KiB pages: 16 KiB, 2 MiB, 32 MiB)
     backing: str
     prot: str
     vma: Vma | None
@@ -320,10 +320,7 @@ def _region(value: Any, path: str, base: int) -> Region:
         raise ManifestError(f"{path}: status {status!r} needs {'no' if status == 'ok' else 'a'} reason")
     if (status in MAPPED_STATUSES) != (start is not None):
         raise ManifestError(f"{path}: status {status!r} but start is {start!r}")
-    # An unmapped region keeps its intended sizes, which need not be whole base pages: the workload
-    # lays regions out in 4 KiB pages and refuses every one on a 16 KiB or 64 KiB granule.
-    whole = base if start is not None else 1
-    if page_size <= 0 or page_size % whole or length <= 0 or length % page_size:
+    if page_size <= 0 or page_size % base or length <= 0 or length % page_size:
         raise ManifestError(f"{path}: length {length} / page_size {page_size} not whole {base}-byte pages")
     if start is not None and start % page_size:
         raise ManifestError(f"{path}.start: {start:#x} is not aligned to page_size {page_size:#x}")

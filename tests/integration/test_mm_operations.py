@@ -27,7 +27,7 @@ from click.testing import CliRunner
 
 from commands.vm_op import op as vm_op
 from inspector.vm.images import ensure_image, image_for
-from inspector.vm.ops import PAGE, OpResult, parse_result, request
+from inspector.vm.ops import OpResult, parse_result, request
 from inspector.vm.state import VM
 from inspector.vmlinux import _read_symbols
 
@@ -37,7 +37,6 @@ from .pagemap_check import Dump, check_page
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PMD_PAGES = 512
 Entries = dict[tuple[int, str], tuple[str, frozenset[str]]]
 
 # Accessed bits: x86 _PAGE_BIT_ACCESSED 5 (arch/x86/include/asm/pgtable_types.h:15), arm64 PTE_AF bit 10
@@ -136,28 +135,30 @@ def agrees_with_pagemap(doc: dict, result: OpResult) -> None:
     assert not bad, (result.op, bad[:5])
 
 
+def pmd_pages(page: int) -> int:
+    """Entries of a PTE table, so base pages of a PMD leaf: PTRS_PER_PTE = PAGE_SIZE / 8 (8-byte entries:
+    arch/arm64/include/asm/pgtable-hwdef.h PTRS_PER_PTE, 7.2; 512 on x86-64 and riscv64's 4 KiB pages)."""
+    return page // 8
+
+
 def prepare(machine: VM, op: str) -> OpResult:
     """A fresh region for OP, through the CLI (`ptinspect vm op NAME prepare OP --json`)."""
     run = CliRunner().invoke(vm_op, [machine.name, "prepare", op, "--json"])
     result = parse_result("PTINSPECT-OP " + json.dumps(json.loads(run.output)))
-    if op in ("thp-split", "collapse") and result.page_size != PAGE:  # a 2 MiB THP needs 4 KiB pages
-        assert (result.status, result.start) == ("unsupported", None) and "PMD" in (result.reason or ""), result.line
-        assert run.exit_code == 1  # the CLI's exit status for a refusal
-        return result
     assert run.exit_code == 0, run.output
     assert result.status == "ok" and result.start is not None, result.reason
     assert all(pm.present for pm in result.pagemap), result.line[:300]
     if op in ("thp-split", "collapse"):
-        pfns = [pm.pfn for pm in result.pagemap]
-        assert len(pfns) == PMD_PAGES
-        # thp-split: one PMD-mapped THP (smaps AnonHugePages), its PFNs one aligned run; collapse: 4 KiB pages
-        assert result.anon_huge_kb == (2048 if op == "thp-split" else 0)
+        pfns, n = [pm.pfn for pm in result.pagemap], pmd_pages(result.page_size)
+        assert len(pfns) == n and result.start % (n * result.page_size) == 0
+        # thp-split: one PMD-mapped THP (smaps AnonHugePages), its PFNs one aligned run; collapse: base pages
+        assert result.anon_huge_kb == (n * result.page_size // 1024 if op == "thp-split" else 0)
         if op == "thp-split":
-            assert pfns[0] % PMD_PAGES == 0 and pfns == list(range(pfns[0], pfns[0] + PMD_PAGES))
+            assert pfns[0] % n == 0 and pfns == list(range(pfns[0], pfns[0] + n))
     return result
 
 
-def pages(start: int, end: int, page: int = PAGE) -> range:
+def pages(start: int, end: int, page: int) -> range:
     return range(start, end, page)
 
 
@@ -170,10 +171,13 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
     assert pid is not None
     # What the kernel can do, from its own vmlinux: MADV_GUARD_INSTALL/REMOVE (mm/madvise.c
     # madvise_guard_install, 6.13) and MADV_COLLAPSE (mm/khugepaged.c madvise_collapse, 6.1) answer
-    # EINVAL without them; arm64 folds contpte blocks by itself with CONFIG_ARM64_CONTPTE (6.9).
+    # EINVAL without them; arm64 folds contpte blocks by itself with CONFIG_ARM64_CONTPTE (6.9), blocks of
+    # CONT_PTES = 1 << CONFIG_ARM64_CONT_PTE_SHIFT entries (pgtable-hwdef.h: 16 with 4 KiB pages, 128 with 16 KiB).
     functions = _read_symbols(image.vmlinux)[1]
     guards, collapse = "madvise_guard_install" in functions, "madvise_collapse" in functions
-    folds = arch == "arm64" and "CONFIG_ARM64_CONTPTE=y" in image.config.read_text().splitlines()
+    config = dict(line.split("=", 1) for line in image.config.read_text().splitlines() if line.startswith("CONFIG_"))
+    folds = arch == "arm64" and config.get("CONFIG_ARM64_CONTPTE") == "y"
+    cont_ptes = 1 << int(config["CONFIG_ARM64_CONT_PTE_SHIFT"]) if folds else 0
 
     regions = {op: prepare(machine, op) for op in ("guard-install", "mprotect", "pageout", "thp-split", "collapse")}
     path = tmp_path / "s0.json"
@@ -230,28 +234,27 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
     assert {after[(va, "pte")]["softleaf"]["type"] for va in swapped} == {0}
 
     thp = regions["thp-split"]
-    if thp.start is None:  # refused at prepare (asserted there): 2 MiB THPs need 4 KiB pages
-        assert regions["collapse"].start is None
-        return
+    page, n = thp.page_size, pmd_pages(thp.page_size)
     answer, entries, before, after, snap = step("thp-split", thp)
     assert answer.anon_huge_kb == 0 and [pm.pfn for pm in answer.pagemap] == [pm.pfn for pm in thp.pagemap]
     assert int(before[(thp.start, "pmd")]["pfn"], 16) == thp.pagemap[0].pfn  # type: ignore[index]
     # The first page was made read-only, the rest stay writable. On arm64 the split set_ptes() the whole
     # folio (mm/huge_memory.c:3387; 6.12: :2883) and contpte_set_ptes() (arch/arm64/mm/contpte.c:452) folded
-    # every aligned run of CONT_PTES (16) into a contpte block; mprotect of page 0 unfolded its run again.
-    split = pages(thp.start, thp.end)
-    contpte = [folds and i >= 16 for i in range(PMD_PAGES)]
+    # every aligned run of CONT_PTES (16; 128 with 16 KiB pages) into a contpte block; mprotect of page 0
+    # unfolded its run again.
+    split = pages(thp.start, thp.end, page)
+    contpte = [folds and i >= cont_ptes for i in range(n)]
     labels = [("present r-- user" if i == 0 else "present rw- user") + (" contpte" if contpte[i] else "")
-              for i in range(PMD_PAGES)]
+              for i in range(n)]
     assert entries == {(thp.start, "pmd"): ("changed", frozenset({"PMD leaf → PTE table"})),
                        **{(va, "pte"): ("added", frozenset({label})) for va, label in zip(split, labels)}}
-    assert [bool(int(after[(va, "pte")]["raw"], 16) & WRITE[arch]) for va in split] == [False] + [True] * (PMD_PAGES - 1)
+    assert [bool(int(after[(va, "pte")]["raw"], 16) & WRITE[arch]) for va in split] == [False] + [True] * (n - 1)
     assert [bool(after[(va, "pte")].get("cont")) for va in split] == contpte
     table = cli("diff", str(tmp_path / "after-pageout.json"), str(snap))
     assert table.returncode == 1, table.stderr
     rows = [" ".join(line.split()) for line in table.stdout.splitlines() if not line.startswith("#")]
-    assert f"changed {thp.start:#018x} pmd 1x2 MiB PMD leaf → PTE table" in "\n".join(rows)
-    assert f"added {thp.start:#018x} pte 1x4 KiB present r-- user" in "\n".join(rows)
+    assert f"changed {thp.start:#018x} pmd 1x{n * page >> 20} MiB PMD leaf → PTE table" in "\n".join(rows)
+    assert f"added {thp.start:#018x} pte 1x{page >> 10} KiB present r-- user" in "\n".join(rows)
 
     flat = regions["collapse"]
     if not collapse:  # the kernel refuses the unknown advice, and nothing changes
@@ -261,8 +264,9 @@ def test_operations_diff_exactly(vm: Callable[..., VM], arch: str, series: str, 
         return
     answer, entries, _, after, _ = step("collapse", flat)
     pfns = [pm.pfn for pm in answer.pagemap]
-    assert answer.anon_huge_kb == 2048 and pfns[0] % PMD_PAGES == 0 and pfns == list(range(pfns[0], pfns[0] + PMD_PAGES))
+    assert answer.anon_huge_kb == n * page // 1024 and pfns[0] % n == 0 and pfns == list(range(pfns[0], pfns[0] + n))
     assert entries == {(flat.start, "pmd"): ("changed", frozenset({"PTE table → PMD leaf"})),
-                       **{(va, "pte"): ("removed", frozenset({"present rw- user"})) for va in pages(flat.start, flat.end)}}
+                       **{(va, "pte"): ("removed", frozenset({"present rw- user"}))
+                          for va in pages(flat.start, flat.end, page)}}
     leaf = after[(flat.start, "pmd")]
     assert leaf["kind"] == "present" and int(leaf["pfn"], 16) == pfns[0]

@@ -29,18 +29,17 @@
 
 #define OP_FIRST_SLOT 64 /* the manifest's regions use the slots below */
 #define OP_SLOTS 64
-#define PAGES_4K 16      /* a "4k" region: 16 written 4 KiB pages ... */
+#define PAGES_4K 16      /* a "4k" region: 16 written base pages ... */
 #define PART_FIRST 4     /* ... of which pages 4..11 are operated on */
 #define PART_PAGES 8
-#define THP_SIZE (2 * MIB)
 #define MAX_CALLS 3      /* MADV_PAGEOUT / MADV_COLLAPSE attempts */
 #define SEQ_MAX 32
 
 enum shape {
 	SHAPE_4K,      /* 16 pages, MADV_NOHUGEPAGE, written */
 	SHAPE_GUARDED, /* a 4k region with guards on pages 4..11 */
-	SHAPE_THP,     /* 2 MiB, MADV_HUGEPAGE, written: one PMD-mapped THP */
-	SHAPE_4K_2M,   /* 2 MiB, MADV_NOHUGEPAGE, written: 512 4 KiB pages */
+	SHAPE_THP,     /* a PMD's size, MADV_HUGEPAGE, written: one PMD-mapped THP */
+	SHAPE_4K_2M,   /* a PMD's size, MADV_NOHUGEPAGE, written: base pages */
 };
 
 struct op_region {
@@ -101,7 +100,7 @@ static bool advise(struct result *res, uintptr_t start, size_t length, int advic
 	return false;
 }
 
-/* The base page: regions are PAGES_4K (or 512) base pages, whatever the granule. */
+/* The base page: regions are PAGES_4K base pages or one PMD's size, whatever the granule. */
 static size_t base_page(void)
 {
 	static size_t ps;
@@ -209,7 +208,7 @@ static void run_pageout(struct op_region *reg, struct result *res)
 }
 
 /*
- * mprotect(PROT_READ) of the THP's first 4 KiB page splits the VMA and the
+ * mprotect(PROT_READ) of the THP's first base page splits the VMA and the
  * PMD mapping into a PTE table (mm/huge_memory.c __split_huge_pmd()). Unlike
  * MADV_DONTNEED it leaves no none PTE, and khugepaged cannot collapse a range
  * that spans two VMAs, so the split stays.
@@ -217,7 +216,7 @@ static void run_pageout(struct op_region *reg, struct result *res)
 static void run_thp_split(struct op_region *reg, struct result *res)
 {
 	res->op_start = reg->start;
-	res->op_length = 4 * KIB;
+	res->op_length = base_page();
 	if (mprotect((void *)res->op_start, res->op_length, PROT_READ))
 		fail(res, ST_FAILED, errno, "mprotect(PROT_READ): %s", strerror(errno));
 	else
@@ -251,7 +250,7 @@ static void run_collapse(struct op_region *reg, struct result *res)
 		return;
 	}
 	kb = smaps_sum(reg->start, reg->length, false);
-	if (kb < (long)(THP_SIZE / KIB))
+	if (kb < (long)(pmd_size(base_page()) / KIB))
 		fail(res, ST_FAILED, 0, "MADV_COLLAPSE returned 0 but smaps AnonHugePages is %ld kB", kb);
 	else
 		reg->shape = SHAPE_THP;
@@ -296,19 +295,13 @@ static void prepare(const struct op *op, struct result *res)
 {
 	struct op_region reg = { .shape = op->shape };
 	bool huge = op->shape == SHAPE_THP;
-	uintptr_t slot = ARENA_BASE + (OP_FIRST_SLOT + nregions) * SLOT_SIZE;
+	uintptr_t slot = ARENA_BASE + (OP_FIRST_SLOT + nregions) * slot_size(base_page());
 	void *p;
 
-	reg.length = op->shape == SHAPE_THP || op->shape == SHAPE_4K_2M ? THP_SIZE
+	reg.length = op->shape == SHAPE_THP || op->shape == SHAPE_4K_2M ? pmd_size(base_page())
 								       : PAGES_4K * base_page();
 	if (nregions == OP_SLOTS) {
 		fail(res, ST_FAILED, 0, "all %d operation slots are used", OP_SLOTS);
-		return;
-	}
-	if (reg.length == THP_SIZE && base_page() != 4 * KIB) { /* the PMD maps ps * ps / 8 bytes */
-		fail(res, ST_UNSUPPORTED, 0, "a 2 MiB THP is a PMD leaf with 4 KiB pages only (with %zu KiB"
-		     " pages a PMD maps %zu MiB; the workload does not make those)", base_page() / KIB,
-		     base_page() * (base_page() / 8) / MIB);
 		return;
 	}
 	p = mmap((void *)slot, reg.length, PROT_READ | PROT_WRITE,
@@ -328,7 +321,7 @@ static void prepare(const struct op *op, struct result *res)
 	if (advise(res, reg.start, reg.length, huge ? PT_MADV_HUGEPAGE : PT_MADV_NOHUGEPAGE,
 		   huge ? "MADV_HUGEPAGE" : "MADV_NOHUGEPAGE", "")) {
 		write_range(reg.start, reg.length);
-		if (huge && smaps_sum(reg.start, reg.length, false) < (long)(THP_SIZE / KIB))
+		if (huge && smaps_sum(reg.start, reg.length, false) < (long)(reg.length / KIB))
 			fail(res, ST_FAILED, 0, "the written range is not one PMD-mapped THP"
 			     " (smaps AnonHugePages %ld kB)", smaps_sum(reg.start, reg.length, false));
 	}

@@ -317,6 +317,7 @@ static void build_cow_child(struct region *r, struct ctx *c)
 	r->start = parent->start;
 }
 
+/* One PMD-mapped THP: 2 MiB with 4 KiB pages, 32 MiB with 16 KiB ones. */
 static void build_thp_2m(struct region *r, struct ctx *c)
 {
 	char mode[32];
@@ -335,22 +336,27 @@ static void build_thp_2m(struct region *r, struct ctx *c)
 		write_pages(r, c);
 }
 
-/* 64 KiB anonymous folios; arm64 maps them with contpte blocks. */
+/*
+ * Anonymous folios of one contpte block (64 KiB with 4 KiB pages, 2 MiB
+ * with 16 KiB ones); arm64 maps them with contpte blocks.
+ */
 static void build_mthp_64k(struct region *r, struct ctx *c)
 {
-	char mode[32];
+	unsigned long kb = r->page_size / KIB;
+	char mode[32], path[128];
 
-	if (!sysfs_choice(THP_SYSFS "/hugepages-64kB/enabled", mode,
-			  sizeof(mode))) {
+	snprintf(path, sizeof(path), THP_SYSFS "/hugepages-%lukB/enabled", kb);
+	if (!sysfs_choice(path, mode, sizeof(mode))) {
 		set_status(r, ST_UNSUPPORTED,
-			   "no " THP_SYSFS "/hugepages-64kB (mTHP needs Linux 6.8+;"
+			   "no " THP_SYSFS "/hugepages-%lukB (mTHP needs Linux 6.8+;"
 			   " CONFIG_TRANSPARENT_HUGEPAGE=%s)",
-			   cfg("CONFIG_TRANSPARENT_HUGEPAGE"));
+			   kb, cfg("CONFIG_TRANSPARENT_HUGEPAGE"));
 		return;
 	}
 	if (!strcmp(mode, "never")) {
 		set_status(r, ST_UNSUPPORTED,
-			   "64 KiB mTHP is disabled (hugepages-64kB/enabled=never)");
+			   "%lu KiB mTHP is disabled (hugepages-%lukB/enabled=never)",
+			   kb, kb);
 		return;
 	}
 	if (!map_anon(r, MAP_PRIVATE))
@@ -372,9 +378,11 @@ static const char *hugetlb_hint(unsigned long kb)
 	return "";
 }
 
-static void build_hugetlb(struct region *r, struct ctx *c, unsigned flag)
+/* MAP_HUGETLB with the size as log2 << MAP_HUGE_SHIFT (hugetlb_encode.h). */
+static void build_hugetlb(struct region *r, struct ctx *c)
 {
 	unsigned long kb = r->page_size / KIB, free_pages;
+	unsigned flag = (unsigned)__builtin_ctzl(r->page_size) << PT_MAP_HUGE_SHIFT;
 	char path[128], line[32], nr[32] = "?";
 
 	snprintf(path, sizeof(path), HUGETLB_SYSFS "/hugepages-%lukB/free_hugepages",
@@ -402,15 +410,6 @@ static void build_hugetlb(struct region *r, struct ctx *c, unsigned flag)
 		write_pages(r, c);
 }
 
-static void build_hugetlb_64k(struct region *r, struct ctx *c)
-{
-	build_hugetlb(r, c, PT_MAP_HUGE_64KB);
-}
-
-static void build_hugetlb_2m(struct region *r, struct ctx *c)
-{
-	build_hugetlb(r, c, PT_MAP_HUGE_2MB);
-}
 
 static const char *fs_name(long type)
 {
@@ -932,9 +931,9 @@ static struct entry entries[] = {
 	{ REGION("mthp_64k", "anon-private", "rw-", 128 * KIB, 64 * KIB),
 	  build_mthp_64k, PM_PRESENT, PM_FILE | PM_SWAP, check_mthp_64k },
 	{ REGION("hugetlb_64k", "hugetlb-private", "rw-", 128 * KIB, 64 * KIB),
-	  build_hugetlb_64k, PM_PRESENT, PM_SWAP, check_hugetlb },
+	  build_hugetlb, PM_PRESENT, PM_SWAP, check_hugetlb },
 	{ REGION("hugetlb_2m", "hugetlb-private", "rw-", 2 * MIB, 2 * MIB),
-	  build_hugetlb_2m, PM_PRESENT, PM_SWAP, check_hugetlb },
+	  build_hugetlb, PM_PRESENT, PM_SWAP, check_hugetlb },
 	{ REGION("file_private", "file-private", "rw-", 8 * P4K, P4K),
 	  build_file_private, PM_PRESENT | PM_FILE, PM_SWAP, NULL },
 	{ REGION("file_private_cow", "file-private", "rw-", 8 * P4K, P4K),
@@ -966,24 +965,54 @@ size_t region_count(void) { return sizeof(entries) / sizeof(entries[0]); }
 
 struct region *region_at(size_t i) { return &entries[i].r; }
 
+/*
+ * The leaves the table's 4 KiB-granule sizes stand for on other granules:
+ * a contpte block (64 KiB with 4 KiB pages) and a PMD (2 MiB). arm64 with
+ * 16 KiB pages, Linux 7.2: CONT_PTES = 128 (pgtable-hwdef.h CONT_PTE_SHIFT,
+ * CONFIG_ARM64_CONT_PTE_SHIFT 7), so a 2 MiB block; PMD_SIZE 32 MiB; the
+ * hugetlb sizes arch/arm64/mm/hugetlbpage.c hugetlbpage_init() registers
+ * are the same (its table: "16K | 2M | 32M | 1G").
+ */
+static const struct {
+	size_t ps, cont_pte;
+} granules[] = {
+	{ 4 * KIB, 64 * KIB },
+	{ 16 * KIB, 2 * MIB },
+};
+
+/*
+ * Scale a region to the base page: base-page kinds keep their number of
+ * pages, leaf kinds their number of leaves (of the granule's contpte or PMD
+ * size). False, with the reason, on a granule the workload has no sizes for.
+ */
+static bool to_granule(struct region *r, const struct ctx *c)
+{
+	size_t leaf = r->page_size == P4K ? c->ps : 0;
+
+	for (size_t g = 0; !leaf && g < sizeof(granules) / sizeof(granules[0]); g++)
+		if (granules[g].ps == c->ps)
+			leaf = r->page_size == pmd_size(P4K) ? pmd_size(c->ps)
+							     : granules[g].cont_pte;
+	if (!leaf) {
+		set_status(r, ST_UNSUPPORTED,
+			   "the workload has leaf sizes for 4 KiB and 16 KiB pages"
+			   " only, not for %zu KiB ones (not made)", c->ps / KIB);
+		return false;
+	}
+	r->length = r->length / r->page_size * leaf;
+	r->page_size = leaf;
+	return true;
+}
+
 void build_regions(struct ctx *c)
 {
 	for (size_t i = 0; i < region_count(); i++) {
 		struct region *r = region_at(i);
 
 		r->pid = c->pid;
-		r->slot = ARENA_BASE + i * SLOT_SIZE;
-		if (c->ps != P4K && r->page_size != P4K) {
-			set_status(r, ST_UNSUPPORTED,
-				   "the workload sizes this %zu KiB leaf for 4 KiB base "
-				   "pages; with %zu KiB pages its sizes differ (not made)",
-				   r->page_size / KIB, c->ps / KIB);
+		r->slot = ARENA_BASE + i * slot_size(c->ps);
+		if (!to_granule(r, c))
 			continue;
-		}
-		if (c->ps != P4K) { /* base-page kinds: the same number of pages */
-			r->length = r->length / P4K * c->ps;
-			r->page_size = c->ps;
-		}
 		entries[i].build(r, c);
 		/* a region that is not what it claims is not left mapped */
 		if (r->status != ST_OK && r->start) {

@@ -25,9 +25,7 @@
 
 /* --- mmap(2) flags: include/uapi/asm-generic/mman-common.h, hugetlb_encode.h */
 #define PT_MAP_FIXED_NOREPLACE 0x100000 /* mman-common.h:31 */
-#define PT_MAP_HUGE_SHIFT 26            /* hugetlb_encode.h:20 */
-#define PT_MAP_HUGE_64KB (16U << PT_MAP_HUGE_SHIFT) /* hugetlb_encode.h:24 */
-#define PT_MAP_HUGE_2MB (21U << PT_MAP_HUGE_SHIFT)  /* hugetlb_encode.h:27 */
+#define PT_MAP_HUGE_SHIFT 26            /* hugetlb_encode.h:20: log2(size) << 26 */
 
 /* --- statfs f_type: include/uapi/linux/magic.h ----------------------------- */
 #define PT_RAMFS_MAGIC 0x858458f6 /* line 17 */

@@ -12,13 +12,19 @@
 #define MIB (1024UL * KIB)
 
 /*
- * Every region lives in its own 4 MiB slot of a fixed arena, so that no two
- * regions' VMAs can merge and every slot is 2 MiB aligned (THP, hugetlb).
+ * Every region lives in its own slot of a fixed arena, so that no two
+ * regions' VMAs can merge and every slot is aligned for the largest leaf
+ * made, the PMD (THP, hugetlb). A slot is twice the PMD size: a table holds
+ * ps / 8 entries, so a PMD maps ps * ps / 8 bytes (2 MiB with 4 KiB pages,
+ * 32 MiB with arm64's 16 KiB granule) and a slot is 4 MiB or 64 MiB.
  * 128 GiB fits every user address space of the three architectures (Sv39:
- * 256 GiB) and is far from the binary, the brk heap and the mmap base.
+ * 256 GiB; 128 slots of 64 MiB end at 136 GiB) and is far from the binary,
+ * the brk heap and the mmap base.
  */
 #define ARENA_BASE 0x2000000000UL
-#define SLOT_SIZE (4 * MIB)
+
+static inline size_t pmd_size(size_t ps) { return ps * (ps / 8); }
+static inline size_t slot_size(size_t ps) { return 2 * pmd_size(ps); }
 
 /* What became of a region (or an operation); spelled by status_name(). */
 enum status {
