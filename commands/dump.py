@@ -12,7 +12,7 @@ import click
 from archs.common import Kind
 from inspector import inputs
 from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
-from inspector.records import SCHEMA, entry_record, hx, layout_label, target_record, write_document
+from inspector.records import SCHEMA, dump_filter, entry_record, hx, layout_label, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
 from .options import FORMATS, user_input
@@ -108,6 +108,9 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
         else:
             out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
                       f"kernel {session.facts.release or 'unknown'} (layout {layout_label(session.facts)})\n")
+            filtered = dump_filter(session)
+            if filtered is not None:
+                out.write(f"# {session.source}: {filtered}; tables in excluded pages are shown as unknown\n")
             n = DumpTable(root.mode, root.vmas, merge, session.facts.layout).write(out, items)
             out.write(f"# {n} {'ranges' if merge else 'entries'}\n")
 

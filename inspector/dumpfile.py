@@ -74,6 +74,7 @@ class DumpFile:
     segments: tuple[tuple[int, int, int], ...] = ()  # ELF: (physical address, file offset, size) per PT_LOAD
     left_out: tuple[tuple[int, int], ...] = ()  # ELF: [start, end) beyond a PT_LOAD's file data (p_memsz)
     dump_level: int | None = None  # kdump: makedumpfile's -d (KdumpSubHeader64.dump_level)
+    excluded_pages: int = 0  # kdump: pages of RAM (first bitmap) not dumped (second bitmap)
 
     @property
     def flattened(self) -> bool:
@@ -81,8 +82,12 @@ class DumpFile:
 
     def filtering(self) -> str | None:
         """What the file states about filtering, None when it states none."""
-        if self.kdump is not None and self.dump_level is not None:
-            return f"makedumpfile {dump_level_text(self.dump_level)}"
+        if self.kdump is not None:
+            if not self.excluded_pages:  # QEMU states level 1 yet dumps every page
+                return None
+            level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
+            pages = f"{self.excluded_pages} page{'' if self.excluded_pages == 1 else 's'}"
+            return f"{pages} of RAM excluded by makedumpfile ({level})"
         if self.left_out:
             return (f"{sum(b - a for a, b in self.left_out):#x} bytes of RAM left out of the file's PT_LOADs "
                     f"(p_memsz > p_filesz: makedumpfile -E drops runs of at least {PFN_EXCLUDED} excluded pages "
@@ -98,8 +103,8 @@ class DumpFile:
                 byte, bit = divmod(pfn, 8)
                 dumped = byte < len(self.kdump.dumpable) and self.kdump.dumpable[byte] >> bit & 1
                 if not dumped and contains(self.ram, pfn * block, 1):
-                    return (f"physical {pfn * block:#x} was excluded by the dump's filter "
-                            f"({self.filtering() or 'no dump level stated'})")
+                    level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
+                    return f"physical {pfn * block:#x} was excluded by the dump's filter (makedumpfile {level})"
             return None
         for start, end in self.left_out:
             if start < pa + max(size, 1) and pa < end:
@@ -401,8 +406,10 @@ def _kdump_headers(path: Path, src: FileBytes, fmt: str) -> DumpFile:
         end = max(offset + length for offset, length, _, _ in PAGE_DESC.iter_unpack(table))
         src.read(end - 1, 1)
     ram = tuple(_merge([(a * block_size, b * block_size) for a, b in pfns]))
+    excluded = sum(b - a for a, b in pfns) - dumped
     arch = UTS_MACHINES.get(machine) or _arch_of_vmcoreinfo(info)
-    return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at), dump_level=dump_level)
+    return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at), dump_level=dump_level,
+                    excluded_pages=max(excluded, 0))
 
 
 def _arch_of_vmcoreinfo(info: bytes | None) -> str | None:

@@ -126,6 +126,17 @@ def test_a_flattened_stream_of_something_else_is_refused(tmp_path: Path) -> None
 LEVEL_31 = "makedumpfile dump level 31: zero, cache, private cache, user and free pages excluded"
 
 
+def test_the_dump_filter_is_stated_in_the_output(tmp_path: Path) -> None:
+    core = filtered_kdump(tmp_path / "core", {5})
+    code, out, err = run("dump", "--vmcore", str(core), "--kernel", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["target"]["dump_filter"].startswith("1 page of RAM excluded by makedumpfile (dump level 31")
+    code, out, err = run("dump", "--vmcore", str(core), "--kernel")
+    assert code == 0 and "# vmcore:kdump: 1 page of RAM excluded by makedumpfile" in out, err
+    code, out, _ = run("dump", "--vmcore", str(elf_core(tmp_path / "plain")), "--kernel", "--format", "json")
+    assert "dump_filter" not in json.loads(out)["target"]
+
+
 @pytest.mark.parametrize("flattened", [False, True], ids=["plain", "flattened"])
 def test_a_table_the_kdump_filter_excluded_is_said_per_entry(tmp_path: Path, flattened: bool) -> None:
     """The PTE table's page is RAM (first bitmap) but not dumped (second bitmap): the PMD entry
@@ -143,7 +154,9 @@ def test_a_table_the_kdump_filter_excluded_is_said_per_entry(tmp_path: Path, fla
 def test_reads_of_excluded_kdump_pages_say_why(tmp_path: Path) -> None:
     core = filtered_kdump(tmp_path / "core", {5})
     dump = dumpfile.identify(core)
-    assert dump.dump_level == 31 and dump.filtering() == LEVEL_31 and dump.ram == ((0, RAM),)
+    assert dump.dump_level == 31 and dump.ram == ((0, RAM),)
+    assert dump.filtering() == "1 page of RAM excluded by makedumpfile (dump level 31: zero, cache, private " \
+                               "cache, user and free pages excluded)"
     target = drgn_target.open_vmcore(core)  # 4 KiB blocks: drgn's libkdumpfile
     assert target.read(0x6000, 8) == memory()[0x6000:0x6008]
     with pytest.raises(ExcludedPage, match=f"physical 0x5000 was excluded by the dump's filter \\({LEVEL_31}\\)"):
@@ -188,7 +201,7 @@ def test_an_unfiltered_elf_states_no_filtering(tmp_path: Path) -> None:
 def test_a_qemu_kdump_states_its_level(tmp_path: Path) -> None:
     """QEMU writes dump level 1 and dumps every page: nothing is excluded."""
     dump = dumpfile.identify(kdump(tmp_path / "core"))
-    assert dump.dump_level == 1 and dump.excluded(0, RAM) is None
+    assert dump.dump_level == 1 and dump.excluded(0, RAM) is None and dump.filtering() is None
 
 
 # ----------------------------------------------------------------------------- facts and JSON
