@@ -50,6 +50,8 @@ from .state import VM
 REPO = Path(__file__).resolve().parents[2]
 CRASHKERNEL = "crashkernel=256M"
 TOOLS = ("kexec-tools", "makedumpfile")
+BINARIES = ("kexec", "makedumpfile")
+BIN_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
 TRIPLETS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
 # name: (makedumpfile options or None for a plain copy of /proc/vmcore, how it leaves the crash kernel)
 #   "file": makedumpfile writes the file in the crash kernel's tmpfs, then it is copied out as is;
@@ -163,7 +165,11 @@ class Tools:
     files: tuple[str, ...]  # paths (inside root) the binaries need: themselves, ld.so, their libraries
 
     def binary(self, name: str) -> Path:
-        return self.root / "usr" / "sbin" / name
+        return self.root / next(f for f in self.files if f.rsplit("/", 1)[-1] == name and _is_binary(f))
+
+
+def _is_binary(rel: str) -> bool:
+    return rel.rsplit("/", 1)[0] in BIN_DIRS
 
 
 def _closure(apt: AptState, packages: tuple[str, ...], deb_arch: str) -> list[str]:
@@ -218,7 +224,12 @@ def crash_tools(arch: str) -> Tools:
             for deb in sorted(debs.glob("*.deb")):
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, timeout=300)
             interp, files = None, []
-            todo = ["usr/sbin/kexec", "usr/sbin/makedumpfile"]
+            todo = []
+            for name in BINARIES:
+                where = [f"{d}/{name}" for d in BIN_DIRS if (root / d / name).is_file()]
+                if not where:
+                    raise VMError(f"no {name} in the unpacked packages ({root})")
+                todo.append(where[0])
             seen: set[str] = set()
             while todo:
                 rel = todo.pop()
@@ -235,7 +246,7 @@ def crash_tools(arch: str) -> Tools:
                         raise VMError(f"{rel} needs {lib}, which no unpacked package holds ({dest})")
                     todo.append(found[0])
             if interp is None:
-                raise VMError(f"{root}/usr/sbin/kexec has no PT_INTERP")
+                raise VMError(f"{todo} in {root} name no dynamic loader (PT_INTERP)")
             loader = next((p for p in (interp.lstrip("/"), "usr/" + interp.lstrip("/"),
                                        f"usr/lib/{triplet}/{Path(interp).name}") if (root / p).exists()), None)
             if loader is None:
@@ -255,6 +266,7 @@ def _version_key(version: str) -> list:
 def _add_tools(cpio: _Cpio, tools: Tools, which: tuple[str, ...]) -> None:
     """The binaries WHICH, their libraries (followed symlinks) and the loader at its PT_INTERP path."""
     made: set[str] = set()
+    written: set[str] = set()
 
     def directories(path: str) -> None:
         parts = path.split("/")[:-1]
@@ -266,15 +278,18 @@ def _add_tools(cpio: _Cpio, tools: Tools, which: tuple[str, ...]) -> None:
 
     triplet = TRIPLETS[tools.arch]
     for rel in tools.files:
-        if rel.startswith("usr/sbin/") and Path(rel).name not in which:
+        if _is_binary(rel) and Path(rel).name not in which:
             continue
         data = (tools.root / rel).resolve().read_bytes()
-        if rel.startswith("usr/sbin/"):
-            target = rel
+        if _is_binary(rel):
+            target = f"usr/sbin/{Path(rel).name}"
         elif Path(rel).name == Path(tools.interpreter).name:
             target = tools.interpreter.lstrip("/")
         else:
             target = f"usr/lib/{triplet}/{Path(rel).name}"
+        if target in written:
+            continue
+        written.add(target)
         directories(target)
         cpio.file(target, data, executable=True)
 
