@@ -76,14 +76,17 @@ LOCK_TIMEOUT = 7200.0
 
 WRAPPER_INIT = """#!/bin/busybox sh
 # ptinspect kdump harness (inspector/vm/kdump.py): the control loop, then the usual init.
-/bin/busybox sh /ptinspect/kdump/control < /dev/null > /dev/null 2>&1 &
+# (busybox sh opens /dev/null for a background job: this archive adds it, as /dev holds only
+# the console until init mounts devtmpfs.)
+/bin/busybox sh /ptinspect/kdump/control &
 exec /bin/busybox sh /ptinspect/kdump/init.orig
 """
 
 # Runs beside the usual init: waits for its /proc, /sys and /dev, then answers the host on the
 # control port: "arm" loads the crash kernel (reply "armed" or "failed: ..."), "crash" panics.
 CONTROL = """export PATH=/bin:/sbin:/usr/sbin
-while [ ! -e /proc/iomem ] || [ ! -d /sys/class ] || [ ! -e /dev/null ]; do sleep 1; done
+while [ ! -e /proc/iomem ] || [ ! -d /sys/class ] || [ ! -e /dev/null ]; do /bin/busybox sleep 1; done
+/bin/busybox sleep 2
 port=
 while [ -z "$port" ]; do
 	for d in /sys/class/virtio-ports/*; do
@@ -212,7 +215,7 @@ def crash_tools(arch: str) -> Tools:
     key = hashlib.sha256(json.dumps([arch, versions]).encode()).hexdigest()[:12]
     dest = subdir("kdump-tools") / f"{arch}-{key}"
     triplet = TRIPLETS[arch]
-    with locked(dest.with_suffix(".lock"), LOCK_TIMEOUT):
+    with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         meta = dest / "tools.json"
         if not meta.exists():
             shutil.rmtree(dest, ignore_errors=True)
@@ -320,8 +323,9 @@ def kdump_initramfs(image: KernelImage, tools: Tools, crash_initrd: Path, dest: 
     """The workload's initramfs followed by a cpio that replaces /init with WRAPPER_INIT and adds
     the control loop, kexec, the kernel image and the crash initramfs."""
     cpio = _Cpio()
-    for name in ("ptinspect", "ptinspect/kdump"):
+    for name in ("dev", "ptinspect", "ptinspect/kdump"):
         cpio.directory(name)
+    cpio.char_device("dev/null", 1, 3)
     cpio.file("init", WRAPPER_INIT.encode(), executable=True)
     cpio.file("ptinspect/kdump/init.orig", INIT_SCRIPT.read_bytes(), executable=True)
     cpio.file("ptinspect/kdump/control", CONTROL.replace("@CTL@", CTL_PORT).encode(), executable=True)
@@ -396,7 +400,7 @@ def make_vmcores(arch: str, series: str = "7.2", refresh: bool = False) -> Path:
     digest = hashlib.sha256(json.dumps([image.version, tools.versions, FORMS, CAPTURE, CONTROL, WRAPPER_INIT,
                                         CRASHKERNEL]).encode()).hexdigest()[:12]
     dest = subdir("kdump") / f"{image.id}-{digest}"
-    with locked(dest.with_suffix(".lock"), LOCK_TIMEOUT):
+    with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         if (dest / "meta.json").exists() and not refresh:
             return dest
         shutil.rmtree(dest, ignore_errors=True)
