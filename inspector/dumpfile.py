@@ -41,6 +41,8 @@ PAGE_DESC = struct.Struct("<QIIQ")  # PageDescriptor: offset, size, flags, page_
 # What each bit of makedumpfile's dump level leaves out (makedumpfile.h DL_EXCLUDE_*).
 DUMP_LEVEL_BITS = {0x01: "zero", 0x02: "cache", 0x04: "private cache", 0x08: "user", 0x10: "free"}
 PFN_EXCLUDED = 256  # makedumpfile.h: shorter runs of excluded pages stay in an ELF file
+# makedumpfile.c __exclude_unnecessary_pages (1.7.8): these go whatever the dump level.
+ALWAYS_EXCLUDED = "hwpoisoned and logically offline pages are excluded at every level"
 
 
 class DumpError(Exception):
@@ -56,7 +58,7 @@ def dump_level_text(level: int) -> str:
     """"dump level 31: zero, cache, private cache, user and free pages excluded"."""
     kinds = [name for bit, name in DUMP_LEVEL_BITS.items() if level & bit]
     if not kinds:
-        return f"dump level {level}: no pages excluded"
+        return f"dump level {level}: no kind of page excluded by level"
     listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
     return f"dump level {level}: {listed} pages excluded"
 
@@ -87,7 +89,7 @@ class DumpFile:
                 return None
             level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
             pages = f"{self.excluded_pages} page{'' if self.excluded_pages == 1 else 's'}"
-            return f"{pages} of RAM excluded by makedumpfile ({level})"
+            return f"{pages} of RAM excluded by makedumpfile ({level}; {ALWAYS_EXCLUDED})"
         if self.left_out:
             return (f"{sum(b - a for a, b in self.left_out):#x} bytes of RAM left out of the file's PT_LOADs "
                     f"(p_memsz > p_filesz: makedumpfile -E drops runs of at least {PFN_EXCLUDED} excluded pages "

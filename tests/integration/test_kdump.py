@@ -3,7 +3,8 @@
 snapshots of the same guest taken just before the crash.
 
 For each file form: `dump --pid` and `dump --kernel` give the live snapshot's entries (diff: accessed
-bits aside, as the kernel ages pages between the snapshot and the crash), `validate` finds nothing,
+bits aside, as the kernel ages pages between the snapshot and the crash) and the guest's pagemap,
+`validate` finds nothing,
 and where makedumpfile's filter (-d 31) removed a page ptinspect needed, it says so: per entry for a
 table, or in one error naming the process for its mm_struct.  A form the guest could not make (arm64
 makedumpfile refuses these kernels) is an expected failure with makedumpfile's own message, never a
@@ -21,6 +22,9 @@ import pytest
 from inspector import dumpfile
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.kdump import FORMS, make_vmcores
+from inspector.vm.manifest import parse
+
+from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +83,8 @@ def test_kdump_file_gives_the_live_answer(arch: str, form: str, capsys: pytest.C
         doc = json.loads(proc.stdout)
         excluded = entries_excluded(doc)
         assert not excluded or filtered, excluded[:3]
-        assert doc["target"].get("dump_filter") is None or filtered
+        if dump.kdump is not None and dump.excluded_pages:  # hwpoisoned pages go at every level
+            assert doc["target"]["dump_filter"].startswith(f"{dump.excluded_pages} pages of RAM excluded")
         diff = cli("diff", live, *kernel, *root, "--format", "json")
         assert diff.returncode in (0, 1), diff.stderr
         for d in json.loads(diff.stdout)["differences"]:
@@ -90,6 +95,10 @@ def test_kdump_file_gives_the_live_answer(arch: str, form: str, capsys: pytest.C
             assert d["status"] == "changed" and texts <= AGING, (what, d)
         check = cli("validate", *kernel, *root)
         assert check.returncode == 0 and "# clean" in check.stdout, check.stdout + check.stderr
+        if what == "pid":  # and the guest's own pagemap of the workload's regions
+            mismatches, compared = compare(parse((run / "manifest.json").read_text()), doc, pid)
+            assert not mismatches, "\n".join(map(str, mismatches[:40]))
+            notes.append(f"pagemap agrees on {compared} pages")
         notes.append(f"--{what}: {len(doc['entries'])} entries, {len(excluded)} said excluded")
     with capsys.disabled():
         print(f"\n[{arch} {form}] {dump.format}, {made['bytes']} bytes, {made['seconds']} s in the crash kernel"

@@ -156,7 +156,8 @@ def test_reads_of_excluded_kdump_pages_say_why(tmp_path: Path) -> None:
     dump = dumpfile.identify(core)
     assert dump.dump_level == 31 and dump.ram == ((0, RAM),)
     assert dump.filtering() == "1 page of RAM excluded by makedumpfile (dump level 31: zero, cache, private " \
-                               "cache, user and free pages excluded)"
+                               "cache, user and free pages excluded; hwpoisoned and logically offline pages " \
+                               "are excluded at every level)"
     target = drgn_target.open_vmcore(core)  # 4 KiB blocks: drgn's libkdumpfile
     assert target.read(0x6000, 8) == memory()[0x6000:0x6008]
     with pytest.raises(ExcludedPage, match=f"physical 0x5000 was excluded by the dump's filter \\({LEVEL_31}\\)"):
