@@ -61,6 +61,9 @@ def test_kdump_file_gives_the_live_answer(arch: str, form: str, capsys: pytest.C
     made = meta["forms"][form]
     if made.get("file") is None:
         assert form != "copy", f"the plain copy of /proc/vmcore failed: {made}"
+        # Debian's makedumpfile 1.7.8 knows no arm64 4K/52-bit-VA configuration (Debian's 7.x arm64
+        # kernels are built with 52-bit VA), whatever the CPU: the plain copy is what users have.
+        assert arch == "arm64" and "VA Bits 52 not supported" in made["log"], made
         pytest.xfail(f"makedumpfile {' '.join(FORMS[form][0] or ())} failed in the {arch} crash kernel "
                      f"(status {made['status']}): {made['log']}")
     path = run / made["file"]
