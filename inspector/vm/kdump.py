@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -199,9 +198,10 @@ def _elf_needs(path: Path) -> tuple[str | None, list[str]]:
         interp = None
         for seg in elf.iter_segments():
             if seg["p_type"] == "PT_INTERP":
-                interp = seg.get_interp_name()
+                interp = seg.get_interp_name()  # type: ignore[attr-defined]  # an InterpSegment
         dynamic = elf.get_section_by_name(".dynamic")
-        needed = [tag.needed for tag in dynamic.iter_tags() if tag.entry.d_tag == "DT_NEEDED"] if dynamic else []
+        needed = ([tag.needed for tag in dynamic.iter_tags()  # type: ignore[attr-defined]  # a DynamicSection
+                   if tag.entry.d_tag == "DT_NEEDED"] if dynamic else [])
     return interp, needed
 
 
@@ -355,7 +355,7 @@ class Control:
             self.sock.settimeout(max(1.0, deadline - time.monotonic()))
             try:
                 chunk = self.sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             if not chunk:
                 raise VMError(f"the kdump control port closed while waiting for the answer to {request!r}")
@@ -443,7 +443,7 @@ def _run(image: KernelImage, tools: Tools, host_tools: Tools, work: Path) -> Non
         if not answer.startswith("armed 1"):
             raise VMError(f"{image.id}: loading the crash kernel failed: {answer}")
         progress(f"{image.id}: crash kernel loaded ({answer})")
-        files = ["--vmlinux", image.vmlinux, "--config-file", image.config]
+        files: list[str | Path] = ["--vmlinux", image.vmlinux, "--config-file", image.config]
         for what, root in (("pid", ["--pid", str(vm.workload_pid)]), ("kernel", ["--kernel"])):
             t0 = time.monotonic()
             done = _cli("snapshot", "--gdb", vm.gdb, *files, *root, work / f"live-{what}.json",

@@ -15,23 +15,23 @@ from pathlib import Path
 
 import pytest
 
+from archs import get_arch
 from inspector import dumpfile
 from inspector.diff import diff_notes
 from inspector.dumpfile import ExcludedPage
 from inspector.kdump import KdumpReader
-from archs import get_arch
 from inspector.kernel import KernelError
+from inspector.model.base import Prot
+from inspector.model.builder import MapLeaf
 from inspector.rawkernel import RawKernel, Task
 from inspector.reader import ReadError, SparseMemory
 from inspector.session import Session, SessionError
-from inspector.snapshot import Snapshot
+from inspector.snapshot import Snapshot, SnapshotError
 from inspector.targets import drgn as drgn_target
 from inspector.targets.elfcore import ElfCoreTarget
 
 from .test_drgn_targets import INFO, KERNEL_VA, PAGE, RAM, elf_core, kdump, kernel_entries, memory, private_cache, run
 from .test_snapshot import document, model_snapshot
-from inspector.model.base import Prot
-from inspector.model.builder import MapLeaf
 
 __all__ = ["private_cache"]  # the autouse fixture of test_drgn_targets, used here too
 
@@ -220,7 +220,8 @@ class _Layout:
 
 
 def _swap_kernel(excluded_struct: bool) -> RawKernel:
-    memory = {0x1000: (2).to_bytes(4, "little"), 0x2000: (0x3000).to_bytes(8, "little") + (0x4000).to_bytes(8, "little"),
+    memory = {0x1000: (2).to_bytes(4, "little"),
+              0x2000: (0x3000).to_bytes(8, "little") + (0x4000).to_bytes(8, "little"),
               0x3000: (1).to_bytes(8, "little") + (100).to_bytes(4, "little")}
     if not excluded_struct:
         memory[0x4000] = (1).to_bytes(8, "little") + (200).to_bytes(4, "little")
@@ -282,7 +283,7 @@ def test_diff_across_pa_widths_compares_the_layout_and_notes_the_width() -> None
     assert deltas == [] and len(notes) == 1
     assert "44 bits (4k-48-pa44)" in notes[0] and "48 bits (4k-48)" in notes[0]
     other = model_snapshot("arm64", "4k-39", [MapLeaf(base, "pte", 0x5000, Prot())])
-    with pytest.raises(Exception, match="nothing to compare entry by entry"):
+    with pytest.raises(SnapshotError, match="nothing to compare entry by entry"):
         diff_notes(live, other)
 
 
@@ -309,3 +310,15 @@ def test_an_unreadable_mm_struct_names_the_process_and_offers_root() -> None:
     text = str(info.value)
     assert text.startswith("cannot read the mm of pid 127 (workload) (mm_struct at 0xffff888001234000)")
     assert "excluded by the dump's filter" in text and "--root PA" in text
+
+
+def test_a_vmcore_side_is_named_by_its_source(tmp_path: Path) -> None:
+    """diff against a vmcore target names that side as the vmcore, not "live"."""
+    core = elf_core(tmp_path / "core")
+    code, out, err = run("dump", "--vmcore", str(core), "--kernel", "--format", "json")
+    assert code == 0, err
+    (tmp_path / "a.json").write_text(out)
+    code, out, err = run("diff", str(tmp_path / "a.json"), "--vmcore", str(core), "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["b"]["name"].startswith("vmcore:elf kernel root") and doc["notes"] == [] and doc["equal"]
