@@ -108,8 +108,13 @@ class DumpFile:
                     level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
                     return f"physical {pfn * block:#x} was excluded by the dump's filter (makedumpfile {level})"
             return None
-        for start, end in self.left_out:
-            if start < pa + max(size, 1) and pa < end:
+        # left_out is sorted and disjoint: only the range starting at or before pa, and those
+        # starting inside [pa, pa+size), can meet it
+        at = max(bisect.bisect_right(self.left_out, (pa, 1 << 64)) - 1, 0)
+        for start, end in self.left_out[at:]:
+            if start >= pa + max(size, 1):
+                break
+            if pa < end:
                 return (f"physical {max(pa, start):#x} was excluded by the dump's filter: it lies in "
                         f"[{start:#x}, {end:#x}), beyond a PT_LOAD's file data (p_memsz > p_filesz)")
         return None

@@ -322,3 +322,26 @@ def test_a_vmcore_side_is_named_by_its_source(tmp_path: Path) -> None:
     assert code == 0, err
     doc = json.loads(out)
     assert doc["b"]["name"].startswith("vmcore:elf kernel root") and doc["notes"] == [] and doc["equal"]
+
+
+def test_excluded_ranges_of_several_pt_loads(tmp_path: Path) -> None:
+    """Three PT_LOADs as makedumpfile -E splits RAM: each ends in a run it left out; a fourth segment
+    holds part of one such run (another segment's data is data, not an exclusion)."""
+    loads = [(0x0, 0x1000, 0x3000), (0x3000, 0x2000, 0x5000), (0x8000, 0x1000, 0x8000), (0xa000, 0x1000, 0x1000)]
+    at = 64 + 56 * len(loads)
+    phdrs = b""
+    for pa, filesz, memsz in loads:
+        phdrs += struct.pack("<IIQQQQQQ", 1, 7, at, 0, pa, filesz, memsz, 0)
+        at += filesz
+    header = (b"\x7fELF\x02\x01\x01" + bytes(9)
+              + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, len(loads), 0, 0, 0))
+    (tmp_path / "core").write_bytes(header + phdrs + bytes(at - 64 - 56 * len(loads)))
+    dump = dumpfile.identify(tmp_path / "core")
+    assert dump.left_out == ((0x1000, 0x3000), (0x5000, 0x8000), (0x9000, 0xa000), (0xb000, 0x10000))
+    assert dump.ram == ((0, 0x10000),)
+    for pa, size, hit in [(0x0, 0x1000, None), (0xff8, 16, 0x1000), (0x2ff8, 8, 0x2ff8), (0x3000, 0x2000, None),
+                          (0x4000, 0x1001, 0x5000), (0x9fff, 1, 0x9fff), (0xa000, 0x1000, None),
+                          (0x0, 0x10000, 0x1000), (0xa800, 0x1000, 0xb000), (0x10000, 8, None)]:
+        why = dump.excluded(pa, size)
+        assert (why is None) == (hit is None), (hex(pa), why)
+        assert hit is None or why.startswith(f"physical {hit:#x} was excluded"), (hex(pa), why)
