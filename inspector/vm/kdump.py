@@ -406,7 +406,7 @@ def make_vmcores(arch: str, series: str = "7.2", refresh: bool = False) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f"kdump-{image.id}-", dir=dest.parent))
         try:
-            _run(image, tools, host_tools, work)
+            _run(image, series, tools, host_tools, work)
             work.rename(dest)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -414,7 +414,7 @@ def make_vmcores(arch: str, series: str = "7.2", refresh: bool = False) -> Path:
     return dest
 
 
-def _run(image: KernelImage, tools: Tools, host_tools: Tools, work: Path) -> None:
+def _run(image: KernelImage, series: str, tools: Tools, host_tools: Tools, work: Path) -> None:
     began = time.monotonic()
     initrd = kdump_initramfs(image, tools, crash_initramfs(image, tools, work / "crash-initrd.cpio.gz"),
                              work / "initrd.cpio.gz")
@@ -433,7 +433,7 @@ def _run(image: KernelImage, tools: Tools, host_tools: Tools, work: Path) -> Non
                   "times": {}, "forms": {}}
     vm: VM | None = None
     try:
-        vm = boot(image.arch, initrd=initrd, append=CRASHKERNEL, qemu_args=qemu_args, detach=False,
+        vm = boot(image.arch, series, initrd=initrd, append=CRASHKERNEL, qemu_args=qemu_args, detach=False,
                   name=f"kdump-{image.id}")
         meta["times"]["boot"] = round(time.monotonic() - began, 1)
         shutil.copy(vm.manifest, work / "manifest.json")
