@@ -107,5 +107,5 @@ def test_kdump_file_gives_the_live_answer(series: str, arch: str, form: str,
             notes.append(f"pagemap agrees on {compared} pages")
         notes.append(f"--{what}: {len(doc['entries'])} entries, {len(excluded)} said excluded")
     with capsys.disabled():
-        print(f"\n[{arch} {series} {form}] {dump.format}, {made['bytes']} bytes, {made['seconds']} s in the crash kernel"
-              f"{'; ' + dump.filtering() if dump.filtering() else ''}; " + "; ".join(notes))
+        print(f"\n[{arch} {series} {form}] {dump.format}, {made['bytes']} bytes, {made['seconds']} s in the "
+              f"crash kernel{'; ' + dump.filtering() if dump.filtering() else ''}; " + "; ".join(notes))
