@@ -9,8 +9,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from inspector.diff import Delta
-from inspector.diff import diff as diff_snapshots
+from inspector.diff import Delta, diff_notes
 from inspector.records import hx
 from inspector.snapshot import Snapshot, load
 
@@ -60,16 +59,18 @@ def diff(files: tuple[Path, ...], va_range: str | None, fmt: str, **options: Any
     with errors_exit_2():
         a = load(files[0])
         b = load(files[1]) if len(files) == 2 else live_side(target, roots, like=a)
-        deltas = diff_snapshots(a, b, rng)
+        deltas, notes = diff_notes(a, b, rng)
     out = sys.stdout
     if fmt == "json":
         json.dump({"schema": "ptinspect.diff/1", "a": describe(a), "b": describe(b), "equal": not deltas,
-                   "differences": [delta_record(d) for d in deltas]}, out, indent=1)
+                   "notes": notes, "differences": [delta_record(d) for d in deltas]}, out, indent=1)
         out.write("\n")
     else:
         for tag, snap in (("a", a), ("b", b)):
             out.write(f"# {tag}: {snap.name}: {snap.label}, {snap.arch.name} {snap.mode.name}, root {snap.root:#x}, "
                       f"kernel {snap.target.get('kernel_release') or 'unknown'}\n")
+        for note in notes:
+            out.write(f"# note: {note}\n")
         if deltas:
             out.write(tabulate([delta_row(d) for d in deltas], ["", "va", "level", "entries", "change", "raw"],
                                tablefmt="plain", disable_numparse=True) + "\n")

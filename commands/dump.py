@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterable
 
 import click
@@ -10,7 +12,7 @@ import click
 from archs.common import Kind
 from inspector import inputs
 from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
-from inspector.records import SCHEMA, entry_record, hx, layout_label, target_record, write_document
+from inspector.records import SCHEMA, dump_filter, entry_record, hx, layout_label, target_record, write_document
 from inspector.session import Root, Session, SessionError
 
 from .options import FORMATS, user_input
@@ -98,10 +100,19 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
         if fmt == "json":
             chosen = selection(pid, comm, kernel_root, root_pa, upper, walked, kinds=list(kinds), merged=merge,
                                tables=False)
-            write_document(out, target_record(session, root, chosen), items, session.facts.layout)
+            # Valid or absent: the document streams to an unnamed temporary file (memory stays
+            # bounded however large the walk) and reaches stdout only once complete, so that a read
+            # error mid-walk leaves no truncated JSON behind.
+            with tempfile.TemporaryFile("w+", encoding="utf-8") as staged:
+                write_document(staged, target_record(session, root, chosen), items, session.facts.layout)
+                staged.seek(0)
+                shutil.copyfileobj(staged, out)
         else:
             out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
                       f"kernel {session.facts.release or 'unknown'} (layout {layout_label(session.facts)})\n")
+            filtered = dump_filter(session)
+            if filtered is not None:
+                out.write(f"# {session.source}: {filtered}; tables in excluded pages are shown as unknown\n")
             n = DumpTable(root.mode, root.vmas, merge, session.facts.layout).write(out, items)
             out.write(f"# {n} {'ranges' if merge else 'entries'}\n")
 

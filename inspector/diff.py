@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from archs.common import PagingMode
+
 from .snapshot import Snapshot, SnapshotError, decoded_records
 
 Record = dict[str, Any]
@@ -91,6 +93,12 @@ def _bit_changes(before: list[str], after: list[str], moves: Iterable[tuple[str,
     return out
 
 
+def layout_key(mode: PagingMode) -> tuple:
+    """What entries mean in a mode, bar the output-address width: that is the CPU's (a live
+    target's registers say it, a vmcore's VMCOREINFO does not), not the tables' layout."""
+    return (mode.arch, mode.levels, mode.page_shift, mode.va_bits, mode.options)
+
+
 def _short(text: str) -> str:
     return text.split(" (", 1)[0]
 
@@ -99,9 +107,16 @@ class Differ:
     """Compares the records of two snapshots of one architecture and paging mode."""
 
     def __init__(self, a: Snapshot, b: Snapshot, va_range: tuple[int, int] | None = None) -> None:
-        if (a.arch.name, a.mode.name) != (b.arch.name, b.mode.name):
+        if (a.arch.name, layout_key(a.mode)) != (b.arch.name, layout_key(b.mode)):
             raise SnapshotError(f"{a.name} is {a.arch.name} {a.mode.name} but {b.name} is "
                                 f"{b.arch.name} {b.mode.name}: nothing to compare entry by entry")
+        self.notes: list[str] = []
+        if a.mode.pa_bits != b.mode.pa_bits:
+            # The CPU's PA size (arm64 ID_AA64MMFR0_EL1.PARange via TCR_EL1.IPS) is known from its
+            # registers only; VMCOREINFO does not state it, so a vmcore gives the mode's default.
+            self.notes.append(f"output-address widths differ: {a.name} {a.mode.pa_bits} bits ({a.mode.name}), "
+                              f"{b.name} {b.mode.pa_bits} bits ({b.mode.name}); the table layout is the same "
+                              "and the entries are compared as they are")
         for snap in (a, b):
             if snap.selection.get("merged") or any("range" in r for r in snap.records):
                 raise SnapshotError(f"{snap.name} holds merged ranges (dump --ranges), not entries")
@@ -203,3 +218,9 @@ class Differ:
 def diff(a: Snapshot, b: Snapshot, va_range: tuple[int, int] | None = None) -> list[Delta]:
     """Entries added, removed and changed from `a` to `b` (those overlapping `va_range`), as merged ranges."""
     return Differ(a, b, va_range).deltas()
+
+
+def diff_notes(a: Snapshot, b: Snapshot, va_range: tuple[int, int] | None = None) -> tuple[list[Delta], list[str]]:
+    """diff(), and what the comparison should be read with (a PA width only one side knows)."""
+    differ = Differ(a, b, va_range)
+    return differ.deltas(), differ.notes

@@ -1,10 +1,17 @@
 """What a vmcore file is before drgn opens it: format, architecture, VMCOREINFO, RAM, completeness.
 
-Formats: ELF cores (QEMU dump-guest-memory, /proc/vmcore copies), kdump-compressed
-("KDUMP   ", makedumpfile and QEMU -z/-l/-s) and makedumpfile's flattened stream of it
-(what QEMU 7.2 writes for kdump formats).  Layouts: QEMU include/sysemu/dump.h
-(DiskDumpHeader64, KdumpSubHeader64, MakedumpfileHeader/DataHeader, PageDescriptor) and
-makedumpfile diskdump_mod.h.  Only 64-bit little-endian dumps are read.
+Formats: ELF cores (QEMU dump-guest-memory, /proc/vmcore copies, makedumpfile -E),
+kdump-compressed ("KDUMP   ", makedumpfile and QEMU -z/-l/-s), and makedumpfile's flattened
+stream of either (makedumpfile -F, what a pipe or ssh gives; QEMU 7.2 writes kdump formats so).
+Layouts: QEMU include/sysemu/dump.h (DiskDumpHeader64, KdumpSubHeader64,
+MakedumpfileHeader/DataHeader, PageDescriptor) and makedumpfile diskdump_mod.h.  Only 64-bit
+little-endian dumps are read.
+
+Filtering (makedumpfile -d): a kdump file keeps every page of RAM in its first bitmap and only
+the dumped ones in its second, and states its dump level; an ELF file from makedumpfile leaves
+runs of at least PFN_EXCLUDED (256) excluded pages out of its PT_LOADs (p_memsz > p_filesz) and
+keeps shorter runs with their contents (makedumpfile.c write_elf_pages_cyclic); it states no
+dump level.  Reads of pages a filter left out raise ExcludedPage, saying so.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from .reader import ReadError, contains
 
 ELF_MACHINES = {62: "x86_64", 183: "arm64", 243: "riscv64"}  # EM_X86_64, EM_AARCH64, EM_RISCV
 UTS_MACHINES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}
@@ -30,10 +39,29 @@ KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile\0"
 FLAT_HEADER_SIZE = 4096  # MAX_SIZE_MDF_HEADER
 PAGE_DESC = struct.Struct("<QIIQ")  # PageDescriptor: offset, size, flags, page_flags
+# What each bit of makedumpfile's dump level leaves out (makedumpfile.h DL_EXCLUDE_*).
+DUMP_LEVEL_BITS = {0x01: "zero", 0x02: "cache", 0x04: "private cache", 0x08: "user", 0x10: "free"}
+PFN_EXCLUDED = 256  # makedumpfile.h: shorter runs of excluded pages stay in an ELF file
+# makedumpfile.c __exclude_unnecessary_pages (1.7.8): these go whatever the dump level.
+ALWAYS_EXCLUDED = "hwpoisoned and logically offline pages are excluded at every level"
 
 
 class DumpError(Exception):
     """The file is not a vmcore ptinspect can read, or is damaged."""
+
+
+class ExcludedPage(ReadError):
+    """A page of RAM the dump's filter left out (makedumpfile -d): it existed, its contents are not
+    in the file."""
+
+
+def dump_level_text(level: int) -> str:
+    """"dump level 31: zero, cache, private cache, user and free pages excluded"."""
+    kinds = [name for bit, name in DUMP_LEVEL_BITS.items() if level & bit]
+    if not kinds:
+        return f"dump level {level}: no kind of page excluded by level"
+    listed = kinds[0] if len(kinds) == 1 else ", ".join(kinds[:-1]) + " and " + kinds[-1]
+    return f"dump level {level}: {listed} pages excluded"
 
 
 @dataclass(frozen=True)
@@ -41,12 +69,56 @@ class DumpFile:
     """A vmcore as its headers describe it."""
 
     path: Path
-    format: str  # "elf", "kdump", "kdump-flattened"
+    format: str  # "elf", "elf-flattened", "kdump", "kdump-flattened"
     arch: str | None  # None: a kdump whose header and VMCOREINFO name no architecture
     vmcoreinfo: bytes | None
-    ram: tuple[tuple[int, int], ...]  # physical ranges the dump holds
+    ram: tuple[tuple[int, int], ...]  # physical ranges of RAM the dump describes (held or excluded)
     kdump: KdumpLayout | None = None
     segments: tuple[tuple[int, int, int], ...] = ()  # ELF: (physical address, file offset, size) per PT_LOAD
+    left_out: tuple[tuple[int, int], ...] = ()  # ELF: [start, end) beyond a PT_LOAD's file data (p_memsz)
+    dump_level: int | None = None  # kdump: makedumpfile's -d (KdumpSubHeader64.dump_level)
+    excluded_pages: int = 0  # kdump: pages of RAM (first bitmap) not dumped (second bitmap)
+
+    @property
+    def flattened(self) -> bool:
+        return self.format.endswith("-flattened")
+
+    def filtering(self) -> str | None:
+        """What the file states about filtering, None when it states none."""
+        if self.kdump is not None:
+            if not self.excluded_pages:  # QEMU states level 1 yet dumps every page
+                return None
+            level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
+            pages = f"{self.excluded_pages} page{'' if self.excluded_pages == 1 else 's'}"
+            return f"{pages} of RAM excluded by makedumpfile ({level}; {ALWAYS_EXCLUDED})"
+        if self.left_out:
+            return (f"{sum(b - a for a, b in self.left_out):#x} bytes of RAM left out of the file's PT_LOADs "
+                    f"(p_memsz > p_filesz: makedumpfile -E drops runs of at least {PFN_EXCLUDED} excluded pages "
+                    "and keeps shorter runs with their contents; it states no dump level)")
+        return None
+
+    def excluded(self, pa: int, size: int) -> str | None:
+        """Why [pa, pa+size) cannot be read although it is RAM the dump describes: the reason
+        if any page of it was left out by the dump's filter, else None."""
+        if self.kdump is not None:
+            block = self.kdump.block_size
+            for pfn in range(pa // block, (pa + max(size, 1) - 1) // block + 1):
+                byte, bit = divmod(pfn, 8)
+                dumped = byte < len(self.kdump.dumpable) and self.kdump.dumpable[byte] >> bit & 1
+                if not dumped and contains(self.ram, pfn * block, 1):
+                    level = "no dump level stated" if self.dump_level is None else dump_level_text(self.dump_level)
+                    return f"physical {pfn * block:#x} was excluded by the dump's filter (makedumpfile {level})"
+            return None
+        # left_out is sorted and disjoint: only the range starting at or before pa, and those
+        # starting inside [pa, pa+size), can meet it
+        at = max(bisect.bisect_right(self.left_out, (pa, 1 << 64)) - 1, 0)
+        for start, end in self.left_out[at:]:
+            if start >= pa + max(size, 1):
+                break
+            if pa < end:
+                return (f"physical {max(pa, start):#x} was excluded by the dump's filter: it lies in "
+                        f"[{start:#x}, {end:#x}), beyond a PT_LOAD's file data (p_memsz > p_filesz)")
+        return None
 
 
 @dataclass(frozen=True)
@@ -65,12 +137,12 @@ def identify(path: Path) -> DumpFile:
             size = f.seek(0, 2)
             f.seek(0)
             head = f.read(64)
-            if head.startswith(b"\x7fELF"):
-                return _elf(path, f, size)
-            if head.startswith(KDUMP_SIGNATURE):
-                return _kdump(path, lambda: KdumpFile(f, size), "kdump")
             if head.startswith(FLAT_SIGNATURE):
-                return _kdump(path, lambda: FlatKdumpFile(f, size), "kdump-flattened")
+                return _flattened(path, f, size)
+            if head.startswith(b"\x7fELF"):
+                return _checked(path, lambda: _elf(path, FileBytes(f, size), "elf"))
+            if head.startswith(KDUMP_SIGNATURE):
+                return _checked(path, lambda: _kdump_headers(path, FileBytes(f, size), "kdump"))
     except OSError as exc:
         raise DumpError(f"cannot read {path}: {exc.strerror or exc}") from None
     except struct.error:
@@ -82,15 +154,35 @@ def identify(path: Path) -> DumpFile:
     raise DumpError(f"{path} is not a vmcore (neither ELF nor kdump-compressed)")
 
 
-def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
-    f.seek(0)
-    ident = f.read(16)
-    if len(ident) < 16:
-        raise DumpError(f"{path} is truncated: its headers end early")
+def _flattened(path: Path, f: BinaryIO, size: int) -> DumpFile:
+    """A flattened stream: the file it describes starts with an ELF or a KDUMP header."""
+    def read() -> DumpFile:
+        src = FlatFile(f, size)
+        head = src.read(0, min(8, src.size))
+        if head.startswith(b"\x7fELF"):
+            return _elf(path, src, "elf-flattened")
+        if head.startswith(KDUMP_SIGNATURE):
+            return _kdump_headers(path, src, "kdump-flattened")
+        raise DumpError(f"{path} is a makedumpfile flattened stream, but the file it describes is neither "
+                        f"ELF nor kdump-compressed (it starts with {head!r})")
+    return _checked(path, read)
+
+
+def _checked(path: Path, read: Callable[[], DumpFile]) -> DumpFile:
+    try:
+        return read()
+    except Truncated as exc:
+        raise DumpError(f"{path} is truncated or damaged: {exc}") from None
+
+
+def _elf(path: Path, src: FileBytes, fmt: str) -> DumpFile:
+    size = src.size
+    _need(path, size, ELF_HEADER_SIZE, "its ELF header")
+    ident = src.read(0, 16)
     if ident[4] != 2 or ident[5] != 1:  # EI_CLASS ELFCLASS64, EI_DATA ELFDATA2LSB
         raise DumpError(f"{path} is not a 64-bit little-endian ELF file")
     (e_type, e_machine, _, _, e_phoff, _, _, _, e_phentsize, e_phnum) = struct.unpack(
-        "<HHIQQQIHHH", f.read(42))
+        "<HHIQQQIHHH", src.read(16, 42))
     if e_type != ET_CORE:
         raise DumpError(f"{path} is an ELF file but not a core dump (type {e_type}; a vmlinux is type 2)")
     arch = ELF_MACHINES.get(e_machine)
@@ -103,14 +195,20 @@ def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
         raise DumpError(f"{path} is damaged: its program headers are {e_phentsize} bytes each, not {PHDR.size}")
     headers_end = e_phoff + e_phnum * e_phentsize
     _need(path, size, headers_end, "its program headers")
-    f.seek(e_phoff)
+    table = src.read(e_phoff, e_phnum * e_phentsize)
     info = None
     ram = []
     segments = []
+    beyond = []  # [start, end) past a PT_LOAD's file data
     places = [(0, ELF_HEADER_SIZE, "the ELF header"), (e_phoff, headers_end, "the program headers")]  # file bytes
     for i in range(e_phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz, _, _ = PHDR.unpack(f.read(e_phentsize)[:PHDR.size])
+        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz, _ = PHDR.unpack_from(table, i * e_phentsize)
         what = f"program header {i} ({PT_NAMES.get(p_type, f'type {p_type}')})"
+        if p_type == PT_LOAD and p_memsz > p_filesz:
+            if p_paddr + p_memsz > 1 << 64:
+                raise DumpError(f"{path} is damaged: {what} maps physical {p_paddr:#x} + {p_memsz:#x}, beyond 64 bits")
+            beyond.append((p_paddr + p_filesz, p_paddr + p_memsz))
+            ram.append((p_paddr, p_paddr + p_memsz))
         if p_type not in (PT_LOAD, PT_NOTE) or not p_filesz:
             continue
         if p_offset + p_filesz > size:
@@ -123,12 +221,24 @@ def _elf(path: Path, f: BinaryIO, size: int) -> DumpFile:
             ram.append((p_paddr, p_paddr + p_filesz))
             segments.append((p_paddr, p_offset, p_filesz))
         elif info is None:
-            here = f.tell()
-            f.seek(p_offset)
-            info = _note(f.read(p_filesz))
-            f.seek(here)
+            info = _note(src.read(p_offset, p_filesz))
     _disjoint(path, places)
-    return DumpFile(path, "elf", arch, info, tuple(_merge(ram)), segments=tuple(sorted(segments)))
+    held = list(_merge([(pa, pa + n) for pa, _, n in segments]))
+    left_out = tuple(piece for start, end in _merge(beyond) for piece in _minus(start, end, held))
+    return DumpFile(path, fmt, arch, info, tuple(_merge(ram)), segments=tuple(sorted(segments)), left_out=left_out)
+
+
+def _minus(start: int, end: int, held: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """[start, end) less the sorted disjoint `held` ranges (another segment may hold the data)."""
+    at = start
+    for lo, hi in held:
+        if hi <= at or lo >= end:
+            continue
+        if lo > at:
+            yield at, lo
+        at = max(at, hi)
+    if at < end:
+        yield at, end
 
 
 def _disjoint(path: Path, places: list[tuple[int, int, str]]) -> None:
@@ -177,8 +287,8 @@ class Truncated(Exception):
     """Data lies (partly) beyond what the file holds."""
 
 
-class KdumpFile:
-    """The bytes of a kdump-compressed file, read in place."""
+class FileBytes:
+    """The bytes of a dump file, read in place."""
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         self.f, self.size = f, size
@@ -202,16 +312,17 @@ def _bounded(offset: int, n: int, size: int) -> None:
                         f"({size} bytes): the file is truncated or its headers are damaged")
 
 
-class FlatKdumpFile(KdumpFile):
-    """The kdump file a makedumpfile flattened stream describes: a 4 KiB header, then (offset,
-    size) records in big endian, each followed by its data, ending with offset -1
-    (END_FLAG_FLAT_HEADER); read through an index of the records."""
+class FlatFile(FileBytes):
+    """The file a makedumpfile flattened stream describes: a 4 KiB header, then (offset, size)
+    records in big endian, each followed by its data, ending with offset -1
+    (END_FLAG_FLAT_HEADER); read through an index of the records.  A later record replaces
+    what an earlier one wrote at the same offsets, as `makedumpfile -R` writes them in turn."""
 
     def __init__(self, f: BinaryIO, size: int) -> None:
         super().__init__(f, size)
-        self.records = sorted(flat_records(f, size))  # (offset in the kdump file, file position, size)
+        self.records = _latest_wins(list(flat_records(f, size)))  # (offset in the file, stream position, size)
         self.starts = [offset for offset, _, _ in self.records]
-        self.size = max((offset + length for offset, _, length in self.records), default=0)  # the kdump's size
+        self.size = max((offset + length for offset, _, length in self.records), default=0)  # the file's size
 
     def read(self, offset: int, n: int) -> bytes:
         _bounded(offset, n, self.size)
@@ -231,13 +342,28 @@ class FlatKdumpFile(KdumpFile):
         return bytes(out)
 
 
-def open_kdump(f: BinaryIO, size: int, fmt: str) -> KdumpFile:
-    """The kdump bytes of a "kdump" or "kdump-flattened" file."""
-    return FlatKdumpFile(f, size) if fmt == "kdump-flattened" else KdumpFile(f, size)
+def _latest_wins(records: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Records in stream order as disjoint pieces sorted by offset, each byte from the last
+    record that wrote it."""
+    ordered = sorted(records)
+    if all(a[0] + a[2] <= b[0] for a, b in zip(ordered, ordered[1:])):
+        return [r for r in ordered if r[2]]
+    pieces: list[tuple[int, int, int]] = []
+    covered: list[tuple[int, int]] = []
+    for offset, pos, length in reversed(records):
+        for lo, hi in _minus(offset, offset + length, covered):
+            pieces.append((lo, pos + lo - offset, hi - lo))
+        covered = list(_merge(covered + [(offset, offset + length)]))
+    return sorted(pieces)
+
+
+def open_source(f: BinaryIO, size: int, fmt: str) -> FileBytes:
+    """The dump bytes of a plain or flattened file (DumpFile.format)."""
+    return FlatFile(f, size) if fmt.endswith("-flattened") else FileBytes(f, size)
 
 
 def flat_records(f: BinaryIO, size: int) -> Iterator[tuple[int, int, int]]:
-    """(offset, file position, size) of every record of a flattened kdump stream."""
+    """(offset, file position, size) of every record of a flattened stream, in stream order."""
     pos = FLAT_HEADER_SIZE
     while True:
         if pos + 16 > size:
@@ -252,26 +378,22 @@ def flat_records(f: BinaryIO, size: int) -> Iterator[tuple[int, int, int]]:
         pos += 16 + length
 
 
-def _kdump(path: Path, make: Callable[[], KdumpFile], fmt: str) -> DumpFile:
-    try:
-        return _kdump_headers(path, make(), fmt)
-    except Truncated as exc:
-        raise DumpError(f"{path} is truncated or damaged: {exc}") from None
-
-
-def _kdump_headers(path: Path, src: KdumpFile, fmt: str) -> DumpFile:
+def _kdump_headers(path: Path, src: FileBytes, fmt: str) -> DumpFile:
     header = src.read(0, 464)  # DiskDumpHeader64
     if header[:8] != KDUMP_SIGNATURE:
-        raise DumpError("no KDUMP signature at offset 0")
+        raise DumpError(f"{path}: no KDUMP signature at offset 0")
     version, = struct.unpack_from("<I", header, 8)
     machine = header[12 + 4 * 65:12 + 5 * 65].split(b"\0")[0].decode(errors="replace")
     if machine not in UTS_MACHINES and machine not in UNNAMED:
         raise DumpError(f"{path} is a kdump of a {machine} machine; ptinspect reads x86-64, arm64 and riscv64")
     block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<IIII", header, 428)
+    dump_level = None
     if block_size not in (4096, 16384, 65536):  # the guest's page size (QEMU and makedumpfile)
         raise DumpError(f"{path}: kdump block size {block_size} is not a page size; the file is damaged")
     sub = src.read(block_size, 104)  # KdumpSubHeader64
     offset_info, size_info, offset_note, size_note = struct.unpack_from("<QQQQ", sub, 32)
+    if version >= 1:
+        dump_level, = struct.unpack_from("<i", sub, 8)
     if version >= 6:
         max_mapnr, = struct.unpack_from("<Q", sub, 96)
     # As libkdumpfile reads it (diskdump.c read_sub_hdr_64): from version 4 on, the VMCOREINFO
@@ -292,8 +414,10 @@ def _kdump_headers(path: Path, src: KdumpFile, fmt: str) -> DumpFile:
         end = max(offset + length for offset, length, _, _ in PAGE_DESC.iter_unpack(table))
         src.read(end - 1, 1)
     ram = tuple(_merge([(a * block_size, b * block_size) for a, b in pfns]))
+    excluded = sum(b - a for a, b in pfns) - dumped
     arch = UTS_MACHINES.get(machine) or _arch_of_vmcoreinfo(info)
-    return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at))
+    return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at), dump_level=dump_level,
+                    excluded_pages=max(excluded, 0))
 
 
 def _arch_of_vmcoreinfo(info: bytes | None) -> str | None:
@@ -327,13 +451,13 @@ def _bits(bitmap: bytes, limit: int) -> list[tuple[int, int]]:
 
 
 def reassemble(flat: Path, out: Path) -> None:
-    """Write the kdump-compressed file a flattened stream describes (makedumpfile -R)."""
+    """Write the file (kdump-compressed or ELF) a flattened stream describes (makedumpfile -R)."""
     try:
         with flat.open("rb") as src, out.open("wb") as dst:
             size = src.seek(0, 2)
             src.seek(0)
             if src.read(len(FLAT_SIGNATURE)) != FLAT_SIGNATURE:
-                raise DumpError(f"{flat} is not a flattened kdump stream")
+                raise DumpError(f"{flat} is not a makedumpfile flattened stream")
             for offset, pos, length in flat_records(src, size):
                 src.seek(pos)
                 dst.seek(offset)

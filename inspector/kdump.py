@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 
-from .dumpfile import PAGE_DESC, DumpFile, Truncated, open_kdump
+from .dumpfile import PAGE_DESC, DumpFile, ExcludedPage, Truncated, open_source
 from .reader import ReadError
 
 COMPRESSED_ZLIB = 0x1
@@ -28,7 +28,7 @@ class KdumpReader:
         self.dump = dump
         self.layout = dump.kdump
         self.file = dump.path.open("rb")
-        self.src = open_kdump(self.file, self.file.seek(0, 2), dump.format)
+        self.src = open_source(self.file, self.file.seek(0, 2), dump.format)
         bitmap = self.layout.dumpable
         self.ranks = [0]
         for at in range(0, len(bitmap), RANK_CHUNK):
@@ -53,6 +53,9 @@ class KdumpReader:
         rank = self._rank(pfn)
         block = self.layout.block_size
         if rank is None:
+            why = self.dump.excluded(pfn * block, 1)
+            if why is not None:
+                raise ExcludedPage(f"{self.dump.path}: {why}")
             raise ReadError(f"{self.dump.path}: physical {pfn * block:#x} is not in the dump")
         try:
             offset, size, flags, _ = PAGE_DESC.unpack(self.src.read(self.layout.desc_at + rank * PAGE_DESC.size,

@@ -150,7 +150,7 @@ class RawKernel:
         try:
             data = self.read_va(va, size)
         except ReadError as exc:  # the reader's contract: unmapped or unreadable memory
-            raise KernelError(f"cannot read {what} ({size} bytes at {va:#x}): {exc}") from None
+            raise KernelError(f"cannot read {what} ({size} bytes at {va:#x}): {exc}") from exc
         if len(data) != size:
             raise KernelError(f"reading {what} at {va:#x} gave {len(data)} of {size} bytes")
         return data
@@ -232,7 +232,17 @@ class RawKernel:
         return KernelFacts(layout=layout, release=release, facts=facts)
 
     def _swap_devices(self) -> dict[str, Fact]:
-        """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max" (see Kernel._swap_devices)."""
+        """"nr_swapfiles" and, per SWP_USED device, "swap_info[N].max" (see Kernel._swap_devices).
+        They matter only to check swap entries, so memory that cannot be read (a swap_info_struct
+        a vmcore's filter excluded) leaves them unknown, with the reason as "swap_devices"."""
+        try:
+            return self._read_swap_devices()
+        except KernelError as exc:
+            if not isinstance(exc.__cause__, ReadError):  # a value no kernel holds: the error stands
+                raise
+            return {"swap_devices": Fact(None, f"unknown: {exc}")}
+
+    def _read_swap_devices(self) -> dict[str, Fact]:
         n = self._int(self.symbol("nr_swapfiles"), self.layout.variable_sizes["nr_swapfiles"], "nr_swapfiles")
         bound = self.layout.lengths["swap_info"]
         if n > bound:

@@ -176,6 +176,12 @@ def layout_label(facts: KernelFacts) -> str:
     return layout.name + (f" (assumed: {layout.assumed})" if layout.assumed else "")
 
 
+def dump_filter(session: Session) -> str | None:
+    """What the target (a vmcore) states about filtering: its dump level, or the RAM an ELF left out."""
+    dump = getattr(session.reader, "dump", None)
+    return None if dump is None else dump.filtering()
+
+
 def target_record(session: Session, root: Root, selection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What was walked and what is known about the kernel: enough to decode and validate
     the entries again without the target.
@@ -198,6 +204,8 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
         "upper": root.upper,
         "process": root.process,
         "source": session.source,
+        # what a vmcore states about pages its filter left out (makedumpfile -d); absent elsewhere
+        **({"dump_filter": f} if (f := dump_filter(session)) is not None else {}),
         "facts": {k: {"value": v.value, "source": v.source} for k, v in sorted(session.facts.facts.items())},
     }
     if session.kernel is not None:

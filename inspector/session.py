@@ -19,6 +19,7 @@ from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_i
 from archs.versions import release_layout
 
 from . import vmlinux as vml
+from .dumpfile import ExcludedPage
 from .facts import read_config_file
 from .kernel import KernelError, Vma
 from .layout import LayoutError, layout_for
@@ -161,7 +162,11 @@ class Session:
                 task = self.kernel.find_task(pid=pid, comm=comm)
                 mm = self.kernel.task_mm(task)
                 label = f"pid {task.pid} ({task.comm})"
-                vmas = tuple(self.kernel.vmas(mm))
+                try:
+                    vmas = tuple(self.kernel.vmas(mm))
+                    self.kernel.pgd(mm)
+                except KernelError as exc:
+                    raise SessionError(unreadable_mm(label, mm, exc)) from None
             pa = self.translate_kernel_va(self.kernel.pgd(mm))
         except KernelError as exc:
             raise SessionError(str(exc)) from None
@@ -169,6 +174,16 @@ class Session:
             raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc}") from None
         upper = kernel and self.arch.split_roots
         return Root(pa, self.mode(upper), upper, label, vmas, process=not kernel)
+
+
+def unreadable_mm(label: str, mm: int, exc: KernelError) -> str:
+    """Why a process's mm (its mm_struct, VMAs) cannot be read, and what can still be done."""
+    text = f"cannot read the mm of {label} (mm_struct at {mm:#x}): {exc}"
+    if isinstance(exc.__cause__, ExcludedPage):
+        text += ("; the dump's filter excluded that memory (makedumpfile -d), so this dump does not say where "
+                 "the process's page tables are: walk them with --root PA if the root is known from elsewhere "
+                 "(a snapshot of the process, or a dump made with a lower dump level)")
+    return text
 
 
 def label_of(pid: int | None, comm: str | None, kernel: bool) -> str:

@@ -91,7 +91,8 @@ def live_snapshot(session: Session, root: Root, selection: dict[str, Any],
     target = _target(session, root, selection, va_range)
     doc = {"schema": SCHEMA, "target": target,
            "entries": [item_record(row, session.facts.layout) for row in snapshot_rows(session, root, va_range)]}
-    return Snapshot.from_document(doc, f"live {root.label}")
+    origin = session.source if session.source.startswith("vmcore") else f"live {session.source}"
+    return Snapshot.from_document(doc, f"{origin} {root.label}")
 
 
 class SnapshotMemory:

@@ -5,9 +5,9 @@ and asks the Arch module what each value means.  Each table page is read once,
 whole, through a TableCache; the tables a table points to are read together
 (one pipelined batch on a gdbstub) before the walk descends into them.  Leaves
 that differ only in their frame number share one decode (FrameDecoder).  A
-table pointer outside the target's memory, or
-one that would revisit a table on the current path (a cycle), is reported as
-an `unknown` entry naming the problem and is not followed.
+table pointer outside the target's memory, to a table a vmcore's filter left
+out, or one that would revisit a table on the current path (a cycle), is
+reported as an `unknown` entry naming the problem and is not followed.
 """
 from __future__ import annotations
 
@@ -438,7 +438,9 @@ class Walker:
             return f"table pointer {nxt:#x} points back to a table on its own path (cycle)"
         if not self.tables.in_memory(nxt, self.table_bytes(depth + 1)):
             return f"table pointer {nxt:#x} is outside the target's memory"
-        return None
+        excluded = getattr(self.tables.reader, "excluded", None)  # vmcores: pages the dump's filter left out
+        why = excluded(nxt, self.table_bytes(depth + 1)) if excluded is not None else None
+        return None if why is None else f"table {nxt:#x} cannot be read: {why}"
 
     def _leaf(self, va: int, ref: EntryRef, dec: Decoded) -> Entry:
         """A leaf entry with its block position, kernel view and own frame."""

@@ -20,6 +20,9 @@ def _max(ctx: Context, swp_type: int) -> int | None:
 def _no_swap_facts(ctx: Context) -> str | None:
     if ctx.snap.facts.known("nr_swapfiles"):
         return None
+    unread = ctx.snap.facts.facts.get("swap_devices")  # RawKernel: swap_info could not be read
+    if unread is not None:
+        return f"the swap devices are not known ({unread.source})"
     return "the swap devices are not known (facts nr_swapfiles / swap_info[N].max come with --vmlinux)"
 
 

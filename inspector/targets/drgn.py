@@ -21,7 +21,7 @@ from pathlib import Path
 
 from archs.common import vmcoreinfo_int
 
-from ..dumpfile import DumpError, DumpFile, identify
+from ..dumpfile import DumpError, DumpFile, ExcludedPage, identify
 from ..kdump import KdumpReader
 from ..kernel import DRGN_ARCH
 from ..reader import ReadError
@@ -73,7 +73,7 @@ class DrgnTarget:
 
     def __init__(self, prog, arch: str, source: str, vmcoreinfo: bytes | None,
                  ram: list[tuple[int, int]] | None = None, registers: dict[str, int] | None = None,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None, dump: DumpFile | None = None) -> None:
         self.prog = prog
         self.arch = arch
         self.source = source
@@ -81,6 +81,7 @@ class DrgnTarget:
         self._ram = ram
         self._registers = registers or {}
         self._on_close = on_close
+        self.dump = dump  # a vmcore's headers: which pages its filter excluded
 
     def read(self, pa: int, size: int) -> bytes:
         import drgn
@@ -88,7 +89,14 @@ class DrgnTarget:
         try:
             return self.prog.read(pa, size, True)
         except drgn.FaultError as exc:
+            why = self.excluded(pa, size)
+            if why is not None:
+                raise ExcludedPage(f"{self.source}: {why} (reading {size} bytes at {pa:#x})") from None
             raise ReadError(f"{self.source}: cannot read {size} bytes at physical {pa:#x}: {exc}") from None
+
+    def excluded(self, pa: int, size: int) -> str | None:
+        """Why [pa, pa+size) is RAM whose contents a vmcore's filter left out; None otherwise."""
+        return None if self.dump is None else self.dump.excluded(pa, size)
 
     def set_ram(self, ranges: list[tuple[int, int]]) -> None:
         self._ram = ranges
@@ -145,7 +153,7 @@ def open_vmcore(path: Path) -> DrgnTarget | ElfCoreTarget:
         page_size = vmcoreinfo_int(parse(dump.vmcoreinfo), "PAGESIZE")
     except (ValueError, VmcoreinfoError) as exc:
         raise DrgnTargetError(f"{path}: {exc}") from None
-    if dump.format == "elf":
+    if dump.format in ("elf", "elf-flattened"):
         try:
             return ElfCoreTarget(dump)
         except ReadError as exc:
@@ -158,7 +166,7 @@ def open_vmcore(path: Path) -> DrgnTarget | ElfCoreTarget:
             prog.set_core_dump(str(path))
     except Exception as exc:  # drgn raises OSError, ValueError, drgn.Error...
         raise DrgnTargetError(f"drgn cannot open {path}: {exc}") from None
-    return DrgnTarget(prog, dump.arch, f"vmcore:{dump.format}", dump.vmcoreinfo, list(dump.ram))
+    return DrgnTarget(prog, dump.arch, f"vmcore:{dump.format}", dump.vmcoreinfo, list(dump.ram), dump=dump)
 
 
 def _own_kdump(dump: DumpFile) -> DrgnTarget:
@@ -183,7 +191,8 @@ def _own_kdump(dump: DumpFile) -> DrgnTarget:
     except Exception as exc:
         reader.close()
         raise DrgnTargetError(f"drgn cannot read the kernel in {dump.path}: {exc}") from None
-    return DrgnTarget(prog, dump.arch, f"vmcore:{dump.format}", dump.vmcoreinfo, list(dump.ram), on_close=reader.close)
+    return DrgnTarget(prog, dump.arch, f"vmcore:{dump.format}", dump.vmcoreinfo, list(dump.ram), on_close=reader.close,
+                      dump=dump)
 
 
 def open_kcore() -> DrgnTarget:

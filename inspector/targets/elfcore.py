@@ -2,14 +2,15 @@
 
 QEMU's dump-guest-memory and /proc/vmcore copies are ELF cores whose PT_LOAD program headers
 map physical addresses (p_paddr) to file offsets; a read is a slice of the mapped file.  The
-kernel identifies itself through the VMCOREINFO note, as with every dump target.
+kernel identifies itself through the VMCOREINFO note, as with every dump target.  A flattened
+ELF (makedumpfile -F -E) is read through its index of records instead of a mapping.
 """
 from __future__ import annotations
 
 import bisect
 import mmap
 
-from ..dumpfile import DumpFile
+from ..dumpfile import DumpFile, ExcludedPage, FlatFile, Truncated
 from ..reader import ReadError
 
 
@@ -52,19 +53,38 @@ class ElfCoreTarget:
     """Physical memory of an ELF vmcore; no CPU registers (modes come from VMCOREINFO)."""
 
     def __init__(self, dump: DumpFile) -> None:
-        assert dump.format == "elf" and dump.arch is not None
+        assert dump.format in ("elf", "elf-flattened") and dump.arch is not None
         self.arch = dump.arch
-        self.source = "vmcore:elf"
+        self.dump = dump
+        self.source = f"vmcore:{dump.format}"
         self.vmcoreinfo = dump.vmcoreinfo
         self._ram = list(dump.ram)
         self._pieces = pieces(dump.segments)
         self._starts = [pa for pa, _, _ in self._pieces]
         self._file = dump.path.open("rb")
+        self._map: mmap.mmap | None = None
+        self._flat: FlatFile | None = None
         try:
-            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError) as exc:
+            if dump.flattened:
+                self._flat = FlatFile(self._file, self._file.seek(0, 2))
+            else:
+                self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError, Truncated) as exc:
             self._file.close()
             raise ReadError(f"cannot map {dump.path}: {exc}") from None
+
+    def _bytes(self, offset: int, n: int) -> bytes:
+        if self._map is not None:
+            return self._map[offset:offset + n]
+        assert self._flat is not None
+        try:
+            return self._flat.read(offset, n)
+        except Truncated as exc:
+            raise ReadError(f"{self.dump.path}: {exc}") from None
+
+    def excluded(self, pa: int, size: int) -> str | None:
+        """Why [pa, pa+size) is RAM whose contents the dump's filter left out; None otherwise."""
+        return self.dump.excluded(pa, size)
 
     def read(self, pa: int, size: int) -> bytes:
         """`size` bytes at physical `pa`, across adjacent segments if need be."""
@@ -78,9 +98,12 @@ class ElfCoreTarget:
             if at >= start + length:
                 break
             n = min(size - len(out), start + length - at)
-            out += self._map[offset + at - start:offset + at - start + n]
+            out += self._bytes(offset + at - start, n)
             at += n
         if len(out) != size:
+            why = self.dump.excluded(at, 1)
+            if why is not None:
+                raise ExcludedPage(f"{self.source}: {why} (reading {size} bytes at {pa:#x})")
             raise ReadError(f"{self.source}: physical {at:#x} is not in the dump (reading {size} bytes at {pa:#x})")
         return out
 
@@ -94,6 +117,6 @@ class ElfCoreTarget:
         return {}
 
     def close(self) -> None:
-        if not self._map.closed:
+        if self._map is not None and not self._map.closed:
             self._map.close()
         self._file.close()
