@@ -36,7 +36,7 @@ EXCLUDED = "excluded by the dump's filter"
 FORMAT = {"copy": "elf", "lzo-d31": "kdump", "zlib-d31": "kdump", "elf-d31": "elf", "lzo-d0": "kdump",
           "zlib-d0": "kdump", "elf-d0": "elf", "flat-zlib-d31": "kdump-flattened", "flat-elf-d31": "elf-flattened"}
 RUNS: dict[tuple[str, str], Path] = {}
-SERIES = ["7.2", "6.12"]  # the issue's kernels in the manifest (7.3 joins when vm-images/kernels.toml has it)
+SERIES = ["7.2", "7.3"]  # the issue's kernels (6.12 was checked by hand: the same results, see the issue note)
 
 
 def cli(*args: str | Path, timeout: float = 1800) -> subprocess.CompletedProcess:

@@ -109,7 +109,7 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
         assert kernel, (hex(va), mine)
         first, last = int(kernel[0]["before"]["raw"], 16), int(kernel[-1]["after"]["raw"], 16)
         assert before[va].present and kernel[0]["before"]["kind"] == "present", kernel[0]
-        assert last & ~ACCESSED[arch] == read_only(arch, first) & ~ACCESSED[arch], (hex(va), hex(first), hex(last))
+        assert last & ~ACCESSED[arch] == read_only(arch, first, machine.kernel_release) & ~ACCESSED[arch], (hex(va), hex(first), hex(last))
         assert any(e["function"] and e["function"].startswith(MPROTECT_CLEAR) for e in kernel), kernel
         assert all(e["task"].endswith(f"[{pid}]") for e in kernel), kernel  # the workload asked: its task stored
     no_watchpoints_left(machine, summary)
