@@ -186,7 +186,7 @@ def select_modules(modules_dir: Path, wanted: tuple[str, ...] = MODULES,
     return order
 
 
-class _Cpio:
+class Cpio:
     """A newc cpio archive with fixed owners and times, so equal inputs give equal bytes."""
 
     def __init__(self) -> None:
@@ -254,7 +254,7 @@ def build_initramfs(image: KernelImage) -> Path:
         with tempfile.TemporaryDirectory(prefix="ptinspect-workload-") as tmp:
             workload = build_workload(image.arch, Path(tmp) / "workload").read_bytes()
             hmmop = build_hmmop(image.arch, hmm, Path(tmp) / "hmmop").read_bytes() if hmm else b""
-        cpio = _Cpio()
+        cpio = Cpio()
         for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules", "ptinspect/hmm"):
             cpio.directory(name)
         cpio.char_device("dev/console", 5, 1)

@@ -42,7 +42,7 @@ from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
 from .images import KernelImage, busybox_path, ensure_image, image_for
-from .initramfs import HOST_ARCH, INIT_SCRIPT, _Cpio, build_initramfs
+from .initramfs import HOST_ARCH, INIT_SCRIPT, Cpio, build_initramfs
 from .qemu import boot, tail
 from .state import VM
 
@@ -266,7 +266,7 @@ def _version_key(version: str) -> list:
     return [int(x) if x.isdigit() else x for x in re.split(r"[^0-9A-Za-z]+", version)]
 
 
-def _add_tools(cpio: _Cpio, tools: Tools, which: tuple[str, ...]) -> None:
+def _add_tools(cpio: Cpio, tools: Tools, which: tuple[str, ...]) -> None:
     """The binaries WHICH, their libraries (followed symlinks) and the loader at its PT_INTERP path."""
     made: set[str] = set()
     written: set[str] = set()
@@ -308,7 +308,7 @@ def crash_initramfs(image: KernelImage, tools: Tools, dest: Path) -> Path:
     """The crash kernel's initramfs: busybox, makedumpfile with its libraries, CAPTURE as /init."""
     script = CAPTURE.replace("@FORMS@", "\n".join(f"form {name} {_mode(opts, how)} {' '.join(opts or ())}".strip()
                                                   for name, (opts, how) in FORMS.items()))
-    cpio = _Cpio()
+    cpio = Cpio()
     for name in ("bin", "sbin", "dev", "proc", "sys", "tmp"):
         cpio.directory(name)
     cpio.char_device("dev/console", 5, 1)
@@ -322,7 +322,7 @@ def crash_initramfs(image: KernelImage, tools: Tools, dest: Path) -> Path:
 def kdump_initramfs(image: KernelImage, tools: Tools, crash_initrd: Path, dest: Path) -> Path:
     """The workload's initramfs followed by a cpio that replaces /init with WRAPPER_INIT and adds
     the control loop, kexec, the kernel image and the crash initramfs."""
-    cpio = _Cpio()
+    cpio = Cpio()
     for name in ("dev", "ptinspect", "ptinspect/kdump"):
         cpio.directory(name)
     cpio.char_device("dev/null", 1, 3)
