@@ -208,10 +208,6 @@ class Decoded:
     notes: tuple[str, ...] = ()  # facts a reader must not miss (inverted PFN...)
     reason: str | None = None  # why the kind is unknown
 
-    @property
-    def is_leaf(self) -> bool:
-        return self.kind not in (Kind.NONE, Kind.TABLE)
-
 
 # The kernel's software bits under one name for every architecture, from the kernel's own naming of
 # them (x86 _PAGE_UFFD_WP / _PAGE_SWP_UFFD, arm64 PTE_UFFD_WP, riscv _PAGE_SOFT_DIRTY ...): a script

@@ -121,8 +121,8 @@ class Kernel:
         try:
             ad = bool(self.prog["swap_migration_ad_supported"].value_())
             facts["swap_migration_ad_supported"] = Fact(ad, "debuginfo: swap_migration_ad_supported")
-        except (LookupError, Exception):
-            pass
+        except LookupError:
+            pass  # no such variable in this kernel (before 6.1): the fact stays unknown
         facts.update(self._swap_devices())
         if self.arch == "x86_64":
             try:

@@ -215,6 +215,10 @@ def test_lpa2_idmap_mode_is_buildable():
 ARM64_VECTORS = [v for v in encode_vectors() if v.arch.startswith("arm64")]
 
 
+def test_vectors_found():
+    assert len(ARM64_VECTORS) == 14  # 7 vectors x the 6.1 and 6.12/7.2 swap layouts: none lost to parsing
+
+
 @pytest.mark.parametrize("v", ARM64_VECTORS, ids=lambda v: f"{v.arch}:{v.title[:30]}")
 def test_encode_vectors_decode(v):
     for family in (["6.1"] if v.arch == "arm64 6.1" else ["6.12", "7.2", "7.3"]):
