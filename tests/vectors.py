@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from archs.common import Kind
+
 PATH = Path(__file__).parent / "data" / "encode-vectors.txt"
 CONFIG_NAMES = {
     "MF": "CONFIG_MEMORY_FAILURE",
@@ -56,3 +58,19 @@ def encode_vectors() -> list[EncodeVector]:
         if m:
             out.append(EncodeVector(title, m.group(1), int(m.group(2), 16), int(m.group(3)), int(m.group(4), 16)))
     return out
+
+
+# The kind each swap.h type define names (include/linux/swap.h), for every release's carving.
+KIND_OF_DEFINE = {
+    "SWP_HWPOISON": Kind.HWPOISON,
+    "SWP_MIGRATION_READ": Kind.MIGRATION_READ,
+    "SWP_MIGRATION_READ_EXCLUSIVE": Kind.MIGRATION_READ_EXCLUSIVE,
+    "SWP_MIGRATION_WRITE": Kind.MIGRATION_WRITE,
+    "SWP_DEVICE_WRITE": Kind.DEVICE_PRIVATE_WRITE,
+    "SWP_DEVICE_READ": Kind.DEVICE_PRIVATE_READ,
+    "SWP_DEVICE_EXCLUSIVE": Kind.DEVICE_EXCLUSIVE,
+    "SWP_DEVICE_EXCLUSIVE_WRITE": Kind.DEVICE_EXCLUSIVE,
+    "SWP_DEVICE_EXCLUSIVE_READ": Kind.DEVICE_EXCLUSIVE,
+    "SWP_PTE_MARKER": Kind.MARKER,
+    "SWP_SWAPIN_ERROR": Kind.SWAPIN_ERROR,
+}

@@ -17,23 +17,11 @@ import archs
 from archs.common import Decoded, Kind
 from archs.softleaf import classify_type
 from inspector.facts import build_facts
+from tests.vectors import KIND_OF_DEFINE
 
 DERIVED = Path(__file__).resolve().parents[1] / "data" / "derived"
 DOCS = {path.stem: json.loads(path.read_text()) for path in sorted(DERIVED.glob("*.json"))}
 
-KIND_OF_DEFINE = {
-    "SWP_HWPOISON": Kind.HWPOISON,
-    "SWP_MIGRATION_READ": Kind.MIGRATION_READ,
-    "SWP_MIGRATION_READ_EXCLUSIVE": Kind.MIGRATION_READ_EXCLUSIVE,
-    "SWP_MIGRATION_WRITE": Kind.MIGRATION_WRITE,
-    "SWP_DEVICE_WRITE": Kind.DEVICE_PRIVATE_WRITE,
-    "SWP_DEVICE_READ": Kind.DEVICE_PRIVATE_READ,
-    "SWP_DEVICE_EXCLUSIVE": Kind.DEVICE_EXCLUSIVE,
-    "SWP_DEVICE_EXCLUSIVE_WRITE": Kind.DEVICE_EXCLUSIVE,
-    "SWP_DEVICE_EXCLUSIVE_READ": Kind.DEVICE_EXCLUSIVE,
-    "SWP_PTE_MARKER": Kind.MARKER,
-    "SWP_SWAPIN_ERROR": Kind.SWAPIN_ERROR,
-}
 # The kernel predicate of a swap PTE bit -> the macro names that bit has had (7.3 renamed *_UFFD_WP).
 SWP_BIT_NAMES = {
     "pte_swp_exclusive": ("_PAGE_SWP_EXCLUSIVE", "PTE_SWP_EXCLUSIVE"),

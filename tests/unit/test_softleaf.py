@@ -6,22 +6,9 @@ import pytest
 from archs.common import Fact, KernelFacts, Kind
 from archs.softleaf import classify_type, config_options, type_space
 from archs.versions import release_layout
-from tests.vectors import type_vectors
+from tests.vectors import KIND_OF_DEFINE, type_vectors
 
 VECTORS = type_vectors()
-KIND_OF_DEFINE = {
-    "SWP_HWPOISON": Kind.HWPOISON,
-    "SWP_MIGRATION_READ": Kind.MIGRATION_READ,
-    "SWP_MIGRATION_READ_EXCLUSIVE": Kind.MIGRATION_READ_EXCLUSIVE,
-    "SWP_MIGRATION_WRITE": Kind.MIGRATION_WRITE,
-    "SWP_DEVICE_WRITE": Kind.DEVICE_PRIVATE_WRITE,
-    "SWP_DEVICE_READ": Kind.DEVICE_PRIVATE_READ,
-    "SWP_DEVICE_EXCLUSIVE": Kind.DEVICE_EXCLUSIVE,
-    "SWP_DEVICE_EXCLUSIVE_WRITE": Kind.DEVICE_EXCLUSIVE,
-    "SWP_DEVICE_EXCLUSIVE_READ": Kind.DEVICE_EXCLUSIVE,
-    "SWP_PTE_MARKER": Kind.MARKER,
-    "SWP_SWAPIN_ERROR": Kind.SWAPIN_ERROR,
-}
 
 
 def test_every_combination_is_present():
