@@ -76,6 +76,7 @@ def select_root(session: Session, pid, comm, kernel_root, root_pa, upper) -> Roo
     if pa is not None:
         with user_input():
             inputs.check_root(root.mode, pa, session.reader.ranges(), "--root")
+            inputs.check_root_table(pa, lambda: session.root_table(root), session.ram_known, "--root")
     return root
 
 

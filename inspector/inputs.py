@@ -8,11 +8,12 @@ architecture's own statement (`Arch.canonical`, `PagingMode.va_bits`), not re-en
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from archs.common import Arch, PagingMode
 
 from .entry import ENTRY_BYTES
+from .reader import ReadError
 
 U64 = 1 << 64
 MAX_TIMEOUT = 24 * 3600.0  # a day: longer is a typo, and select()/settimeout() refuse huge values
@@ -109,6 +110,11 @@ def check_range(arch: Arch, mode: PagingMode, upper: bool, rng: tuple[int, int],
                                    f"{_describe(arch, mode, upper)}")
 
 
+def outside(pa: int, why: str, what: str = "--root") -> InputError:
+    """The one message for a root table outside the memory a target can read."""
+    return InputError(what, f"the root table at {pa:#x} is outside the readable physical memory: {why}")
+
+
 def check_root(mode: PagingMode, pa: int, ram: Iterable[tuple[int, int]] | None, what: str = "--root") -> None:
     """A root table must be aligned to its size and lie in RAM (or, where RAM is unknown,
     below the mode's physical-address width); the same rule on every target."""
@@ -117,9 +123,25 @@ def check_root(mode: PagingMode, pa: int, ram: Iterable[tuple[int, int]] | None,
     if pa % align:
         raise InputError(what, f"{pa:#x} is not aligned to the {mode.name} root table's {align} bytes")
     if pa + size > 1 << mode.pa_bits:
-        raise InputError(what, f"{pa:#x} is beyond the {mode.pa_bits}-bit physical addresses of {mode.name}")
+        raise outside(pa, f"beyond the {mode.pa_bits}-bit physical addresses of {mode.name}", what)
     if ram is not None:
         ranges = list(ram)
         if not any(start <= pa and pa + size <= end for start, end in ranges):
             shown = ", ".join(f"{a:#x}-{b:#x}" for a, b in ranges[:8]) + (" ..." if len(ranges) > 8 else "")
-            raise InputError(what, f"the root table at {pa:#x} is not in the target's RAM ({shown})")
+            raise outside(pa, f"not in the target's RAM ({shown})", what)
+
+
+def check_root_table(pa: int, read: Callable[[], bytes], ram_known: bool, what: str = "--root") -> None:
+    """The root table, read before the walk: a root the target cannot read is an error naming it,
+    never an empty table.  Where the target's RAM is unknown (a live QEMU without the kernel's
+    memblock: its gdbstub reads zeros where no memory is), an all-zero root cannot be told from
+    memory that is not there, so it is refused with the way to tell (--vmlinux)."""
+    try:
+        data = read()
+    except ReadError as exc:
+        raise outside(pa, f"the target cannot read it ({exc})", what) from None
+    if not ram_known and not any(data):
+        raise InputError(what, f"the root table at {pa:#x} reads as all zeros: it is outside the readable "
+                               "physical memory (QEMU's gdbstub reads zeros where there is no memory) or a table "
+                               "with no entries, and the target's RAM is unknown, so the two cannot be told "
+                               "apart (give --vmlinux: the kernel's memblock says where RAM is)")

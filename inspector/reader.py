@@ -102,7 +102,11 @@ class TableCache:
         wanted = [pa for pa in dict.fromkeys(pas) if (pa, size) not in self._tables][: self.limit // 2]
         if read_many is None or len(wanted) < 2:
             return
-        for pa, data in zip(wanted, read_many([(pa, size) for pa in wanted])):
+        try:
+            datas = read_many([(pa, size) for pa in wanted])
+        except ReadError:  # one is unreadable: each is read alone, and the walk names that one
+            return
+        for pa, data in zip(wanted, datas):
             self._store((pa, size), data)
 
     def _store(self, key: tuple[int, int], data: bytes) -> bytes:

@@ -20,6 +20,7 @@ from archs.versions import release_layout
 
 from . import vmlinux as vml
 from .dumpfile import ExcludedPage
+from .entry import ENTRY_BYTES
 from .facts import read_config_file
 from .kernel import KernelError, Vma
 from .layout import LayoutError, layout_for
@@ -103,6 +104,16 @@ class Session:
 
     def walker(self, mode: PagingMode) -> Walker:
         return Walker(self.tables, self.arch, mode, self.facts)
+
+    @property
+    def ram_known(self) -> bool:
+        """Whether the reader's ranges() are the target's RAM; live targets know it only from
+        the kernel (memblock), dumps from their own headers."""
+        return bool(getattr(self.reader, "ram_known", True))
+
+    def root_table(self, root: Root) -> bytes:
+        """The root's whole table (ReadError when the target cannot read it)."""
+        return self.tables.table(root.pa, root.mode.levels[0].entries * ENTRY_BYTES)
 
     def register_root(self, upper: bool) -> int:
         """The root the target selects: for the upper half the proven (gdbstub) or VMCOREINFO

@@ -6,8 +6,9 @@ whole, through a TableCache; the tables a table points to are read together
 (one pipelined batch on a gdbstub) before the walk descends into them.  Leaves
 that differ only in their frame number share one decode (FrameDecoder).  A
 table pointer outside the target's memory, to a table a vmcore's filter left
-out, or one that would revisit a table on the current path (a cycle), is
-reported as an `unknown` entry naming the problem and is not followed.
+out or the target refuses to read, or one that would revisit a table on the
+current path (a cycle), is reported as an `unknown` entry naming the problem
+and is not followed.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import NamedTuple
 from archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
-from .reader import PhysReader, TableCache
+from .reader import PhysReader, ReadError, TableCache
 
 TEMPLATES = 4096  # decoded leaf templates kept per level
 FAILED_TEMPLATES = 64  # leaves of a level whose frame bits were sought in vain before it stops seeking
@@ -344,7 +345,7 @@ class Walker:
                 yield Entry(va, span, ref, dec, None, None, dec.pfn, page_shift)  # what _leaf gives
                 continue
             if dec.kind is Kind.TABLE:
-                problem = self._table_problem(dec, depth, path)
+                problem = self._table_problem(dec, depth, path) or self._unreadable(dec, depth)
                 if problem:
                     yield Entry(va, span, ref, dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem))
                     continue
@@ -416,7 +417,7 @@ class Walker:
             entry_va = self.arch.canonical(self.mode, va & ~(level.span - 1) & ((1 << self.mode.va_bits) - 1), upper)
             seen = seen | {table}
             if dec.kind is Kind.TABLE:
-                problem = self._table_problem(dec, depth, seen)
+                problem = self._table_problem(dec, depth, seen) or self._unreadable(dec, depth)
                 if problem:
                     bad = dataclasses.replace(dec, kind=Kind.UNKNOWN, reason=problem)
                     path.append(Entry(entry_va, level.span, ref, bad))
@@ -441,6 +442,16 @@ class Walker:
         excluded = getattr(self.tables.reader, "excluded", None)  # vmcores: pages the dump's filter left out
         why = excluded(nxt, self.table_bytes(depth + 1)) if excluded is not None else None
         return None if why is None else f"table {nxt:#x} cannot be read: {why}"
+
+    def _unreadable(self, dec: Decoded, depth: int) -> str | None:
+        """Why the table `dec` points to cannot be read (the target refused the read), or None:
+        read here, so that a refused table is this entry's problem, not the end of the walk."""
+        assert dec.next_table is not None
+        try:
+            self.tables.table(dec.next_table, self.table_bytes(depth + 1))
+        except ReadError as exc:
+            return f"table {dec.next_table:#x} cannot be read: {exc}"
+        return None
 
     def _leaf(self, va: int, ref: EntryRef, dec: Decoded) -> Entry:
         """A leaf entry with its block position, kernel view and own frame."""

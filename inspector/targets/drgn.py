@@ -104,6 +104,11 @@ class DrgnTarget:
     def ranges(self) -> list[tuple[int, int]]:
         return self._ram if self._ram is not None else [(0, 1 << 52)]
 
+    @property
+    def ram_known(self) -> bool:
+        """Whether ranges() states the target's RAM (else reads outside it may give zeros)."""
+        return self._ram is not None
+
     def read_registers(self) -> dict[str, int]:
         """Paging registers: only over QMP without VMCOREINFO (from `info registers`)."""
         return dict(self._registers)

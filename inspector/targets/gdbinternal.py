@@ -48,6 +48,11 @@ class GdbInternalTarget:
     def ranges(self) -> list[tuple[int, int]]:
         return self._ram if self._ram is not None else [(0, 1 << 52)]
 
+    @property
+    def ram_known(self) -> bool:
+        """Whether ranges() states the target's RAM (else reads outside it may give zeros)."""
+        return self._ram is not None
+
     def read(self, pa: int, size: int) -> bytes:
         try:
             return bytes(self.inferior.read_memory(pa, size))

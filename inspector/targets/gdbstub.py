@@ -13,8 +13,9 @@ from collections import OrderedDict
 
 from archs import ARCH_NAMES, get_arch
 
+from ..reader import ReadError
 from ..runstate import Marker, warn
-from .rsp import RspClient, RspError, StopReply
+from .rsp import RspClient, RspError, RspRefused, StopReply
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -34,6 +35,10 @@ def _runs(pages: list[int]) -> list[tuple[int, int]]:
 
 class GdbstubError(Exception):
     """The gdbstub target cannot do what was asked."""
+
+
+class GdbstubReadError(GdbstubError, ReadError):
+    """The stub refused to read some physical memory (an error reply): the walk names the table."""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -115,6 +120,12 @@ class GdbstubTarget:
     def ranges(self) -> list[tuple[int, int]]:
         return self._ram if self._ram is not None else [(0, 1 << 52)]
 
+    @property
+    def ram_known(self) -> bool:
+        """Whether ranges() is the kernel's map of RAM: QEMU's stub cannot say, and reads zeros
+        where no memory is (physical-memory mode never fails a read)."""
+        return self._ram is not None
+
     def read(self, pa: int, size: int) -> bytes:
         """Physical memory through a page cache: memory cannot change while the VM is
         stopped, and drgn reads the same kernel pages in small pieces many times."""
@@ -129,6 +140,8 @@ class GdbstubTarget:
             runs = _runs(missing)
             try:
                 datas = self.rsp.read_many([(start << PAGE_SHIFT, length << PAGE_SHIFT) for start, length in runs])
+            except RspRefused as exc:
+                raise GdbstubReadError(str(exc)) from None
             except RspError as exc:
                 raise GdbstubError(str(exc)) from None
             for (start, length), data in zip(runs, datas):

@@ -59,6 +59,11 @@ class PipeTarget:
     def ranges(self) -> list[tuple[int, int]]:
         return self._ram if self._ram is not None else [(0, 1 << 52)]
 
+    @property
+    def ram_known(self) -> bool:
+        """Whether ranges() states the target's RAM (else reads outside it may give zeros)."""
+        return self._ram is not None
+
     def close(self) -> None:
         for f in (self._out, self._in):
             f.close()

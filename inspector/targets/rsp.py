@@ -20,6 +20,11 @@ class RspError(Exception):
     """The stub refused a request or the connection failed."""
 
 
+class RspRefused(RspError):
+    """The stub answered a memory read with an error reply (E NN): that memory cannot be read,
+    the connection is fine."""
+
+
 @dataclass(frozen=True)
 class Register:
     name: str
@@ -357,7 +362,7 @@ class RspClient:
                 reply = replies[at]
                 at += 1
                 if reply.startswith(b"E") and len(reply) == 3:
-                    raise RspError(f"the gdbstub cannot read {n} bytes at {a:#x} ({reply.decode()})")
+                    raise RspRefused(f"the gdbstub cannot read {n} bytes at {a:#x} ({reply.decode()})")
                 part = hex_bytes(reply, f"a read of {n} bytes at {a:#x}", self.address)
                 if len(part) != n:
                     raise RspError(f"the gdbstub returned {len(part)} of {n} bytes at {a:#x}")
