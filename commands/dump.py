@@ -145,4 +145,11 @@ def translate(pid, comm, kernel_root, root_pa, upper, fmt, va, **target) -> None
             click.echo(decoded_table(e.hw))
             if e.kernel is not None:
                 click.echo("kernel view (ptep_get): " + " ".join(e.kernel.flags))
-        click.echo(f"\n{address:#x} -> " + (f"{pa:#x}" if pa is not None else f"not mapped ({path[-1].kind.value})"))
+        last = path[-1]
+        if pa is not None:
+            outcome = f"{pa:#x}"
+        elif last.kind is Kind.UNKNOWN:  # not "not mapped": the walk could not tell
+            outcome = f"unknown ({last.hw.reason})"
+        else:
+            outcome = f"not mapped ({last.kind.value})"
+        click.echo(f"\n{address:#x} -> {outcome}")

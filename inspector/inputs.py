@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from archs.common import Arch, PagingMode
 
 from .entry import ENTRY_BYTES
-from .reader import ReadError
+from .reader import RefusedRead
 
 U64 = 1 << 64
 MAX_TIMEOUT = 24 * 3600.0  # a day: longer is a typo, and select()/settimeout() refuse huge values
@@ -138,7 +138,7 @@ def check_root_table(pa: int, read: Callable[[], bytes], ram_known: bool, what: 
     memory that is not there, so it is refused with the way to tell (--vmlinux)."""
     try:
         data = read()
-    except ReadError as exc:
+    except RefusedRead as exc:
         raise outside(pa, f"the target cannot read it ({exc})", what) from None
     if not ram_known and not any(data):
         raise InputError(what, f"the root table at {pa:#x} reads as all zeros: it is outside the readable "

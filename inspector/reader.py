@@ -15,6 +15,11 @@ class ReadError(Exception):
     """A physical read the target could not serve."""
 
 
+class RefusedRead(ReadError):
+    """The target answered that this memory cannot be read (a gdbstub's error reply), as opposed to
+    failing: the walk names the table and goes on with the others."""
+
+
 class PhysReader(Protocol):
     """Reads guest-physical memory."""
 
@@ -104,7 +109,7 @@ class TableCache:
             return
         try:
             datas = read_many([(pa, size) for pa in wanted])
-        except ReadError:  # one is unreadable: each is read alone, and the walk names that one
+        except RefusedRead:  # one is unreadable: each is read alone, and the walk names that one
             return
         for pa, data in zip(wanted, datas):
             self._store((pa, size), data)

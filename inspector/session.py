@@ -112,7 +112,7 @@ class Session:
         return bool(getattr(self.reader, "ram_known", True))
 
     def root_table(self, root: Root) -> bytes:
-        """The root's whole table (ReadError when the target cannot read it)."""
+        """The root's whole table (RefusedRead when the target says it cannot be read)."""
         return self.tables.table(root.pa, root.mode.levels[0].entries * ENTRY_BYTES)
 
     def register_root(self, upper: bool) -> int:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
-from .reader import PhysReader, ReadError, TableCache
+from .reader import PhysReader, RefusedRead, TableCache
 
 TEMPLATES = 4096  # decoded leaf templates kept per level
 FAILED_TEMPLATES = 64  # leaves of a level whose frame bits were sought in vain before it stops seeking
@@ -449,7 +449,7 @@ class Walker:
         assert dec.next_table is not None
         try:
             self.tables.table(dec.next_table, self.table_bytes(depth + 1))
-        except ReadError as exc:
+        except RefusedRead as exc:
             return f"table {dec.next_table:#x} cannot be read: {exc}"
         return None
 

@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 from archs import ARCH_NAMES, get_arch
 
-from ..reader import ReadError
+from ..reader import RefusedRead
 from ..runstate import Marker, warn
 from .rsp import RspClient, RspError, RspRefused, StopReply
 
@@ -37,7 +37,7 @@ class GdbstubError(Exception):
     """The gdbstub target cannot do what was asked."""
 
 
-class GdbstubReadError(GdbstubError, ReadError):
+class GdbstubReadError(GdbstubError, RefusedRead):
     """The stub refused to read some physical memory (an error reply): the walk names the table."""
 
 

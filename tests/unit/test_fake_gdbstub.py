@@ -348,3 +348,41 @@ def test_the_run_after_a_killed_one_says_so_and_undoes_it(stub_factory, tmp_path
     assert stub.phys == b"0"  # the mode the killed run found is restored
     assert stub.packets[-1].startswith(b"D") != keep
     assert not list((tmp_path / "cache" / "runs").glob("*.json"))
+
+
+def refuse(conn: socket.socket, good: bytes) -> bool:
+    conn.sendall(frame(b"E14"))  # what a stub answers a read it cannot serve
+    return True
+
+
+@pytest.mark.parametrize("command", [["dump"], ["translate", "0x1000"], ["snapshot", "OUT"]])
+@pytest.mark.parametrize("root,faults,expect", [
+    ("0x100000", {}, "reads as all zeros"),  # beyond the fake's 64 KiB of RAM: QEMU reads zeros there
+    ("0x8000", {"m8000,": refuse}, "the target cannot read it"),  # the stub refuses the root's read
+], ids=["zeros-beyond-ram", "refused"])
+def test_a_root_outside_readable_memory_is_refused_by_name(stub_factory, tmp_path: Path, command: list[str],
+                                                           root: str, faults: dict[str, Fault], expect: str) -> None:
+    """Never an empty table: the root is named and said to be outside the readable memory, and the
+    VM is left as it was (mode restored, detached)."""
+    stub = stub_factory(faults)
+    out = tmp_path / "snap.json"
+    args = [str(out) if a == "OUT" else a for a in command]
+    code, stdout, err = run(args[0], "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--root", root, *args[1:])
+    assert code == 2 and f"the root table at {root}" in err and expect in err, err
+    assert "outside the readable physical memory" in err and "Traceback" not in err
+    assert stdout == "" and not out.exists()
+    assert stub.phys == b"0" and stub.packets[-1].startswith(b"D") and not stub.forbidden()
+
+
+def test_a_lower_table_the_stub_refuses_is_an_unknown_entry_naming_it(stub_factory) -> None:
+    """The PTE table at 0x4000 refused: its PMD entry is `unknown` and names it; the rest is walked."""
+    stub = stub_factory({"m4000,": refuse})
+    code, out, err = kernel_dump(stub)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if not line.startswith(("#", "va "))]
+    assert [line.split()[0] for line in lines] == ["0xffffffff80000000", "0xffffffff80200000"], out
+    assert "unknown" in lines[0] and "table 0x4000 cannot be read" in lines[0] and "E14" in lines[0], lines[0]
+    code, out, err = run("translate", "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--kernel",
+                         "0xffffffff80001234")
+    assert code == 0 and out.splitlines()[-1].startswith("0xffffffff80001234 -> unknown (table 0x4000 cannot be "
+                                                          "read"), out + err
