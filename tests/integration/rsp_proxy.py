@@ -10,10 +10,12 @@ the target; `violations` is the rule the proxy test asserts.
 from __future__ import annotations
 
 import re
+import select
 import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 TIMEOUT = 30.0  # seconds any one socket operation may wait
@@ -183,7 +185,7 @@ class Proxy:
         self._sockets: list[socket.socket] = []
         self._start(self._accept)
 
-    def _start(self, target, *args) -> None:
+    def _start(self, target: Callable[..., None], *args: object) -> None:
         t = threading.Thread(target=target, args=args, daemon=True)
         self._threads.append(t)
         t.start()
@@ -196,6 +198,7 @@ class Proxy:
                 continue
             except OSError:
                 return
+            client.settimeout(TIMEOUT)  # bounds a send to a peer that stopped reading
             stub = socket.create_connection(self.upstream, timeout=TIMEOUT)
             session = Session()
             self.sessions.append(session)
@@ -204,13 +207,11 @@ class Proxy:
             self._start(self._pump, stub, client, Parser("stub"), session)
 
     def _pump(self, src: socket.socket, dst: socket.socket, parser: Parser, session: Session) -> None:
-        src.settimeout(0.2)
         try:
             while not self._closing.is_set():
-                try:
-                    data = src.recv(65536)
-                except TimeoutError:
+                if not select.select([src], [], [], 0.2)[0]:
                     continue
+                data = src.recv(65536)
                 if not data:
                     break
                 session.add(parser.feed(data))  # recorded before it is forwarded

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for
+from inspector.vm.images import KernelImage, ensure_image, image_for
 from inspector.vm.manifest import Manifest, parse
 from inspector.vm.qemu import boot
 from inspector.vm.state import VM
@@ -38,7 +38,7 @@ BEYOND_RAM = 0x200_0000_0000
 
 
 @pytest.fixture(scope="module", params=ARCHES, ids=[f"{a}-{s}" for a, s in ARCHES])
-def live_vm(request) -> Iterator[tuple[VM, object]]:
+def live_vm(request: pytest.FixtureRequest) -> Iterator[tuple[VM, KernelImage]]:
     arch, series = request.param
     image = ensure_image(image_for(arch, series))
     vm = boot(arch, series, detach=False)
@@ -58,8 +58,8 @@ def status(vm: VM) -> str:
         return qmp.execute("query-status")["status"]
 
 
-def proxied(vm: VM, name: str, *args: str, watch: bool = False, capsys=None) -> tuple[subprocess.CompletedProcess,
-                                                                                      Session]:
+def proxied(vm: VM, name: str, *args: str, watch: bool = False,
+            capsys: pytest.CaptureFixture[str] | None = None) -> tuple[subprocess.CompletedProcess, Session]:
     """`ptinspect NAME ARGS --gdb PROXY`, and the assertions every live command must pass: only
     read-only requests (watch: its debug requests too), the physical-memory mode as it was, the
     session ended by a detach the stub accepted (QEMU resumes the VM then) and the VM running."""
@@ -74,7 +74,8 @@ def proxied(vm: VM, name: str, *args: str, watch: bool = False, capsys=None) -> 
     counts = dict(sorted(session.counts().items()))
     if capsys is not None:
         with capsys.disabled():
-            print(f"\n[proxy] {vm.arch} {name} {' '.join(args[:2])}: exit {proc.returncode}, {counts}", flush=True)
+            shown = " ".join(Path(a).name if a.startswith("/") else a for a in args[:2])
+            print(f"\n[proxy] {vm.arch} {name} {shown}: exit {proc.returncode}, {counts}", flush=True)
     assert violations(session, watch) == [], violations(session, watch)
     sets = phys_mode_sets(session)
     assert sets[:1] == [b"1"] and set(sets) <= {b"1", mode}, sets  # switched on, then back to what it was
