@@ -1,6 +1,6 @@
 """The README's Python API examples, run as written against a vmcore, a drgn Program and a live VM,
-and their results checked against the guest kernel's own view: /proc/PID/pagemap (frames, uffd-wp)
-and PAGEMAP_SCAN's PAGE_IS_SOFT_DIRTY (the entry's own soft-dirty bit), as the workload recorded them.
+and their results checked against the guest kernel's own view: /proc/PID/pagemap (frames, swap and
+marker entries, uffd-wp, soft-dirty), as the workload recorded it.
 
 One x86-64 VM: its kernel has both CONFIG_MEM_SOFT_DIRTY and uffd-wp, and the workload makes
 uffd-wp protected present pages.  Fails, never skips, when QEMU or the kernel image is missing.
@@ -35,7 +35,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PTINSPECT = [sys.executable, "-m", "commands.cli"]
-PAGE_IS_SOFT_DIRTY = 1 << 7  # include/uapi/linux/fs.h (7.2): the entry's own bit (pagemap_page_category)
 
 
 def readme_blocks(section: str = "## Python API") -> list[str]:
@@ -55,8 +54,14 @@ def ptinspect_module() -> Any:
 
 
 def check_rows(manifest: Manifest, pid: int, rows: list[Row], what: str) -> tuple[int, int, int]:
-    """The API's rows against the kernel's pagemap (every mapped page of the workload) and its
-    PAGEMAP_SCAN soft-dirty category; (pages compared, soft-dirty pages, uffd-wp pages)."""
+    """The API's rows against the kernel's pagemap for every mapped page of the workload; returns
+    (pages compared, soft-dirty pages, uffd-wp pages).
+
+    uffd-wp: PM_UFFD_WP is the entry's own bit (pte_uffd_wp / pte_swp_uffd_wp).  Soft-dirty:
+    PM_SOFT_DIRTY is the entry's bit OR the VMA's VM_SOFTDIRTY (pte_to_pagemap_entry, 7.2
+    fs/proc/task_mmu.c:2036 and :2081; PAGEMAP_SCAN ORs it too, :2709), so an entry's soft-dirty bit
+    must show in the pagemap, and where the VMA is not soft-dirty (smaps VmFlags without "sd") the
+    two must agree."""
     doc = {"entries": [item_record(r) for r in rows]}
     mismatches, compared = compare(manifest, doc, pid)
     assert not mismatches, f"{what}: " + "\n".join(map(str, mismatches[:40]))
@@ -67,15 +72,18 @@ def check_rows(manifest: Manifest, pid: int, rows: list[Row], what: str) -> tupl
     for region in manifest.regions:
         if region.pid != pid or region.status not in MAPPED_STATUSES:
             continue
+        vma_soft_dirty = region.vma is None or "sd" in region.vma.flags
         for page in region.pages:
             i = bisect.bisect_right(starts, page.va) - 1
             row = rows[i] if i >= 0 and page.va < rows[i].va + rows[i].size else None
-            if row is None or page.scan is None:
+            if row is None:
                 continue
-            if (page.scan & PAGE_IS_SOFT_DIRTY != 0) != ("soft-dirty" in row.soft):
-                wrong.append(f"{region.name} {page.va:#x}: PAGEMAP_SCAN soft-dirty "
-                             f"{bool(page.scan & PAGE_IS_SOFT_DIRTY)}, row.soft {row.soft} ({row.flags})")
-            soft_dirty += "soft-dirty" in row.soft
+            pte_soft_dirty = "soft-dirty" in row.soft
+            if (pte_soft_dirty and not page.pagemap.soft_dirty) or (
+                    not vma_soft_dirty and pte_soft_dirty != page.pagemap.soft_dirty):
+                wrong.append(f"{region.name} {page.va:#x}: pagemap soft-dirty {page.pagemap.soft_dirty}, "
+                             f"row.soft {row.soft} ({row.flags})")
+            soft_dirty += pte_soft_dirty
             if page.pagemap.present:
                 assert page.pagemap.uffd_wp == ("uffd" in row.soft), (region.name, hex(page.va), row.soft)
                 uffd += "uffd" in row.soft
@@ -83,7 +91,7 @@ def check_rows(manifest: Manifest, pid: int, rows: list[Row], what: str) -> tupl
     return compared, soft_dirty, uffd
 
 
-def drgn_over_qmp(machine: VM, vmlinux: Path, pid: int) -> list[Row]:
+def drgn_over_qmp(machine: VM, vmlinux: Path, config: Path, pid: int) -> list[Row]:
     """from_drgn on a live kernel: drgn reading the stopped guest over QMP with the vmlinux's debug info."""
     import drgn
     from drgn.helpers.linux.pid import find_task
@@ -95,7 +103,7 @@ def drgn_over_qmp(machine: VM, vmlinux: Path, pid: int) -> list[Row]:
         prog = drgn.Program()
         prog.set_qemu_qmp(os.dup(conn.fileno()))
         prog.load_debug_info([str(vmlinux)])
-        with api.from_drgn(prog) as target:
+        with api.from_drgn(prog, config_file=config) as target:
             rows = list(target.walk(find_task(prog, pid).mm))
         del prog
         with contextlib.suppress(OSError):
@@ -115,13 +123,14 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     proc = subprocess.run([*PTINSPECT, "vmcore", "--qmp", machine.qmp, "--vmlinux", str(image.vmlinux),
                            "--format", "elf", str(vmcore)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    live_drgn = drgn_over_qmp(machine, image.vmlinux, pid)
+    live_drgn = drgn_over_qmp(machine, image.vmlinux, image.config, pid)
 
     blocks = readme_blocks()
     assert len(blocks) == 3, "the README's Python API section has changed: update this test"
     monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "ptinspect", ptinspect_module())
-    ns: dict[str, Any] = {"vmcore": str(vmcore), "vmlinux": str(image.vmlinux), "gdbstub": machine.gdb, "pid": pid}
+    ns: dict[str, Any] = {"vmcore": str(vmcore), "vmlinux": str(image.vmlinux), "config": str(image.config),
+                          "gdbstub": machine.gdb, "pid": pid}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), ns)  # noqa: S102 - the README's own examples
 
@@ -134,7 +143,7 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     assert hit.pa == rows[0].entry.phys(rows[0].va) and hit.leaf.hw.raw == rows[0].raw
     page = next(p for r in manifest.regions if r.pid == pid and r.status in MAPPED_STATUSES
                 for p in r.pages if p.pagemap.present)
-    with api.open_target(vmcore, vmlinux=image.vmlinux) as t:  # the guest's pfn for one of its pages
+    with api.open_target(vmcore, vmlinux=image.vmlinux, config_file=image.config) as t:  # the guest's pfn for one of its pages
         assert t.translate(page.va, pid).pa == page.pagemap.pfn * manifest.page_size
     assert not ns["report"].failed, [f.message for f in ns["report"].findings]
     assert (tmp_path / "core.json").is_file() and ns["core"].label == ns["tables"].label
