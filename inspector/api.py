@@ -197,21 +197,27 @@ class Target:
                  snapshot_file: Snapshot | None = None, no_kernel: str | None = None) -> None:
         self.session = session
         self.snapshot_file = snapshot_file
+        self._facts = session.facts if session is not None else None  # kept after close: rows still decode
         self._stack = stack
+        if session is not None:
+            self._source, self._arch = session.source, session.arch.name
+        else:
+            assert snapshot_file is not None
+            self._source, self._arch = f"snapshot {snapshot_file.name}", snapshot_file.arch.name
         self._no_kernel = no_kernel  # why processes cannot be found (a drgn program without debug info)
 
     @property
     def source(self) -> str:
-        return self.session.source if self.session is not None else f"snapshot {self._snap().name}"
+        return self._source
 
     @property
     def arch(self) -> str:
-        return self.session.arch.name if self.session is not None else self._snap().arch.name
+        return self._arch
 
     @property
     def facts(self) -> KernelFacts:
         """The kernel release, layout and facts with their sources."""
-        return self.session.facts if self.session is not None else self._snap().facts
+        return self._facts if self._facts is not None else self._snap().facts
 
     @property
     def release(self) -> str | None:

@@ -151,6 +151,9 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     # Block 2 (drgn on the vmcore): the same rows as ptinspect's own reading; uffd-wp pages found.
     assert [(r.va, r.raw) for r in ns["drgn_rows"]] == [(r.va, r.raw) for r in rows]
     assert ns["uffd_wp"], "the workload's uffd-wp protected pages are missing"
+    # 7.2's one uffd bit is write-protect only (VM_UFFD_RWP is 7.3: include/linux/userfaultfd_k.h).
+    assert {ns["tables"].uffd_mode(r) for r in ns["uffd_wp"]} == {"wp"}
+    assert ns["tables"].record(ns["uffd_wp"][0])["soft"] == list(ns["uffd_wp"][0].soft)
     results["drgn over QMP"] = check_rows(manifest, pid, live_drgn, "drgn over QMP")
 
     # Block 3 (gdbstub): the live walk matches the pagemap; the VM was stopped throughout, so the
