@@ -91,6 +91,11 @@ def check_rows(manifest: Manifest, pid: int, rows: list[Row], what: str) -> tupl
     return compared, soft_dirty, uffd
 
 
+def qemu_running(machine: VM) -> bool:
+    with Qmp(machine.qmp, timeout=30) as qmp:
+        return bool(qmp.execute("query-status")["running"])
+
+
 def drgn_over_qmp(machine: VM, vmlinux: Path, config: Path, pid: int) -> list[Row]:
     """from_drgn on a live kernel: drgn reading the stopped guest over QMP with the vmlinux's debug info."""
     import drgn
@@ -160,6 +165,16 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     # live snapshot equals the vmcore's.
     results["gdbstub"] = check_rows(manifest, pid, ns["live_rows"], "gdbstub")
     assert ns["changes"].equal, [(d.status, hex(d.start), d.text) for d in ns["changes"].deltas[:10]]
+    # The run state: the gdbstub's close let the VM run (a detach resumes it); a target holds it
+    # stopped while open and restores it on close, over the gdbstub and over QMP.
+    assert qemu_running(machine)
+    with api.open_target(machine.gdb, vmlinux=image.vmlinux, config_file=image.config) as t:
+        assert not qemu_running(machine)
+        assert [(r.va, r.level) for r in t.walk(pid, kinds=[api.Kind.MARKER])]
+    assert qemu_running(machine)
+    with api.open_target(machine.qmp, vmlinux=image.vmlinux, config_file=image.config) as t:
+        results["qmp"] = check_rows(manifest, pid, list(t.walk(pid)), "qmp")
+    assert qemu_running(machine)
     for what, (_, soft_dirty, uffd) in results.items():
         assert soft_dirty > 0 and uffd > 0, f"{what}: no soft-dirty ({soft_dirty}) or uffd-wp ({uffd}) page checked"
     with capsys.disabled():
