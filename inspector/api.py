@@ -379,7 +379,7 @@ def from_drgn(prog: Any, *, config_file: str | os.PathLike[str] | None = None) -
     try:
         attach_program_kernel(session, prog, Path(config_file) if config_file is not None else None)
     except SessionError as exc:  # no debug info: the kernel root and raw roots still walk
-        no_kernel = f"processes need the kernel's debug info: {exc}"
+        no_kernel = str(exc)
     return Target(session, stack, no_kernel=no_kernel)
 
 

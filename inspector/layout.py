@@ -191,8 +191,8 @@ def program_layout(prog: Any, arch: str) -> KernelLayout:
     try:
         return _extract(prog, arch)
     except LookupError as exc:
-        raise LayoutError(f"the drgn program lacks the kernel's debug info ({exc}): load it "
-                          "(drgn -s VMLINUX, or prog.load_debug_info([VMLINUX]))") from None
+        raise LayoutError(f"the drgn program has not loaded the kernel's debug info ({exc}), which processes "
+                          "and VMAs need: load it (drgn -s VMLINUX, or prog.load_debug_info([VMLINUX]))") from None
 
 
 def _extract(prog: Any, arch: str) -> KernelLayout:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import drgn
 import pytest
 
 from inspector import api
@@ -98,7 +99,6 @@ def qemu_running(machine: VM) -> bool:
 
 def drgn_over_qmp(machine: VM, vmlinux: Path, config: Path, pid: int) -> list[Row]:
     """from_drgn on a live kernel: drgn reading the stopped guest over QMP with the vmlinux's debug info."""
-    import drgn
     from drgn.helpers.linux.pid import find_task
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -160,6 +160,13 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     assert {ns["tables"].uffd_mode(r) for r in ns["uffd_wp"]} == {"wp"}
     assert ns["tables"].record(ns["uffd_wp"][0])["soft"] == list(ns["uffd_wp"][0].soft)
     results["drgn over QMP"] = check_rows(manifest, pid, live_drgn, "drgn over QMP")
+    bare = drgn.Program()  # no debug info: the kernel root (VMCOREINFO) walks, a process is one clear error
+    bare.set_core_dump(str(vmcore))
+    with api.from_drgn(bare) as t:
+        with api.open_target(vmcore) as own:
+            assert [(r.va, r.raw) for r in t.walk(kernel=True)] == [(r.va, r.raw) for r in own.walk(kernel=True)]
+        with pytest.raises(api.Error, match="debug info"):
+            t.tables(pid)
 
     # Block 3 (gdbstub): the live walk matches the pagemap; the VM was stopped throughout, so the
     # live snapshot equals the vmcore's.
