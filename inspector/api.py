@@ -245,6 +245,8 @@ class Target:
             comm = which
         elif which is not None:
             mm = which
+        if sum(x is not None for x in (pid, comm, mm, root)) + kernel > 1:
+            raise Error("give one root: a pid, a command name, an mm_struct, kernel=True or root=PA")
         if self.snapshot_file is not None:
             if (pid, comm, mm, root) != (None, None, None, None) or kernel or upper:
                 raise Error(f"{self.snapshot_file.name} holds one root ({self.snapshot_file.label}): choose none")

@@ -74,3 +74,8 @@ def test_a_snapshot_that_is_not_one_is_an_error(tmp_path: Path) -> None:
 def test_a_gdbstub_that_does_not_answer_is_an_error() -> None:
     with pytest.raises(api.Error, match="127.0.0.1:1"):
         api.open_target("127.0.0.1:1", timeout=1)
+
+
+def test_one_root_at_a_time(snapshot_file: Path) -> None:
+    with api.open_target(snapshot_file) as t, pytest.raises(api.Error, match="give one root"):
+        t.tables(1, kernel=True)
