@@ -208,6 +208,12 @@ class Decoded:
     notes: tuple[str, ...] = ()  # facts a reader must not miss (inverted PFN...)
     reason: str | None = None  # why the kind is unknown
 
+    @property
+    def soft(self) -> tuple[str, ...]:
+        """The kernel's software bits set here under their arch-neutral names (soft_bits), the
+        softleaf's own flags included: "uffd", "soft-dirty", "exclusive", "saved-dirty"..."""
+        return soft_bits(self.flags + self.softleaf.arch_flags if self.softleaf else self.flags)
+
 
 # The kernel's software bits under one name for every architecture, from the kernel's own naming of
 # them (x86 _PAGE_UFFD_WP / _PAGE_SWP_UFFD, arm64 PTE_UFFD_WP, riscv _PAGE_SOFT_DIRTY ...): a script

@@ -20,6 +20,7 @@ COMMANDS = {
     "diff": ("commands.diff", "diff"),
     "validate": ("commands.validate", "validate"),
     "watch": ("commands.watch", "watch"),
+    "gdb-path": ("commands.gdb_path", "gdb_path"),
 }
 
 
@@ -34,6 +35,18 @@ class LazyGroup(click.Group):
             return None
         module, attr = COMMANDS[cmd_name]
         return getattr(importlib.import_module(module), attr)
+
+
+def option_names() -> dict[str, list[str]]:
+    """Each subcommand's option names: what `pt SUBCOMMAND` completes on TAB in gdb
+    (commands/gdb_pt.py asks this once of ptinspect's Python; gdb's own has no click)."""
+    ctx = click.Context(main)
+    out = {}
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert command is not None
+        out[name] = sorted(o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("-"))
+    return out
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,6 +7,7 @@ connection is made.  The commands take the CLI's options, without --gdb.
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -55,6 +56,22 @@ pt decode --arch arm64 --kernel 7.2 VALUE"""
         super().__init__("pt", gdb.COMMAND_DATA, prefix=True)
 
 
+_OPTIONS: dict[str, list[str]] = {}
+
+
+def options(name: str) -> list[str]:
+    """The CLI options of a subcommand, asked once of ptinspect's Python (gdb's has no click)."""
+    if not _OPTIONS:
+        try:
+            proc = subprocess.run([python(), "-c", "import json; from commands.cli import option_names; "
+                                   "print(json.dumps(option_names()))"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=30)
+            _OPTIONS.update(json.loads(proc.stdout))
+        except (OSError, ValueError, subprocess.SubprocessError):
+            return []  # no completion rather than an error in the middle of typing
+    return _OPTIONS.get(name, [])
+
+
 EXIT_TIMEOUT = 120  # seconds a child may take to finish its output after its last read (a large table)
 
 
@@ -63,6 +80,14 @@ class PtCommand(gdb.Command):
         self.name = name
         self.__doc__ = f"{doc}\nOptions: pt {name} --help"
         super().__init__(f"pt {name}", gdb.COMMAND_DATA)
+
+    def complete(self, text: str, word: str | None) -> object:
+        """TAB: the subcommand's options; anything else is a file name (snapshots, output files)."""
+        token = "" if not text or text[-1].isspace() else text.split()[-1]
+        if not token.startswith("-"):
+            return gdb.COMPLETE_FILENAME
+        cut = len(token) - len(word or "")  # gdb replaces only `word`, the text after the last '-'
+        return [o[cut:] for o in options(self.name) if o.startswith(token)]
 
     def invoke(self, argument: str, from_tty: bool) -> None:
         try:

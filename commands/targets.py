@@ -13,19 +13,14 @@ from pathlib import Path
 import click
 
 from inspector import runstate
-from inspector.reader import ReadError
-from inspector.session import Session, SessionError, Target, start
-from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
-from inspector.targets.gdbstub import GdbstubError, GdbstubTarget
+from inspector.opening import ERRORS, open_target, opened
+from inspector.session import Session, Target
 from inspector.targets.pipe import ENV as PIPE_ENV
-from inspector.targets.pipe import PipeError, PipeTarget
-from inspector.vmcoreinfo import VmcoreinfoError
-from inspector.vmlinux import VmlinuxError
+from inspector.targets.pipe import PipeTarget
 
 from .options import TIMEOUT
 
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
-ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
 
 
 def target_options(func: Callable) -> Callable:
@@ -59,14 +54,9 @@ def _open_target(gdb_address: str | None, vmcore: Path | None, kcore: bool, qmp:
         raise click.UsageError(f"give only one target, not {' and '.join(chosen)}")
     if keep_stopped and (vmcore or kcore):
         raise click.UsageError("--keep-stopped applies to a live VM (--gdb, --qmp)")
-    if gdb_address:
-        return GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
-    if vmcore:
-        return open_vmcore(vmcore)
-    if kcore:
-        return open_kcore()
-    if qmp:
-        return QmpTarget(qmp, keep_stopped=keep_stopped, timeout=timeout)
+    if chosen:
+        return open_target(gdb_address=gdb_address, vmcore=vmcore, kcore=kcore, qmp=qmp, keep_stopped=keep_stopped,
+                           timeout=timeout)
     if os.environ.get(PIPE_ENV):  # a `pt` command inside gdb (commands/gdb_pt.py)
         return PipeTarget(os.environ[PIPE_ENV])
     raise click.UsageError("choose a target: --gdb HOST:PORT, --vmcore FILE, --kcore or --qmp SOCKET")
@@ -81,39 +71,16 @@ def target_chosen(target: dict) -> bool:
 def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Path | None,
                  keep_stopped: bool, timeout: float, vmcore: Path | None = None, kcore: bool = False,
                  qmp: str | None = None) -> Iterator[Session]:
-    """A session on the chosen target; user mistakes become one clear error line.
-
-    SIGTERM and SIGHUP end it as Ctrl-C does: the target is closed (physical-memory mode
-    restored, the VM resumed or left in its run state) whatever ends the command, and a failure
-    to close is reported without hiding the error that ended the command."""
+    """A session on the chosen target (inspector.opening.opened); user mistakes become one clear
+    error line.  SIGTERM and SIGHUP end it as Ctrl-C does, so the target is closed whatever ends
+    the command."""
     with runstate.terminating():
         try:
             target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
         except ERRORS as exc:
             raise click.ClickException(str(exc)) from None
-        session = None
         try:
-            session = start(target, vmlinux, config_file)
-            yield session
-        except BaseException as exc:
-            problem = _close(target, session)
-            if problem:  # the error that ended the command comes first
-                runstate.warn(problem)
-            if isinstance(exc, ERRORS):
-                raise click.ClickException(str(exc)) from None
-            raise
-        problem = _close(target, session)
-        if problem:
-            raise click.ClickException(problem)
-
-
-def _close(target: Target, session: Session | None) -> str | None:
-    """Close the target with SIGTERM/SIGHUP held off; what went wrong, if anything."""
-    if session is not None:
-        session.kernel = None
-    with runstate.deferred():
-        try:
-            target.close()
+            with opened(target, vmlinux, config_file) as session:
+                yield session
         except ERRORS as exc:
-            return str(exc)
-    return None
+            raise click.ClickException(str(exc)) from None

@@ -20,6 +20,37 @@ class Row:
     entry: Entry
     vma: Vma | None
 
+    # What a script asks of an entry most, without going through .entry.hw (the Python API's rows).
+    @property
+    def va(self) -> int:
+        return self.entry.va
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+    @property
+    def level(self) -> str:
+        return self.entry.ref.level
+
+    @property
+    def raw(self) -> int:
+        return self.entry.hw.raw
+
+    @property
+    def kind(self) -> Kind:
+        return self.entry.kind
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The set bits by the kernel's names for this architecture."""
+        return self.entry.hw.flags
+
+    @property
+    def soft(self) -> tuple[str, ...]:
+        """The kernel's software bits under arch-neutral names ("uffd", "soft-dirty", ...)."""
+        return self.entry.hw.soft
+
 
 @dataclass(frozen=True)
 class RunRows:

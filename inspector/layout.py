@@ -185,6 +185,16 @@ def extract(vmlinux: Path) -> KernelLayout:
         raise LayoutError(f"{vmlinux}: {exc}") from None
 
 
+def program_layout(prog: Any, arch: str) -> KernelLayout:
+    """The layout from a drgn Program that already holds the kernel's debug info (a user's drgn
+    session): run-time addresses, so no KASLR offset applies; nothing is loaded a second time."""
+    try:
+        return _extract(prog, arch)
+    except LookupError as exc:
+        raise LayoutError(f"the drgn program has not loaded the kernel's debug info ({exc}), which processes "
+                          "and VMAs need: load it (drgn -s VMLINUX, or prog.load_debug_info([VMLINUX]))") from None
+
+
 def _extract(prog: Any, arch: str) -> KernelLayout:
     import drgn
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from archs.common import Decoded, KernelFacts, Kind, soft_bits
+from archs.common import Decoded, KernelFacts, Kind
 from archs.versions import Layout
 
 from .dump import Range, Row, RunRows
@@ -37,7 +37,7 @@ def decoded_record(dec: Decoded) -> dict[str, Any]:
     if dec.next_table is not None:
         rec["next_table"] = hx(dec.next_table)
     rec["flags"] = list(dec.flags)
-    soft = soft_bits(dec.flags + dec.softleaf.arch_flags if dec.softleaf else dec.flags)
+    soft = dec.soft
     if soft:
         rec["soft"] = list(soft)
     if dec.fields:
@@ -98,7 +98,7 @@ def uffd_mode(dec: Decoded, vma: Vma | None, layout: Layout | None) -> str | Non
     """What the uffd bit of an entry tracks: until 7.3 it is write-protect only; from 7.3 the one
     bit serves VM_UFFD_WP and VM_UFFD_RWP VMAs and only the VMA tells which
     (userfaultfd_pte_wp/_rwp, include/linux/userfaultfd_k.h 7.3)."""
-    if "uffd" not in soft_bits(dec.flags + dec.softleaf.arch_flags if dec.softleaf else dec.flags):
+    if "uffd" not in dec.soft:
         return None
     if layout is None:
         return "unknown (the kernel release is not known)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from archs import get_arch
 from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_int
@@ -23,7 +23,7 @@ from .dumpfile import ExcludedPage
 from .entry import ENTRY_BYTES
 from .facts import read_config_file
 from .kernel import KernelError, Vma
-from .layout import LayoutError, layout_for
+from .layout import KernelLayout, LayoutError, layout_for, program_layout
 from .rawkernel import RawKernel
 from .reader import PhysReader, ReadError, TableCache
 from .vmcoreinfo import VmcoreinfoError, check_vmlinux, parse
@@ -152,11 +152,11 @@ class Session:
         return bytes(out)
 
     def root(self, *, pid: int | None = None, comm: str | None = None, kernel: bool = False,
-             root_pa: int | None = None, upper: bool = False) -> Root:
-        """The root a command asked for."""
+             root_pa: int | None = None, upper: bool = False, mm: int | None = None) -> Root:
+        """The root a command asked for (`mm`: the address of an mm_struct, as a drgn user holds it)."""
         if root_pa is not None:
             return Root(root_pa, self.mode(upper), upper, f"root {root_pa:#x}")
-        if pid is None and comm is None and not kernel:
+        if pid is None and comm is None and not kernel and mm is None:
             raise SessionError("say what to walk: --pid N, --comm NAME, --kernel or --root PA")
         if self.kernel is None:
             if kernel:
@@ -170,9 +170,12 @@ class Session:
                 label = "init_mm"
                 vmas: tuple[Vma, ...] = ()
             else:
-                task = self.kernel.find_task(pid=pid, comm=comm)
-                mm = self.kernel.task_mm(task)
-                label = f"pid {task.pid} ({task.comm})"
+                if mm is None:
+                    task = self.kernel.find_task(pid=pid, comm=comm)
+                    mm = self.kernel.task_mm(task)
+                    label = f"pid {task.pid} ({task.comm})"
+                else:
+                    label = f"mm_struct {mm:#x}"
                 try:
                     vmas = tuple(self.kernel.vmas(mm))
                     self.kernel.pgd(mm)
@@ -182,7 +185,7 @@ class Session:
         except KernelError as exc:
             raise SessionError(str(exc)) from None
         except ReadError as exc:
-            raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel)} failed: {exc}") from None
+            raise SessionError(f"reading the kernel's {label_of(pid, comm, kernel, mm)} failed: {exc}") from None
         upper = kernel and self.arch.split_roots
         return Root(pa, self.mode(upper), upper, label, vmas, process=not kernel)
 
@@ -197,7 +200,9 @@ def unreadable_mm(label: str, mm: int, exc: KernelError) -> str:
     return text
 
 
-def label_of(pid: int | None, comm: str | None, kernel: bool) -> str:
+def label_of(pid: int | None, comm: str | None, kernel: bool, mm: int | None = None) -> str:
+    if mm is not None:
+        return f"mm_struct {mm:#x}"
     return "init_mm" if kernel else f"task {pid if pid is not None else repr(comm)}"
 
 
@@ -227,12 +232,17 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
         session = Session(target, arch, target.read_registers(), target.source)
         if vmlinux is not None:
             attach_kernel(session, vmlinux, config_file)
+    _set_ram(session)
+    return session
+
+
+def _set_ram(session: Session) -> None:
+    """Once the kernel is known, the target's RAM is its memblock.memory."""
     if session.kernel is not None:
         try:
-            target.set_ram(session.kernel.ram_ranges())
+            session.reader.set_ram(session.kernel.ram_ranges())  # type: ignore[attr-defined]
         except (KernelError, SessionError, ReadError) as exc:
             raise SessionError(f"cannot read the kernel's memblock.memory (its map of RAM): {exc}") from None
-    return session
 
 
 def _kernel_root_from_vmcoreinfo(session: Session) -> None:
@@ -279,6 +289,22 @@ def _set_kernel(session: Session, vmlinux: Path, kaslr_offset: int, config_file:
         layout = layout_for(vmlinux)
     except LayoutError as exc:
         raise SessionError(str(exc)) from None
+    _use_layout(session, layout, kaslr_offset, config_file)
+
+
+def attach_program_kernel(session: Session, prog: Any, config_file: Path | None = None) -> None:
+    """Read the kernel of a VMCOREINFO session with the layout of the drgn Program it reads from
+    (the debug info that program loaded, which drgn matched to the kernel itself); RAM becomes the
+    kernel's memblock.memory as in start()."""
+    try:
+        layout = program_layout(prog, session.arch.name)
+    except LayoutError as exc:
+        raise SessionError(str(exc)) from None
+    _use_layout(session, layout, 0, config_file)
+    _set_ram(session)
+
+
+def _use_layout(session: Session, layout: KernelLayout, kaslr_offset: int, config_file: Path | None) -> None:
     session.kernel = RawKernel(layout, session.read_kernel_va, kaslr_offset, session.arch.name)
     try:
         config = read_config_file(config_file) if config_file else None

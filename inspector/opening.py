@@ -1,0 +1,70 @@
+"""Opening a target and ending it: what the CLI's commands and the Python API share.
+
+A live target is stopped while a session reads it; `opened` closes it (restoring QEMU's
+physical-memory mode, resuming the VM or leaving it in its run state) whatever ends the session.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import runstate
+from .reader import ReadError
+from .session import Session, SessionError, Target, start
+from .targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
+from .targets.gdbstub import GdbstubError, GdbstubTarget
+from .targets.pipe import PipeError
+from .vmcoreinfo import VmcoreinfoError
+from .vmlinux import VmlinuxError
+
+# What opening, reading or closing a target raises for a user's mistake or an unreadable target.
+ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
+
+
+class CloseError(SessionError):
+    """The target could not be closed (the VM not resumed, QEMU's memory mode not restored)."""
+
+
+def open_target(*, gdb_address: str | None = None, vmcore: Path | None = None, kcore: bool = False,
+                qmp: str | None = None, keep_stopped: bool = False, timeout: float = 10.0) -> Target:
+    """The one target named (a live one is stopped until closed)."""
+    if gdb_address:
+        return GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
+    if vmcore:
+        return open_vmcore(vmcore)
+    if kcore:
+        return open_kcore()
+    if qmp:
+        return QmpTarget(qmp, keep_stopped=keep_stopped, timeout=timeout)
+    raise SessionError("choose a target: a gdbstub HOST:PORT, a vmcore, /proc/kcore or a QMP socket")
+
+
+def close_target(target: Target, session: Session | None) -> str | None:
+    """Close the target with SIGTERM/SIGHUP held off; what went wrong, if anything."""
+    if session is not None:
+        session.kernel = None
+    with runstate.deferred():
+        try:
+            target.close()
+        except ERRORS as exc:
+            return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def opened(target: Target, vmlinux: Path | None, config_file: Path | None) -> Iterator[Session]:
+    """A session on `target`, closed at the end; a failure to close is a CloseError, or a warning
+    when another error already ends the session (that error comes first)."""
+    session = None
+    try:
+        session = start(target, vmlinux, config_file)
+        yield session
+    except BaseException:
+        problem = close_target(target, session)
+        if problem:
+            runstate.warn(problem)
+        raise
+    problem = close_target(target, session)
+    if problem:
+        raise CloseError(problem)
