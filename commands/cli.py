@@ -20,6 +20,8 @@ COMMANDS = {
     "diff": ("commands.diff", "diff"),
     "validate": ("commands.validate", "validate"),
     "watch": ("commands.watch", "watch"),
+    "summary": ("commands.summary", "summary"),
+    "map": ("commands.map", "map_"),
 }
 
 

@@ -1,0 +1,89 @@
+"""`ptinspect summary`: how a root maps its address space, per VMA and in total."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from tabulate import tabulate
+
+from inspector.dump import bulk_rows
+from inspector.records import layout_label, target_record
+from inspector.summary import Part, Summary, summarize, summary_record
+
+from .dump import checked_range, parse_range, root_options, select_root, selection
+from .options import FORMATS
+from .targets import open_session, target_options
+
+
+def kb(nbytes: int) -> str:
+    """Bytes in kB, as /proc/PID/smaps states its sizes."""
+    return f"{nbytes >> 10}" if nbytes % 1024 == 0 else f"{nbytes / 1024:.1f}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def others(part: Part) -> str:
+    """The non-present kinds of a part: "swap 32(8) marker guard 32(8)" (kB and entries)."""
+    return ", ".join(f"{k} {kb(c.bytes)}({c.entries})" for k, c in part.kinds.items() if k != "present") or "-"
+
+
+def tables(counts: dict[str, int]) -> str:
+    return " ".join(f"{level}:{n}" for level, n in counts.items()) or "-"
+
+
+def vma_rows(summary: Summary) -> list[list[str]]:
+    sizes = summary.sizes()
+    rows = []
+    parts = [*summary.vmas, summary.outside] if summary.outside.kinds else summary.vmas
+    for p in [*parts, summary.total]:
+        v = p.vma
+        name = (v.name + (" [hugetlb]" if p.hugetlb else "")) if v is not None else p.label
+        rng = p.label if v is not None else ""
+        rows.append([rng, v.perms if v else "", name, kb(p.span) if p.span else "-", kb(p.present_bytes),
+                     *(kb(p.sizes[s].bytes) if s in p.sizes else "" for s in sizes),
+                     pct(p.pct(p.huge_bytes)), pct(p.pct(p.cont_bytes)), others(p), tables(p.tables)])
+    return rows
+
+
+def render(summary: Summary, out) -> None:
+    sizes = summary.sizes()
+    head = ["vma", "perms", "name", "size kB", "present kB", *(f"{s} kB" for s in sizes), "huge %", "cont %",
+            "other kinds kB(entries)", "table pages"]
+    out.write(tabulate(vma_rows(summary), head, tablefmt="simple", disable_numparse=True) + "\n\n")
+    t = summary.total
+    out.write(tabulate([[s, t.sizes[s].entries, kb(t.sizes[s].bytes)] for s in sizes],
+                       ["present by mapping size", "entries", "kB"], tablefmt="simple") + "\n\n")
+    out.write(tabulate([[k, c.entries, kb(c.bytes)] for k, c in t.kinds.items()],
+                       ["by kind", "entries", "kB"], tablefmt="simple") + "\n\n")
+    out.write("page-table pages: " + tables(t.tables) + f" ({sum(t.tables.values())} pages, "
+              f"{kb(sum(t.tables.values()) * summary.mode.page_size)} kB)\n")
+    for note in summary.notes:
+        out.write(f"# note: {note}\n")
+
+
+@click.command()
+@target_options
+@root_options
+@click.option("--range", "va_range", metavar="START-END", help="Only entries overlapping this VA range.")
+@click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
+def summary(pid, comm, kernel_root, root_pa, upper, va_range, fmt, **target) -> None:
+    """How a process, the kernel or a raw root maps its address space: per VMA and in total,
+    present bytes by mapping size (base pages, contpte/Svnapot blocks, PMD and PUD leaves),
+    every entry by kind, huge-leaf and contiguous-block coverage, page-table pages per level."""
+    rng = parse_range(va_range) if va_range else None
+    with open_session(**target) as session:
+        root = select_root(session, pid, comm, kernel_root, root_pa, upper)
+        walked = checked_range(session, root, rng)
+        result = summarize(bulk_rows(session, root, walked, None, tables=True), root.mode, root.vmas)
+        out = sys.stdout
+        if fmt == "json":
+            rec = target_record(session, root, selection(pid, comm, kernel_root, root_pa, upper, walked))
+            json.dump(summary_record(result, rec), out, indent=1)
+            out.write("\n")
+            return
+        out.write(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}, "
+                  f"kernel {session.facts.release or 'unknown'} (layout {layout_label(session.facts)})\n")
+        render(result, out)
