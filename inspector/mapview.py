@@ -283,6 +283,7 @@ svg text {{ font: 11px ui-monospace, monospace; fill: #222; }}
 #detail {{ border: 1px solid #ccc; margin: 8px 0; padding: 6px; }}
 #controls button {{ margin-right: 4px; }}
 #status {{ font: 12px ui-monospace, monospace; min-height: 16px; color: #333; }}
+.dlist {{ font: 12px ui-monospace, monospace; cursor: pointer; }}
 </style></head><body>
 <h1>{title}</h1>
 <div id="info">{info}</div>
@@ -296,6 +297,7 @@ svg text {{ font: 11px ui-monospace, monospace; fill: #222; }}
   <span id="window"></span></div>
  <svg id="dsvg" width="{width}" height="70"></svg>
  <div id="status"></div>
+ <ol id="deltas"></ol>
 </div>
 <svg id="overview" width="{width}" height="{height}">
 {svg}
@@ -348,11 +350,12 @@ function draw() {
     r.addEventListener('mousemove', () => { document.getElementById('status').textContent =
       s.cat + ': ' + hex(s.start) + '-' + hex(s.end) + ', ' + s.count + ' entries of ' + human(each) +
       (BigInt(each) !== s.unit ? ' in ' + human(Number(s.unit)) + ' blocks' : ''); });
-    const unitPx = Number(s.unit) * W / Number(span);
-    if (unitPx >= 4 && lines < 4000) {  // entry (or block) boundaries once they are far enough apart
-      let v = a - (a - s.start) % s.unit;
-      for (; v <= b && lines < 4000; v += s.unit, lines++) {
-        if (v > lo) el('line', { x1: px(v), x2: px(v), y1: 4, y2: 4 + H, stroke: '#fff', 'stroke-width': 1 }, svg);
+    // entry boundaries (thin), then contiguous-block boundaries (thick), once far enough apart
+    for (const [step, width] of [[BigInt(each), 1], [s.unit, 3]]) {
+      if (step === BigInt(each) && width === 3) continue;
+      if (Number(step) * W / Number(span) < 4) continue;
+      for (let v = a - (a - s.start) % step; v <= b && lines < 6000; v += step, lines++) {
+        if (v > lo) el('line', { x1: px(v), x2: px(v), y1: 4, y2: 4 + H, stroke: '#fff', 'stroke-width': width }, svg);
       }
     }
   }
@@ -431,6 +434,18 @@ window.addEventListener('mousemove', ev => {
   if (!drag || !cur) return;
   const d = BigInt(Math.round((drag[0] - ev.clientX) * Number(drag[2] - drag[1]) / W));
   setWindow(drag[1] + d, drag[2] + d);
+});
+const list = document.getElementById('deltas');
+deltas.forEach(d => {  // the changes of a diff, each a link to its place
+  const i = rows.findIndex(r => r.start <= d.start && d.start < r.end);
+  const li = document.createElement('li');
+  li.className = 'dlist';
+  li.style.color = D.statusColours[d.status];
+  li.textContent = d.status + ' ' + hex(d.start) + '-' + hex(d.end) + ' ' + d.level + ': ' + d.text;
+  if (i >= 0) {
+    li.onclick = () => { select(i); const pad = (d.end - d.start) / 2n; setWindow(d.start - pad, d.end + pad); };
+  }
+  list.appendChild(li);
 });
 const pick = new URLSearchParams(location.search).get('row') ?? location.hash.slice(1);
 if (rows.length) select(pick !== '' && pick !== null && rows[+pick] ? +pick : rows.reduce((best, r, i) =>
