@@ -29,6 +29,7 @@ COLOURS = {
     "hwpoison": "#000000", "marker guard": "#bab0ac", "marker uffd-wp": "#ff9da7", "marker poison": "#7f3c8d",
     "marker": "#d4a6c8", "swapin-error": "#d37295", "unknown": "#ff00ff",
 }
+CLUSTER_GAP = 1 << 30  # entries outside VMAs further apart than this are drawn in rows of their own
 STATUS_COLOURS = {"added": "#2ca02c", "removed": "#d62728", "changed": "#ff7f0e"}
 
 
@@ -90,6 +91,7 @@ class _Builder:
                      for v in sorted(vmas, key=lambda v: v.start)]
         self.starts = [r.start for r in self.rows]
         self.outside: dict[int, MapRow] = {}  # root slot -> row
+        self.outside_spans: dict[int, list[tuple[int, int]]] = {}  # root slot -> deltas drawn there
         self.categories: dict[str, dict[str, Any]] = {}
 
     def row_of(self, va: int) -> MapRow:
@@ -147,8 +149,27 @@ class _Builder:
             cat, unit = kind_label(e.hw), e.size
         self.add(e.va, e.size, 1, cat, unit)
 
+    def tight(self) -> list[MapRow]:
+        """The rows outside VMAs cut to what they hold: one row per cluster of segments (and deltas)
+        whose gaps are below CLUSTER_GAP, its ends rounded out to one last-level table's span."""
+        table = self.mode.levels[-1].span * self.mode.levels[-1].entries
+        out = []
+        for slot, row in self.outside.items():
+            spans = sorted([(s.start, s.end) for s in row.segments] + self.outside_spans.get(slot, []))
+            clusters: list[list[int]] = []
+            for start, end in spans:
+                if clusters and start - clusters[-1][1] <= CLUSTER_GAP:
+                    clusters[-1][1] = max(clusters[-1][1], end)
+                else:
+                    clusters.append([start, end])
+            for start, end in clusters:
+                lo, hi = max(row.start, start // table * table), min(row.end, -(-end // table) * table)
+                out.append(MapRow(lo, hi, row.label, "", "outside",
+                                  [s for s in row.segments if lo <= s.start < hi]))
+        return out
+
     def model(self) -> MapModel:
-        rows = sorted([*self.rows, *self.outside.values()], key=lambda r: (r.start, r.kind))
+        rows = sorted([*self.rows, *self.tight()], key=lambda r: (r.start, r.kind))
         return MapModel(self.mode, rows, self.categories)
 
 
@@ -164,6 +185,7 @@ def build(items: Iterable[Row | RunRows], mode: PagingMode, vmas: Sequence[Vma],
             b.row(item)  # type: ignore[arg-type]
     for d in deltas:
         b.row_of(d.start)  # a range removed with its VMA still gets a row
+        b.outside_spans.setdefault(d.start >> mode.levels[0].shift, []).append((d.start, d.end))
     m = b.model()
     m.deltas = list(deltas)
     return m
