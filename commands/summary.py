@@ -44,14 +44,14 @@ def vma_rows(summary: Summary) -> list[list[str]]:
         rng = p.label if v is not None else ""
         rows.append([rng, v.perms if v else "", name, kb(p.span) if p.span else "-", kb(p.present_bytes),
                      *(kb(p.sizes[s].bytes) if s in p.sizes else "" for s in sizes),
-                     pct(p.pct(p.huge_bytes)), pct(p.pct(p.cont_bytes)), others(p), tables(p.tables)])
+                     pct(p.pct(p.huge_bytes)), pct(p.pct(p.cont_bytes)), tables(p.tables), others(p)])
     return rows
 
 
 def render(summary: Summary, out) -> None:
     sizes = summary.sizes()
     head = ["vma", "perms", "name", "size kB", "present kB", *(f"{s} kB" for s in sizes), "huge %", "cont %",
-            "other kinds kB(entries)", "table pages"]
+            "table pages", "other kinds kB(entries)"]
     out.write(tabulate(vma_rows(summary), head, tablefmt="simple", disable_numparse=True) + "\n\n")
     t = summary.total
     out.write(tabulate([[s, t.sizes[s].entries, kb(t.sizes[s].bytes)] for s in sizes],
