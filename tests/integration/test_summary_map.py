@@ -8,12 +8,14 @@ its DOM after the script ran, and a screenshot whose pixels must show the legend
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from inspector.targets.qmp import Qmp
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.manifest import Manifest, Region, parse
 from inspector.vm.ops import OpResult, request
@@ -244,3 +246,50 @@ def test_map_diff_in_a_browser(live_vm, tmp_path):
     assert sum(int(e.attrs["data-entries"]) for e in swap_segs) == len(swapped)
     png = screenshot(page, tmp_path / "diff.png", (1400, 900), fragment="")
     assert len(png_colours(png)) > 20
+
+
+def test_summary_and_map_on_every_target_and_in_gdb(live_vm, tmp_path):
+    """The stopped VM seen through the gdbstub, QMP, an ELF vmcore of it and gdb's `pt`: one summary
+    (the guest checks above pin its numbers; here every target must give them), and a map from each."""
+    vm, image = live_vm
+    manifest = parse(Path(vm.manifest).read_text())
+    kernel = ["--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    vmcore = tmp_path / "vmcore.elf"
+    with Qmp(vm.qmp, timeout=30) as qmp:
+        qmp.execute("stop")
+    try:
+        cli("vmcore", "--qmp", vm.qmp, "--gdb", vm.gdb, "--vmlinux", str(image.vmlinux), "--format", "elf",
+            str(vmcore))
+        targets = {"gdbstub": ["--gdb", vm.gdb, "--keep-stopped"], "qmp": ["--qmp", vm.qmp, "--keep-stopped"],
+                   "vmcore": ["--vmcore", str(vmcore)]}
+        docs = {}
+        for name, where in targets.items():
+            for what in (["--pid", str(manifest.pid)], ["--kernel"]):
+                doc = json.loads(cli("summary", *where, *kernel, *what, "--format", "json"))
+                doc["target"].pop("source")
+                docs[name, what[0]] = doc
+            cli("map", *where, *kernel, "--pid", str(manifest.pid), "-o", str(tmp_path / f"{name}.html"))
+        for (name, what), doc in docs.items():
+            assert doc == docs["gdbstub", what], (name, what)
+        assert docs["gdbstub", "--kernel"]["total"]["present_bytes"] > 0
+        gdb = subprocess.run(
+            ["gdb-multiarch", "-nx", "-batch", "-ex", f"source {ROOT / 'commands' / 'gdb_pt.py'}",
+             "-ex", f"target remote {vm.gdb}",
+             "-ex", f"pt summary {' '.join(kernel)} --pid {manifest.pid} --format json",
+             "-ex", f"pt map {' '.join(kernel)} --pid {manifest.pid} -o {tmp_path / 'gdb.html'}",
+             "-ex", "detach"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "PTINSPECT_PYTHON": sys.executable})  # this interpreter, in a worktree too
+        assert gdb.returncode == 0, gdb.stdout[-2000:] + gdb.stderr[-2000:]
+        lines = gdb.stdout.splitlines()
+        assert "{" in lines, gdb.stdout[-3000:] + gdb.stderr[-3000:]
+        start = lines.index("{")
+        in_gdb = json.loads("\n".join(lines[start:lines.index("}", start) + 1]))
+        assert in_gdb["target"].pop("source") == "gdb"
+        assert in_gdb == docs["gdbstub", "--pid"]
+        pages = {name: (tmp_path / f"{name}.html").read_text() for name in (*targets, "gdb")}
+        rows = {name: sorted((e.attrs["data-start"], e.attrs["data-end"]) for e in row_elements(elements(page)))
+                for name, page in pages.items()}
+        assert all(r == rows["gdbstub"] for r in rows.values()) and rows["gdbstub"]
+    finally:
+        with Qmp(vm.qmp, timeout=30) as qmp:
+            qmp.execute("cont")
