@@ -28,8 +28,9 @@ pytestmark = pytest.mark.integration
 
 PTINSPECT = [sys.executable, "-m", "commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-# x86-64 (no contiguous bit), arm64 (contpte: mTHP and 64 KiB hugetlb), riscv64 (Svnapot hugetlb)
-SUMMARY_IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
+# x86-64 (no contiguous bit), arm64 (contpte: mTHP and 64 KiB hugetlb; with 16 KiB pages, 2 MiB contpte
+# blocks and 32 MiB PMD leaves), riscv64 (Svnapot hugetlb)
+SUMMARY_IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("arm64", "7.2-16k"), ("riscv64", "7.2")]
 # Regions whose VMA holds nothing smaps leaves out of Rss or counts in it without a present entry: no
 # shared zero page (vm_normal_page() is NULL: not in Rss), no hugetlb (Private_Hugetlb, not Rss), no
 # PFN-carrying software entry (hwpoison: smaps_account() counts its page as resident), per
@@ -135,7 +136,11 @@ def test_summary_matches_smaps_and_pagemap(live_vm):
     for kind in cont_kinds:
         r = made[kind]
         part = vma_part(doc, r.vma.start, r.vma.end)  # type: ignore[union-attr]
-        expected = contiguous_expected(r, 64 * KIB // manifest.page_size, manifest.page_size)
+        # the block: CONT_PTE_SIZE, 1 << CONFIG_ARM64_CONT_PTE_SHIFT pages (arch/arm64/Kconfig: 4 with 4 KiB,
+        # 7 with 16 KiB pages; asm/pgtable-hwdef.h), the
+        # Svnapot 64 KiB order (arch/riscv/include/asm/pgtable-64.h NAPOT_CONT64KB_ORDER)
+        block = 64 * KIB if manifest.page_size == 4096 else 2048 * KIB
+        expected = contiguous_expected(r, block // manifest.page_size, manifest.page_size)
         assert expected > 0 and part["cont_bytes"] == expected, (kind, part["cont_bytes"], expected)
         assert any(s.startswith(("contpte", "napot")) for s in part["by_size"]), part["by_size"]
     if vm.arch == "x86_64":  # no contiguous bit on x86-64: the 64 KiB mTHP is plain PTEs
