@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
 from tabulate import tabulate
 
 from inspector.dump import bulk_rows
 from inspector.records import layout_label, target_record
-from inspector.summary import Part, Summary, summarize, summary_record
+from inspector.snapshot import SnapshotError, load
+from inspector.summary import Part, Summary, snapshot_rows, summarize, summary_record
 
 from .dump import checked_range, parse_range, root_options, select_root, selection
 from .options import FORMATS
-from .targets import open_session, target_options
+from .snapshot import root_chosen, split_options
+from .targets import open_session, target_chosen, target_options
 
 
 def kb(nbytes: int) -> str:
@@ -69,18 +73,38 @@ def render(summary: Summary, out) -> None:
 @root_options
 @click.option("--range", "va_range", metavar="START-END", help="Only entries overlapping this VA range.")
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-def summary(pid, comm, kernel_root, root_pa, upper, va_range, fmt, **target) -> None:
+@click.argument("snapshot", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def summary(snapshot: Path | None, va_range: str | None, fmt: str, **options: Any) -> None:
     """How a process, the kernel or a raw root maps its address space: per VMA and in total,
     present bytes by mapping size (base pages, contpte/Svnapot blocks, PMD and PUD leaves),
-    every entry by kind, huge-leaf and contiguous-block coverage, page-table pages per level."""
+    every entry by kind, huge-leaf and contiguous-block coverage, page-table pages per level.
+
+    The root is a live target with root options (as for dump), or a SNAPSHOT file."""
+    roots, target = split_options(options)
+    if snapshot is not None and (target_chosen(target) or root_chosen(roots) or va_range):
+        raise click.UsageError("give a SNAPSHOT file or a live target with root options, not both")
+    out = sys.stdout
+    if snapshot is not None:
+        try:
+            snap = load(snapshot)
+            result = summarize(snapshot_rows(snap), snap.mode, snap.vmas or ())
+        except SnapshotError as exc:
+            raise click.ClickException(str(exc)) from None
+        if fmt == "json":
+            json.dump(summary_record(result, snap.target), out, indent=1)
+            out.write("\n")
+            return
+        out.write(f"# {snap.name}: {snap.arch.name} {snap.mode.name}, {snap.label}, root {snap.root:#x}, "
+                  f"kernel {snap.target.get('kernel_release') or 'unknown'}\n")
+        render(result, out)
+        return
     rng = parse_range(va_range) if va_range else None
     with open_session(**target) as session:
-        root = select_root(session, pid, comm, kernel_root, root_pa, upper)
+        root = select_root(session, **roots)
         walked = checked_range(session, root, rng)
         result = summarize(bulk_rows(session, root, walked, None, tables=True), root.mode, root.vmas)
-        out = sys.stdout
         if fmt == "json":
-            rec = target_record(session, root, selection(pid, comm, kernel_root, root_pa, upper, walked))
+            rec = target_record(session, root, selection(**roots, va_range=walked))
             json.dump(summary_record(result, rec), out, indent=1)
             out.write("\n")
             return

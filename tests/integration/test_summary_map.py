@@ -276,6 +276,11 @@ def test_summary_and_map_on_every_target_and_in_gdb(live_vm, tmp_path):
             cli("map", *where, *kernel, "--pid", str(manifest.pid), "-o", str(tmp_path / f"{name}.html"))
         for (name, what), doc in docs.items():
             assert doc == docs["gdbstub", what], (name, what)
+        snap = tmp_path / "snap.json"  # a snapshot file, walked again, counts alike
+        cli("snapshot", *targets["gdbstub"], *kernel, "--pid", str(manifest.pid), str(snap))
+        again = json.loads(cli("summary", str(snap), "--format", "json"))
+        assert {k: again[k] for k in ("total", "vmas", "outside_vmas")} == {
+            k: docs["gdbstub", "--pid"][k] for k in ("total", "vmas", "outside_vmas")}
         assert docs["gdbstub", "--kernel"]["total"]["present_bytes"] > 0
         gdb = subprocess.run(
             ["gdb-multiarch", "-nx", "-batch", "-ex", f"source {ROOT / 'commands' / 'gdb_pt.py'}",

@@ -85,3 +85,22 @@ def test_map_page_has_a_row_per_vma_and_each_category(tmp_path: Path) -> None:
 def test_map_refuses_two_sources(tmp_path: Path) -> None:
     run = CliRunner().invoke(main, ["map", "--pid", "1", str(tmp_path / "x"), "-o", str(tmp_path / "m.html")])
     assert run.exit_code == 2 and "Traceback" not in run.output
+
+
+def test_summary_of_a_snapshot_file(tmp_path: Path) -> None:
+    snap = model_snapshot("arm64", "4k-48", ARM64, VMAS)
+    path = tmp_path / "snap.json"
+    path.write_text(json.dumps(document(snap)))
+    run = CliRunner().invoke(main, ["summary", str(path), "--format", "json"])
+    assert run.exit_code == 0, run.output
+    doc = json.loads(run.output)
+    vma = doc["vmas"][0]
+    assert vma["by_size"] == {"pte 4K": {"entries": 40, "bytes": 40 << 12},
+                              "contpte 64K": {"entries": 16, "bytes": 64 << 10},
+                              "pmd 2M": {"entries": 1, "bytes": 2 << 20}}
+    assert vma["by_kind"]["marker guard"] == {"entries": 1, "bytes": 4096}
+    assert doc["outside_vmas"]["present_bytes"] == 4096
+    table = CliRunner().invoke(main, ["summary", str(path)])
+    assert table.exit_code == 0 and "contpte 64K" in table.output
+    both = CliRunner().invoke(main, ["summary", str(path), "--pid", "1"])
+    assert both.exit_code == 2 and "not both" in both.output
