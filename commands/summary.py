@@ -41,7 +41,8 @@ def tables(counts: dict[str, int]) -> str:
 def vma_rows(summary: Summary) -> list[list[str]]:
     sizes = summary.sizes()
     rows = []
-    parts = [*summary.vmas, summary.outside] if summary.outside.kinds else summary.vmas
+    # entries outside VMAs get a row when there are VMAs (else the total is that row)
+    parts = [*summary.vmas, summary.outside] if summary.outside.kinds and summary.vmas else summary.vmas
     for p in [*parts, summary.total]:
         v = p.vma
         name = (v.name + (" [hugetlb]" if p.hugetlb else "")) if v is not None else p.label
