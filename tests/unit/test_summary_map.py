@@ -29,10 +29,10 @@ ARM64 = [
     MapBlock(BASE + 0x100000, "pte", 0x20000, Prot(dirty=True)),  # one 64 KiB contpte block
     MapSoftleaf(BASE + 0x110000, "pte", Kind.SWAP, value=5),
     MapSoftleaf(BASE + 0x111000, "pte", Kind.MARKER, markers=("guard",)),
-    MapLeaf(BASE + 0x200000, "pmd", 0x40000, Prot()),
+    *(MapLeaf(BASE + 0x200000 * i, "pmd", 0x40000 + 0x200 * i, Prot()) for i in (1, 2, 3)),  # a run of PMD leaves
     MapLeaf(BASE + 0x800000, "pte", 0x5000, Prot()),  # outside every VMA
 ]
-VMAS = [Vma(BASE, BASE + 0x400000, VM_R | VM_W, "[anon]")]
+VMAS = [Vma(BASE, BASE + 0x800000, VM_R | VM_W, "[anon]")]
 
 
 def counts(s: Summary) -> tuple:
@@ -54,14 +54,14 @@ def test_bulk_and_entry_walks_count_what_was_mapped() -> None:
     again = summarize(snapshot_rows(snap), snap.mode, snap.vmas or ())
     assert counts(bulk) == counts(again)
     sizes, kinds, huge, cont, tables, total_tables, outside = counts(bulk)
-    assert sizes == {"pte 4K": (40, 40 << 12), "contpte 64K": (16, 64 << 10), "pmd 2M": (1, 2 << 20)}
-    assert kinds == {"present": (57, (56 << 12) + (2 << 20)), "swap": (1, 4096), "marker guard": (1, 4096)}
-    assert (huge, cont) == (2 << 20, 64 << 10)
+    assert sizes == {"pte 4K": (40, 40 << 12), "contpte 64K": (16, 64 << 10), "pmd 2M": (3, 6 << 20)}
+    assert kinds == {"present": (59, (56 << 12) + (6 << 20)), "swap": (1, 4096), "marker guard": (1, 4096)}
+    assert (huge, cont) == (6 << 20, 64 << 10)
     # one PTE table under the VMA's 2 MiB (the 2 MiB leaf needs none); the one outside is another
     assert tables == {"pud": 1, "pmd": 1, "pte": 1}
     assert total_tables == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 2}
     assert outside == {"present": (1, 4096)}
-    assert bulk.vmas[0].pct(cont) == 100 * (64 << 10) / 0x400000
+    assert bulk.vmas[0].pct(cont) == 100 * (64 << 10) / 0x800000
 
 
 def test_map_page_has_a_row_per_vma_and_each_category(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_map_page_has_a_row_per_vma_and_each_category(tmp_path: Path) -> None:
     model = mapview.build(snapshot_rows(snap), snap.mode, snap.vmas or ())
     segs = next(r for r in model.rows if r.kind == "vma").segments
     assert [(s.cat, s.count) for s in segs] == [("pte 4K", 40), ("contpte 64K", 16), ("swap", 1),
-                                                ("marker guard", 1), ("pmd 2M", 1)]
+                                                ("marker guard", 1), ("pmd 2M", 3)]
 
 
 def test_map_refuses_two_sources(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_summary_of_a_snapshot_file(tmp_path: Path) -> None:
     vma = doc["vmas"][0]
     assert vma["by_size"] == {"pte 4K": {"entries": 40, "bytes": 40 << 12},
                               "contpte 64K": {"entries": 16, "bytes": 64 << 10},
-                              "pmd 2M": {"entries": 1, "bytes": 2 << 20}}
+                              "pmd 2M": {"entries": 3, "bytes": 6 << 20}}
     assert vma["by_kind"]["marker guard"] == {"entries": 1, "bytes": 4096}
     assert doc["outside_vmas"]["present_bytes"] == 4096
     table = CliRunner().invoke(main, ["summary", str(path)])
