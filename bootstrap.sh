@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(python3 python3-venv qemu-system-x86 qemu-system-arm qemu-system-misc qemu-system-data
               gdb-multiarch gcc gcc-aarch64-linux-gnu gcc-riscv64-linux-gnu libc6-dev
               libc6-dev-arm64-cross libc6-dev-riscv64-cross cpio gzip xz-utils zstd dpkg apt debootstrap
-              debian-archive-keyring)
+              debian-archive-keyring chromium)
 VENV=${PTINSPECT_VENV:-.venv}
 
 log() { printf '[bootstrap %(%H:%M:%S)T] %s\n' -1 "$*"; }

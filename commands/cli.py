@@ -21,6 +21,8 @@ COMMANDS = {
     "validate": ("commands.validate", "validate"),
     "watch": ("commands.watch", "watch"),
     "gdb-path": ("commands.gdb_path", "gdb_path"),
+    "summary": ("commands.summary", "summary"),
+    "map": ("commands.map", "map_"),
 }
 
 

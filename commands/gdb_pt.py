@@ -30,6 +30,8 @@ SUBCOMMANDS = {
     "decode": "Decode raw entry values: pt decode --arch ARCH --kernel 7.2 --level pte VALUE.",
     "snapshot": "Write every entry of a root, table entries included, to a file: pt snapshot --pid N OUT.json.",
     "diff": "What changed between a snapshot and now (pt diff A.json) or two snapshots (pt diff A.json B.json).",
+    "summary": "Mapped bytes per VMA by mapping size and kind, coverage, table pages: pt summary --pid N.",
+    "map": "An HTML picture of a root's address space: pt map --pid N -o MAP.html.",
     "validate": "Check a root (--pid N / --kernel) or a snapshot file against the kernel's page-table rules.",
 }
 FOUND = {"diff", "validate"}  # exit 1 is their answer (differences, findings), not a failure
