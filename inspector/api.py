@@ -25,7 +25,7 @@ from archs.common import KernelFacts, Kind
 
 from . import inputs
 from .diff import Delta, diff_notes
-from .dump import Row, VmaIndex, default_range, rows
+from .dump import Row, VmaIndex, bulk_rows, default_range, rows
 from .entry import Entry
 from .kernel import DRGN_ARCH, KernelError, Vma
 from .opening import ERRORS, opened
@@ -33,12 +33,13 @@ from .opening import open_target as open_raw
 from .records import hx, item_record, uffd_mode
 from .session import Root, Session, SessionError, attach_program_kernel
 from .snapshot import Snapshot, SnapshotError, live_snapshot, load, write_snapshot
+from .summary import Summary, snapshot_rows, summarize
 from .targets.drgn import DrgnTarget, _vmcoreinfo
 from .validate import Report
 from .validate import validate as run_checks
 from .walker import Walker
 
-__all__ = ["Delta", "Diff", "Entry", "Error", "Kind", "Report", "Row", "Snapshot", "Tables", "Target",
+__all__ = ["Delta", "Diff", "Entry", "Error", "Kind", "Report", "Row", "Snapshot", "Summary", "Tables", "Target",
            "Translation", "Vma", "diff", "from_drgn", "load_snapshot", "open_target"]
 
 VaRange = tuple[int, int]
@@ -179,6 +180,19 @@ class Tables:
             except ValueError as exc:  # an unknown check id
                 raise Error(str(exc)) from None
 
+    def summary(self, va_range: VaRange | None = None) -> Summary:
+        """What `ptinspect summary` counts: bytes and entries per VMA and in total, by mapping size and
+        kind, huge/contiguous coverage, table pages per level; counted from the walker's runs."""
+        with _errors():
+            if self._root is None:
+                if va_range is not None:
+                    raise Error("a snapshot file's summary covers the whole snapshot: give no va_range")
+                snap = self._snapshot
+                return summarize(snapshot_rows(snap), snap.mode, snap.vmas or ())
+            session, root = self.target._live(), self._root
+            return summarize(bulk_rows(session, root, self._range(va_range), None, tables=True), root.mode,
+                             root.vmas)
+
     def record(self, row: Row) -> dict[str, Any]:
         """The entry's JSON record, as `dump --format json` writes it."""
         return item_record(row, self.target.facts.layout)
@@ -280,6 +294,9 @@ class Target:
 
     def validate(self, which: Any = None, *, checks: Iterable[str] | None = None, **root: Any) -> Report:
         return self.tables(which, **root).validate(checks)
+
+    def summary(self, which: Any = None, *, va_range: VaRange | None = None, **root: Any) -> Summary:
+        return self.tables(which, **root).summary(va_range)
 
     def close(self) -> None:
         """End the session: the VM runs again (or stays as it was, or stopped with keep_stopped)."""

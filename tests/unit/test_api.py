@@ -79,3 +79,16 @@ def test_a_gdbstub_that_does_not_answer_is_an_error() -> None:
 def test_one_root_at_a_time(snapshot_file: Path) -> None:
     with api.open_target(snapshot_file) as t, pytest.raises(api.Error, match="give one root"):
         t.tables(1, kernel=True)
+
+
+def test_summary_counts_the_model_mappings(snapshot_file: Path) -> None:
+    # The model maps 8 base pages and one 2 MiB PMD leaf, a swap entry and a guard marker, through one
+    # table per level, all in its one VMA.
+    with api.open_target(snapshot_file) as t:
+        s = t.summary()
+    counts = {k: (c.entries, c.bytes) for k, c in s.total.sizes.items()}
+    assert counts == {"pte 4K": (8, 8 * 4096), "pmd 2M": (1, 2 << 20)}
+    kinds = {k: (c.entries, c.bytes) for k, c in s.total.kinds.items()}
+    assert kinds == {"present": (9, 8 * 4096 + (2 << 20)), "swap": (1, 4096), "marker guard": (1, 4096)}
+    assert s.total.tables == {"pgd": 1, "pud": 1, "pmd": 1, "pte": 1}
+    assert [(p.vma, p.present_bytes) for p in s.vmas] == [(X86_VMAS[0], 8 * 4096 + (2 << 20))]
