@@ -6,7 +6,6 @@ side may be a snapshot file, a live walk, or (as recorded) a `dump --format json
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -122,8 +121,7 @@ class Differ:
                 raise SnapshotError(f"{snap.name} holds merged ranges (dump --ranges), not entries")
         self.a, self.b, self.va_range = a, b, va_range
         self.levels = [lvl.name for lvl in a.mode.levels]
-        self.moves: tuple[tuple[str, str], ...] = getattr(
-            importlib.import_module(f"archs.{a.arch.name}"), "FLAG_MOVES", ())
+        self.moves = a.arch.flag_moves
         # Compare table entries only when both sides hold them.
         self.tables = all(any(r.get("kind") == "table" for r in s.records) for s in (a, b))
 

@@ -225,7 +225,7 @@ class RawKernel:
                            self.layout.variable_sizes["swap_migration_ad_supported"], "swap_migration_ad_supported")
             facts["swap_migration_ad_supported"] = Fact(bool(ad), f"{SOURCE}: swap_migration_ad_supported")
         facts.update(self._swap_devices())
-        if self.arch == "x86_64" and "cpuinfo_x86.x86_phys_bits" in self.layout.members:
+        if "cpuinfo_x86.x86_phys_bits" in self.layout.members:  # x86 only (struct cpuinfo_x86)
             off, size = self.layout.members["cpuinfo_x86.x86_phys_bits"]
             bits = self._int(self.symbol("boot_cpu_data") + off, size, "boot_cpu_data.x86_phys_bits")
             facts["phys_addr_bits"] = Fact(bits, f"{SOURCE}: boot_cpu_data.x86_phys_bits")

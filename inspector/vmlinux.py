@@ -14,9 +14,9 @@ import re
 import struct
 from pathlib import Path
 
-from .cache import subdir
+from archs import arch_where, names_text
 
-ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "arm64", "EM_RISCV": "riscv64"}
+from .cache import subdir
 
 
 class VmlinuxError(Exception):
@@ -65,9 +65,10 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     try:
         with path.open("rb") as f:
             elf = ELFFile(f)
-            machine = ELF_MACHINES.get(elf["e_machine"])
-            if machine is None:
-                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not x86-64, arm64 or riscv64")
+            arch = arch_where("elf_machine_name", elf["e_machine"])
+            if arch is None:
+                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not {names_text()}")
+            machine = arch.name
             if elf.elfclass != 64 or not elf.little_endian:
                 raise VmlinuxError(f"{path} is not a 64-bit little-endian ELF file")
             symtab = elf.get_section_by_name(".symtab")

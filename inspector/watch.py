@@ -119,13 +119,10 @@ class Symbols:
 
 # -- the running task -----------------------------------------------------------------------------
 
-# Where each architecture keeps `current` while in the kernel:
-#   x86_64: the per-cpu `current_task` (arch/x86/include/asm/current.h, 7.2), a member at offset 0 of
-#           the per-cpu `pcpu_hot` in 6.2..6.14 (6.12 current.h struct pcpu_hot), read at GS base + symbol;
-#   arm64:  sp_el0 (arch/arm64/include/asm/current.h get_current());
-#   riscv64: tp (arch/riscv/include/asm/current.h riscv_current_is_tp).
-CURRENT_REGISTER = {"arm64": ("SP_EL0", "sp_el0"), "riscv64": ("tp",)}
-PC_REGISTER = {"x86_64": ("rip",), "arm64": ("pc",), "riscv64": ("pc",)}
+# Where `current` is while in the kernel: a register (Arch.current_registers), or where an
+# architecture names none (x86_64) the per-cpu `current_task` (arch/x86/include/asm/current.h, 7.2),
+# a member at offset 0 of the per-cpu `pcpu_hot` in 6.2..6.14 (6.12 current.h struct pcpu_hot),
+# read at GS base + symbol.
 
 
 @dataclass(frozen=True)
@@ -140,13 +137,16 @@ class Cpu:
 
 def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:
     """The task_struct address the vCPU of `thread` runs."""
-    arch = session.arch.name
     kernel = session.kernel
     assert kernel is not None
-    if arch == "x86_64":
-        gs = target.cpu_registers(thread, ("gs_base",)).get("gs_base")
+    names = session.arch.current_registers
+    if not names:
+        base_name = session.arch.percpu_register
+        if base_name is None:
+            raise WatchError(f"{session.arch.name} names neither a register nor a per-cpu base for `current`")
+        gs = target.cpu_registers(thread, (base_name,)).get(base_name)
         if gs is None:
-            raise WatchError("the gdbstub gives no gs_base")
+            raise WatchError(f"the gdbstub gives no {base_name}")
         for name in ("current_task", "pcpu_hot"):
             if name in symbols.objects:
                 sym = symbols.objects[name]
@@ -154,7 +154,6 @@ def _current_task(session: Session, target: WatchTarget, thread: str, symbols: S
                 sym += kernel.kaslr_offset if sym >= symbols.starts[0] else 0
                 return struct.unpack("<Q", session.read_kernel_va(gs + sym, 8))[0]
         raise WatchError("the vmlinux has neither current_task nor pcpu_hot")
-    names = CURRENT_REGISTER[arch]
     regs = target.cpu_registers(thread, names)
     for name in names:
         if name in regs:
@@ -169,7 +168,7 @@ def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols
     number = thread_number(thread)
     kernel = session.kernel
     assert kernel is not None
-    regs = target.cpu_registers(thread, PC_REGISTER[session.arch.name])
+    regs = target.cpu_registers(thread, session.arch.pc_registers)
     pc = next(iter(regs.values()), None)
     function = symbols.name(pc, kernel.kaslr_offset) if pc is not None else None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+from archs import all_arches
 from archs.common import Kind
 
 from ..entry import Entry
@@ -95,11 +96,19 @@ def _member(ctx: Context, check: str, m: Entry, i: int, what: str, sig: int, pfn
         yield ctx.finding(check, m, f"entry {i + 1} of the {what}: " + "; ".join(problems))
 
 
+CONTPTE, NAPOT = frozenset({"contpte", "contpmd"}), frozenset({"napot"})
+
+
+def arches_with(schemes: frozenset[str]) -> frozenset[str]:
+    """The architectures whose decoder gives blocks of these ContInfo schemes."""
+    return frozenset(a.name for a in all_arches() if a.cont_schemes & schemes)
+
+
 CHECKS = (
     Check("contpte", "arm64 PTE_CONT blocks (16/128/32 PTEs, contiguous PMDs): aligned, complete, consecutive "
           "frames, identical attributes apart from access/dirty",
-          CONTPTE_SOURCE, lambda ctx: _blocks(ctx, frozenset({"contpte", "contpmd"})), arches=frozenset({"arm64"})),
+          CONTPTE_SOURCE, lambda ctx: _blocks(ctx, CONTPTE), arches=arches_with(CONTPTE)),
     Check("napot", "RISC-V Svnapot blocks: 16 aligned PTEs holding one value (apart from A/D); malformed "
           "orders are reported by well-formed", NAPOT_SOURCE,
-          lambda ctx: _blocks(ctx, frozenset({"napot"})), arches=frozenset({"riscv64"})),
+          lambda ctx: _blocks(ctx, NAPOT), arches=arches_with(NAPOT)),
 )
