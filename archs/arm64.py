@@ -720,6 +720,7 @@ class Arm64Arch(ArchDefaults):
     hmp_registers = None
     current_registers = ("SP_EL0", "sp_el0")  # get_current() reads sp_el0 (arch/arm64/include/asm/current.h)
     pc_registers = ("pc",)
+    kernel_dir, gnu_triplet, debian_arch = "arm64", "aarch64-linux-gnu", "arm64"
     cont_schemes = frozenset({"contpte", "contpmd"})
     features: tuple[Feature, ...] = FEATURES
     hw_pte_updates = HW_PTE_UPDATES

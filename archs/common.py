@@ -261,6 +261,9 @@ class Arch(Protocol):
     current_registers: tuple[str, ...]
     percpu_register: str | None  # the gdbstub register holding this CPU's per-cpu base, if `current` is per-cpu
     pc_registers: tuple[str, ...]  # the gdbstub's name(s) of the program counter
+    kernel_dir: str  # its directory under the kernel's arch/ (SRCARCH)
+    gnu_triplet: str  # the GNU system triplet of its Linux userland (cross compilers, multiarch paths)
+    debian_arch: str  # Debian's name for it (dpkg --print-architecture)
     # -- paging and the kernel's use of it
     default_mode: str  # the mode `decode` assumes when none is given
     split_roots: bool  # separate roots for the lower (user) and upper (kernel) halves

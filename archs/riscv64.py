@@ -313,6 +313,7 @@ class Riscv64(ArchDefaults):
     hmp_registers = r"(?m)^\s*(satp|stvec)\s+([0-9a-f]+)\s*$"
     current_registers = ("tp",)  # riscv_current_is_tp (arch/riscv/include/asm/current.h, 6.12/7.2)
     pc_registers = ("pc",)
+    kernel_dir, gnu_triplet, debian_arch = "riscv", "riscv64-linux-gnu", "riscv64"
     cont_schemes = frozenset({"napot"})
     features: tuple[Feature, ...] = FEATURES
     hw_pte_updates = HW_PTE_UPDATES

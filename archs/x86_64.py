@@ -592,6 +592,7 @@ class X86_64Arch(ArchDefaults):
     current_registers = ()
     percpu_register = "gs_base"  # this_cpu_read() is %gs-relative (arch/x86/include/asm/percpu.h, 6.12/7.2)
     pc_registers = ("rip",)
+    kernel_dir, gnu_triplet, debian_arch = "x86", "x86_64-linux-gnu", "amd64"
     user_kernel_pages = USER_KERNEL_PAGES
     flag_moves = FLAG_MOVES
     features: tuple[Feature, ...] = FEATURES

@@ -87,7 +87,8 @@ def test_drgn_knows_every_platform() -> None:
 
 
 def test_identity_is_unique() -> None:
-    for attribute in ("elf_machine", "vmcoreinfo_key", "qemu_arch", "gdb_arch", "drgn_arch"):
+    for attribute in ("elf_machine", "vmcoreinfo_key", "qemu_arch", "gdb_arch", "drgn_arch", "kernel_dir",
+                      "gnu_triplet", "debian_arch"):
         values = [getattr(a, attribute) for a in all_arches()]
         assert len(set(values)) == len(values), attribute
     assert arch_where("elf_machine", 3) is None  # EM_386
