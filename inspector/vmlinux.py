@@ -91,11 +91,12 @@ def _read_build_id(path: Path) -> str | None:
     """The GNU build ID note of an ELF file (hex), None if it has none."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import NoteSection
 
     try:
         with path.open("rb") as f:
             for section in ELFFile(f).iter_sections():
-                if section["sh_type"] == "SHT_NOTE":
+                if isinstance(section, NoteSection):  # what pyelftools makes of every SHT_NOTE section
                     for note in section.iter_notes():
                         if note["n_name"] == "GNU" and note["n_type"] == "NT_GNU_BUILD_ID":
                             desc = note["n_desc"]

@@ -424,14 +424,14 @@ class Watcher:
                 source = "hardware" if self._hardware_only(ra, rb) else "unseen"
             ea, eb = old_walk.slot(pa, slot), new_walk.slot(pa, slot)
             rec_a, rec_b = (item_record(Row(e, None), self.session.facts.layout) if e else None for e in (ea, eb))
-            if rec_a is None and rec_b is None:
-                continue  # none to none: only bits no decode shows
-            if rec_b is None:
+            if rec_a is not None and rec_b is not None:
+                status, changes = "changed", self.differ.changes(rec_a, rec_b)
+            elif rec_a is not None:
                 status, changes = "removed", [Change("kind", entry_label(rec_a), None, f"{entry_label(rec_a)} → none")]
-            elif rec_a is None:
+            elif rec_b is not None:
                 status, changes = "added", [Change("kind", None, entry_label(rec_b), f"none → {entry_label(rec_b)}")]
             else:
-                status, changes = "changed", self.differ.changes(rec_a, rec_b)
+                continue  # none to none: only bits no decode shows
             e = eb or ea
             assert e is not None
             events.append(Event(now, source, cpu if source == "kernel" else None, status, e.va, e.ref.level,

@@ -6,7 +6,7 @@ run state are left as they were.
 """
 from __future__ import annotations
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
 from archs import arch_where, get_arch, names_text
 

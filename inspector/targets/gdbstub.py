@@ -239,7 +239,7 @@ class GdbstubTarget:
         except (RspError, GdbstubError) as exc:
             rsp.close()
             warn(str(exc))
-        self.rsp = None  # type: ignore[assignment]
+        self.rsp = None  # type: ignore[assignment]  # closed: a later read fails loudly instead of reusing it
 
     def __enter__(self) -> GdbstubTarget:
         return self
