@@ -41,8 +41,8 @@ class Checked:
     upper: bool
     process: bool
     va_range: tuple[int, int] | None
-    ram: list[tuple[int, int]] | None
-    vmas: tuple[Vma, ...] | None
+    ram: list[tuple[int, int]] | None  # memblock.memory when recorded
+    vmas: tuple[Vma, ...] | None  # the process's VMAs when recorded
 
 
 def _short(value: Any) -> str:

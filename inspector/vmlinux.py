@@ -12,6 +12,7 @@ import json
 import os
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from archs import arch_where, names_text
@@ -53,8 +54,27 @@ def _facts(path: Path) -> dict:
     return data
 
 
+STT_OBJECT, STT_FUNC = 1, 2  # include/uapi/linux/elf.h
+
+
+@dataclass(frozen=True)
+class SymbolTable:
+    """A vmlinux's .symtab, link-time values."""
+
+    machine: str  # the Arch name
+    values: dict[str, int]  # every named symbol (first definition wins)
+    functions: list[tuple[int, int, str]]  # STT_FUNC (value, size, name), sorted, the first per address
+    objects: dict[str, int]  # STT_OBJECT name -> value (first definition wins)
+
+
 def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
-    """The ELF machine and every named symbol's value (first definition wins).
+    """The ELF machine and every named symbol's value (first definition wins)."""
+    table = symbol_table(path)
+    return table.machine, table.values
+
+
+def symbol_table(path: Path) -> SymbolTable:
+    """The ELF machine and the symbol table, functions with their sizes.
 
     pyelftools finds the sections; the 24-byte Elf64_Sym records are unpacked
     in bulk, which is ~50 times faster than iterating pyelftools symbols.
@@ -79,12 +99,20 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     except (OSError, ELFError) as exc:
         raise VmlinuxError(f"cannot read {path} as a vmlinux: {exc}") from None
     names: dict[str, int] = {}
+    funcs: dict[int, tuple[int, int, str]] = {}
+    objects: dict[str, int] = {}
     # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
-    for st_name, _info, _other, _shndx, value, _size in struct.iter_unpack("<IBBHQQ", data):
+    for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
         if st_name:
             end = strtab.index(b"\0", st_name)
-            names.setdefault(strtab[st_name:end].decode(errors="replace"), value)
-    return machine, names
+            name = strtab[st_name:end].decode(errors="replace")
+            names.setdefault(name, value)
+            kind = info & 0xF  # ELF64_ST_TYPE
+            if kind == STT_FUNC:
+                funcs.setdefault(value, (value, size, name))
+            elif kind == STT_OBJECT:
+                objects.setdefault(name, value)
+    return SymbolTable(machine, names, sorted(funcs.values()), objects)
 
 
 def _read_build_id(path: Path) -> str | None:

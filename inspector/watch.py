@@ -32,6 +32,7 @@ from .records import item_record, target_record
 from .session import Root, Session, SessionError
 from .snapshot import SCHEMA, Snapshot
 from .targets.rsp import StopReply, thread_number
+from .vmlinux import VmlinuxError, symbol_table
 
 Record = dict[str, Any]
 POLL = 0.2  # seconds between checks of the deadline while the VM runs
@@ -63,9 +64,6 @@ class WatchTarget(Protocol):
 
 # -- symbols -------------------------------------------------------------------------------------
 
-STT_FUNC, STT_OBJECT = 2, 1
-
-
 @dataclass
 class Symbols:
     """The vmlinux's function symbols (for PCs) and object symbols (per-cpu `current`), link-time."""
@@ -76,32 +74,11 @@ class Symbols:
 
     @classmethod
     def load(cls, vmlinux: Path) -> Symbols:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-
         try:
-            with vmlinux.open("rb") as f:
-                elf = ELFFile(f)
-                symtab = elf.get_section_by_name(".symtab")
-                if symtab is None:
-                    raise WatchError(f"{vmlinux} has no symbol table: PCs cannot be named")
-                strtab = elf.get_section(symtab["sh_link"]).data()
-                data = symtab.data()
-        except (OSError, ELFError) as exc:
-            raise WatchError(f"cannot read the symbols of {vmlinux}: {exc}") from None
-        funcs: dict[int, tuple[int, int, str]] = {}
-        objects: dict[str, int] = {}
-        for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
-            kind = info & 0xF
-            if not st_name or kind not in (STT_FUNC, STT_OBJECT):
-                continue
-            name = strtab[st_name:strtab.index(b"\0", st_name)].decode(errors="replace")
-            if kind == STT_FUNC:
-                funcs.setdefault(value, (value, size, name))
-            else:
-                objects.setdefault(name, value)
-        ordered = sorted(funcs.values())
-        return cls([f[0] for f in ordered], ordered, objects)
+            table = symbol_table(vmlinux)
+        except VmlinuxError as exc:
+            raise WatchError(f"PCs cannot be named: {exc}") from None
+        return cls([f[0] for f in table.functions], table.functions, table.objects)
 
     def name(self, pc: int, kaslr_offset: int) -> str | None:
         """"function+0xoff/0xsize" of a run-time PC, None outside every function."""
