@@ -1,5 +1,5 @@
 """What kernel introspection shares: the VMA record and its vm_flags, its errors, and the config
-facts solved from MAX_SWAPFILES.  The kernel itself is read by inspector/rawkernel.py.
+facts solved from MAX_SWAPFILES.  The kernel itself is read by inspector/rawkernel/.
 """
 from __future__ import annotations
 

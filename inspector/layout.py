@@ -2,7 +2,7 @@
 
 drgn reads the debug info once per vmlinux (about a second); the symbol
 addresses, member offsets, struct sizes, array bounds and enumerator values
-that inspector/rawkernel.py needs are kept in a small file under the cache, so
+that inspector/rawkernel/ needs are kept in a small file under the cache, so
 later runs answer kernel questions without loading the debug info.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """drgn's own view of a kernel, the independent reference the integration tests compare
-ptinspect with (ptinspect itself reads the kernel through inspector/rawkernel.py).
+ptinspect with (ptinspect itself reads the kernel through inspector/rawkernel/).
 
 open_program() gives drgn a target's physical memory (drgn's custom-target API) and the
 vmlinux; Kernel answers the questions ptinspect asks (release, facts, RAM, tasks, VMAs) with
