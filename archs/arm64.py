@@ -701,7 +701,7 @@ def cont_signature(raw: int, mode: PagingMode) -> int:
 # clears, bits a clear needs).  arch/arm64/include/asm/pgtable-hwdef.h (7.2): PTE_AF bit 10 (hardware
 # access flag update), PTE_RDONLY bit 7, PTE_DBM bit 51; pgtable.h pte_hw_dirty() is "pte_write(pte) &&
 # !pte_rdonly(pte)": with DBM the MMU marks a write by clearing PTE_RDONLY.
-HW_PTE_UPDATES = (1 << 10, 1 << 7, 1 << 51)
+HW_PTE_UPDATES = (PTE_AF, PTE_RDONLY, PTE_WRITE)  # PTE_WRITE is PTE_DBM
 
 
 class Arm64Arch(ArchDefaults):

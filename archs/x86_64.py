@@ -571,7 +571,7 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
 # What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
 # clears, bits a clear needs).  arch/x86/include/asm/pgtable_types.h (7.2): _PAGE_BIT_ACCESSED 5
 # "was accessed (raised by CPU)", _PAGE_BIT_DIRTY 6 "was written to (raised by CPU)".
-HW_PTE_UPDATES = (1 << 5 | 1 << 6, 0, 0)
+HW_PTE_UPDATES = (A | D, 0, 0)
 
 
 class X86_64Arch(ArchDefaults):
