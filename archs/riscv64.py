@@ -295,7 +295,7 @@ def _bits(mask: int) -> str:
 # What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
 # clears, bits a clear needs).  arch/riscv/include/asm/pgtable-bits.h (7.2): _PAGE_ACCESSED (1 << 6)
 # "Set by hardware on any access", _PAGE_DIRTY (1 << 7) "Set by hardware on any write" (Svadu).
-HW_PTE_UPDATES = (1 << 6 | 1 << 7, 0, 0)
+HW_PTE_UPDATES = (_PAGE_ACCESSED | _PAGE_DIRTY, 0, 0)
 
 
 class Riscv64(ArchDefaults):
