@@ -38,6 +38,6 @@ def arch_where(attribute: str, value: object) -> Arch | None:
     return None
 
 
-def names_text() -> str:
-    """"x86_64, arm64 and riscv64", for messages naming what ptinspect reads."""
-    return ", ".join(ARCH_NAMES[:-1]) + " and " + ARCH_NAMES[-1]
+def names_text(conjunction: str = "and") -> str:
+    """"x86_64, arm64 and riscv64" (or "... or riscv64"), for messages naming what ptinspect reads."""
+    return f"{', '.join(ARCH_NAMES[:-1])} {conjunction} {ARCH_NAMES[-1]}"

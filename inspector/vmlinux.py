@@ -87,7 +87,7 @@ def symbol_table(path: Path) -> SymbolTable:
             elf = ELFFile(f)
             arch = arch_where("elf_machine_name", elf["e_machine"])
             if arch is None:
-                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not {names_text()}")
+                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not {names_text('or')}")
             machine = arch.name
             if elf.elfclass != 64 or not elf.little_endian:
                 raise VmlinuxError(f"{path} is not a 64-bit little-endian ELF file")

@@ -198,7 +198,7 @@ def open_kcore() -> DrgnTarget:
     found = arch_where("drgn_arch", prog.platform.arch.name)
     arch = None if found is None else found.name
     if arch is None or info is None:
-        raise DrgnTargetError(f"{KCORE} is not an x86-64, arm64 or riscv64 Linux kernel with VMCOREINFO")
+        raise DrgnTargetError(f"{KCORE} is not an {names_text('or')} Linux kernel with VMCOREINFO")
     return DrgnTarget(prog, arch, "kcore", info)
 
 

@@ -33,7 +33,7 @@ class GdbInternalTarget:
         name = gdb.selected_frame().architecture().name()
         found = arch_where("gdb_arch", name)
         if found is None:
-            raise GdbstubError(f"gdb's architecture is {name}, not {names_text()}")
+            raise GdbstubError(f"gdb's architecture is {name}, not {names_text('or')}")
         self.arch = found.name
         self._ram: list[tuple[int, int]] | None = None
         self._phys_before = _packet("qqemu.PhyMemMode")
