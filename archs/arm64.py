@@ -42,7 +42,19 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from .common import Access, ContInfo, Decoded, KernelFacts, Kind, Level, PagingMode, Softleaf, vmcoreinfo_int
+from .common import (
+    Access,
+    Arch,
+    ArchDefaults,
+    ContInfo,
+    Decoded,
+    KernelFacts,
+    Kind,
+    Level,
+    PagingMode,
+    Softleaf,
+    vmcoreinfo_int,
+)
 from .softleaf import decode_softleaf
 from .versions import Feature, Layout
 
@@ -118,7 +130,10 @@ def _genmask(hi: int, lo: int) -> int:
 
 # Descriptor bits, asm/pgtable-hwdef.h (5.10..7.3).
 PTE_VALID = _bit(0)
-PTE_TYPE_MASK = 3  # PTE_TYPE_PAGE / PMD_TYPE_TABLE = 3, PMD_TYPE_SECT = 1
+# pgtable-hwdef.h PTE_TYPE_MASK, PTE_TYPE_PAGE (L3), PMD_TYPE_TABLE (L0-L2), PMD_TYPE_SECT (5.10..7.3)
+PTE_TYPE_MASK = 3
+PTE_TYPE_PAGE = PMD_TYPE_TABLE = 3
+PMD_TYPE_SECT = 1
 PTE_TABLE_BIT = _bit(1)  # PTE_TABLE_BIT/PMD_TABLE_BIT (removed in 7.2, the bit stays)
 PTE_ATTRINDX_SHIFT, PTE_ATTRINDX_MASK = 2, 7 << 2
 PTE_USER, PTE_RDONLY = _bit(6), _bit(7)  # AP[1], AP[2]
@@ -171,7 +186,11 @@ PTE_SWP_EXCLUSIVE_BIT, PTE_SWP_UFFD_BIT = 2, 3
 CONT_PTE_SHIFT = {12: 4, 14: 7, 16: 5}
 CONT_PMD_SHIFT = {12: 4, 14: 5, 16: 5}
 
-# TCR_EL1 (pgtable-hwdef.h 6.12: T0SZ 0, T1SZ 16, TG0 14, TG1 30, IPS 32, DS 59 at 226-321).
+# TCR_EL1 fields (pgtable-hwdef.h 6.12 TCR_T0SZ_OFFSET, TCR_T1SZ_OFFSET, TCR_TxSZ_WIDTH, TCR_TG0_SHIFT,
+# TCR_TG1_SHIFT, TCR_IPS_SHIFT/TCR_IPS_MASK, TCR_DS; 7.2 spells them TCR_EL1_*_SHIFT from arch/arm64/tools/sysreg).
+TCR_T0SZ_OFFSET, TCR_T1SZ_OFFSET, TCR_TxSZ_WIDTH = 0, 16, 6
+TCR_TG0_SHIFT, TCR_TG1_SHIFT, TCR_TG_WIDTH = 14, 30, 2  # TCR_TG0_MASK = UL(3) << TCR_TG0_SHIFT
+TCR_IPS_SHIFT, TCR_IPS_WIDTH = 32, 3  # TCR_IPS_MASK = UL(7) << TCR_IPS_SHIFT
 TG0_PAGE_SHIFT = {0: 12, 1: 16, 2: 14}  # TCR_TG0_4K 0, _64K 1, _16K 2
 TG1_PAGE_SHIFT = {2: 12, 3: 16, 1: 14}  # TCR_TG1_16K 1, _4K 2, _64K 3: not TG0's encoding
 TCR_DS = _bit(59)
@@ -682,13 +701,27 @@ def cont_signature(raw: int, mode: PagingMode) -> int:
 # clears, bits a clear needs).  arch/arm64/include/asm/pgtable-hwdef.h (7.2): PTE_AF bit 10 (hardware
 # access flag update), PTE_RDONLY bit 7, PTE_DBM bit 51; pgtable.h pte_hw_dirty() is "pte_write(pte) &&
 # !pte_rdonly(pte)": with DBM the MMU marks a write by clearing PTE_RDONLY.
-HW_PTE_UPDATES = (1 << 10, 1 << 7, 1 << 51)
+HW_PTE_UPDATES = (PTE_AF, PTE_RDONLY, PTE_WRITE)  # PTE_WRITE is PTE_DBM
 
 
-class Arm64Arch:
+class Arm64Arch(ArchDefaults):
     """The arm64 Arch: modes from TCR_EL1, descriptors of every release 5.10..7.3."""
 
     name = "arm64"
+    elf_machine, elf_machine_name = 183, "EM_AARCH64"  # include/uapi/linux/elf-em.h
+    # arch/arm64/Makefile UTS_MACHINE := aarch64; kdump headers may spell it "arm64"
+    uname_machines = ("aarch64", "arm64")
+    # VMCOREINFO_NUMBER(kimage_voffset) (arch/arm64/kernel/crash_core.c 6.1, vmcore_info.c 6.12/7.2)
+    vmcoreinfo_key = "NUMBER(kimage_voffset)"
+    qemu_arch = "aarch64"
+    gdb_arch = "aarch64"
+    drgn_arch = "AARCH64"
+    # arm64's `info registers` shows no TTBR/TCR (QEMU 7.2 target/arm/cpu.c aarch64_cpu_dump_state)
+    hmp_registers = None
+    current_registers = ("SP_EL0", "sp_el0")  # get_current() reads sp_el0 (arch/arm64/include/asm/current.h)
+    pc_registers = ("pc",)
+    kernel_dir, gnu_triplet, debian_arch = "arm64", "aarch64-linux-gnu", "arm64"
+    cont_schemes = frozenset({"contpte", "contpmd"})
     features: tuple[Feature, ...] = FEATURES
     hw_pte_updates = HW_PTE_UPDATES
     default_mode = "4k-48"  # decode's default: Debian's arm64 kernels before LPA2 hardware: 4 KiB granule, 48-bit VA
@@ -757,13 +790,13 @@ class Arm64Arch:
         half = regs.get("half", 0)
         if half not in (0, 1):
             raise ValueError(f"half must be 0 (TTBR0) or 1 (TTBR1), not {half!r}")
-        tsz = (tcr >> (16 * half)) & 0x3F  # T0SZ 5:0, T1SZ 21:16
-        tg = (tcr >> (30 if half else 14)) & 3
+        tsz = (tcr >> (TCR_T1SZ_OFFSET if half else TCR_T0SZ_OFFSET)) & ((1 << TCR_TxSZ_WIDTH) - 1)
+        tg = (tcr >> (TCR_TG1_SHIFT if half else TCR_TG0_SHIFT)) & ((1 << TCR_TG_WIDTH) - 1)
         ps = (TG1_PAGE_SHIFT if half else TG0_PAGE_SHIFT).get(tg)
         if ps is None:
             raise ValueError(f"TCR_EL1.TG{half} = {tg:#04b} is reserved")
         lpa2 = bool(tcr & TCR_DS) and ps != 16
-        pa = PA_RANGE_BITS[(tcr >> 32) & 7]
+        pa = PA_RANGE_BITS[(tcr >> TCR_IPS_SHIFT) & ((1 << TCR_IPS_WIDTH) - 1)]
         if "ID_AA64MMFR0_EL1" in regs:
             parange = regs["ID_AA64MMFR0_EL1"] & 0xF
             if parange not in PA_RANGE_BITS:
@@ -817,9 +850,9 @@ class Arm64Arch:
         if raw == 0:  # pte_none/pmd_none/pud_none: !val (pgtable.h, 5.10..7.3)
             return Decoded(raw, level.name, Kind.NONE, size=level.span)
         kind = raw & PTE_TYPE_MASK
-        if kind == 3:
+        if kind == PTE_TYPE_PAGE:  # == PMD_TYPE_TABLE above L3
             return _leaf(raw, depth, mode, facts) if hw == 3 else _table(raw, depth, mode, facts)
-        if kind == 1:
+        if kind == PMD_TYPE_SECT:
             if hw == 3:
                 return _unknown(raw, depth, mode, "reserved descriptor at L3 (bits[1:0] = 0b01): "
                                 "the MMU faults and Linux never writes it")
@@ -829,6 +862,21 @@ class Arm64Arch:
             notes = [] if level.leaf else [f"Linux never maps a block at L{hw}"]
             return _leaf(raw, depth, mode, facts, notes=notes)
         return _not_valid(raw, depth, mode, facts)
+
+    def output_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
+        return output_bits(mode, facts)
+
+    def reserved_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+        return reserved_bits(raw, depth, mode, facts, table)
+
+    def misaligned_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+        return misaligned_bits(raw, depth, mode, facts)
+
+    def cont_signature(self, raw: int, mode: PagingMode) -> int:
+        return cont_signature(raw, mode)
+
+    def user_exec_reason(self, raw: int) -> str | None:
+        return "kernel mapping is executable at EL0 (PTE_UXN clear)" if el0_executable(raw) else None
 
     def kernel_view(
         self, block: Sequence[int], index: int, depth: int, mode: PagingMode, facts: KernelFacts
@@ -865,5 +913,5 @@ class Arm64Arch:
         return raw
 
 
-ARCH = Arm64Arch()
+ARCH: Arch = Arm64Arch()
 

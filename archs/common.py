@@ -244,16 +244,40 @@ def vmcoreinfo_int(numbers: Mapping[str, str], key: str) -> int:
 
 
 class Arch(Protocol):
-    """What each archs/<arch>.py module provides (as module-level `ARCH`)."""
+    """Everything ptinspect knows about one architecture, as each archs/<arch>.py module's `ARCH`:
+    identity facts (how ELF, QEMU, gdb, drgn and the kernel name it), paging geometry, decoding,
+    and the hooks the validate and diff rules use.  ArchDefaults gives the hooks an architecture
+    has nothing to say about; tests/unit/test_arch_interface.py checks every ARCH has every member.
+    """
 
     name: str
+    # -- identity: how other programs name this architecture
+    elf_machine: int  # e_machine of its vmlinux and ELF cores (include/uapi/linux/elf-em.h EM_*)
+    elf_machine_name: str  # that EM_* macro's name, as pyelftools reports e_machine
+    uname_machines: tuple[str, ...]  # utsname.machine (arch/*/Makefile UTS_MACHINE), kdump header spelling
+    vmcoreinfo_key: str  # a VMCOREINFO key only this architecture's arch_crash_save_vmcoreinfo() writes
+    qemu_arch: str  # QEMU's target name: qemu-system-<name>, QMP query-target "arch"
+    gdb_arch: str  # gdb's BFD architecture name (gdb.Architecture.name())
+    drgn_arch: str  # the drgn.Architecture member (a 64-bit little-endian platform)
+    # A regular expression for the paging registers in QEMU's HMP `info registers` (groups: gdbstub
+    # register name, hex value), None when that dump does not show them.
+    hmp_registers: str | None
+    # Where `current` is while in the kernel: the gdbstub registers holding the task_struct pointer,
+    # empty when it is a per-cpu variable instead (x86).
+    current_registers: tuple[str, ...]
+    percpu_register: str | None  # the gdbstub register holding this CPU's per-cpu base, if `current` is per-cpu
+    pc_registers: tuple[str, ...]  # the gdbstub's name(s) of the program counter
+    kernel_dir: str  # its directory under the kernel's arch/ (SRCARCH)
+    gnu_triplet: str  # the GNU system triplet of its Linux userland (cross compilers, multiarch paths)
+    debian_arch: str  # Debian's name for it (dpkg --print-architecture)
+    # -- paging and the kernel's use of it
     default_mode: str  # the mode `decode` assumes when none is given
     split_roots: bool  # separate roots for the lower (user) and upper (kernel) halves
     kaslr_anchor: tuple[str, str] | None  # (register, symbol) whose difference is the KASLR offset
     kernel_text_region: tuple[int, int] | None  # VA range whose first mapped page is _text
     kernel_root_symbol: str  # the VMCOREINFO SYMBOL() of init_mm's root table
     # The registers the paging mode and roots come from, named as QEMU's gdbstub target
-    # description names them (PLATFORM-NOTES.md, gdb-multiarch 13.1); the first one is found in
+    # description names them (QEMU 7.2 gdb-xml/ and target/*/gdbstub*.c); the first one is found in
     # no other architecture's description, which tells which architecture a stub is.
     gdb_registers: tuple[str, ...]
     # The VA bit set in every kernel-half address (canonical upper half; arm64: the TTBR1 half).
@@ -264,6 +288,13 @@ class Arch(Protocol):
     # What the MMU itself writes into a leaf, which no store a watchpoint sees: (bits it sets, bits it
     # clears, bits a clear needs set) -- accessed/dirty, and arm64 DBM clearing PTE_RDONLY.
     hw_pte_updates: tuple[int, int, int]
+    # -- rules `validate` and `diff` apply
+    # Kernel-half pages user mode may read (x86's vsyscall page); the kernel-user check allows them
+    # when read-only and not executable.
+    user_kernel_pages: frozenset[int]
+    # Flag pairs whose one-for-the-other exchange is one kernel operation, shown "A → B" by diff.
+    flag_moves: tuple[tuple[str, str], ...]
+    cont_schemes: frozenset[str]  # the ContInfo.scheme values its decoder gives ("contpte", "napot")
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """Physical addresses of the root the registers select for the lower or upper
@@ -296,6 +327,46 @@ class Arch(Protocol):
     ) -> int:
         """ptep_get() of entry `index` given the raw values of its whole block
         (the aligned contiguous block for a CONT/NAPOT entry, else [raw])."""
+
+    def output_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
+        """The physical-address width a table pointer or leaf address must fit."""
+
+    def reserved_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+        """The bits set in a present leaf or table entry that no kernel writes there."""
+
+    def misaligned_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+        """Output-address bits below a huge leaf's size that are set."""
+
+    def cont_signature(self, raw: int, mode: PagingMode) -> int:
+        """What every entry of a contiguous block (cont_schemes) must share."""
+
+    def wx_access(self, access: Access, tables: Sequence[int]) -> Access:
+        """A kernel leaf's access as the kernel's own W^X check sees it, given the raw table
+        entries on its path root first."""
+
+    def user_exec_reason(self, raw: int) -> str | None:
+        """Why user mode may execute through a kernel leaf its Access does not call user, or None."""
+
+
+class ArchDefaults(Arch):
+    """The base of every Arch class: the hooks an architecture has nothing to say about (no
+    user-readable kernel pages, no flag moves, no contiguous blocks, W^X on the leaf's own rights,
+    no separate user-execute bit).  Subclassing the protocol gives the attributes its types."""
+
+    hmp_registers: str | None = None
+    percpu_register: str | None = None
+    user_kernel_pages: frozenset[int] = frozenset()
+    flag_moves: tuple[tuple[str, str], ...] = ()
+    cont_schemes: frozenset[str] = frozenset()
+
+    def cont_signature(self, raw: int, mode: PagingMode) -> int:
+        raise NotImplementedError("this architecture has no contiguous blocks (cont_schemes is empty)")
+
+    def wx_access(self, access: Access, tables: Sequence[int]) -> Access:
+        return access
+
+    def user_exec_reason(self, raw: int) -> str | None:
+        return None
 
 
 def in_kernel_half(arch: Arch, va: int) -> bool:

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from .common import (
     SOFTLEAF_KINDS,
     Access,
+    Arch,
+    ArchDefaults,
     ContInfo,
     Decoded,
     Fact,
@@ -293,13 +295,26 @@ def _bits(mask: int) -> str:
 # What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
 # clears, bits a clear needs).  arch/riscv/include/asm/pgtable-bits.h (7.2): _PAGE_ACCESSED (1 << 6)
 # "Set by hardware on any access", _PAGE_DIRTY (1 << 7) "Set by hardware on any write" (Svadu).
-HW_PTE_UPDATES = (1 << 6 | 1 << 7, 0, 0)
+HW_PTE_UPDATES = (_PAGE_ACCESSED | _PAGE_DIRTY, 0, 0)
 
 
-class Riscv64:
+class Riscv64(ArchDefaults):
     """The riscv64 Arch (module-level ARCH)."""
 
     name = "riscv64"
+    elf_machine, elf_machine_name = 243, "EM_RISCV"  # include/uapi/linux/elf-em.h
+    uname_machines = ("riscv64",)  # arch/riscv/Makefile UTS_MACHINE := riscv$(BITS)
+    # VMCOREINFO_NUMBER(va_kernel_pa_offset) (arch/riscv/kernel/crash_core.c 6.1, vmcore_info.c 6.12/7.2)
+    vmcoreinfo_key = "NUMBER(va_kernel_pa_offset)"
+    qemu_arch = "riscv64"
+    gdb_arch = "riscv:rv64"
+    drgn_arch = "RISCV64"
+    # riscv_cpu_dump_state() prints " satp     9000..." (QEMU 7.2 target/riscv/cpu.c)
+    hmp_registers = r"(?m)^\s*(satp|stvec)\s+([0-9a-f]+)\s*$"
+    current_registers = ("tp",)  # riscv_current_is_tp (arch/riscv/include/asm/current.h, 6.12/7.2)
+    pc_registers = ("pc",)
+    kernel_dir, gnu_triplet, debian_arch = "riscv", "riscv64-linux-gnu", "riscv64"
+    cont_schemes = frozenset({"napot"})
     features: tuple[Feature, ...] = FEATURES
     hw_pte_updates = HW_PTE_UPDATES
     default_mode = "sv48"  # decode's default: what QEMU 7.2's virt machine offers by default
@@ -312,6 +327,18 @@ class Riscv64:
     # init_mm's satp root
     kernel_root_symbol = "swapper_pg_dir"
     kernel_text_region = None
+
+    def output_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
+        return output_bits(mode, facts)
+
+    def reserved_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+        return reserved_bits(raw, depth, mode, facts, table)
+
+    def misaligned_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+        return misaligned_bits(raw, depth, mode, facts)
+
+    def cont_signature(self, raw: int, mode: PagingMode) -> int:
+        return cont_signature(raw, mode)
 
     def root_candidates(self, regs: Mapping[str, int], upper: bool) -> tuple[int, ...]:
         """satp.PPN << PAGE_SHIFT: one root for both halves."""
@@ -795,5 +822,5 @@ def cont_signature(raw: int, mode: PagingMode) -> int:
     return raw & ~(_PAGE_ACCESSED | _PAGE_DIRTY | _PAGE_PFN_MASK)
 
 
-ARCH = Riscv64()
+ARCH: Arch = Riscv64()
 

@@ -26,7 +26,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from .common import Access, Decoded, KernelFacts, Kind, Level, PagingMode, Softleaf, find_mode, vmcoreinfo_int
+from .common import (
+    Access,
+    Arch,
+    ArchDefaults,
+    Decoded,
+    KernelFacts,
+    Kind,
+    Level,
+    PagingMode,
+    Softleaf,
+    find_mode,
+    vmcoreinfo_int,
+)
 from .softleaf import decode_softleaf
 from .versions import OLDEST, Feature
 
@@ -559,13 +571,30 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
 # What the MMU itself writes into an entry (not a store a watchpoint sees): (bits it sets, bits it
 # clears, bits a clear needs).  arch/x86/include/asm/pgtable_types.h (7.2): _PAGE_BIT_ACCESSED 5
 # "was accessed (raised by CPU)", _PAGE_BIT_DIRTY 6 "was written to (raised by CPU)".
-HW_PTE_UPDATES = (1 << 5 | 1 << 6, 0, 0)
+HW_PTE_UPDATES = (A | D, 0, 0)
 
 
-class X86_64Arch:
+class X86_64Arch(ArchDefaults):
     """The x86-64 Arch implementation (module-level ARCH)."""
 
     name = "x86_64"
+    elf_machine, elf_machine_name = 62, "EM_X86_64"  # include/uapi/linux/elf-em.h
+    uname_machines = ("x86_64",)  # arch/x86/Makefile UTS_MACHINE := x86_64 (CONFIG_X86_64)
+    # VMCOREINFO_SYMBOL(init_top_pgt) (arch/x86/kernel/crash_core_64.c 6.1, vmcore_info_64.c 6.12/7.2)
+    vmcoreinfo_key = "SYMBOL(init_top_pgt)"
+    qemu_arch = "x86_64"
+    gdb_arch = "i386:x86-64"
+    drgn_arch = "X86_64"
+    # x86_cpu_dump_state() prints "CR0=... CR3=... CR4=..." and "EFER=..." (QEMU 7.2 target/i386/cpu-dump.c)
+    hmp_registers = r"\b(CR0|CR3|CR4|EFER)=([0-9a-f]+)\b"
+    # `current` is the per-cpu current_task (pcpu_hot.current_task in 6.2..6.14), not a register
+    # (arch/x86/include/asm/current.h, 6.12/7.2)
+    current_registers = ()
+    percpu_register = "gs_base"  # this_cpu_read() is %gs-relative (arch/x86/include/asm/percpu.h, 6.12/7.2)
+    pc_registers = ("rip",)
+    kernel_dir, gnu_triplet, debian_arch = "x86", "x86_64-linux-gnu", "amd64"
+    user_kernel_pages = USER_KERNEL_PAGES
+    flag_moves = FLAG_MOVES
     features: tuple[Feature, ...] = FEATURES
     hw_pte_updates = HW_PTE_UPDATES
     default_mode = "4-level"  # decode's default: the mode without LA57
@@ -659,6 +688,18 @@ class X86_64Arch:
         """x86 has no contiguous-block bit: ptep_get() is the entry itself."""
         return block[index]
 
+    def output_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
+        return output_bits(mode, facts)
+
+    def reserved_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts, table: bool) -> int:
+        return reserved_bits(raw, depth, mode, facts, table)
+
+    def misaligned_bits(self, raw: int, depth: int, mode: PagingMode, facts: KernelFacts) -> int:
+        return misaligned_bits(raw, depth, mode, facts)
+
+    def wx_access(self, access: Access, tables: Sequence[int]) -> Access:
+        return wx_access(access, tables)
+
     def swp_pfn_bits(self, mode: PagingMode, facts: KernelFacts) -> int:
         """SWP_PFN_BITS for this mode (a MAX_PHYSMEM_BITS fact overrides 46/52)."""
         return _swp_pfn_bits(mode, facts)
@@ -674,7 +715,7 @@ class X86_64Arch:
         return kernel_pgd_pa | PTI_PGTABLE_SWITCH
 
 
-ARCH = X86_64Arch()
+ARCH: Arch = X86_64Arch()
 
 
 def wx_access(access: Access, tables: Sequence[int]) -> Access:

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from archs import ARCH_NAMES
 from inspector.vm import VMError
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.qemu import boot
@@ -17,7 +18,7 @@ from .cli import main
 
 
 @click.command()
-@click.argument("arch", default="x86_64", type=click.Choice(["x86_64", "arm64", "riscv64"]))
+@click.argument("arch", default="x86_64", type=click.Choice(ARCH_NAMES))
 @click.option("--kernel", "series", default="7.2", show_default=True, help="Kernel series of the test VM.")
 def demo(arch: str, series: str) -> None:
     """Boot ARCH's test VM, dump the workload process's page tables (merged into ranges), stop the VM."""

@@ -50,8 +50,8 @@ def detail(row: Row, layout: Layout | None = None) -> str:
     kernel view."""
     e = row.entry
     parts = []
-    if e.hw.access is not None:
-        a = e.view.access
+    a = e.view.access  # the kernel's view of a present leaf is present too
+    if e.hw.access is not None and a is not None:
         parts.append(_perms(a.read, a.write, a.exec))
     if e.hw.softleaf is None:
         parts.append(short_flags(e.hw.flags))

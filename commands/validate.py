@@ -9,6 +9,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
+from archs import ARCH_NAMES
 from inspector.checks import CHECKS
 from inspector.records import hx
 from inspector.snapshot import load
@@ -27,7 +28,7 @@ def print_checks(fmt: str) -> None:
                                for c in CHECKS], indent=1))
         return
     for c in CHECKS:
-        arches = "" if len(c.arches) == 3 else f" [{', '.join(sorted(c.arches))}]"
+        arches = "" if c.arches == frozenset(ARCH_NAMES) else f" [{', '.join(sorted(c.arches))}]"
         click.echo(f"{c.id}{arches}\n    {c.title}\n    source: {c.source}")
 
 

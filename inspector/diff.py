@@ -6,7 +6,6 @@ side may be a snapshot file, a live walk, or (as recorded) a `dump --format json
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -122,8 +121,7 @@ class Differ:
                 raise SnapshotError(f"{snap.name} holds merged ranges (dump --ranges), not entries")
         self.a, self.b, self.va_range = a, b, va_range
         self.levels = [lvl.name for lvl in a.mode.levels]
-        self.moves: tuple[tuple[str, str], ...] = getattr(
-            importlib.import_module(f"archs.{a.arch.name}"), "FLAG_MOVES", ())
+        self.moves = a.arch.flag_moves
         # Compare table entries only when both sides hold them.
         self.tables = all(any(r.get("kind") == "table" for r in s.records) for s in (a, b))
 
@@ -145,7 +143,7 @@ class Differ:
         out = _bit_changes(ra.get("flags", []), rb.get("flags", []), self.moves)
         ca, cb = ra.get("cont"), rb.get("cont")
         if bool(ca) != bool(cb):
-            scheme = (ca or cb)["scheme"]
+            scheme = (ca or cb or {})["scheme"]  # one of them is set
             out.insert(0, Change(scheme, bool(ca), bool(cb), f"{scheme} block {'split' if ca else 'formed'}"))
         sa, sb = ra.get("softleaf"), rb.get("softleaf")
         if sa and sb:
@@ -187,14 +185,14 @@ class Differ:
         ia, ib = self._index(self.a), self._index(self.b)
         for key in sorted(set(ia) | set(ib)):
             ra, rb = ia.get(key), ib.get(key)
-            if rb is None:
-                yield "removed", key[0], ra, None, [Change("kind", entry_label(ra), None, entry_label(ra))]
-            elif ra is None:
-                yield "added", key[0], None, rb, [Change("kind", None, entry_label(rb), entry_label(rb))]
-            else:
+            if ra is not None and rb is not None:
                 changes = self.changes(ra, rb)
                 if changes:
                     yield "changed", key[0], ra, rb, changes
+            elif ra is not None:
+                yield "removed", key[0], ra, None, [Change("kind", entry_label(ra), None, entry_label(ra))]
+            elif rb is not None:
+                yield "added", key[0], None, rb, [Change("kind", None, entry_label(rb), entry_label(rb))]
 
     def deltas(self) -> list[Delta]:
         """The differing entries, adjacent alike ones merged into ranges."""
@@ -202,12 +200,13 @@ class Differ:
         last: dict[str, int] = {}  # level -> index in `out` of that level's latest range
         for status, va, ra, rb, changes in self.entries():
             rec = rb if ra is None else ra
+            assert rec is not None  # entries() gives at least one side
             size, level = int(rec["size"]), rec["level"]
             i = last.get(level)
             prev = out[i] if i is not None else None
-            if (prev is not None and prev.status == status and prev.end == va
+            if (i is not None and prev is not None and prev.status == status and prev.end == va
                     and [c.shape for c in prev.changes] == [c.shape for c in changes]):
-                out[i] = Delta(status, level, prev.start, va + size, prev.count + 1, prev.changes,  # type: ignore[index]
+                out[i] = Delta(status, level, prev.start, va + size, prev.count + 1, prev.changes,
                                prev.before, prev.after)
             else:
                 last[level] = len(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import final
 
 from archs.common import Kind
 
@@ -13,6 +14,7 @@ from .session import Root, Session
 from .walker import LeafRun
 
 
+@final
 @dataclass(frozen=True)
 class Row:
     """One entry and the VMA it lies in (None: outside every VMA, or no VMA list)."""
@@ -52,6 +54,7 @@ class Row:
         return self.entry.hw.soft
 
 
+@final
 @dataclass(frozen=True)
 class RunRows:
     """The rows of a LeafRun (or part of one) that lie in one VMA, kept in bulk."""
@@ -63,6 +66,7 @@ class RunRows:
         return (Row(e, self.vma) for e in self.run.entries())
 
 
+@final
 @dataclass(frozen=True)
 class Range:
     """Adjacent entries with equal attributes and consecutive frames."""
@@ -176,7 +180,7 @@ def _pieces(items: Iterable[Row | RunRows]) -> Iterator[tuple[Row, Row, int]]:
                 first = Row(run.entry(start), vma)
                 yield first, (first if stop == start + 1 else Row(run.entry(stop - 1), vma)), stop - start
         else:
-            yield item, item, 1  # type: ignore[misc]
+            yield item, item, 1
 
 
 def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:

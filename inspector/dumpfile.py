@@ -22,19 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from archs import all_arches, arch_where, names_text
+
 from .reader import ReadError, contains
 
-ELF_MACHINES = {62: "x86_64", 183: "arm64", 243: "riscv64"}  # EM_X86_64, EM_AARCH64, EM_RISCV
-UTS_MACHINES = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64", "riscv64": "riscv64"}
 PT_LOAD, PT_NOTE, ET_CORE, PN_XNUM = 1, 4, 4, 0xFFFF
 PT_NAMES = {PT_LOAD: "PT_LOAD", PT_NOTE: "PT_NOTE"}
 PHDR = struct.Struct("<IIQQQQQQ")  # Elf64_Phdr
 ELF_HEADER_SIZE = 64  # Elf64_Ehdr
 UNNAMED = ("", "Unknown")  # QEMU's ELF_MACHINE_UNAME for targets without one (arm64, riscv64)
-# A key only that architecture's arch_crash_save_vmcoreinfo() writes: x86 vmcore_info_64.c:13,
-# arm64 vmcore_info.c:29, riscv vmcore_info.c:27 (7.2; crash_core*.c in 6.1).
-VMCOREINFO_ARCH_KEYS = {"x86_64": b"SYMBOL(init_top_pgt)", "arm64": b"NUMBER(kimage_voffset)",
-                        "riscv64": b"NUMBER(va_kernel_pa_offset)"}
 KDUMP_SIGNATURE = b"KDUMP   "
 FLAT_SIGNATURE = b"makedumpfile\0"
 FLAT_HEADER_SIZE = 4096  # MAX_SIZE_MDF_HEADER
@@ -185,10 +181,10 @@ def _elf(path: Path, src: FileBytes, fmt: str) -> DumpFile:
         "<HHIQQQIHHH", src.read(16, 42))
     if e_type != ET_CORE:
         raise DumpError(f"{path} is an ELF file but not a core dump (type {e_type}; a vmlinux is type 2)")
-    arch = ELF_MACHINES.get(e_machine)
-    if arch is None:
-        raise DumpError(f"{path} is a core dump for ELF machine {e_machine}; ptinspect reads "
-                        "x86-64, arm64 and riscv64")
+    found = arch_where("elf_machine", e_machine)
+    if found is None:
+        raise DumpError(f"{path} is a core dump for ELF machine {e_machine}; ptinspect reads {names_text()}")
+    arch = found.name
     if e_phnum == PN_XNUM:
         raise DumpError(f"{path} has more than 65534 program headers (PN_XNUM), which ptinspect does not read")
     if e_phentsize < PHDR.size:
@@ -384,8 +380,9 @@ def _kdump_headers(path: Path, src: FileBytes, fmt: str) -> DumpFile:
         raise DumpError(f"{path}: no KDUMP signature at offset 0")
     version, = struct.unpack_from("<I", header, 8)
     machine = header[12 + 4 * 65:12 + 5 * 65].split(b"\0")[0].decode(errors="replace")
-    if machine not in UTS_MACHINES and machine not in UNNAMED:
-        raise DumpError(f"{path} is a kdump of a {machine} machine; ptinspect reads x86-64, arm64 and riscv64")
+    named = arch_where("uname_machines", machine)
+    if named is None and machine not in UNNAMED:
+        raise DumpError(f"{path} is a kdump of a {machine} machine; ptinspect reads {names_text()}")
     block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<IIII", header, 428)
     dump_level = None
     if block_size not in (4096, 16384, 65536):  # the guest's page size (QEMU and makedumpfile)
@@ -415,7 +412,7 @@ def _kdump_headers(path: Path, src: FileBytes, fmt: str) -> DumpFile:
         src.read(end - 1, 1)
     ram = tuple(_merge([(a * block_size, b * block_size) for a, b in pfns]))
     excluded = sum(b - a for a, b in pfns) - dumped
-    arch = UTS_MACHINES.get(machine) or _arch_of_vmcoreinfo(info)
+    arch = named.name if named is not None else _arch_of_vmcoreinfo(info)
     return DumpFile(path, fmt, arch, info, ram, KdumpLayout(block_size, bitmap[half:], desc_at), dump_level=dump_level,
                     excluded_pages=max(excluded, 0))
 
@@ -424,7 +421,7 @@ def _arch_of_vmcoreinfo(info: bytes | None) -> str | None:
     """The architecture whose arch_crash_save_vmcoreinfo() wrote the text (for kdumps whose
     header says "Unknown", as QEMU's arm64 and riscv64 dumps do)."""
     keys = {line.split(b"=", 1)[0] for line in (info or b"").splitlines()}
-    found = [arch for arch, key in VMCOREINFO_ARCH_KEYS.items() if key in keys]
+    found = [arch.name for arch in all_arches() if arch.vmcoreinfo_key.encode() in keys]
     return found[0] if len(found) == 1 else None
 
 

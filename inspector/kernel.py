@@ -1,20 +1,30 @@
 """What kernel introspection shares: the VMA record and its vm_flags, its errors, and the config
-facts solved from MAX_SWAPFILES.  The kernel itself is read by inspector/rawkernel.py.
+facts solved from MAX_SWAPFILES.  The kernel itself is read by inspector/rawkernel/.
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 
+from archs import get_arch
 from archs.common import Fact
 from archs.softleaf import config_options, type_space
 from archs.versions import Layout
 
-DRGN_ARCH = {"x86_64": "X86_64", "arm64": "AARCH64", "riscv64": "RISCV64"}
-
 
 class KernelError(Exception):
     """The kernel could not be identified or read."""
+
+
+def drgn_program(arch: str | None):  # -> drgn.Program (drgn ships no type information)
+    """A drgn Program for a 64-bit little-endian kernel of `arch`, or with no platform (drgn finds it
+    in the core or /proc/kcore) when None."""
+    import drgn
+
+    if arch is None:
+        return drgn.Program()
+    flags = drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN
+    return drgn.Program(drgn.Platform(getattr(drgn.Architecture, get_arch(arch).drgn_arch), flags))
 
 
 # vm_flags bits (include/linux/mm.h VM_*; the same bit numbers in 5.10..7.3, where 6.18+ spell them

@@ -2,7 +2,7 @@
 
 drgn reads the debug info once per vmlinux (about a second); the symbol
 addresses, member offsets, struct sizes, array bounds and enumerator values
-that inspector/rawkernel.py needs are kept in a small file under the cache, so
+that inspector/rawkernel/ needs are kept in a small file under the cache, so
 later runs answer kernel questions without loading the debug info.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from archs import ARCH_NAMES
+
 from . import vmlinux as vml
 from .cache import subdir
-from .kernel import DRGN_ARCH
+from .kernel import drgn_program
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
 SCHEMA = 3
@@ -132,7 +134,7 @@ class KernelLayout:
             layout = cls(members=members, **data)
             scalars = (layout.symbols, layout.sizes, layout.variable_sizes, layout.lengths, layout.constants,
                        *layout.enums.values())
-            if layout.arch not in DRGN_ARCH or not all(isinstance(v, int) for d in scalars for v in d.values()):
+            if layout.arch not in ARCH_NAMES or not all(isinstance(v, int) for d in scalars for v in d.values()):
                 raise ValueError("wrong values")
         except (KeyError, TypeError, IndexError, AttributeError) as exc:
             raise ValueError(f"not a KernelLayout: {exc}") from None
@@ -171,8 +173,7 @@ def extract(vmlinux: Path) -> KernelLayout:
         arch = vml.machine(vmlinux)
     except vml.VmlinuxError as exc:
         raise LayoutError(str(exc)) from None
-    prog = drgn.Program(drgn.Platform(getattr(drgn.Architecture, DRGN_ARCH[arch]),
-                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
+    prog = drgn_program(arch)
     # load_debug_info([vmlinux]) ignores a file no loaded module claims, and a Program with neither
     # memory nor VMCOREINFO has no modules: an extra module takes the file as it is.
     module = prog.extra_module("vmlinux", create=True)

@@ -119,5 +119,5 @@ def deferred() -> Iterator[None]:
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        for sig in pending[:1]:
-            signal.raise_signal(sig)
+        for signum in pending[:1]:
+            signal.raise_signal(signum)

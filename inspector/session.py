@@ -1,6 +1,6 @@
 """One inspection session: a target, its architecture and paging modes, and
 (when a vmlinux is given) the kernel's own answers, read with the vmlinux's cached
-layout (inspector/layout.py, inspector/rawkernel.py).
+layout (inspector/layout.py, inspector/rawkernel/).
 
 Paging modes and the kernel root come from the CPU's paging registers (gdbstub)
 or, for targets without registers (vmcores, /proc/kcore, QMP), from the kernel's

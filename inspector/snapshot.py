@@ -18,15 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from archs.common import Arch, KernelFacts, PagingMode
-
 from .dump import Row, VmaIndex, bulk_rows, rows
 from .entry import ENTRY_BYTES, Entry
-from .kernel import Vma
 from .reader import ReadError, TableCache, contains
 from .records import SCHEMA, hx, item_record, target_record, write_document
 from .session import Root, Session
-from .snapshot_schema import SchemaError, check_document
+from .snapshot_schema import Checked, SchemaError, check_document
 from .walker import Walker
 
 
@@ -115,22 +112,11 @@ class SnapshotMemory:
         return b"".join(struct.pack("<Q", self.slots.get(pa + off, 0)) for off in range(0, size, ENTRY_BYTES))
 
 
-@dataclass
-class Snapshot:
-    """A snapshot document with what is needed to walk and check it again."""
+@dataclass(frozen=True)
+class Snapshot(Checked):
+    """A snapshot document (the fields of a checked one) with what is needed to walk and check it again."""
 
-    name: str
-    target: dict[str, Any]
-    records: list[dict[str, Any]]
-    arch: Arch
-    mode: PagingMode
-    facts: KernelFacts
-    root: int
-    upper: bool
-    process: bool
-    va_range: tuple[int, int] | None
-    ram: list[tuple[int, int]] | None  # memblock.memory when recorded
-    vmas: tuple[Vma, ...] | None  # the process's VMAs when recorded
+    name: str  # what messages call it: the file, or the target and root it was taken of
 
     @classmethod
     def from_document(cls, doc: Any, name: str) -> Snapshot:
@@ -142,8 +128,7 @@ class Snapshot:
             c = check_document(doc)
         except SchemaError as exc:
             raise SnapshotError(f"{name}: {exc}") from None
-        return cls(name, c.target, c.records, c.arch, c.mode, c.facts, c.root, c.upper, c.process, c.va_range,
-                   c.ram, c.vmas)
+        return cls(**vars(c), name=name)
 
     @property
     def selection(self) -> dict[str, Any]:

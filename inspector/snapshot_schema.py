@@ -41,8 +41,8 @@ class Checked:
     upper: bool
     process: bool
     va_range: tuple[int, int] | None
-    ram: list[tuple[int, int]] | None
-    vmas: tuple[Vma, ...] | None
+    ram: list[tuple[int, int]] | None  # memblock.memory when recorded
+    vmas: tuple[Vma, ...] | None  # the process's VMAs when recorded
 
 
 def _short(value: Any) -> str:
@@ -211,8 +211,9 @@ def _check_entry(rec: Any, where: str, arch: Arch, mode: PagingMode, levels: dic
     level = levels.get(level_name) if type(level_name) is str else None
     if level is None:
         raise _fail(f"{where}.level", rec.get("level"), f"a {mode.name} level ({', '.join(levels)})")
-    table, index, raw, va, size = (rec.get("table"), rec.get("index"), rec.get("raw"), rec.get("va"),
-                                   rec.get("size"))
+    fields: Any = rec  # JSON values of any type, each checked below
+    table, index, raw, va, size = (fields.get("table"), fields.get("index"), fields.get("raw"), fields.get("va"),
+                                   fields.get("size"))
     if not (type(table) is str and HEX.match(table) and int(table, 16) < table_limit):
         _hex(_need(rec, "table", where), f"{where}.table", table_limit)
     if not (type(index) is int and 0 <= index < level.entries):

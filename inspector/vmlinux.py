@@ -12,11 +12,12 @@ import json
 import os
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import subdir
+from archs import arch_where, names_text
 
-ELF_MACHINES = {"EM_X86_64": "x86_64", "EM_AARCH64": "arm64", "EM_RISCV": "riscv64"}
+from .cache import subdir
 
 
 class VmlinuxError(Exception):
@@ -53,8 +54,27 @@ def _facts(path: Path) -> dict:
     return data
 
 
+STT_OBJECT, STT_FUNC = 1, 2  # include/uapi/linux/elf.h
+
+
+@dataclass(frozen=True)
+class SymbolTable:
+    """A vmlinux's .symtab, link-time values."""
+
+    machine: str  # the Arch name
+    values: dict[str, int]  # every named symbol (first definition wins)
+    functions: list[tuple[int, int, str]]  # STT_FUNC (value, size, name), sorted, the first per address
+    objects: dict[str, int]  # STT_OBJECT name -> value (first definition wins)
+
+
 def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
-    """The ELF machine and every named symbol's value (first definition wins).
+    """The ELF machine and every named symbol's value (first definition wins)."""
+    table = symbol_table(path)
+    return table.machine, table.values
+
+
+def symbol_table(path: Path) -> SymbolTable:
+    """The ELF machine and the symbol table, functions with their sizes.
 
     pyelftools finds the sections; the 24-byte Elf64_Sym records are unpacked
     in bulk, which is ~50 times faster than iterating pyelftools symbols.
@@ -65,9 +85,10 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     try:
         with path.open("rb") as f:
             elf = ELFFile(f)
-            machine = ELF_MACHINES.get(elf["e_machine"])
-            if machine is None:
-                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not x86-64, arm64 or riscv64")
+            arch = arch_where("elf_machine_name", elf["e_machine"])
+            if arch is None:
+                raise VmlinuxError(f"{path} is an ELF file for {elf['e_machine']}, not {names_text('or')}")
+            machine = arch.name
             if elf.elfclass != 64 or not elf.little_endian:
                 raise VmlinuxError(f"{path} is not a 64-bit little-endian ELF file")
             symtab = elf.get_section_by_name(".symtab")
@@ -78,23 +99,32 @@ def _read_symbols(path: Path) -> tuple[str, dict[str, int]]:
     except (OSError, ELFError) as exc:
         raise VmlinuxError(f"cannot read {path} as a vmlinux: {exc}") from None
     names: dict[str, int] = {}
+    funcs: dict[int, tuple[int, int, str]] = {}
+    objects: dict[str, int] = {}
     # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
-    for st_name, _info, _other, _shndx, value, _size in struct.iter_unpack("<IBBHQQ", data):
+    for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
         if st_name:
             end = strtab.index(b"\0", st_name)
-            names.setdefault(strtab[st_name:end].decode(errors="replace"), value)
-    return machine, names
+            name = strtab[st_name:end].decode(errors="replace")
+            names.setdefault(name, value)
+            kind = info & 0xF  # ELF64_ST_TYPE
+            if kind == STT_FUNC:
+                funcs.setdefault(value, (value, size, name))
+            elif kind == STT_OBJECT:
+                objects.setdefault(name, value)
+    return SymbolTable(machine, names, sorted(funcs.values()), objects)
 
 
 def _read_build_id(path: Path) -> str | None:
     """The GNU build ID note of an ELF file (hex), None if it has none."""
     from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import NoteSection
 
     try:
         with path.open("rb") as f:
             for section in ELFFile(f).iter_sections():
-                if section["sh_type"] == "SHT_NOTE":
+                if isinstance(section, NoteSection):  # what pyelftools makes of every SHT_NOTE section
                     for note in section.iter_notes():
                         if note["n_name"] == "GNU" and note["n_type"] == "NT_GNU_BUILD_ID":
                             desc = note["n_desc"]

@@ -18,7 +18,7 @@ import operator
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, final
 
 from archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
 
@@ -29,6 +29,7 @@ TEMPLATES = 4096  # decoded leaf templates kept per level
 FAILED_TEMPLATES = 64  # leaves of a level whose frame bits were sought in vain before it stops seeking
 
 
+@final
 class _Template(NamedTuple):
     raw: int
     dec: Decoded
@@ -37,6 +38,7 @@ class _Template(NamedTuple):
     pfn_fields: tuple[int, ...]  # indices of `fields` that spell the pfn ("PPN": "0x...")
     fixed_bits: int  # ~frame_bits: a raw sharing this template equals `raw` in all of them
     plain: bool  # a leaf with no contiguous block: walks give it as part of a LeafRun
+    pfn: int  # dec.pfn: templates are made of present leaves with a frame only
 
 
 def _with_frame(dec: Decoded, raw: int, pfn: int, pfn_fields: tuple[int, ...]) -> Decoded:
@@ -54,6 +56,7 @@ def _with_frame(dec: Decoded, raw: int, pfn: int, pfn_fields: tuple[int, ...]) -
     return new
 
 
+@final
 @dataclass(frozen=True)
 class LeafRun:
     """Present leaves of one table, in slot order, whose decodes are one template's apart
@@ -155,13 +158,13 @@ class FrameDecoder:
     def decode(self, raw: int, depth: int) -> Decoded:
         mask = self._key_mask.get(depth)
         if mask is not None:
-            t = self._templates[depth].get(raw & mask, False)
+            t: _Template | None | Literal[False] = self._templates[depth].get(raw & mask, False)
             if t is None:
                 return self.arch.decode(raw, depth, self.mode, self.facts)
             if t is not False:
                 diff = raw ^ t.raw
                 if not diff & ~t.frame_bits:
-                    pfn = t.dec.pfn
+                    pfn = t.pfn
                     for bits, shift in t.shifts:
                         pfn ^= (diff & bits) >> shift if shift >= 0 else (diff & bits) << -shift
                     return _with_frame(t.dec, raw, pfn, t.pfn_fields)
@@ -217,7 +220,7 @@ class FrameDecoder:
         for bits in shifts.values():
             frame_bits |= bits
         return _Template(raw, dec, frame_bits, tuple((bits, shift) for shift, bits in shifts.items()), pfn_fields,
-                         ~frame_bits, dec.cont is None)
+                         ~frame_bits, dec.cont is None, dec.pfn)
 
 
 class Walker:
@@ -315,9 +318,9 @@ class Walker:
                 if t is not None and t.plain:
                     found.append((index, va, t))
                     continue
-            dec = decode(raw, depth)
-            if dec.kind is not Kind.NONE:
-                found.append((index, va, dec))
+            decoded = decode(raw, depth)
+            if decoded.kind is not Kind.NONE:
+                found.append((index, va, decoded))
         if depth + 1 < len(self.mode.levels):
             self.tables.prefetch((dec.next_table for _, _, dec in found
                                   if type(dec) is Decoded and dec.kind is Kind.TABLE and dec.next_table is not None

@@ -32,6 +32,7 @@ from .records import item_record, target_record
 from .session import Root, Session, SessionError
 from .snapshot import SCHEMA, Snapshot
 from .targets.rsp import StopReply, thread_number
+from .vmlinux import VmlinuxError, symbol_table
 
 Record = dict[str, Any]
 POLL = 0.2  # seconds between checks of the deadline while the VM runs
@@ -63,9 +64,6 @@ class WatchTarget(Protocol):
 
 # -- symbols -------------------------------------------------------------------------------------
 
-STT_FUNC, STT_OBJECT = 2, 1
-
-
 @dataclass
 class Symbols:
     """The vmlinux's function symbols (for PCs) and object symbols (per-cpu `current`), link-time."""
@@ -76,32 +74,11 @@ class Symbols:
 
     @classmethod
     def load(cls, vmlinux: Path) -> Symbols:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-
         try:
-            with vmlinux.open("rb") as f:
-                elf = ELFFile(f)
-                symtab = elf.get_section_by_name(".symtab")
-                if symtab is None:
-                    raise WatchError(f"{vmlinux} has no symbol table: PCs cannot be named")
-                strtab = elf.get_section(symtab["sh_link"]).data()
-                data = symtab.data()
-        except (OSError, ELFError) as exc:
-            raise WatchError(f"cannot read the symbols of {vmlinux}: {exc}") from None
-        funcs: dict[int, tuple[int, int, str]] = {}
-        objects: dict[str, int] = {}
-        for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
-            kind = info & 0xF
-            if not st_name or kind not in (STT_FUNC, STT_OBJECT):
-                continue
-            name = strtab[st_name:strtab.index(b"\0", st_name)].decode(errors="replace")
-            if kind == STT_FUNC:
-                funcs.setdefault(value, (value, size, name))
-            else:
-                objects.setdefault(name, value)
-        ordered = sorted(funcs.values())
-        return cls([f[0] for f in ordered], ordered, objects)
+            table = symbol_table(vmlinux)
+        except VmlinuxError as exc:
+            raise WatchError(f"PCs cannot be named: {exc}") from None
+        return cls([f[0] for f in table.functions], table.functions, table.objects)
 
     def name(self, pc: int, kaslr_offset: int) -> str | None:
         """"function+0xoff/0xsize" of a run-time PC, None outside every function."""
@@ -119,13 +96,10 @@ class Symbols:
 
 # -- the running task -----------------------------------------------------------------------------
 
-# Where each architecture keeps `current` while in the kernel:
-#   x86_64: the per-cpu `current_task` (arch/x86/include/asm/current.h, 7.2), a member at offset 0 of
-#           the per-cpu `pcpu_hot` in 6.2..6.14 (6.12 current.h struct pcpu_hot), read at GS base + symbol;
-#   arm64:  sp_el0 (arch/arm64/include/asm/current.h get_current());
-#   riscv64: tp (arch/riscv/include/asm/current.h riscv_current_is_tp).
-CURRENT_REGISTER = {"arm64": ("SP_EL0", "sp_el0"), "riscv64": ("tp",)}
-PC_REGISTER = {"x86_64": ("rip",), "arm64": ("pc",), "riscv64": ("pc",)}
+# Where `current` is while in the kernel: a register (Arch.current_registers), or where an
+# architecture names none (x86_64) the per-cpu `current_task` (arch/x86/include/asm/current.h, 7.2),
+# a member at offset 0 of the per-cpu `pcpu_hot` in 6.2..6.14 (6.12 current.h struct pcpu_hot),
+# read at GS base + symbol.
 
 
 @dataclass(frozen=True)
@@ -140,13 +114,16 @@ class Cpu:
 
 def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:
     """The task_struct address the vCPU of `thread` runs."""
-    arch = session.arch.name
     kernel = session.kernel
     assert kernel is not None
-    if arch == "x86_64":
-        gs = target.cpu_registers(thread, ("gs_base",)).get("gs_base")
+    names = session.arch.current_registers
+    if not names:
+        base_name = session.arch.percpu_register
+        if base_name is None:
+            raise WatchError(f"{session.arch.name} names neither a register nor a per-cpu base for `current`")
+        gs = target.cpu_registers(thread, (base_name,)).get(base_name)
         if gs is None:
-            raise WatchError("the gdbstub gives no gs_base")
+            raise WatchError(f"the gdbstub gives no {base_name}")
         for name in ("current_task", "pcpu_hot"):
             if name in symbols.objects:
                 sym = symbols.objects[name]
@@ -154,7 +131,6 @@ def _current_task(session: Session, target: WatchTarget, thread: str, symbols: S
                 sym += kernel.kaslr_offset if sym >= symbols.starts[0] else 0
                 return struct.unpack("<Q", session.read_kernel_va(gs + sym, 8))[0]
         raise WatchError("the vmlinux has neither current_task nor pcpu_hot")
-    names = CURRENT_REGISTER[arch]
     regs = target.cpu_registers(thread, names)
     for name in names:
         if name in regs:
@@ -169,7 +145,7 @@ def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols
     number = thread_number(thread)
     kernel = session.kernel
     assert kernel is not None
-    regs = target.cpu_registers(thread, PC_REGISTER[session.arch.name])
+    regs = target.cpu_registers(thread, session.arch.pc_registers)
     pc = next(iter(regs.values()), None)
     function = symbols.name(pc, kernel.kaslr_offset) if pc is not None else None
     try:
@@ -425,14 +401,14 @@ class Watcher:
                 source = "hardware" if self._hardware_only(ra, rb) else "unseen"
             ea, eb = old_walk.slot(pa, slot), new_walk.slot(pa, slot)
             rec_a, rec_b = (item_record(Row(e, None), self.session.facts.layout) if e else None for e in (ea, eb))
-            if rec_a is None and rec_b is None:
-                continue  # none to none: only bits no decode shows
-            if rec_b is None:
+            if rec_a is not None and rec_b is not None:
+                status, changes = "changed", self.differ.changes(rec_a, rec_b)
+            elif rec_a is not None:
                 status, changes = "removed", [Change("kind", entry_label(rec_a), None, f"{entry_label(rec_a)} → none")]
-            elif rec_a is None:
+            elif rec_b is not None:
                 status, changes = "added", [Change("kind", None, entry_label(rec_b), f"none → {entry_label(rec_b)}")]
             else:
-                status, changes = "changed", self.differ.changes(rec_a, rec_b)
+                continue  # none to none: only bits no decode shows
             e = eb or ea
             assert e is not None
             events.append(Event(now, source, cpu if source == "kernel" else None, status, e.va, e.ref.level,

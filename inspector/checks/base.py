@@ -1,13 +1,12 @@
 """What a check is, what it reports, and what it sees: one walked snapshot."""
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from types import ModuleType
 
-from archs.common import Kind, in_kernel_half
+from archs import ARCH_NAMES
+from archs.common import Arch, Kind, in_kernel_half
 
 from ..dump import VmaIndex
 from ..entry import ENTRY_BYTES, Entry
@@ -39,10 +38,11 @@ class Context:
     snap: Snapshot
     entries: list[Entry]  # table entries included, VA order
     tables: TableCache  # the snapshot's memory, for reading whole blocks
-    rules: ModuleType = field(init=False)  # archs.<arch>: reserved_bits, misaligned_bits, ...
 
-    def __post_init__(self) -> None:
-        self.rules = importlib.import_module(f"archs.{self.snap.arch.name}")
+    @property
+    def rules(self) -> Arch:
+        """The snapshot's architecture: reserved_bits, misaligned_bits, wx_access, ..."""
+        return self.snap.arch
 
     @cached_property
     def leaves(self) -> list[Entry]:
@@ -103,5 +103,5 @@ class Check:
     source: str
     run: Callable[[Context], Iterable[Finding]]
     skip: Callable[[Context], str | None] = lambda ctx: None
-    arches: frozenset[str] = frozenset({"x86_64", "arm64", "riscv64"})
+    arches: frozenset[str] = frozenset(ARCH_NAMES)  # the architectures the rule applies to
 

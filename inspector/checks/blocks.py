@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import cast
 
+from archs import all_arches
 from archs.common import Kind
 
 from ..entry import Entry
@@ -52,18 +54,17 @@ def _block(ctx: Context, e: Entry, first: int) -> Iterator[Finding]:
     members = [ctx.by_slot.get((e.ref.table, first + i)) for i in range(n)]
     lo, hi = ctx.snap.va_range or (0, 1 << 64)
     walked = [i for i in range(n) if lo <= first_va + i * level.span < hi]  # slots the snapshot covers
-    inside = [i for i, m in enumerate(members) if _in_block(m, cont.scheme)]
+    inside = {i: m for i, m in enumerate(members) if m is not None and _in_block(m, cont.scheme)}
     what = f"{n}-entry {cont.scheme} block at {first_va:#x}"
     if len(inside) * 2 < len(walked):  # a minority carries the hint: those entries are the odd ones out
-        for i in inside:
-            m = members[i]
-            assert m is not None
-            yield ctx.finding(check, m, f"contiguous bit set, but only {len(inside)} of the {n} entries of its "
+        for entry in inside.values():
+            yield ctx.finding(check, entry, f"contiguous bit set, but only {len(inside)} of the {n} entries of its "
                                         f"{what} have it (a partial block)")
         return
-    sig = Counter(ctx.rules.cont_signature(members[i].hw.raw, mode) for i in inside).most_common(1)[0][0]
-    base = Counter(members[i].hw.pfn - i * step for i in inside).most_common(1)[0][0]
-    ref = next(members[i] for i in inside if ctx.rules.cont_signature(members[i].hw.raw, mode) == sig)
+    sig = Counter(ctx.rules.cont_signature(x.hw.raw, mode) for x in inside.values()).most_common(1)[0][0]
+    # a present leaf in a block always carries its frame (Decoded.pfn)
+    base = Counter(cast(int, x.hw.pfn) - i * step for i, x in inside.items()).most_common(1)[0][0]
+    ref = next(x for x in inside.values() if ctx.rules.cont_signature(x.hw.raw, mode) == sig)
     for i, m in enumerate(members):
         if i not in walked:
             continue  # outside the snapshot's VA range: not known
@@ -78,7 +79,7 @@ def _block(ctx: Context, e: Entry, first: int) -> Iterator[Finding]:
         else:
             yield from _member(ctx, check, m, i, what, sig, base + i * step, ref)
     if base % (n * frames):
-        yield ctx.finding(check, members[inside[0]], f"the {what} starts at frame {base:#x}, not aligned to "
+        yield ctx.finding(check, next(iter(inside.values())), f"the {what} starts at frame {base:#x}, not aligned to "
                                                        f"its {n * frames} frames")
 
 
@@ -95,11 +96,19 @@ def _member(ctx: Context, check: str, m: Entry, i: int, what: str, sig: int, pfn
         yield ctx.finding(check, m, f"entry {i + 1} of the {what}: " + "; ".join(problems))
 
 
+CONTPTE, NAPOT = frozenset({"contpte", "contpmd"}), frozenset({"napot"})
+
+
+def arches_with(schemes: frozenset[str]) -> frozenset[str]:
+    """The architectures whose decoder gives blocks of these ContInfo schemes."""
+    return frozenset(a.name for a in all_arches() if a.cont_schemes & schemes)
+
+
 CHECKS = (
     Check("contpte", "arm64 PTE_CONT blocks (16/128/32 PTEs, contiguous PMDs): aligned, complete, consecutive "
           "frames, identical attributes apart from access/dirty",
-          CONTPTE_SOURCE, lambda ctx: _blocks(ctx, frozenset({"contpte", "contpmd"})), arches=frozenset({"arm64"})),
+          CONTPTE_SOURCE, lambda ctx: _blocks(ctx, CONTPTE), arches=arches_with(CONTPTE)),
     Check("napot", "RISC-V Svnapot blocks: 16 aligned PTEs holding one value (apart from A/D); malformed "
           "orders are reported by well-formed", NAPOT_SOURCE,
-          lambda ctx: _blocks(ctx, frozenset({"napot"})), arches=frozenset({"riscv64"})),
+          lambda ctx: _blocks(ctx, NAPOT), arches=arches_with(NAPOT)),
 )

@@ -17,26 +17,23 @@ def _kernel_leaves(ctx: Context) -> Iterator[Entry]:
 
 
 def wx(ctx: Context) -> Iterator[Finding]:
-    through_tables = getattr(ctx.rules, "wx_access", None)  # x86: the kernel's check uses effective rights
     for e in _kernel_leaves(ctx):
         access = e.view.access
         assert access is not None
-        if through_tables is not None:
-            access = through_tables(access, ctx.path_tables(e))
+        access = ctx.rules.wx_access(access, ctx.path_tables(e))  # x86: the kernel's check uses effective rights
         if access.write and access.exec:
             yield ctx.finding("kernel-wx", e, "kernel mapping is writable and executable")
 
 
 def user(ctx: Context) -> Iterator[Finding]:
-    el0_exec = getattr(ctx.rules, "el0_executable", None)
-    allowed = getattr(ctx.rules, "USER_KERNEL_PAGES", frozenset())  # x86's vsyscall page
+    allowed = ctx.rules.user_kernel_pages  # x86's vsyscall page
     for e in _kernel_leaves(ctx):
         access = e.view.access
         assert access is not None
         if access.user and not (e.va in allowed and not access.write and not access.exec):
             yield ctx.finding("kernel-user", e, "kernel mapping is accessible from user mode")
-        elif el0_exec is not None and el0_exec(e.hw.raw):
-            yield ctx.finding("kernel-user", e, "kernel mapping is executable at EL0 (PTE_UXN clear)")
+        elif (reason := ctx.rules.user_exec_reason(e.hw.raw)) is not None:
+            yield ctx.finding("kernel-user", e, reason)
 
 
 def _no_kernel_half(ctx: Context) -> str | None:

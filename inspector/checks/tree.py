@@ -15,9 +15,9 @@ from .base import Check, Context, Finding
 def _parents(ctx: Context) -> dict[int, Entry]:
     """Each followed table and the entry that first led to it."""
     parent: dict[int, Entry] = {}
-    for e in ctx.pointers:
-        if e.kind is Kind.TABLE:
-            parent.setdefault(e.hw.next_table, e)  # type: ignore[arg-type]
+    for e in ctx.pointers:  # entries whose next_table is set
+        if e.kind is Kind.TABLE and e.hw.next_table is not None:
+            parent.setdefault(e.hw.next_table, e)
     return parent
 
 
@@ -73,9 +73,9 @@ def _hugetlb_shared(ctx: Context, entries: list[Entry]) -> bool:
 
 def shared(ctx: Context) -> Iterator[Finding]:
     refs: dict[int, list[Entry]] = defaultdict(list)
-    for e in ctx.pointers:
-        if e.kind is Kind.TABLE:
-            refs[e.hw.next_table].append(e)  # type: ignore[index]
+    for e in ctx.pointers:  # entries whose next_table is set
+        if e.kind is Kind.TABLE and e.hw.next_table is not None:
+            refs[e.hw.next_table].append(e)
     for table, entries in refs.items():
         if len(entries) < 2 or _hugetlb_shared(ctx, entries):
             continue

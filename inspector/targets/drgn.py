@@ -19,11 +19,12 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from archs import arch_where, names_text
 from archs.common import vmcoreinfo_int
 
 from ..dumpfile import DumpError, DumpFile, ExcludedPage, identify
 from ..kdump import KdumpReader
-from ..kernel import DRGN_ARCH
+from ..kernel import drgn_program
 from ..reader import ReadError
 from ..runstate import Marker, warn
 from ..vmcoreinfo import VmcoreinfoError, parse
@@ -32,14 +33,6 @@ from .qmp import Qmp, QmpError
 
 KCORE = Path("/proc/kcore")
 PREFER_PGTABLE = "DRGN_PREFER_PGTABLE_READER"
-QMP_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "riscv64": "riscv64"}  # query-target "arch"
-# Lines of QEMU's `info registers` holding the paging registers, named as the gdbstub names them:
-# riscv_cpu_dump_state() prints " satp     9000...", x86_cpu_dump_state() "CR3=... EFER=...".
-# arm64's dump shows no TTBR/TCR, so QMP cannot identify an arm64 kernel without VMCOREINFO.
-HMP_REGISTERS = {
-    "riscv64": re.compile(r"^\s*(satp|stvec)\s+([0-9a-f]+)\s*$", re.M),
-    "x86_64": re.compile(r"\b(CR0|CR3|CR4|EFER)=([0-9a-f]+)\b"),
-}
 
 
 class DrgnTargetError(Exception):
@@ -48,15 +41,6 @@ class DrgnTargetError(Exception):
 
 class NoVmcoreinfo(DrgnTargetError):
     """QEMU holds no VMCOREINFO and shows no paging registers: the guest's kernel cannot be found."""
-
-
-def _program(arch: str | None):
-    import drgn
-
-    if arch is None:
-        return drgn.Program()
-    return drgn.Program(drgn.Platform(getattr(drgn.Architecture, DRGN_ARCH[arch]),
-                                      drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN))
 
 
 def _vmcoreinfo(prog) -> bytes | None:
@@ -165,7 +149,7 @@ def open_vmcore(path: Path) -> DrgnTarget | ElfCoreTarget:
             raise DrgnTargetError(str(exc)) from None
     if dump.kdump is not None and dump.kdump.block_size != page_size:
         return _own_kdump(dump)
-    prog = _program(dump.arch)
+    prog = drgn_program(dump.arch)
     try:
         with _kdump_reading():
             prog.set_core_dump(str(path))
@@ -181,7 +165,7 @@ def _own_kdump(dump: DumpFile) -> DrgnTarget:
 
     assert dump.arch is not None and dump.vmcoreinfo is not None
     reader = KdumpReader(dump)
-    prog = _program(dump.arch)
+    prog = drgn_program(dump.arch)
 
     def read_fn(address: int, count: int, offset: int, physical: bool) -> bytes:
         try:
@@ -210,15 +194,16 @@ def open_kcore() -> DrgnTarget:
         raise DrgnTargetError(f"reading {KCORE} needs root (CAP_SYS_RAWIO): run ptinspect as root") from None
     except OSError as exc:
         raise DrgnTargetError(f"cannot open {KCORE}: {exc.strerror or exc}") from None
-    prog = _program(None)
+    prog = drgn_program(None)
     try:
         prog.set_kernel()
     except Exception as exc:
         raise DrgnTargetError(f"drgn cannot open the running kernel through {KCORE}: {exc}") from None
     info = _vmcoreinfo(prog)
-    arch = {v: k for k, v in DRGN_ARCH.items()}.get(prog.platform.arch.name)
+    found = arch_where("drgn_arch", prog.platform.arch.name)
+    arch = None if found is None else found.name
     if arch is None or info is None:
-        raise DrgnTargetError(f"{KCORE} is not an x86-64, arm64 or riscv64 Linux kernel with VMCOREINFO")
+        raise DrgnTargetError(f"{KCORE} is not an {names_text('or')} Linux kernel with VMCOREINFO")
     return DrgnTarget(prog, arch, "kcore", info)
 
 
@@ -231,7 +216,7 @@ class QmpTarget(DrgnTarget):
         self.marker = Marker(f"qmp-{os.path.realpath(socket)}")
         self._sock: sock.socket | None = None
         arch, registers = self._prepare()
-        prog = _program(arch)
+        prog = drgn_program(arch)
         try:
             # drgn gets a duplicate of our connection, so that close() can end it (and free QEMU's
             # single QMP slot) however long drgn objects live on.
@@ -276,10 +261,10 @@ class QmpTarget(DrgnTarget):
         with self._qmp() as qmp:
             try:
                 machine = qmp.execute("query-target").get("arch")
-                arch = QMP_ARCH.get(machine)
-                if arch is None:
-                    raise DrgnTargetError(f"QEMU at {self.socket} emulates {machine}; ptinspect reads x86-64, "
-                                          "arm64 and riscv64")
+                found = arch_where("qemu_arch", machine)
+                if found is None:
+                    raise DrgnTargetError(f"QEMU at {self.socket} emulates {machine}; ptinspect reads {names_text()}")
+                arch = found.name
                 left = self.marker.left()
                 if qmp.execute("query-status").get("running"):
                     self.marker.write({"resume": True})
@@ -295,10 +280,10 @@ class QmpTarget(DrgnTarget):
                     with contextlib.suppress(QmpError):
                         qmp.execute("cont")
                 raise DrgnTargetError(f"QEMU at {self.socket} did not answer as expected: {exc}") from None
-        pattern = HMP_REGISTERS.get(arch)
+        pattern = found.hmp_registers
         if pattern is None or not isinstance(text, str):
             return arch, {}
-        return arch, {name.lower(): int(value, 16) for name, value in pattern.findall(text)}
+        return arch, {name.lower(): int(value, 16) for name, value in re.findall(pattern, text)}
 
     def _resume(self) -> None:
         if not self.resume:

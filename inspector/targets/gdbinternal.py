@@ -6,13 +6,11 @@ run state are left as they were.
 """
 from __future__ import annotations
 
-import gdb  # type: ignore[import-not-found]
+import gdb
 
-from archs import get_arch
+from archs import arch_where, get_arch, names_text
 
 from .gdbstub import GdbstubError
-
-GDB_ARCH = {"i386:x86-64": "x86_64", "aarch64": "arm64", "riscv:rv64": "riscv64"}
 
 
 def _packet(text: str) -> str:
@@ -33,9 +31,10 @@ class GdbInternalTarget:
         if not gdb.selected_inferior().pid and not gdb.selected_inferior().threads():
             raise GdbstubError("gdb is not connected to a target (target remote :1234 first)")
         name = gdb.selected_frame().architecture().name()
-        self.arch = GDB_ARCH.get(name)
-        if self.arch is None:
-            raise GdbstubError(f"gdb's architecture is {name}, not x86-64, arm64 or riscv64")
+        found = arch_where("gdb_arch", name)
+        if found is None:
+            raise GdbstubError(f"gdb's architecture is {name}, not {names_text('or')}")
+        self.arch = found.name
         self._ram: list[tuple[int, int]] | None = None
         self._phys_before = _packet("qqemu.PhyMemMode")
         if _packet("Qqemu.PhyMemMode:1") != "OK":

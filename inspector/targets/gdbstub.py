@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from archs import ARCH_NAMES, get_arch
+from archs import all_arches, get_arch, names_text
 
 from ..reader import RefusedRead
 from ..runstate import Marker, warn
@@ -108,10 +108,10 @@ class GdbstubTarget:
                     warn(f"removed a write watchpoint at {item[0]:#x} ({item[1]} bytes) the interrupted run left")
 
     def _detect_arch(self) -> str:
-        for arch in ARCH_NAMES:
-            if get_arch(arch).gdb_registers[0] in self.regs:
-                return arch
-        raise GdbstubError(f"the gdbstub at {self.address} describes no x86-64, arm64 or riscv64 paging registers")
+        for arch in all_arches():
+            if arch.gdb_registers[0] in self.regs:
+                return arch.name
+        raise GdbstubError(f"the gdbstub at {self.address} describes no {names_text('or')} paging registers")
 
     def set_ram(self, ranges: list[tuple[int, int]]) -> None:
         """The guest's RAM ranges (QEMU reads beyond RAM return zeros, so bound them)."""
@@ -252,7 +252,7 @@ class GdbstubTarget:
         except (RspError, GdbstubError) as exc:
             rsp.close()
             warn(str(exc))
-        self.rsp = None  # type: ignore[assignment]
+        self.rsp = None  # type: ignore[assignment]  # closed: a later read fails loudly instead of reusing it
 
     def __enter__(self) -> GdbstubTarget:
         return self

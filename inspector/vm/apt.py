@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from archs import all_arches
+
 from ..cache import locked, subdir
 from . import VMError, progress
 
 # bullseye: 5.10; bookworm: 6.1; trixie: 6.12; trixie-backports: 7.2/7.3; sid: 7.2; experimental: the next rc.
 SUITES = ("sid", "experimental", "trixie", "trixie-backports", "bookworm", "bullseye")
-DEB_ARCH = {"x86_64": "amd64", "arm64": "arm64", "riscv64": "riscv64"}  # ptinspect name -> Debian
+DEB_ARCH = {a.name: a.debian_arch for a in all_arches()}  # ptinspect name -> Debian
 DEB_ARCHES = tuple(DEB_ARCH.values())
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 URI_ENV = "PTINSPECT_APT_URI"

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archs import all_arches
+
 from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
@@ -40,7 +42,7 @@ from .images import (
 SERIES_SUITE = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie", "7.2": "sid",
                 "7.3": "trixie-backports"}
 DEFAULT_FLAVOUR = {"x86_64": "cloud-amd64", "arm64": "cloud-arm64", "riscv64": "riscv64"}
-KARCH = {"x86_64": "x86", "arm64": "arm64", "riscv64": "riscv"}
+KARCH = {a.name: a.kernel_dir for a in all_arches()}
 COMPILER = {"x86_64": "gcc", "arm64": "aarch64-linux-gnu-gcc", "riscv64": "riscv64-linux-gnu-gcc"}
 # The arch flags of arch/<a>/Makefile that change what headers expand to (ABI, code model).
 ARCH_CFLAGS = {

@@ -31,6 +31,8 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from archs import all_arches, arch_where
+
 from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import KEYRING, AptState, debian_archive_uri, system_sources
@@ -358,10 +360,11 @@ def _host() -> tuple[str, str]:
     out = _call(["dpkg-architecture", "-qDEB_HOST_ARCH"], "dpkg-architecture", 30).strip() \
         if shutil.which("dpkg-architecture") else ""
     arch = out or _call(["dpkg", "--print-architecture"], "dpkg --print-architecture", 30).strip()
-    triplets = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
-    if arch not in triplets:
-        raise VMError(f"building test_hmm.ko on a {arch} host is not supported (amd64, arm64, riscv64)")
-    return arch, triplets[arch]
+    found = arch_where("debian_arch", arch)
+    if found is None:
+        raise VMError(f"building test_hmm.ko on a {arch} host is not supported "
+                      f"({', '.join(a.debian_arch for a in all_arches())})")
+    return arch, found.gnu_triplet
 
 
 def _build(image: KernelImage, suite: str, flavour: str, deb_arch: str, src: Path, config: str,

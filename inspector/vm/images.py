@@ -118,8 +118,8 @@ def resolve(recipe: Recipe, apt: AptState) -> tuple[str, str, list[str]]:
     for abi in sorted(abis, key=_abi_key, reverse=True):
         names = dict.fromkeys(recipe.package(role, abi) for role in ("image", "config", "modules", "dbg"))
         found = {name: apt.versions(name, recipe.debian_arch).get(recipe.suite) for name in names}
-        if all(found.values()):
-            version = found[recipe.package("image", abi)]
+        version = found[recipe.package("image", abi)]
+        if version is not None and all(found.values()):
             return abi, version, [f"{name}:{recipe.debian_arch}={ver}" for name, ver in found.items()]
     raise VMError(f"no {recipe.series} kernel ({recipe.flavour}, {recipe.debian_arch}) with all of its "
                   f"packages in {recipe.suite}")

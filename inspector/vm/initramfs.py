@@ -30,6 +30,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from archs import arch_where
+
 from ..cache import locked, subdir
 from . import VMError, progress
 from .hmm import HmmModule, module_status
@@ -45,7 +47,7 @@ CFLAGS = ("-static", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror")
 COMPILE_TIMEOUT = 300.0
 LOCK_TIMEOUT = 600.0
 STALE_AFTER = 3600.0  # seconds before an older initramfs of an image is removed (a boot may be using it)
-HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64", "riscv64": "riscv64"}.get(platform.machine())
+HOST_ARCH = getattr(arch_where("uname_machines", platform.machine()), "name", None)
 # arch: (GNU triplet, Debian cross-compiler package, Debian cross libc package)
 TOOLCHAINS = {
     "x86_64": ("x86_64-linux-gnu", "gcc-x86-64-linux-gnu", "libc6-dev-amd64-cross"),

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
+from archs import all_arches
+
 from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
@@ -51,7 +53,7 @@ CRASHKERNEL = "crashkernel=256M"
 TOOLS = ("kexec-tools", "makedumpfile")
 BINARIES = ("kexec", "makedumpfile")
 BIN_DIRS = ("usr/sbin", "usr/bin", "sbin", "bin")
-TRIPLETS = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
+TRIPLETS = {a.name: a.gnu_triplet for a in all_arches()}
 # name: (makedumpfile options or None for a plain copy of /proc/vmcore, how it leaves the crash kernel)
 #   "file": makedumpfile writes the file in the crash kernel's tmpfs, then it is copied out as is;
 #   "flat": makedumpfile -F streams it out and the host reassembles it with makedumpfile -R;

@@ -20,7 +20,8 @@ VERSION = 1
 
 KINDS = (
     "cow_parent", "cow_child", "anon_4k", "anon_zero", "anon_none", "thp_2m", "mthp_64k",
-    "hugetlb_64k", "hugetlb_2m", "file_private", "file_private_cow", "file_shared", "readonly",
+    "hugetlb_64k", "hugetlb_2m", "file_private", "file_private_cow", "file_shared", "file_shared_ro",
+    "readonly",
     "protnone", "guard", "uffd_wp_marker", "uffd_wp_present", "uffd_wp_shmem_marker",
     "poison_marker", "hwpoison", "swap",
 )

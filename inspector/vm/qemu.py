@@ -68,6 +68,10 @@ def supports_device(arch: str, device: str) -> bool:
         return False
 
 
+def _running(proc: subprocess.Popen) -> bool:
+    return proc.poll() is None
+
+
 def _die_with_parent() -> None:
     """In the child before exec: get SIGKILL when the booting process dies (no QEMU left behind)."""
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -170,7 +174,7 @@ def _start(cmd_for_port: Callable[[int], list[str]], run_dir: Path, qmp: str, co
             proc = subprocess.Popen(cmd_for_port(port), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, preexec_fn=None if detach else _die_with_parent)
         try:
-            wait_for_qmp(qmp, START_TIMEOUT, alive=lambda proc=proc: proc.poll() is None).close()
+            wait_for_qmp(qmp, START_TIMEOUT, alive=functools.partial(_running, proc)).close()
             return proc, port
         except QmpError:
             _kill(proc)

@@ -7,12 +7,14 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from archs import all_arches, arch_where
+
 from . import VMError
 from .apt import DEB_ARCH, KEYRING
 
-QEMU = {"x86_64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64", "riscv64": "qemu-system-riscv64"}
+QEMU = {a.name: f"qemu-system-{a.qemu_arch}" for a in all_arches()}
 QEMU_PACKAGE = {"x86_64": "qemu-system-x86", "arm64": "qemu-system-arm", "riscv64": "qemu-system-misc"}
-TRIPLET = {"x86_64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "riscv64": "riscv64-linux-gnu"}
+TRIPLET = {a.name: a.gnu_triplet for a in all_arches()}
 # Firmware QEMU loads from its data directories for the machines the harness boots:
 # SeaBIOS for x86 (`-kernel` still runs it), OpenSBI for riscv64 `-bios default`.
 FIRMWARE = {"x86_64": ("bios-256k.bin", "seabios"),
@@ -24,7 +26,8 @@ BOOT_TOOLS = {"cpio": "cpio", "gzip": "gzip", "gdb-multiarch": "gdb-multiarch"}
 def host_arch() -> str:
     """The host's architecture in ptinspect's names (x86_64, arm64, riscv64)."""
     machine = platform.machine()
-    return {"aarch64": "arm64", "amd64": "x86_64"}.get(machine, machine)
+    found = arch_where("uname_machines", machine)
+    return machine if found is None else found.name
 
 
 def cross_gcc(arch: str) -> tuple[str, str]:

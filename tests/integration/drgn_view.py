@@ -1,5 +1,5 @@
 """drgn's own view of a kernel, the independent reference the integration tests compare
-ptinspect with (ptinspect itself reads the kernel through inspector/rawkernel.py).
+ptinspect with (ptinspect itself reads the kernel through inspector/rawkernel/).
 
 open_program() gives drgn a target's physical memory (drgn's custom-target API) and the
 vmlinux; Kernel answers the questions ptinspect asks (release, facts, RAM, tasks, VMAs) with
@@ -14,7 +14,7 @@ from typing import Any
 
 from archs.common import Fact, KernelFacts
 from archs.versions import release_layout
-from inspector.kernel import DRGN_ARCH, KernelError, Vma, derive_remaining
+from inspector.kernel import KernelError, Vma, derive_remaining, drgn_program
 from inspector.reader import PhysReader, ReadError
 from inspector.session import Session, SessionError
 
@@ -54,13 +54,7 @@ def open_program(reader: PhysReader, arch: str, vmlinux: Path, vmcoreinfo: bytes
                  setup: Callable[[Any], None] | None = None):
     """A drgn Program for a live or dumped kernel whose memory `reader` serves;
     `setup(prog)` runs before the debug info is loaded (which already reads memory)."""
-    import drgn
-
-    platform = drgn.Platform(
-        getattr(drgn.Architecture, DRGN_ARCH[arch]),
-        drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN,
-    )
-    prog = drgn.Program(platform)
+    prog = drgn_program(arch)
     for start, end in reader.ranges():
 
         def read_fn(address: int, count: int, offset: int, physical: bool) -> bytes:

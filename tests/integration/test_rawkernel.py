@@ -30,6 +30,7 @@ from .kernels import IDS, IMAGES
 pytestmark = pytest.mark.integration
 
 ROUNDS = 3  # timing rounds; the best of each is reported
+VM_SHARED, VM_MAYSHARE = 0x08, 0x80  # include/linux/mm.h (DECLARE_VMA_BIT(SHARED, 3), MAYSHARE 7 in 6.18+)
 
 
 def error_of(call: Callable[[], object]) -> str:
@@ -156,6 +157,14 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
         workload = list(raw.vmas(raw.task_mm(raw.find_task(pid=manifest.pid))))
         assert [(v.start, v.end, v.perms, v.name) for v in workload] == \
             [(s, e, p, n or "[anon]") for s, e, p, n in maps_vmas(maps)]
+        # The comparison above covers 's' without VM_SHARED: MAP_SHARED of a file opened read-only
+        # (the workload's file_shared_ro), whose smaps VmFlags have "ms" (VM_MAYSHARE) but no "sh".
+        ro = manifest.region("file_shared_ro")
+        assert ro.status == "ok" and ro.vma is not None, ro.reason
+        assert "ms" in ro.vma.flags and "sh" not in ro.vma.flags
+        assert [p for s, _, p, _ in maps_vmas(maps) if s == ro.start] == ["r--s"]
+        mine = [v for v in workload if v.start == ro.start]
+        assert len(mine) == 1 and not mine[0].flags & VM_SHARED and mine[0].flags & VM_MAYSHARE
         assert {"[heap]", "[stack]", "[vdso]"} <= named[manifest.pid]
         assert any(name.startswith("/") for name in named[1])
         workload_mm = raw.task_mm(raw.find_task(pid=manifest.pid))

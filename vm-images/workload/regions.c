@@ -417,8 +417,12 @@ static const char *fs_name(long type)
 	       type == PT_RAMFS_MAGIC ? "ramfs" : "other";
 }
 
-/* A file of the region's length with data in every page, mapped. */
-static bool map_file(struct region *r, const struct ctx *c, int flags)
+/*
+ * A file of the region's length with data in every page, mapped read-write,
+ * or read-only through a descriptor opened O_RDONLY.
+ */
+static bool map_file_as(struct region *r, const struct ctx *c, int flags,
+			bool readonly)
 {
 	char path[128];
 	struct statfs st;
@@ -446,12 +450,29 @@ static bool map_file(struct region *r, const struct ctx *c, int flags)
 	if (fstatfs(fd, &st) == 0)
 		add_detail(r, "file_fs", "%s (f_type %#lx)", fs_name((long)st.f_type),
 			   (unsigned long)st.f_type);
-	ok = map_region(r, PROT_READ | PROT_WRITE, flags, fd);
+	if (readonly) {
+		int ro = open(path, O_RDONLY | O_CLOEXEC);
+
+		if (ro < 0)
+			set_status(r, ST_FAILED, "open %s read-only: %s", path,
+				   strerror(errno));
+		else
+			ok = map_region(r, PROT_READ, flags, ro);
+		if (ro >= 0)
+			close(ro);
+	} else {
+		ok = map_region(r, PROT_READ | PROT_WRITE, flags, fd);
+	}
 	if (!c->guest) /* a host run leaves nothing behind */
 		unlink(path);
 out:
 	close(fd);
 	return ok;
+}
+
+static bool map_file(struct region *r, const struct ctx *c, int flags)
+{
+	return map_file_as(r, c, flags, false);
 }
 
 /* Private file mapping, read: the PTEs map the page-cache pages. */
@@ -472,6 +493,18 @@ static void build_file_shared(struct region *r, struct ctx *c)
 {
 	if (map_file(r, c, MAP_SHARED))
 		write_pages(r, c);
+}
+
+/*
+ * MAP_SHARED of a file opened read-only: do_mmap() sets VM_SHARED | VM_MAYSHARE
+ * and then clears VM_SHARED (and VM_MAYWRITE) because the file is not open for
+ * writing, so /proc/PID/maps shows 's' from VM_MAYSHARE alone
+ * (mm/mmap.c do_mmap, fs/proc/task_mmu.c show_vma_header_prefix, 7.2).
+ */
+static void build_file_shared_ro(struct region *r, struct ctx *c)
+{
+	if (map_file_as(r, c, MAP_SHARED, true))
+		read_pages(r, c);
 }
 
 /* Written (so the PTEs exist), then made read-only or inaccessible. */
@@ -941,6 +974,8 @@ static struct entry entries[] = {
 	  NULL },
 	{ REGION("file_shared", "file-shared", "rw-", 8 * P4K, P4K),
 	  build_file_shared, PM_PRESENT | PM_FILE, PM_SWAP, NULL },
+	{ REGION("file_shared_ro", "file-shared", "r--", 4 * P4K, P4K),
+	  build_file_shared_ro, PM_PRESENT | PM_FILE, PM_SWAP, NULL },
 	{ REGION("readonly", "anon-private", "r--", 4 * P4K, P4K), build_readonly,
 	  PM_PRESENT, PM_FILE | PM_SWAP, NULL },
 	{ REGION("protnone", "anon-private", "---", 4 * P4K, P4K), build_protnone,
