@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archs import arch_where, names_text
 from archs.common import KernelFacts, Kind
 
 from . import inputs
 from .diff import Delta, diff_notes
 from .dump import Row, VmaIndex, bulk_rows, default_range, rows
 from .entry import Entry
-from .kernel import DRGN_ARCH, KernelError, Vma
+from .kernel import KernelError, Vma
 from .opening import ERRORS, opened
 from .opening import open_target as open_raw
 from .records import hx, item_record, uffd_mode
@@ -387,9 +388,10 @@ def from_drgn(prog: Any, *, config_file: str | os.PathLike[str] | None = None) -
     VMCOREINFO, processes and VMAs through the debug info the program has loaded.  The program's
     run state is the user's: nothing is stopped or resumed."""
     platform = getattr(prog, "platform", None)
-    arch = {v: k for k, v in DRGN_ARCH.items()}.get(platform.arch.name) if platform is not None else None
-    if arch is None:
-        raise Error("the drgn program is not an x86-64, arm64 or riscv64 kernel")
+    found = arch_where("drgn_arch", platform.arch.name) if platform is not None else None
+    if found is None:
+        raise Error(f"the drgn program is not a kernel of {names_text('or')}")
+    arch = found.name
     info = _vmcoreinfo(prog)
     if info is None:
         raise Error("the drgn program has no VMCOREINFO: open a kernel (drgn -c VMCORE, drgn -k)")

@@ -182,7 +182,7 @@ def build(items: Iterable[Row | RunRows], mode: PagingMode, vmas: Sequence[Vma],
         if type(item) is RunRows:
             b.run(item)
         else:
-            b.row(item)  # type: ignore[arg-type]
+            b.row(item)
     for d in deltas:
         b.row_of(d.start)  # a range removed with its VMA still gets a row
         b.outside_spans.setdefault(d.start >> mode.levels[0].shift, []).append((d.start, d.end))

@@ -186,7 +186,7 @@ def summarize(items: Iterable[Row | RunRows], mode: PagingMode, vmas: Sequence[V
         if type(item) is RunRows:
             counter.run(item)
         else:
-            counter.row(item)  # type: ignore[arg-type]
+            counter.row(item)
     return counter.summary()
 
 
