@@ -129,3 +129,61 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
     for va, pm in back.pages():
         assert pm.present and entries[va]["kind"] == "present", entries.get(va)
         assert int(entries[va]["pfn"], 16) == pm.raw & PFN_MASK
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+@pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_device_private_pmd(vm: Callable[..., VM], arch: str, series: str, tmp_path: Path) -> None:
+    """A THP migrated whole to the device (lib/test_hmm.c 6.19+: MIGRATE_VMA_SELECT_COMPOUND, a
+    HPAGE_PMD_ORDER device folio) is ONE PMD-level device-private leaf, in dump, translate and
+    snapshot. Witnesses: the driver's snapshot says DEV_PRIVATE_LOCAL | WRITE | PMD for every page
+    (dmirror_mkentry: hmm_pfn_to_map_order() + PAGE_SHIFT == PMD_SHIFT); the guest's pagemap
+    (fs/proc/task_mmu.c pagemap_pmd_range_thp, 7.2 and 7.3 alike: a non-present PMD with
+    thp_migration_supported() gives PM_SWAP and `swp_type | (softleaf_to_pfn() + idx) <<
+    MAX_SWAPFILES_SHIFT` for page idx) gives the type and the device frame of every page."""
+    image = ensure_image(image_for(arch, series))
+    prot = uapi_values(build_module(image).uapi)
+    machine = vm(arch, series)
+    present, made = ask(machine, "hmm-prepare-thp")
+    pmd_size = present.length
+    assert made["shape"] == "thp" and present.anon_huge_kb == pmd_size // 1024, f"no THP: {made}"
+    first = present.pagemap[0].raw & PFN_MASK
+    assert all(pm.present and pm.raw & PFN_MASK == first + i for i, (_, pm) in enumerate(present.pages()))
+    moved, answer = ask(machine, "hmm-migrate-dev")
+    assert answer["data_ok"] is True and answer["cpages"] == pmd_size // PAGE, answer
+    want = prot["HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL"] | prot["HMM_DMIRROR_PROT_WRITE"] | prot["HMM_DMIRROR_PROT_PMD"]
+    assert set(answer["snapshot"]) == {want}, f"the driver's snapshot: {sorted(set(answer['snapshot']))}"
+    frame = moved.pagemap[0].raw & PFN_MASK
+    swp_type, pfn = frame & ((1 << MAX_SWAPFILES_SHIFT) - 1), frame >> MAX_SWAPFILES_SHIFT
+    for i, (va, pm) in enumerate(moved.pages()):
+        assert pm.swapped and not pm.present, f"{va:#x}: pagemap {pm.raw:#x}"
+        assert pm.raw & PFN_MASK == swp_type | (pfn + i) << MAX_SWAPFILES_SHIFT, f"{va:#x}: pagemap {pm.raw:#x}"
+    ranges = iomem_ranges(answer)
+    assert pfn % (pmd_size // PAGE) == 0 and any(lo <= pfn * PAGE and pfn * PAGE + pmd_size - 1 <= hi
+                                                 for lo, hi in ranges), f"{pfn:#x} outside {answer['iomem']}"
+
+    def one_leaf(rec: dict) -> None:
+        assert (rec["level"], rec["size"], rec["kind"]) == ("pmd", pmd_size, "device-private-write"), rec
+        assert (int(rec["pfn"], 16), rec["pfn_space"], rec["softleaf"]["type"]) == (pfn, "device", swp_type), rec
+
+    target = ["--qmp", machine.qmp, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    entries = dump(target, answer["pid"], moved.start, moved.end)  # type: ignore[arg-type]
+    assert list(entries) == [moved.start], f"not one leaf: {[hex(va) for va in entries]}"
+    one_leaf(entries[moved.start])  # type: ignore[index]
+    proc = cli("translate", *target, "--pid", str(answer["pid"]), "--format", "json",
+               f"{moved.start + pmd_size // 2 + 0x123:#x}")  # type: ignore[operator]
+    assert proc.returncode == 0, proc.stderr
+    walk = json.loads(proc.stdout)
+    assert walk["pa"] is None and walk["walk"][-1]["va"] == f"{moved.start:#x}", walk
+    one_leaf(walk["walk"][-1])
+    path = tmp_path / "pmd.json"
+    proc = cli("snapshot", *target, "--pid", str(answer["pid"]), str(path))
+    assert proc.returncode == 0, proc.stderr
+    inside = [r for r in json.loads(path.read_text())["entries"]
+              if moved.start <= int(r["va"], 16) < moved.end and r["kind"] != "table"]  # type: ignore[operator]
+    assert len(inside) == 1, inside
+    one_leaf(inside[0])

@@ -13,8 +13,11 @@
  * HMM_DMIRROR_CHECK_EXCLUSIVE of that page fails with EPERM, i.e. the device holds it atomically) and
  * "iomem" (the driver's device-memory ranges, /proc/iomem "hmm_dmirror").
  *
- * Requests: SEQ hmm-prepare [PAGES] | SEQ hmm-OP [START] with OP one of migrate-dev, migrate-sys,
- * exclusive, readonly, touch, snapshot (vm-images/README.md, "HMM").
+ * Requests: SEQ hmm-prepare [PAGES] | SEQ hmm-prepare-thp | SEQ hmm-OP [START] with OP one of
+ * migrate-dev, migrate-sys, exclusive, readonly, touch, snapshot (vm-images/README.md, "HMM").
+ * hmm-prepare-thp maps one PMD-sized, PMD-aligned region with MADV_HUGEPAGE and writes it, so that
+ * it is one THP ("anon_huge_kb": smaps AnonHugePages); migrate-dev then moves it as one compound
+ * folio (MIGRATE_VMA_SELECT_COMPOUND, lib/test_hmm.c 6.19+) to a PMD-level device-private entry.
  *
  * test_hmm_uapi.h is the one of the kernel the module was built from (-I of its cache entry).
  */
@@ -41,6 +44,9 @@
 #define MAX_PAGES 512
 #define SEQ_MAX 32
 
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
 #ifndef MADV_NOHUGEPAGE
 #define MADV_NOHUGEPAGE 15
 #endif
@@ -48,6 +54,7 @@
 struct region {
 	uintptr_t start;
 	size_t pages;
+	bool thp;	/* made by hmm-prepare-thp */
 };
 
 struct answer {
@@ -142,6 +149,30 @@ static int pagemap(uintptr_t start, size_t pages, uint64_t *values)
 	return got == want ? 0 : -1;
 }
 
+/* smaps AnonHugePages (kB) of the VMA that starts at START: the THP the region is made of. */
+static long anon_huge_kb(uintptr_t start)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool in = false;
+	long kb = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char dash;
+
+		if (sscanf(line, "%lx%c%lx ", &lo, &dash, &hi) == 3 && dash == '-') {
+			in = lo == start;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return kb;
+}
+
 static void put_iomem(void)
 {
 	FILE *f = fopen("/proc/iomem", "r");
@@ -198,14 +229,27 @@ static unsigned char pattern(const struct region *reg, size_t page, size_t byte)
 	return (unsigned char)((reg->start >> 22) * 31 + page * 7 + byte);
 }
 
-static void prepare(struct answer *a, const char *arg)
+static void prepare(struct answer *a, const char *arg, bool thp)
 {
 	size_t pages = 16;
 	char *end = NULL;
 	struct region *reg;
 	void *p;
 
-	if (arg) {
+	if (thp) {
+		FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+		unsigned long pmd = 0;
+
+		if (!f || fscanf(f, "%lu", &pmd) != 1 || !pmd || pmd % PAGE || pmd / PAGE > MAX_PAGES ||
+		    pmd > SLOT) {
+			fail(a, f ? 0 : errno, "hpage_pmd_size %lu: no PMD THP of at most %d pages", pmd, MAX_PAGES);
+			if (f)
+				fclose(f);
+			return;
+		}
+		fclose(f);
+		pages = pmd / PAGE;
+	} else if (arg) {
 		pages = strtoul(arg, &end, 10);
 		if (*end || !pages || pages > MAX_PAGES) {
 			fail(a, 0, "hmm-prepare PAGES: 1 to %d pages, not '%s'", MAX_PAGES, arg);
@@ -225,8 +269,9 @@ static void prepare(struct answer *a, const char *arg)
 		fail(a, errno, "mmap of %zu pages at %#lx", pages, (unsigned long)reg->start);
 		return;
 	}
-	if (madvise(p, pages * PAGE, MADV_NOHUGEPAGE)) {
-		fail(a, errno, "madvise(MADV_NOHUGEPAGE)");
+	reg->thp = thp;	/* the slot (SLOT-aligned) is PMD-aligned */
+	if (madvise(p, pages * PAGE, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)) {
+		fail(a, errno, thp ? "madvise(MADV_HUGEPAGE)" : "madvise(MADV_NOHUGEPAGE)");
 		return;
 	}
 	for (size_t i = 0; i < pages; i++)
@@ -318,7 +363,7 @@ static void render(const struct answer *a)
 	put(",\"for\":null,\"status\":\"%s\",\"reason\":", a->ok ? "ok" : "failed");
 	put_string(a->ok ? NULL : a->reason);
 	put(a->err ? ",\"errno\":%d" : ",\"errno\":null", a->err);
-	put(",\"shape\":%s", a->reg ? "\"4k\"" : "null");
+	put(",\"shape\":%s", !a->reg ? "null" : a->reg->thp ? "\"thp\"" : "\"4k\"");
 	if (a->reg)
 		put(",\"start\":\"%#lx\",\"length\":%zu,\"op_start\":\"%#lx\",\"op_length\":%zu",
 		    (unsigned long)a->reg->start, a->reg->pages * PAGE, (unsigned long)a->reg->start,
@@ -326,7 +371,8 @@ static void render(const struct answer *a)
 	else
 		put(",\"start\":null,\"length\":0,\"op_start\":null,\"op_length\":0");
 	put(",\"page_size\":%lu", PAGE);
-	put(",\"calls\":0,\"anon_huge_kb\":0,\"swap_kb\":0,\"pagemap\":[");
+	put(",\"calls\":0,\"anon_huge_kb\":%ld,\"swap_kb\":0,\"pagemap\":[",
+	    a->reg ? anon_huge_kb(a->reg->start) : 0);
 	for (size_t i = 0; i < n; i++)
 		put("%s\"%#llx\"", i ? "," : "", (unsigned long long)pm[i]);
 	put("],\"maps\":null,\"pid\":%d,\"device\":", (int)getpid());
@@ -371,11 +417,11 @@ static void answer(char *line)
 
 	if (!seq || !seq_ok(seq) || !op) {
 		a.seq = seq && seq_ok(seq) ? seq : NULL;
-		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]' or 'SEQ hmm-OP [START]'");
-	} else if (!strcmp(op, "prepare")) {
-		prepare(&a, arg);
+		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]', 'SEQ hmm-prepare-thp' or 'SEQ hmm-OP [START]'");
+	} else if (!strcmp(op, "prepare") || !strcmp(op, "prepare-thp")) {
+		prepare(&a, arg, !strcmp(op, "prepare-thp"));
 	} else if (!known(op)) {
-		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-migrate-dev, hmm-migrate-sys,"
+		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-prepare-thp, hmm-migrate-dev, hmm-migrate-sys,"
 		     " hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot", word);
 	} else {
 		uintptr_t start = arg ? strtoull(arg, &end, 16) : 0;
