@@ -131,6 +131,7 @@ class Snapshot:
     va_range: tuple[int, int] | None
     ram: list[tuple[int, int]] | None  # memblock.memory when recorded
     vmas: tuple[Vma, ...] | None  # the process's VMAs when recorded
+    device_private: list[tuple[int, int]] | None = None  # device-private memory ranges when recorded
 
     @classmethod
     def from_document(cls, doc: Any, name: str) -> Snapshot:
@@ -143,7 +144,7 @@ class Snapshot:
         except SchemaError as exc:
             raise SnapshotError(f"{name}: {exc}") from None
         return cls(name, c.target, c.records, c.arch, c.mode, c.facts, c.root, c.upper, c.process, c.va_range,
-                   c.ram, c.vmas)
+                   c.ram, c.vmas, c.device_private)
 
     @property
     def selection(self) -> dict[str, Any]:

@@ -18,6 +18,8 @@ they sit there, `ptinspect dump --pid` must show them page by page as the guest 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -27,6 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from inspector.model.builder import model_for
+from inspector.snapshot import Snapshot, load
+from inspector.validate import validate
 from inspector.vm.hmm import build_module
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.ops import PAGE, OpResult, request
@@ -67,8 +72,50 @@ def iomem_ranges(answer: dict) -> list[tuple[int, int]]:
     return [(int(a, 16), int(b, 16)) for a, b in (line.split("-") for line in answer["iomem"])]
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def snapshot_of(target: list[str], pid: int, path: Path) -> Snapshot:
+    proc = cli("snapshot", *target, "--pid", str(pid), str(path))
+    assert proc.returncode == 0, proc.stderr
+    return load(path)
+
+
+def where_of(rec: dict) -> tuple:
+    return int(rec["va"], 16), rec["level"], int(rec["table"], 16), rec["index"]
+
+
+def findings(snap: Snapshot) -> list[tuple[str, tuple]]:
+    return [(f.check, (f.va, f.level, f.table, f.index)) for f in validate(snap).findings]
+
+
+def validates_clean(snap: Snapshot) -> None:
+    report = validate(snap)
+    status = {o.check.id: o.status for o in report.outcomes}
+    assert not report.findings and status["device-private-range"] == status["softleaf-pfn"] == "pass", (
+        [(f.check, f.message) for f in report.findings[:5]], status)
+
+
+def moved_into_ram(snap: Snapshot, rec: dict, frame: int) -> Snapshot:
+    """SNAP with REC's device-private entry re-encoded by the arch's own encoder to carry FRAME."""
+    model, mode, layout = model_for(snap.arch.name), snap.mode, snap.facts.layout
+    assert layout is not None
+    depth = mode.level(rec["level"])
+    swp = model.softleaf_from_pte(int(rec["raw"], 16), depth, mode, layout)
+    assert swp is not None and swp.offset & int(rec["pfn"], 16) == int(rec["pfn"], 16), rec
+    raw = model.mk_softleaf(dataclasses.replace(swp, offset=swp.offset - int(rec["pfn"], 16) + frame), depth, mode,
+                            layout)
+    doc = copy.deepcopy({"schema": "ptinspect.snapshot/1", "target": snap.target, "entries": snap.records})
+    mine = next(r for r in doc["entries"] if (r["table"], r["index"]) == (rec["table"], rec["index"]))
+    mine["raw"] = f"{raw:#x}"
+    return Snapshot.from_document(doc, f"{snap.name} with {rec['va']} moved to frame {frame:#x}")
+
+
 @pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
-def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, series: str) -> None:
+def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, series: str,
+                                              tmp_path: Path) -> None:
     image = ensure_image(image_for(arch, series))
     module = build_module(image)
     prot = uapi_values(module.uapi)
@@ -122,6 +169,17 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
         assert int(entry["pfn"], 16) == frame >> MAX_SWAPFILES_SHIFT == before.raw & PFN_MASK, entry
         assert entry["pfn_space"] == "phys", entry
 
+    # validate: clean while pages sit in device memory; a device-private entry moved into RAM is flagged.
+    snap = snapshot_of(target, pid, tmp_path / "devmem.json")
+    assert snap.device_private == sorted((lo, hi + 1) for lo, hi in ranges), (snap.device_private, ranges)
+    validates_clean(snap)
+    victim = next(r for r in snap.records if int(r["va"], 16) == writable.start + 3 * PAGE and r["level"] == "pte")
+    ram_frame = int(entries[exclusive.start]["pfn"], 16)  # a RAM frame: a device-exclusive page's
+    assert any(lo <= ram_frame * PAGE < hi for lo, hi in snap.ram or []), "the exclusive page is not in RAM"
+    flagged = findings(moved_into_ram(snap, victim, ram_frame))
+    assert {where for _, where in flagged} == {where_of(victim)}, flagged
+    assert {check for check, _ in flagged} == {"softleaf-pfn", "device-private-range"}, flagged
+
     # Back to RAM: the same pages are present again, at the frames the pagemap shows.
     back, answer = ask(machine, "hmm-migrate-sys", f"{writable.start:#x}")
     assert all(state == prot["HMM_DMIRROR_PROT_WRITE"] for state in answer["snapshot"]), answer["snapshot"]
@@ -129,11 +187,6 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
     for va, pm in back.pages():
         assert pm.present and entries[va]["kind"] == "present", entries.get(va)
         assert int(entries[va]["pfn"], 16) == pm.raw & PFN_MASK
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, check=False)
 
 
 @pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
@@ -180,10 +233,9 @@ def test_device_private_pmd(vm: Callable[..., VM], arch: str, series: str, tmp_p
     walk = json.loads(proc.stdout)
     assert walk["pa"] is None and walk["walk"][-1]["va"] == f"{moved.start:#x}", walk
     one_leaf(walk["walk"][-1])
-    path = tmp_path / "pmd.json"
-    proc = cli("snapshot", *target, "--pid", str(answer["pid"]), str(path))
-    assert proc.returncode == 0, proc.stderr
-    inside = [r for r in json.loads(path.read_text())["entries"]
+    snap = snapshot_of(target, answer["pid"], tmp_path / "pmd.json")
+    inside = [r for r in snap.records
               if moved.start <= int(r["va"], 16) < moved.end and r["kind"] != "table"]  # type: ignore[operator]
     assert len(inside) == 1, inside
     one_leaf(inside[0])
+    validates_clean(snap)
