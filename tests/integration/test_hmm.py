@@ -32,7 +32,7 @@ import pytest
 from inspector.model.builder import model_for
 from inspector.snapshot import Snapshot, load
 from inspector.validate import validate
-from inspector.vm.hmm import build_module
+from inspector.vm.hmm import SELFTEST, build_module, selftest_source
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.ops import PAGE, OpResult, request
 from inspector.vm.state import VM
@@ -239,3 +239,47 @@ def test_device_private_pmd(vm: Callable[..., VM], arch: str, series: str, tmp_p
     assert len(inside) == 1, inside
     one_leaf(inside[0])
     validates_clean(snap)
+
+
+def selftest_cases(src: Path) -> list[str]:
+    """The test names of the kernel's own hmm-tests.c (TEST_F / TEST_F_TIMEOUT of fixtures hmm, hmm2)."""
+    text = (src / SELFTEST / "hmm-tests.c").read_text()
+    return sorted(set(re.findall(r"^TEST_F(?:_TIMEOUT)?\((?:hmm|hmm2), (\w+)", text, re.MULTILINE)))
+
+
+@pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_kernel_hmm_selftest(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """The kernel's own verdict: every case of its hmm-tests (built from the same source, run in the
+    guest by `hmm-selftest`) passes for the device-private variants. The coherent variants must skip
+    (test_hmm has no coherent device without its spm_addr_dev* parameters: hmm-tests.c FIXTURE_SETUP
+    "DEVICE_COHERENT not available"), and hmm_gup_test must skip where the config has no
+    CONFIG_GUP_TEST (its /sys/kernel/debug/gup_test)."""
+    image = ensure_image(image_for(arch, series))
+    build_module(image)  # also fetches the selftest source
+    src = selftest_source(image)
+    assert src is not None, "the hmm-tests source was not fetched"
+    cases = selftest_cases(src)
+    machine = vm(arch, series)
+    results: dict[str, str] = {}
+    groups: list[list[str]] = [[]]
+    for name in cases:  # a request line is at most 255 bytes (vm-images/workload/ops.c)
+        if len(",".join([*groups[-1], name])) > 180:
+            groups.append([])
+        groups[-1].append(name)
+    for group in groups:
+        result = request(machine, ["hmm-selftest", ",".join(group)], timeout=900)
+        answer = json.loads(result.line.split(" ", 1)[1])
+        assert result.status == "ok" and answer["selftest"]["exit"] == 0, (group, answer["selftest"], result.reason)
+        for line in answer["selftest"]["results"]:
+            match = re.fullmatch(r"(ok|not ok) \d+ (\w+)\.(\w+)\.(\w+)(?: # (.*))?", line)
+            assert match, line
+            verdict, _, variant, name, note = match.groups()
+            results[f"{variant}.{name}"] = verdict + (f" # {note}" if note else "")
+    gup = "CONFIG_GUP_TEST=y" in image.config.read_text()
+    for name in cases:
+        private = [v for k, v in results.items() if k.endswith(f"_device_private.{name}")]
+        coherent = [v for k, v in results.items() if k.endswith(f"_device_coherent.{name}")]
+        assert len(private) == len(coherent) == 1, (name, private, coherent)
+        want = "ok" if gup or name != "hmm_gup_test" else "ok # SKIP Skipping test, could not find gup_test driver"
+        assert private == [want], (name, private)
+        assert coherent == ["ok # SKIP DEVICE_COHERENT not available"], (name, coherent)

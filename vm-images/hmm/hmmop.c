@@ -3,7 +3,7 @@
  * hmmop: device-private and device-exclusive entries on request, made by the kernel's own HMM test
  * driver (lib/test_hmm.c, /dev/hmm_dmirror0) in this process's address space.
  *
- * Usage: hmmop --serve FIFO [--device DEV]
+ * Usage: hmmop --serve FIFO [--device DEV] [--selftest HMM_TESTS]
  *
  * Opens DEV (the driver mirrors the address space of the process that opens it), makes FIFO and
  * answers the requests written into it, one per line, on stdout (the console in the VM) as
@@ -18,6 +18,8 @@
  * hmm-prepare-thp maps one PMD-sized, PMD-aligned region with MADV_HUGEPAGE and writes it, so that
  * it is one THP ("anon_huge_kb": smaps AnonHugePages); migrate-dev then moves it as one compound
  * folio (MIGRATE_VMA_SELECT_COMPOUND, lib/test_hmm.c 6.19+) to a PMD-level device-private entry.
+ * SEQ hmm-selftest NAME[,NAME...] runs the kernel's own hmm-tests (HMM_TESTS) with `-t NAME` for
+ * each and answers its TAP result lines ("selftest": {"exit", "results"}): the kernel's verdict.
  *
  * test_hmm_uapi.h is the one of the kernel the module was built from (-I of its cache entry).
  */
@@ -33,6 +35,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_hmm_uapi.h"
@@ -43,6 +46,8 @@
 #define MAX_REGIONS 64
 #define MAX_PAGES 512
 #define SEQ_MAX 32
+#define MAX_CASES 32
+#define MAX_RESULTS 128
 
 #ifndef MADV_HUGEPAGE
 #define MADV_HUGEPAGE 14
@@ -68,12 +73,17 @@ struct answer {
 	bool snapshot_ok;
 	unsigned char snapshot[MAX_PAGES];
 	int exclusive[MAX_PAGES];	/* 1: held by the device, 0: not, -1: the check failed otherwise */
+	bool selftest;		/* hmm-selftest: exit status and result lines below */
+	int selftest_exit;
+	size_t nresults;
+	char *results[MAX_RESULTS];	/* the TAP "ok N ..." / "not ok N ..." lines */
 };
 
 static struct region regions[MAX_REGIONS];
 static size_t nregions;
 static int dev = -1;
 static const char *dev_path = "/dev/hmm_dmirror0";
+static const char *selftest_path;
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
@@ -329,6 +339,68 @@ static void run(struct answer *a, const char *op)
 	free(buf);
 }
 
+/* The kernel's hmm-tests with `-t NAME` per comma-separated NAME; its TAP result lines kept. */
+static void selftest(struct answer *a, char *names)
+{
+	char *argv[2 * MAX_CASES + 2], line[512];
+	int fds[2], status, argc = 0;
+	FILE *out;
+	pid_t pid;
+
+	a->selftest = true;
+	a->selftest_exit = -1;
+	if (!selftest_path) {
+		fail(a, 0, "no hmm-tests in this initramfs (its source was not fetched: `ptinspect vm hmm build`)");
+		return;
+	}
+	if (!names || !*names) {
+		fail(a, 0, "hmm-selftest NAME[,NAME...]: which hmm-tests cases (tools/testing/selftests/mm/hmm-tests.c)");
+		return;
+	}
+	argv[argc++] = (char *)selftest_path;
+	for (char *name = strtok(names, ","); name; name = strtok(NULL, ",")) {
+		if (argc > 2 * MAX_CASES) {
+			fail(a, 0, "at most %d cases per request", MAX_CASES);
+			return;
+		}
+		argv[argc++] = "-t";
+		argv[argc++] = name;
+	}
+	argv[argc] = NULL;
+	if (pipe(fds)) {
+		fail(a, errno, "pipe");
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fail(a, errno, "fork");
+		return;
+	}
+	if (!pid) {
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(fds[1], STDERR_FILENO);
+		close(fds[0]);
+		close(fds[1]);
+		close(dev);
+		execv(selftest_path, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	out = fdopen(fds[0], "r");
+	while (out && fgets(line, sizeof(line), out)) {
+		line[strcspn(line, "\r\n")] = 0;
+		if ((!strncmp(line, "ok ", 3) || !strncmp(line, "not ok ", 7)) && a->nresults < MAX_RESULTS)
+			a->results[a->nresults++] = strdup(line);
+	}
+	if (out)
+		fclose(out);
+	if (waitpid(pid, &status, 0) != pid) {
+		fail(a, errno, "waitpid");
+		return;
+	}
+	a->selftest_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static const char *const OPS[] = { "migrate-dev", "migrate-sys", "exclusive", "readonly", "touch",
 				   "snapshot" };
 
@@ -396,6 +468,17 @@ static void render(const struct answer *a)
 	} else {
 		put("null");
 	}
+	put(",\"selftest\":");
+	if (a->selftest) {
+		put("{\"exit\":%d,\"results\":[", a->selftest_exit);
+		for (size_t i = 0; i < a->nresults; i++) {
+			put("%s", i ? "," : "");
+			put_string(a->results[i]);
+		}
+		put("]}");
+	} else {
+		put("null");
+	}
 	put(",\"iomem\":");
 	put_iomem();
 	put("}\n");
@@ -417,11 +500,14 @@ static void answer(char *line)
 
 	if (!seq || !seq_ok(seq) || !op) {
 		a.seq = seq && seq_ok(seq) ? seq : NULL;
-		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]', 'SEQ hmm-prepare-thp' or 'SEQ hmm-OP [START]'");
+		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]', 'SEQ hmm-prepare-thp', "
+		     "'SEQ hmm-selftest NAME[,NAME...]' or 'SEQ hmm-OP [START]'");
+	} else if (!strcmp(op, "selftest")) {
+		selftest(&a, arg);
 	} else if (!strcmp(op, "prepare") || !strcmp(op, "prepare-thp")) {
 		prepare(&a, arg, !strcmp(op, "prepare-thp"));
 	} else if (!known(op)) {
-		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-prepare-thp, hmm-migrate-dev, hmm-migrate-sys,"
+		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-prepare-thp, hmm-selftest, hmm-migrate-dev, hmm-migrate-sys,"
 		     " hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot", word);
 	} else {
 		uintptr_t start = arg ? strtoull(arg, &end, 16) : 0;
@@ -441,6 +527,8 @@ static void answer(char *line)
 	}
 	snapshot(&a);
 	render(&a);
+	for (size_t i = 0; i < a.nresults; i++)
+		free(a.results[i]);
 }
 
 int main(int argc, char **argv)
@@ -455,13 +543,15 @@ int main(int argc, char **argv)
 			fifo = argv[++i];
 		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
 			dev_path = argv[++i];
+		} else if (!strcmp(argv[i], "--selftest") && i + 1 < argc) {
+			selftest_path = argv[++i];
 		} else {
-			fprintf(stderr, "usage: %s --serve FIFO [--device DEV]\n", argv[0]);
+			fprintf(stderr, "usage: %s --serve FIFO [--device DEV] [--selftest HMM_TESTS]\n", argv[0]);
 			return 2;
 		}
 	}
 	if (!fifo) {
-		fprintf(stderr, "usage: %s --serve FIFO [--device DEV]\n", argv[0]);
+		fprintf(stderr, "usage: %s --serve FIFO [--device DEV] [--selftest HMM_TESTS]\n", argv[0]);
 		return 2;
 	}
 	dev = open(dev_path, O_RDWR | O_CLOEXEC);
