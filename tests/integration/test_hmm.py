@@ -261,15 +261,21 @@ def test_kernel_hmm_selftest(vm: Callable[..., VM], arch: str, series: str) -> N
     cases = selftest_cases(src)
     machine = vm(arch, series)
     results: dict[str, str] = {}
-    groups: list[list[str]] = [[]]
-    for name in cases:  # a request line is at most 255 bytes (vm-images/workload/ops.c)
-        if len(",".join([*groups[-1], name])) > 180:
+    # benchmark_thp_migration maps 2 x 256 MiB (plus the driver's 256 MiB of backing pages): after other
+    # cases in the same run the riscv64 guest OOM-kills it (signal 9, measured), alone it passes; so it
+    # runs alone.
+    alone = [name for name in cases if name == "benchmark_thp_migration"]
+    groups: list[list[str]] = [alone, []] if alone else [[]]
+    for name in (name for name in cases if name not in alone):  # a request line is at most 255 bytes
+        if len(",".join([*groups[-1], name])) > 180:  # (vm-images/workload/ops.c)
             groups.append([])
         groups[-1].append(name)
     for group in groups:
         result = request(machine, ["hmm-selftest", ",".join(group)], timeout=900)
         answer = json.loads(result.line.split(" ", 1)[1])
-        assert result.status == "ok" and answer["selftest"]["exit"] == 0, (group, answer["selftest"], result.reason)
+        run = answer["selftest"]
+        failed = [line for line in run["results"] if line.startswith("not ok")]
+        assert result.status == "ok" and run["exit"] == 0, (result.reason, failed, "\n".join(run["log"]))
         for line in answer["selftest"]["results"]:
             match = re.fullmatch(r"(ok|not ok) \d+ (\w+)\.(\w+)\.(\w+)(?: # (.*))?", line)
             assert match, line

@@ -19,7 +19,7 @@
  * it is one THP ("anon_huge_kb": smaps AnonHugePages); migrate-dev then moves it as one compound
  * folio (MIGRATE_VMA_SELECT_COMPOUND, lib/test_hmm.c 6.19+) to a PMD-level device-private entry.
  * SEQ hmm-selftest NAME[,NAME...] runs the kernel's own hmm-tests (HMM_TESTS) with `-t NAME` for
- * each and answers its TAP result lines ("selftest": {"exit", "results"}): the kernel's verdict.
+ * each and answers its TAP result lines ("selftest": {"exit", "results", "log": its last lines}): the kernel's verdict.
  *
  * test_hmm_uapi.h is the one of the kernel the module was built from (-I of its cache entry).
  */
@@ -48,6 +48,7 @@
 #define SEQ_MAX 32
 #define MAX_CASES 32
 #define MAX_RESULTS 128
+#define LOG_LINES 40
 
 #ifndef MADV_HUGEPAGE
 #define MADV_HUGEPAGE 14
@@ -77,6 +78,8 @@ struct answer {
 	int selftest_exit;
 	size_t nresults;
 	char *results[MAX_RESULTS];	/* the TAP "ok N ..." / "not ok N ..." lines */
+	size_t nlog;
+	char *log[LOG_LINES];	/* the last LOG_LINES lines of its output (ring): why a case failed */
 };
 
 static struct region regions[MAX_REGIONS];
@@ -389,6 +392,8 @@ static void selftest(struct answer *a, char *names)
 	out = fdopen(fds[0], "r");
 	while (out && fgets(line, sizeof(line), out)) {
 		line[strcspn(line, "\r\n")] = 0;
+		free(a->log[a->nlog % LOG_LINES]);
+		a->log[a->nlog++ % LOG_LINES] = strdup(line);
 		if ((!strncmp(line, "ok ", 3) || !strncmp(line, "not ok ", 7)) && a->nresults < MAX_RESULTS)
 			a->results[a->nresults++] = strdup(line);
 	}
@@ -475,6 +480,13 @@ static void render(const struct answer *a)
 			put("%s", i ? "," : "");
 			put_string(a->results[i]);
 		}
+		size_t first = a->nlog > LOG_LINES ? a->nlog - LOG_LINES : 0;
+
+		put("],\"log\":[");
+		for (size_t i = first; i < a->nlog; i++) {
+			put("%s", i > first ? "," : "");
+			put_string(a->log[i % LOG_LINES]);
+		}
 		put("]}");
 	} else {
 		put("null");
@@ -529,6 +541,8 @@ static void answer(char *line)
 	render(&a);
 	for (size_t i = 0; i < a.nresults; i++)
 		free(a.results[i]);
+	for (size_t i = 0; i < LOG_LINES; i++)
+		free(a.log[i]);
 }
 
 int main(int argc, char **argv)
