@@ -98,7 +98,7 @@ def validates_clean(snap: Snapshot) -> None:
         [(f.check, f.message) for f in report.findings[:5]], status)
 
 
-def moved_into_ram(snap: Snapshot, rec: dict, frame: int) -> Snapshot:
+def with_frame(snap: Snapshot, rec: dict, frame: int) -> Snapshot:
     """SNAP with REC's device-private entry re-encoded by the arch's own encoder to carry FRAME."""
     model, mode, layout = model_for(snap.arch.name), snap.mode, snap.facts.layout
     assert layout is not None
@@ -176,7 +176,7 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
     victim = next(r for r in snap.records if int(r["va"], 16) == writable.start + 3 * PAGE and r["level"] == "pte")
     ram_frame = int(entries[exclusive.start]["pfn"], 16)  # a RAM frame: a device-exclusive page's
     assert any(lo <= ram_frame * PAGE < hi for lo, hi in snap.ram or []), "the exclusive page is not in RAM"
-    flagged = findings(moved_into_ram(snap, victim, ram_frame))
+    flagged = findings(with_frame(snap, victim, ram_frame))
     assert {where for _, where in flagged} == {where_of(victim)}, flagged
     assert {check for check, _ in flagged} == {"softleaf-pfn", "device-private-range"}, flagged
 
@@ -239,6 +239,11 @@ def test_device_private_pmd(vm: Callable[..., VM], arch: str, series: str, tmp_p
     assert len(inside) == 1, inside
     one_leaf(inside[0])
     validates_clean(snap)
+    # The whole 2 MiB must lie in one device-private range: a leaf starting on the last range's last page is
+    # flagged, by that rule only (its first frame is no RAM frame).
+    last = max(hi for _, hi in snap.device_private or [])
+    flagged = findings(with_frame(snap, inside[0], last // PAGE - 1))
+    assert flagged == [("device-private-range", where_of(inside[0]))], flagged
 
 
 # Cases of hmm-tests not run, per arch, and why (measured, not guessed).
