@@ -188,7 +188,8 @@ class Decoded:
 
     `pfn` (in PAGE_SIZE units, as the kernel's pte_pfn) is the first frame the entry maps (present leaves) or carries
     (PFN-carrying softleaf entries); `pfn_space` says whether that is a
-    physical frame ("phys") or a device-private frame ("device").
+    physical frame ("phys"), a device-private frame outside RAM ("device"), or, in a release where
+    device_private_pfn no longer holds, an offset in the device's own space ("device-offset").
     """
 
     raw: int

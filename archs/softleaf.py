@@ -194,7 +194,12 @@ def decode_softleaf(
             return Decoded(raw, level, cls.kind, size=size, flags=flags, softleaf=leaf, details=tuple(details),
                            notes=tuple(notes))
         pfn = leaf.offset & ((1 << swp_pfn_bits) - 1)
-        pfn_space = "device" if cls.kind in DEVICE_PRIVATE_KINDS else "phys"
+        pfn_space = "phys"
+        if cls.kind in DEVICE_PRIVATE_KINDS:
+            # A device page's frame (outside RAM) while device_private_pfn holds; after it, an
+            # offset in the device's own space, no frame at all.
+            assert facts.layout is not None  # classify_type answers UNKNOWN without one
+            pfn_space = "device" if facts.layout.has("device_private_pfn") else "device-offset"
         high = leaf.offset >> swp_pfn_bits
         if cls.kind in MIGRATION_KINDS:
             assert facts.layout is not None  # classify_type answers UNKNOWN without one

@@ -80,6 +80,17 @@ GENERIC: tuple[Feature, ...] = (
             "include/linux/leafops.h softleaf_is_valid_pmd_entry(): device-private PMD entries",
             "368076f52ebe mm/huge_memory: add device-private THP support to PMD operations",
             confidence="medium (6.19 merge-window revlist)"),
+    # The number in a device-private entry is the device page's PFN: a frame of the physical address
+    # space, outside RAM, inside the dev_pagemap range the driver took (request_free_mem_region()).
+    # Since the entries exist (4.14, older than OLDEST); still so in 7.3. The seed series that makes
+    # it an offset into the device's own space would end this feature (`until`), and the decoder
+    # then stops calling the number a frame.
+    Feature("device_private_pfn", (5, 10),
+            "mm/migrate_device.c migrate_vma_insert_page(): make_writable_device_private_entry("
+            "page_to_pfn(page)); include/linux/leafops.h softleaf_has_pfn()/softleaf_to_pfn() "
+            "(7.3); mm/memremap.c pagemap_range(): a MEMORY_DEVICE_PRIVATE range must not "
+            "intersect System RAM (region_intersects)",
+            "5042db43cc26 mm/ZONE_DEVICE: new type of ZONE_DEVICE for unaddressable memory (4.14)"),
     # 7.3 (Debian 7.3.4 source): the uffd bit is "userfaultfd tracking" for VM_UFFD_WP and the new
     # VM_UFFD_RWP (include/linux/mm.h VM_UFFD_RWP, DECLARE_VMA_BIT(UFFD_RWP, 43);
     # include/linux/userfaultfd_k.h mrwprotect_range()); the arch bits are renamed *_UFFD.

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from archs.common import Decoded
 
+# What a softleaf entry's number is, where it is no RAM frame (archs feature device_private_pfn).
+PFN_SPACE_NOTE = {"device": " (device-private frame)", "device-offset": " (device-private offset, not a frame)"}
+
 
 def decoded_rows(dec: Decoded) -> list[tuple[str, str]]:
     """(field, value) rows describing everything a decoded value says."""
@@ -14,7 +17,7 @@ def decoded_rows(dec: Decoded) -> list[tuple[str, str]]:
     if dec.next_table is not None:
         rows.append(("next table", f"{dec.next_table:#x}"))
     if dec.pfn is not None:
-        rows.append(("pfn", f"{dec.pfn:#x}" + (" (device-private frame)" if dec.pfn_space == "device" else "")))
+        rows.append(("pfn", f"{dec.pfn:#x}" + PFN_SPACE_NOTE.get(dec.pfn_space or "", "")))
     rows.append(("flags", " ".join(dec.flags) or "-"))
     rows.extend(dec.fields)
     if dec.access is not None:

@@ -28,6 +28,10 @@ FORMATS_KEPT = 1024  # run formats cached per (template, VMA)
 size_text = functools.lru_cache(maxsize=64)(human_size)
 
 
+# A device-private entry's number: a device frame outside RAM, or (after device_private_pfn) an offset.
+DEVICE_PFN = {"device": "pfn=device-frame", "device-offset": "pfn=device-offset"}
+
+
 @functools.lru_cache(maxsize=4096)
 def short_flags(flags: tuple[str, ...]) -> str:
     """Flag names without their family prefix, for the table view (JSON keeps full names)."""
@@ -58,8 +62,8 @@ def detail(row: Row, layout: Layout | None = None) -> str:
     else:
         s = e.hw.softleaf
         parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
-        if e.hw.pfn_space == "device":
-            parts.append("pfn=device-frame")  # device-private memory, not a RAM frame
+        if e.hw.pfn_space in DEVICE_PFN:
+            parts.append(DEVICE_PFN[e.hw.pfn_space])
     if e.hw.markers:
         parts.append("marker=" + ",".join(e.hw.markers))
     mode = uffd_mode(e.hw, row.vma, layout)

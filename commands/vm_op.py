@@ -33,7 +33,9 @@ def op(target: str, words: tuple[str, ...], timeout: float, as_json: bool) -> No
     workload's /proc/self/maps (the kernel's own names of its VMAs).  Operations:
     guard-install, guard-remove, mprotect, pageout, thp-split, collapse
     (vm-images/README-workload.md); with the HMM test driver loaded, hmm-prepare [PAGES],
-    hmm-migrate-dev, hmm-migrate-sys, hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot
+    hmm-prepare-thp (one PMD-sized THP),
+    hmm-migrate-dev, hmm-migrate-sys, hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot,
+    hmm-selftest NAME[,NAME...] (the kernel's hmm-tests cases)
     (vm-images/README.md).  Exit status 0 when the workload reports ok, 1 otherwise.
     """
     if words[0] not in (*OPERATIONS, *HMM_OPERATIONS, "prepare", "maps"):

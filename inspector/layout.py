@@ -21,7 +21,7 @@ from .cache import subdir
 from .kernel import drgn_program
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
-SCHEMA = 3
+SCHEMA = 4
 
 # Variables by name, with the file that defines them when the name is static there.
 VARIABLES: dict[str, str | None] = {
@@ -33,7 +33,7 @@ VARIABLES: dict[str, str | None] = {
     "nr_swapfiles": "mm/swapfile.c",
 }
 # Variables that some kernels (or architectures) do not have.
-OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data")
+OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data", "iomem_resource")
 # Functions whose presence or address is a fact: RawKernel.facts reads CONFIG_MEMORY_FAILURE and
 # CONFIG_MIGRATION from the first two; vm_ops->name == special_mapping_name marks a special
 # mapping (mm/mmap.c); the d_op->d_dname functions whose names /proc/PID/maps shows are derived
@@ -81,6 +81,7 @@ OPTIONAL_MEMBERS: dict[str, tuple[str, ...]] = {
     "maple_metadata": ("end",),
     "anon_vma_name": ("name",),
     "cpuinfo_x86": ("x86_phys_bits",),
+    "resource": ("start", "end", "desc", "sibling", "child"),  # inspector/devmem.py
 }
 # Array members and variables whose bound is a kernel constant (the maple ones from 6.1 only).
 ARRAYS = ("uts_namespace.name.release", "task_struct.comm")
@@ -88,6 +89,7 @@ OPTIONAL_ARRAYS = ("maple_range_64.pivot", "maple_range_64.slot", "maple_arange_
 ARRAY_VARIABLES = ("swap_info",)  # its bound is MAX_SWAPFILES (mm/swapfile.c)
 OPTIONAL_ENUMS = ("maple_type",)  # 6.1+
 ENUMERATORS = ("SWP_USED",)  # include/linux/swap.h, an anonymous enum
+OPTIONAL_ENUMERATORS = ("IORES_DESC_DEVICE_PRIVATE_MEMORY",)  # include/linux/ioport.h (inspector/devmem.py)
 
 
 class LayoutError(Exception):
@@ -258,6 +260,11 @@ def _extract(prog: Any, arch: str) -> KernelLayout:
         except LookupError:
             continue
     constants = {name: prog.constant(name).value_() for name in ENUMERATORS}
+    for name in OPTIONAL_ENUMERATORS:
+        try:
+            constants[name] = prog.constant(name).value_()
+        except LookupError:
+            continue
     return KernelLayout(arch, symbols, members, sizes, variable_sizes, lengths, enums, constants)
 
 

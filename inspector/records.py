@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from archs.common import Decoded, KernelFacts, Kind
 from archs.versions import Layout
 
+from .devmem import SOURCE as DEVMEM_SOURCE
 from .dump import Range, Row, RunRows
 from .entry import Entry
 from .kernel import VM_UFFD_RWP, VM_UFFD_WP, Vma
@@ -188,7 +189,8 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
 
     `selection` says how the entries were chosen (root options, VA range, kinds,
     merging, table entries included); "ram" is the kernel's memblock.memory and
-    "vmas" the process's VMA list, present only when known.
+    "vmas" the process's VMA list, present only when known; "device_private" the physical ranges
+    of device-private memory (inspector/devmem.py), its "ranges" null with the reason when unknown.
     """
     mode = root.mode
     layout = session.facts.layout
@@ -210,6 +212,9 @@ def target_record(session: Session, root: Root, selection: Mapping[str, Any] | N
     }
     if session.kernel is not None:
         rec["ram"] = {"ranges": [[hx(a), hx(b)] for a, b in session.reader.ranges()], "source": "memblock.memory"}
+    rec["device_private"] = (
+        {"ranges": [[hx(a), hx(b)] for a, b in session.device_private], "source": DEVMEM_SOURCE}
+        if session.device_private is not None else {"ranges": None, "unknown": session.device_private_unknown})
     if root.process:
         rec["vmas"] = [vma_record(v) for v in root.vmas]
     if selection is not None:

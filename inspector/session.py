@@ -19,6 +19,8 @@ from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_i
 from archs.versions import release_layout
 
 from . import vmlinux as vml
+from .devmem import SOURCE as DEVMEM_SOURCE
+from .devmem import device_private_ranges
 from .dumpfile import ExcludedPage
 from .entry import ENTRY_BYTES
 from .facts import read_config_file
@@ -74,6 +76,9 @@ class Session:
     facts: KernelFacts = field(default_factory=KernelFacts)
     kernel: RawKernel | None = None
     kernel_root_pa: int | None = None  # the upper-half root once known (proven or from VMCOREINFO)
+    # Device-private memory (inspector/devmem.py), once the kernel is readable; else why not known.
+    device_private: list[tuple[int, int]] | None = None
+    device_private_unknown: str = "the kernel is not readable (give --vmlinux)"
     tables: TableCache = field(init=False)
     _parsed: tuple[bytes, dict[str, str]] | None = field(default=None, init=False, repr=False)
     _pages: dict[tuple[int, int], int] = field(default_factory=dict, init=False, repr=False)  # (root, va page) -> pa
@@ -237,12 +242,16 @@ def start(target: Target, vmlinux: Path | None, config_file: Path | None) -> Ses
 
 
 def _set_ram(session: Session) -> None:
-    """Once the kernel is known, the target's RAM is its memblock.memory."""
+    """Once the kernel is known: the target's RAM (memblock.memory) and, for validate, the device-private ranges."""
     if session.kernel is not None:
         try:
             session.reader.set_ram(session.kernel.ram_ranges())  # type: ignore[attr-defined]
         except (KernelError, SessionError, ReadError) as exc:
             raise SessionError(f"cannot read the kernel's memblock.memory (its map of RAM): {exc}") from None
+        try:  # a check's input, not the walk's: a failure only leaves it unknown, with the reason
+            session.device_private = device_private_ranges(session.kernel)
+        except (KernelError, ReadError) as exc:
+            session.device_private_unknown = f"cannot read {DEVMEM_SOURCE}: {exc}"
 
 
 def _kernel_root_from_vmcoreinfo(session: Session) -> None:

@@ -43,6 +43,7 @@ class Checked:
     va_range: tuple[int, int] | None
     ram: list[tuple[int, int]] | None  # memblock.memory when recorded
     vmas: tuple[Vma, ...] | None  # the process's VMAs when recorded
+    device_private: list[tuple[int, int]] | None  # device-private memory (inspector/devmem.py) when recorded
 
 
 def _short(value: Any) -> str:
@@ -149,15 +150,12 @@ def check_document(doc: Any) -> Checked:
     ram = None
     if target.get("ram") is not None:
         ram_rec = _type(target["ram"], dict, "target.ram", "an object")
-        ram = []
-        for i, pair in enumerate(_type(_need(ram_rec, "ranges", "target.ram"), list, "target.ram.ranges", "a list")):
-            where = f"target.ram.ranges[{i}]"
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise _fail(where, pair, "[START, END]")
-            lo, hi = _hex(pair[0], f"{where}[0]"), _hex(pair[1], f"{where}[1]", U64 + 1)
-            if not lo < hi:
-                raise SchemaError(f"{where} {pair} is empty")
-            ram.append((lo, hi))
+        ram = _ranges(_need(ram_rec, "ranges", "target.ram"), "target.ram.ranges")
+    device_private = None
+    if target.get("device_private") is not None:
+        dev_rec = _type(target["device_private"], dict, "target.device_private", "an object")
+        if dev_rec.get("ranges") is not None:
+            device_private = _ranges(dev_rec["ranges"], "target.device_private.ranges")
     vmas = None
     if target.get("vmas") is not None:
         vmas = tuple(_vma(v, f"target.vmas[{i}]")
@@ -172,7 +170,22 @@ def check_document(doc: Any) -> Checked:
     except ValueError as exc:
         raise SchemaError(f"target.layout: {exc}") from None
     kfacts = KernelFacts(layout=layout, release=target.get("kernel_release"), facts=facts)
-    return Checked(target, records, arch, mode, kfacts, root, flags["upper"], flags["process"], va_range, ram, vmas)
+    return Checked(target, records, arch, mode, kfacts, root, flags["upper"], flags["process"], va_range, ram, vmas,
+                   device_private)
+
+
+def _ranges(value: Any, where: str) -> list[tuple[int, int]]:
+    """A list of non-empty [START, END) physical ranges."""
+    out = []
+    for i, pair in enumerate(_type(value, list, where, "a list")):
+        at = f"{where}[{i}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _fail(at, pair, "[START, END]")
+        lo, hi = _hex(pair[0], f"{at}[0]"), _hex(pair[1], f"{at}[1]", U64 + 1)
+        if not lo < hi:
+            raise SchemaError(f"{at} {pair} is empty")
+        out.append((lo, hi))
+    return out
 
 
 def _check_selection(sel: dict[str, Any]) -> None:

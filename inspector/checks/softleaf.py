@@ -51,8 +51,8 @@ def pfn_frames(ctx: Context) -> Iterator[Finding]:
     ram = ctx.snap.ram
     assert ram is not None
     for e in ctx.leaves:
-        if e.kind not in PFN_KINDS or e.hw.pfn is None:
-            continue
+        if e.kind not in PFN_KINDS or e.hw.pfn is None or e.hw.pfn_space == "device-offset":
+            continue  # an offset in the device's own space (no device_private_pfn) is no frame
         pa = e.hw.pfn << ctx.snap.mode.page_shift
         inside = contains(ram, pa, 1)
         if e.kind in DEVICE_PRIVATE_KINDS and inside:
@@ -60,6 +60,26 @@ def pfn_frames(ctx: Context) -> Iterator[Finding]:
                               f"device-private frame {e.hw.pfn:#x} lies in RAM, not in device memory")
         elif e.kind not in DEVICE_PRIVATE_KINDS and not inside:
             yield ctx.finding("softleaf-pfn", e, f"{e.kind.value} entry for frame {e.hw.pfn:#x}, which is outside RAM")
+
+
+def device_private_frames(ctx: Context) -> Iterator[Finding]:
+    ranges = ctx.snap.device_private
+    assert ranges is not None
+    shift = ctx.snap.mode.page_shift
+    for e in ctx.leaves:
+        if e.kind in DEVICE_PRIVATE_KINDS and e.hw.pfn is not None and e.hw.pfn_space == "device":
+            first, size = e.hw.pfn << shift, max(e.size, 1 << shift)
+            if not any(lo <= first and first + size <= hi for lo, hi in ranges):
+                where = ", ".join(f"{lo:#x}-{hi - 1:#x}" for lo, hi in ranges) or "none"
+                yield ctx.finding("device-private-range", e, f"device-private frames {e.hw.pfn:#x}.. "
+                                  f"({size:#x} bytes) lie outside the kernel's device-private memory ({where})")
+
+
+def _no_device_ranges(ctx: Context) -> str | None:
+    if ctx.snap.device_private is not None:
+        return None
+    why = (ctx.snap.target.get("device_private") or {}).get("unknown")
+    return f"the device-private memory ranges are not recorded{f' ({why})' if why else ''}"
 
 
 def marker_bits(ctx: Context) -> Iterator[Finding]:
@@ -85,6 +105,12 @@ CHECKS = (
           "memory is placed outside System RAM)", pfn_frames,
           skip=lambda ctx: None if ctx.snap.ram is not None
           else "RAM ranges not recorded (take the snapshot with --vmlinux)"),
+    Check("device-private-range", "device-private entries carry frames inside the kernel's device-private "
+          "memory (iomem resources of IORES_DESC_DEVICE_PRIVATE_MEMORY), the whole leaf",
+          "kernel/resource.c:2123-2130 in 7.3 (request_free_mem_region: IORES_DESC_DEVICE_PRIVATE_MEMORY); "
+          "mm/memremap.c pagemap_range() (that range becomes the dev_pagemap); mm/migrate_device.c "
+          "migrate_vma_insert_page() (make_*_device_private_entry(page_to_pfn(page)))", device_private_frames,
+          skip=_no_device_ranges),
     Check("marker-bits", "PTE markers carry only the marker bits this kernel version defines",
           "include/linux/swapops.h:283-300 in 7.2 (PTE_MARKER_UFFD_WP/POISONED/GUARD, PTE_MARKER_MASK); "
           "6.12 swapops.h:424-430, 6.1 swapops.h:463", marker_bits,

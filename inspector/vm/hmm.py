@@ -13,6 +13,7 @@ and hashes.
 Cache (under $PTINSPECT_CACHE/hmm/):
   root/<suite>/                 the build chroot (stamp `ptinspect-root.json`, written last)
   src/<series>_<version>/       lib/test_hmm.c, lib/test_hmm_uapi.h, lib/Kconfig.debug (+ stamp.json)
+  selftest/<series>_<version>/  hmm-tests.c and what it includes, in the tree's shape (+ stamp.json)
   modules/<release>/            test_hmm.ko, test_hmm_uapi.h, build.log (+ stamp.json); or
                                 unsupported.json: why this kernel cannot have the driver
 """
@@ -39,6 +40,17 @@ from .apt import KEYRING, AptState, debian_archive_uri, system_sources
 from .images import KernelImage, _run, _write_stamp, check_entry, load_manifest
 
 SOURCE_FILES = ("lib/test_hmm.c", "lib/test_hmm_uapi.h", "lib/Kconfig.debug")
+# The kernel's own HMM selftest (tools/testing/selftests/mm/hmm-tests.c) and what it includes from the
+# tree (gcc -M of it for x86_64, arm64 and riscv64 with the Makefile's -I/-isystem), kept in the tree's
+# shape so that its relative includes hold; compiled into the initramfs (inspector/vm/initramfs.py).
+SELFTEST = "tools/testing/selftests/mm"
+SELFTEST_MEMBERS = (
+    f"{SELFTEST}/hmm-tests.c", f"{SELFTEST}/vm_util.c", f"{SELFTEST}/vm_util.h",
+    f"{SELFTEST}/hugepage_settings.c", f"{SELFTEST}/hugepage_settings.h",
+    "tools/testing/selftests/kselftest.h", "tools/testing/selftests/kselftest_harness.h",
+    "lib/test_hmm_uapi.h", "mm/gup_test.h", "tools/include/uapi",
+    *(f"tools/arch/{arch}/include/uapi" for arch in ("x86", "arm64", "riscv")),
+)
 MODULE = "test_hmm.ko"
 UAPI = "test_hmm_uapi.h"
 UNSUPPORTED = "unsupported.json"
@@ -238,7 +250,21 @@ def root_lock(suite: str) -> Path:
 
 def fetch_source(series: str, version: str) -> Path:
     """lib/test_hmm.c, test_hmm_uapi.h and Kconfig.debug of Debian's linux-source-SERIES VERSION."""
-    dest = cache_root() / "src" / f"{series}_{version}"
+    return _extract_source(series, version, cache_root() / "src" / f"{series}_{version}", SOURCE_FILES,
+                           "lib/test_hmm.c")
+
+
+def fetch_selftest_source(series: str, version: str) -> Path:
+    """hmm-tests.c and the files it includes (SELFTEST_MEMBERS) of linux-source-SERIES VERSION."""
+    return _extract_source(series, version, selftest_dir(series, version), SELFTEST_MEMBERS, "hmm-tests")
+
+
+def selftest_dir(series: str, version: str) -> Path:
+    return cache_root() / "selftest" / f"{series}_{version}"
+
+
+def _extract_source(series: str, version: str, dest: Path, names: tuple[str, ...], why: str) -> Path:
+    """NAMES (files or directories, paths in the tree) of linux-source-SERIES VERSION, cached at DEST."""
     with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         stamp, _ = check_entry(dest, full=False)
         if stamp:
@@ -249,7 +275,7 @@ def fetch_source(series: str, version: str) -> Path:
         shutil.rmtree(work, ignore_errors=True)
         try:
             package = f"linux-source-{series}={version}"
-            progress(f"downloading {package} for lib/test_hmm.c ...")
+            progress(f"downloading {package} for {why} ...")
             apt.download([package], work / "debs")
             [deb] = sorted((work / "debs").glob("*.deb"))
             _run(["dpkg-deb", "-x", str(deb), str(work / "pkg")], f"dpkg-deb -x {deb.name}")
@@ -257,12 +283,12 @@ def fetch_source(series: str, version: str) -> Path:
             tarballs = sorted((work / "pkg/usr/src").glob(f"linux-source-{series}.tar.*"))
             if len(tarballs) != 1:
                 raise VMError(f"{package} holds no single usr/src/linux-source-{series}.tar.*")
-            members = [f"linux-source-{series}/{name}" for name in SOURCE_FILES]
+            members = [f"linux-source-{series}/{name}" for name in names]
             _call(["tar", "-x", "-C", str(work), "-f", str(tarballs[0]), *members],
-                  f"extracting {', '.join(SOURCE_FILES)} from {tarballs[0].name}", SOURCE_TIMEOUT)
+                  f"extracting {', '.join(names)} from {tarballs[0].name}", SOURCE_TIMEOUT)
             entry = work / "entry"
-            (entry / "lib").mkdir(parents=True)
-            for name in SOURCE_FILES:
+            for name in names:
+                (entry / name).parent.mkdir(parents=True, exist_ok=True)
                 (work / f"linux-source-{series}" / name).rename(entry / name)
             _write_stamp(entry, {"package": package})
             shutil.rmtree(dest, ignore_errors=True)
@@ -339,6 +365,7 @@ def build_module(image: KernelImage, force: bool = False) -> HmmModule:
     with locked(dest.with_name(image.release + ".lock"), LOCK_TIMEOUT):
         module, reason = module_status(image)
         if module and not force:
+            fetch_selftest_source(recipe.series, image.version)
             return module
         if not module and _unsupported_path(image.release).is_file() and not force:
             raise VMError(reason)
@@ -352,7 +379,9 @@ def build_module(image: KernelImage, force: bool = False) -> HmmModule:
                       f"needs {', '.join(requirements)} built in)")
             _unsupported_path(image.release).write_text(json.dumps({"reason": reason}))
             raise VMError(reason)
-        return _build(image, recipe.suite, recipe.flavour, recipe.debian_arch, src, config, dest)
+        module = _build(image, recipe.suite, recipe.flavour, recipe.debian_arch, src, config, dest)
+        fetch_selftest_source(recipe.series, image.version)
+        return module
 
 
 def _host() -> tuple[str, str]:
@@ -432,3 +461,13 @@ def _build(image: KernelImage, suite: str, flavour: str, deb_arch: str, src: Pat
     if stamp is None:
         raise VMError(f"fresh test_hmm.ko cache entry {dest} is inconsistent: {reason}")
     return _entry(dest, stamp)
+
+
+def selftest_source(image: KernelImage) -> Path | None:
+    """The cached hmm-tests source of IMAGE's kernel (fetched by build_module), None when not fetched."""
+    recipe = load_manifest().get(image.id)
+    if recipe is None:
+        return None
+    dest = selftest_dir(recipe.series, image.version)
+    stamp, _ = check_entry(dest, full=False)
+    return dest if stamp else None

@@ -10,7 +10,8 @@ Layout inside the gzip cpio (newc):
                               and, where it is a module, zram's default compressor
   /ptinspect/modules.list     "<name> <file>|builtin|missing", dependencies first: init's load order
   /ptinspect/hmm/             test_hmm.ko and hmmop (vm-images/hmm/) when the module is built for this
-                              kernel (inspector/vm/hmm.py), else `unavailable`: why not (init logs it)
+                              kernel (inspector/vm/hmm.py), else `unavailable`: why not (init logs it);
+                              with them hmm-tests, the kernel's own selftest, when its source is cached
 
 No QEMU device is needed beyond the harness's own: swap is zram, inside guest RAM.
 """
@@ -34,8 +35,8 @@ from archs import arch_where
 
 from ..cache import locked, subdir
 from . import VMError, progress
-from .hmm import HmmModule, module_status
-from .images import KernelImage, busybox_path
+from .hmm import SELFTEST, HmmModule, module_status, selftest_source
+from .images import STAMP, KernelImage, busybox_path
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD_DIR = REPO / "vm-images" / "workload"
@@ -98,6 +99,25 @@ def build_hmmop(arch: str, module: HmmModule, out: Path) -> Path:
         raise VMError(f"compiling hmmop for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
     if done.returncode:
         raise VMError(f"compiling hmmop for {arch} failed:\n{done.stderr.strip()[-3000:]}")
+    return out
+
+
+def build_hmm_tests(arch: str, src: Path, out: Path) -> Path:
+    """Compile the kernel's own hmm-tests statically for ARCH from its source tree SRC (hmm.SELFTEST_MEMBERS),
+    with the flags of its Makefile (tools/testing/selftests/mm/Makefile CFLAGS, LDLIBS); its warnings are
+    the kernel's, so no -Werror."""
+    cc, _ = compiler(arch)
+    test = src / SELFTEST
+    cmd = [cc, "-static", "-O2", "-Wall", "-U_FORTIFY_SOURCE", f"-I{src}", f"-I{test.parent}",
+           "-isystem", str(src / "tools/include/uapi"), "-o", str(out),
+           *(str(test / name) for name in ("hmm-tests.c", "vm_util.c", "hugepage_settings.c")),
+           "-lrt", "-lpthread", "-lm"]
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise VMError(f"compiling hmm-tests for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
+    if done.returncode:
+        raise VMError(f"compiling hmm-tests for {arch} failed:\n{done.stderr.strip()[-3000:]}")
     return out
 
 
@@ -221,7 +241,7 @@ class Cpio:
 
 
 def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tuple[str, str, bytes]],
-                   hmm: tuple[HmmModule | None, str]) -> str:
+                   hmm: tuple[HmmModule | None, str], selftest: Path | None) -> str:
     """sha256 over everything that goes into the initramfs, and the code that lays it out."""
     digest = hashlib.sha256()
     version = subprocess.run([cc, "--version"], check=True, capture_output=True, text=True).stdout.splitlines()[:1]
@@ -234,6 +254,8 @@ def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tup
     parts += [HMMOP.read_bytes(), reason.encode()]
     if module:
         parts += [module.ko.read_bytes(), module.uapi.read_bytes()]
+    if module and selftest:
+        parts += [(selftest / STAMP).read_bytes()]  # names every file of the source with its sha256
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
@@ -245,10 +267,11 @@ def build_initramfs(image: KernelImage) -> Path:
     busybox = busybox_path(image.arch)
     compressor = zram_compressor(image.config)
     hmm, hmm_reason = module_status(image)
+    selftest = selftest_source(image) if hmm else None
     hmm_deps = tuple(_depends(hmm.ko.read_bytes())) if hmm else ()
     modules = select_modules(image.modules_dir, wanted=(*MODULES, *hmm_deps), optional=(compressor,))
     out_dir = subdir("initramfs")
-    dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason))}.cpio.gz"
+    dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason), selftest)}.cpio.gz"
     with locked(out_dir / f"{image.id}.lock", LOCK_TIMEOUT):
         if dest.exists():
             return dest
@@ -256,6 +279,7 @@ def build_initramfs(image: KernelImage) -> Path:
         with tempfile.TemporaryDirectory(prefix="ptinspect-workload-") as tmp:
             workload = build_workload(image.arch, Path(tmp) / "workload").read_bytes()
             hmmop = build_hmmop(image.arch, hmm, Path(tmp) / "hmmop").read_bytes() if hmm else b""
+            tests = build_hmm_tests(image.arch, selftest, Path(tmp) / "hmm-tests").read_bytes() if selftest else b""
         cpio = Cpio()
         for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules", "ptinspect/hmm"):
             cpio.directory(name)
@@ -270,6 +294,8 @@ def build_initramfs(image: KernelImage) -> Path:
         if hmm:
             cpio.file("ptinspect/hmm/test_hmm.ko", hmm.ko.read_bytes())
             cpio.file("ptinspect/hmm/hmmop", hmmop, executable=True)
+            if tests:
+                cpio.file("ptinspect/hmm/hmm-tests", tests, executable=True)
         else:
             cpio.file("ptinspect/hmm/unavailable", hmm_reason.encode() + b"\n")
         cpio.file("ptinspect/modules.list", "".join(f"{n} {w}\n" for n, w, _ in modules).encode())

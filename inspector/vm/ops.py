@@ -25,8 +25,8 @@ from .state import VM
 
 OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse")
 # Forwarded by the workload to the HMM guest program (vm-images/hmm/hmmop.c) where test_hmm.ko loaded.
-HMM_OPERATIONS = ("hmm-prepare", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-exclusive", "hmm-readonly",
-                  "hmm-touch", "hmm-snapshot")
+HMM_OPERATIONS = ("hmm-prepare", "hmm-prepare-thp", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-exclusive",
+                  "hmm-readonly", "hmm-touch", "hmm-snapshot", "hmm-selftest")
 RESULT = "PTINSPECT-OP "
 FAILURE_MARKS = ("Kernel panic - not syncing", WORKLOAD_EXIT)
 STATUSES = ("ok", "unsupported", "failed")

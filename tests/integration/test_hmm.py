@@ -18,6 +18,8 @@ they sit there, `ptinspect dump --pid` must show them page by page as the guest 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import re
 import subprocess
@@ -27,17 +29,23 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm.hmm import build_module
+from inspector.model.builder import model_for
+from inspector.snapshot import Snapshot, load
+from inspector.validate import validate
+from inspector.vm.hmm import SELFTEST, build_module, selftest_source
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.ops import PAGE, OpResult, request
 from inspector.vm.state import VM
+
+from .kernels import IMAGES as KERNELS
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SWAPFILES_SHIFT = 5  # include/linux/swap.h
 PFN_MASK = (1 << 55) - 1  # fs/proc/task_mmu.c PM_PFRAME_BITS 55
-IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
+# The 7.x test kernels (CONFIG_DEVICE_PRIVATE=y; the 16 KiB granule kernel has no cached module build).
+IMAGES = [(arch, kernel) for arch, kernel in KERNELS if kernel in ("7.2", "7.3")]
 
 
 def uapi_values(header: Path) -> dict[str, int]:
@@ -64,8 +72,50 @@ def iomem_ranges(answer: dict) -> list[tuple[int, int]]:
     return [(int(a, 16), int(b, 16)) for a, b in (line.split("-") for line in answer["iomem"])]
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def snapshot_of(target: list[str], pid: int, path: Path) -> Snapshot:
+    proc = cli("snapshot", *target, "--pid", str(pid), str(path))
+    assert proc.returncode == 0, proc.stderr
+    return load(path)
+
+
+def where_of(rec: dict) -> tuple:
+    return int(rec["va"], 16), rec["level"], int(rec["table"], 16), rec["index"]
+
+
+def findings(snap: Snapshot) -> list[tuple[str, tuple]]:
+    return [(f.check, (f.va, f.level, f.table, f.index)) for f in validate(snap).findings]
+
+
+def validates_clean(snap: Snapshot) -> None:
+    report = validate(snap)
+    status = {o.check.id: o.status for o in report.outcomes}
+    assert not report.findings and status["device-private-range"] == status["softleaf-pfn"] == "pass", (
+        [(f.check, f.message) for f in report.findings[:5]], status)
+
+
+def with_frame(snap: Snapshot, rec: dict, frame: int) -> Snapshot:
+    """SNAP with REC's device-private entry re-encoded by the arch's own encoder to carry FRAME."""
+    model, mode, layout = model_for(snap.arch.name), snap.mode, snap.facts.layout
+    assert layout is not None
+    depth = mode.level(rec["level"])
+    swp = model.softleaf_from_pte(int(rec["raw"], 16), depth, mode, layout)
+    assert swp is not None and swp.offset & int(rec["pfn"], 16) == int(rec["pfn"], 16), rec
+    raw = model.mk_softleaf(dataclasses.replace(swp, offset=swp.offset - int(rec["pfn"], 16) + frame), depth, mode,
+                            layout)
+    doc = copy.deepcopy({"schema": "ptinspect.snapshot/1", "target": snap.target, "entries": snap.records})
+    mine = next(r for r in doc["entries"] if (r["table"], r["index"]) == (rec["table"], rec["index"]))
+    mine["raw"] = f"{raw:#x}"
+    return Snapshot.from_document(doc, f"{snap.name} with {rec['va']} moved to frame {frame:#x}")
+
+
 @pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
-def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, series: str) -> None:
+def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, series: str,
+                                              tmp_path: Path) -> None:
     image = ensure_image(image_for(arch, series))
     module = build_module(image)
     prot = uapi_values(module.uapi)
@@ -119,6 +169,17 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
         assert int(entry["pfn"], 16) == frame >> MAX_SWAPFILES_SHIFT == before.raw & PFN_MASK, entry
         assert entry["pfn_space"] == "phys", entry
 
+    # validate: clean while pages sit in device memory; a device-private entry moved into RAM is flagged.
+    snap = snapshot_of(target, pid, tmp_path / "devmem.json")
+    assert snap.device_private == sorted((lo, hi + 1) for lo, hi in ranges), (snap.device_private, ranges)
+    validates_clean(snap)
+    victim = next(r for r in snap.records if int(r["va"], 16) == writable.start + 3 * PAGE and r["level"] == "pte")
+    ram_frame = int(entries[exclusive.start]["pfn"], 16)  # a RAM frame: a device-exclusive page's
+    assert any(lo <= ram_frame * PAGE < hi for lo, hi in snap.ram or []), "the exclusive page is not in RAM"
+    flagged = findings(with_frame(snap, victim, ram_frame))
+    assert {where for _, where in flagged} == {where_of(victim)}, flagged
+    assert {check for check, _ in flagged} == {"softleaf-pfn", "device-private-range"}, flagged
+
     # Back to RAM: the same pages are present again, at the frames the pagemap shows.
     back, answer = ask(machine, "hmm-migrate-sys", f"{writable.start:#x}")
     assert all(state == prot["HMM_DMIRROR_PROT_WRITE"] for state in answer["snapshot"]), answer["snapshot"]
@@ -126,3 +187,114 @@ def test_device_private_and_exclusive_entries(vm: Callable[..., VM], arch: str, 
     for va, pm in back.pages():
         assert pm.present and entries[va]["kind"] == "present", entries.get(va)
         assert int(entries[va]["pfn"], 16) == pm.raw & PFN_MASK
+
+
+@pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_device_private_pmd(vm: Callable[..., VM], arch: str, series: str, tmp_path: Path) -> None:
+    """A THP migrated whole to the device (lib/test_hmm.c 6.19+: MIGRATE_VMA_SELECT_COMPOUND, a
+    HPAGE_PMD_ORDER device folio) is ONE PMD-level device-private leaf, in dump, translate and
+    snapshot. Witnesses: the driver's snapshot says DEV_PRIVATE_LOCAL | WRITE | PMD for every page
+    (dmirror_mkentry: hmm_pfn_to_map_order() + PAGE_SHIFT == PMD_SHIFT); the guest's pagemap
+    (fs/proc/task_mmu.c pagemap_pmd_range_thp, 7.2 and 7.3 alike: a non-present PMD with
+    thp_migration_supported() gives PM_SWAP and `swp_type | (softleaf_to_pfn() + idx) <<
+    MAX_SWAPFILES_SHIFT` for page idx) gives the type and the device frame of every page."""
+    image = ensure_image(image_for(arch, series))
+    prot = uapi_values(build_module(image).uapi)
+    machine = vm(arch, series)
+    present, made = ask(machine, "hmm-prepare-thp")
+    pmd_size = present.length
+    assert made["shape"] == "thp" and present.anon_huge_kb == pmd_size // 1024, f"no THP: {made}"
+    first = present.pagemap[0].raw & PFN_MASK
+    assert all(pm.present and pm.raw & PFN_MASK == first + i for i, (_, pm) in enumerate(present.pages()))
+    moved, answer = ask(machine, "hmm-migrate-dev")
+    assert answer["data_ok"] is True and answer["cpages"] == pmd_size // PAGE, answer
+    want = prot["HMM_DMIRROR_PROT_DEV_PRIVATE_LOCAL"] | prot["HMM_DMIRROR_PROT_WRITE"] | prot["HMM_DMIRROR_PROT_PMD"]
+    assert set(answer["snapshot"]) == {want}, f"the driver's snapshot: {sorted(set(answer['snapshot']))}"
+    frame = moved.pagemap[0].raw & PFN_MASK
+    swp_type, pfn = frame & ((1 << MAX_SWAPFILES_SHIFT) - 1), frame >> MAX_SWAPFILES_SHIFT
+    for i, (va, pm) in enumerate(moved.pages()):
+        assert pm.swapped and not pm.present, f"{va:#x}: pagemap {pm.raw:#x}"
+        assert pm.raw & PFN_MASK == swp_type | (pfn + i) << MAX_SWAPFILES_SHIFT, f"{va:#x}: pagemap {pm.raw:#x}"
+    ranges = iomem_ranges(answer)
+    assert pfn % (pmd_size // PAGE) == 0 and any(lo <= pfn * PAGE and pfn * PAGE + pmd_size - 1 <= hi
+                                                 for lo, hi in ranges), f"{pfn:#x} outside {answer['iomem']}"
+
+    def one_leaf(rec: dict) -> None:
+        assert (rec["level"], rec["size"], rec["kind"]) == ("pmd", pmd_size, "device-private-write"), rec
+        assert (int(rec["pfn"], 16), rec["pfn_space"], rec["softleaf"]["type"]) == (pfn, "device", swp_type), rec
+
+    target = ["--qmp", machine.qmp, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    entries = dump(target, answer["pid"], moved.start, moved.end)  # type: ignore[arg-type]
+    assert list(entries) == [moved.start], f"not one leaf: {[hex(va) for va in entries]}"
+    one_leaf(entries[moved.start])  # type: ignore[index]
+    proc = cli("translate", *target, "--pid", str(answer["pid"]), "--format", "json",
+               f"{moved.start + pmd_size // 2 + 0x123:#x}")  # type: ignore[operator]
+    assert proc.returncode == 0, proc.stderr
+    walk = json.loads(proc.stdout)
+    assert walk["pa"] is None and walk["walk"][-1]["va"] == f"{moved.start:#x}", walk
+    one_leaf(walk["walk"][-1])
+    snap = snapshot_of(target, answer["pid"], tmp_path / "pmd.json")
+    inside = [r for r in snap.records
+              if moved.start <= int(r["va"], 16) < moved.end and r["kind"] != "table"]  # type: ignore[operator]
+    assert len(inside) == 1, inside
+    one_leaf(inside[0])
+    validates_clean(snap)
+    # The whole 2 MiB must lie in one device-private range: a leaf starting on the last range's last page is
+    # flagged, by that rule only (its first frame is no RAM frame).
+    last = max(hi for _, hi in snap.device_private or [])
+    flagged = findings(with_frame(snap, inside[0], last // PAGE - 1))
+    assert flagged == [("device-private-range", where_of(inside[0]))], flagged
+
+
+# Cases of hmm-tests not run, per arch, and why (measured, not guessed).
+NOT_RUN = {"riscv64": {"benchmark_thp_migration": "a benchmark of 2 x 256 MiB buffers plus 256 MiB of driver "
+                       "backing pages: the 1 GiB riscv64 guest OOM-kills it (signal 9) in most runs"}}
+
+
+def selftest_cases(src: Path) -> list[str]:
+    """The test names of the kernel's own hmm-tests.c (TEST_F / TEST_F_TIMEOUT of fixtures hmm, hmm2)."""
+    text = (src / SELFTEST / "hmm-tests.c").read_text()
+    return sorted(set(re.findall(r"^TEST_F(?:_TIMEOUT)?\((?:hmm|hmm2), (\w+)", text, re.MULTILINE)))
+
+
+@pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_kernel_hmm_selftest(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """The kernel's own verdict: every case of its hmm-tests (built from the same source, run in the
+    guest by `hmm-selftest`) passes for the device-private variants. The coherent variants must skip
+    (test_hmm has no coherent device without its spm_addr_dev* parameters: hmm-tests.c FIXTURE_SETUP
+    "DEVICE_COHERENT not available"), and hmm_gup_test must skip where the config has no
+    CONFIG_GUP_TEST (its /sys/kernel/debug/gup_test). NOT_RUN names what is left out, and why."""
+    image = ensure_image(image_for(arch, series))
+    build_module(image)  # also fetches the selftest source
+    src = selftest_source(image)
+    assert src is not None, "the hmm-tests source was not fetched"
+    cases = [name for name in selftest_cases(src) if name not in NOT_RUN.get(arch, {})]
+    machine = vm(arch, series)
+    results: dict[str, str] = {}
+    # benchmark_thp_migration maps 2 x 256 MiB (plus the driver's 256 MiB of backing pages): alone, so that
+    # the memory other cases left behind does not decide it.
+    alone = [name for name in cases if name == "benchmark_thp_migration"]
+    groups: list[list[str]] = [alone, []] if alone else [[]]
+    for name in (name for name in cases if name not in alone):  # a request line is at most 255 bytes
+        if len(",".join([*groups[-1], name])) > 180:  # (vm-images/workload/ops.c)
+            groups.append([])
+        groups[-1].append(name)
+    for group in groups:
+        result = request(machine, ["hmm-selftest", ",".join(group)], timeout=900)
+        answer = json.loads(result.line.split(" ", 1)[1])
+        run = answer["selftest"]
+        failed = [line for line in run["results"] if line.startswith("not ok")]
+        assert result.status == "ok" and run["exit"] == 0, (result.reason, failed, "\n".join(run["log"]))
+        for line in answer["selftest"]["results"]:
+            match = re.fullmatch(r"(ok|not ok) \d+ (\w+)\.(\w+)\.(\w+)(?: # (.*))?", line)
+            assert match, line
+            verdict, _, variant, name, note = match.groups()
+            results[f"{variant}.{name}"] = verdict + (f" # {note}" if note else "")
+    gup = "CONFIG_GUP_TEST=y" in image.config.read_text()
+    for name in cases:
+        private = [v for k, v in results.items() if k.endswith(f"_device_private.{name}")]
+        coherent = [v for k, v in results.items() if k.endswith(f"_device_coherent.{name}")]
+        assert len(private) == len(coherent) == 1, (name, private, coherent)
+        want = "ok" if gup or name != "hmm_gup_test" else "ok # SKIP Skipping test, could not find gup_test driver"
+        assert private == [want], (name, private)
+        assert coherent == ["ok # SKIP DEVICE_COHERENT not available"], (name, coherent)

@@ -290,3 +290,43 @@ def test_block_cut_by_the_snapshot_range_is_not_partial() -> None:
     doc["entries"] = [r for r in doc["entries"] if r["kind"] == "table" or int(r["va"], 16) >= lo]
     report = validate(Snapshot.from_document(doc, "cut"))
     assert not report.findings, [f.message for f in report.findings]
+
+
+def _with_device_memory(snap: Snapshot, ranges: list[tuple[int, int]]) -> Snapshot:
+    doc = copy.deepcopy(document(snap))
+    doc["target"]["device_private"] = {"ranges": [[hx(a), hx(b)] for a, b in ranges], "source": "test"}
+    return Snapshot.from_document(doc, "with device memory")
+
+
+DEVICE = [(3 * GIB, 3 * GIB + 0x1000000)]  # the model's device-private frame 0xC0000 is at 3 GiB
+
+
+def test_device_private_frame_outside_the_device_memory_is_flagged() -> None:
+    base = _with_device_memory(x86_user(), DEVICE)
+    report = validate(base)
+    assert not report.findings and {o.check.id: o.status for o in report.outcomes}["device-private-range"] == "pass"
+    moved = _x86_raw("pte", swp=_swp(MapSoftleaf(0, "pte", Kind.DEVICE_PRIVATE_WRITE, value=0xC1000)))  # 3 GiB + 16 MiB
+    snap, rec = mutated(base, 0x10015000, "pte", lambda raw: moved)
+    expect_one(_with_device_memory(snap, DEVICE), rec, "device-private-range")
+
+
+def test_device_private_range_unknown_skips_with_the_reason() -> None:
+    doc = copy.deepcopy(document(x86_user()))
+    doc["target"]["device_private"] = {"ranges": None, "unknown": "cannot read iomem_resource: test"}
+    report = validate(Snapshot.from_document(doc, "unknown device memory"))
+    reasons = {o.check.id: o.reason for o in report.outcomes if o.status == "skipped"}
+    assert "cannot read iomem_resource: test" in reasons["device-private-range"]
+
+
+def test_a_device_offset_is_no_frame_to_judge() -> None:
+    """Without device_private_pfn (the seed series) the number is an offset in the device's own space:
+    neither the RAM rule nor the device-range rule applies to it."""
+    snap, rec = mutated(_with_device_memory(x86_user(), DEVICE), 0x10015000, "pte", lambda raw: _x86_raw(
+        "pte", swp=_swp(MapSoftleaf(0, "pte", Kind.DEVICE_PRIVATE_WRITE, value=0x100))))  # in RAM if a frame
+    layout = snap.facts.layout
+    assert layout is not None
+    offsets = dataclasses.replace(snap, facts=dataclasses.replace(snap.facts, layout=dataclasses.replace(
+        layout, features=layout.features - {"device_private_pfn"})))
+    assert located(validate(snap)) == [(c, 0x10015000, "pte", int(rec["table"], 16), rec["index"])
+                                       for c in ("device-private-range", "softleaf-pfn")]
+    assert located(validate(offsets)) == []

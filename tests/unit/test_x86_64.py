@@ -6,6 +6,7 @@ symbol) and include/linux/swap.h; releases are layouts of archs/versions.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -174,6 +175,19 @@ def test_pfn_kinds(family, t, kind, space):
     d = ARCH.decode(swp(t, PFN), PTE4, MODE_4, full(family))
     assert d.kind is kind and d.pfn == PFN and d.pfn_space == space
     assert MODEL.softleaf_from_pte(swp(t, PFN), PTE4, MODE_4, L(family)) == SwpFields(t, PFN)
+
+
+def test_device_private_number_meaning_is_a_release_fact():
+    """While device_private_pfn holds (7.3: make_writable_device_private_entry(page_to_pfn()) in
+    mm/migrate_device.c) the number is a device frame; a release without it (the seed series:
+    an offset in the device's own space) gets no frame claim."""
+    dev = swp(28, PFN)  # SWP_DEVICE_WRITE with MF+MIG+DP, 7.2 as in KINDS above and 7.3 alike
+    now = ARCH.decode(dev, PTE4, MODE_4, full("7.3"))
+    assert now.kind is Kind.DEVICE_PRIVATE_WRITE and now.pfn_space == "device"
+    later = full("7.3")
+    layout = dataclasses.replace(later.layout, features=later.layout.features - {"device_private_pfn"})
+    d = ARCH.decode(dev, PTE4, MODE_4, dataclasses.replace(later, layout=layout))
+    assert d.kind is Kind.DEVICE_PRIVATE_WRITE and d.pfn_space == "device-offset"
 
 
 def test_migration_read_young_only():

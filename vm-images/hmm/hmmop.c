@@ -3,7 +3,7 @@
  * hmmop: device-private and device-exclusive entries on request, made by the kernel's own HMM test
  * driver (lib/test_hmm.c, /dev/hmm_dmirror0) in this process's address space.
  *
- * Usage: hmmop --serve FIFO [--device DEV]
+ * Usage: hmmop --serve FIFO [--device DEV] [--selftest HMM_TESTS]
  *
  * Opens DEV (the driver mirrors the address space of the process that opens it), makes FIFO and
  * answers the requests written into it, one per line, on stdout (the console in the VM) as
@@ -13,8 +13,13 @@
  * HMM_DMIRROR_CHECK_EXCLUSIVE of that page fails with EPERM, i.e. the device holds it atomically) and
  * "iomem" (the driver's device-memory ranges, /proc/iomem "hmm_dmirror").
  *
- * Requests: SEQ hmm-prepare [PAGES] | SEQ hmm-OP [START] with OP one of migrate-dev, migrate-sys,
- * exclusive, readonly, touch, snapshot (vm-images/README.md, "HMM").
+ * Requests: SEQ hmm-prepare [PAGES] | SEQ hmm-prepare-thp | SEQ hmm-OP [START] with OP one of
+ * migrate-dev, migrate-sys, exclusive, readonly, touch, snapshot (vm-images/README.md, "HMM").
+ * hmm-prepare-thp maps one PMD-sized, PMD-aligned region with MADV_HUGEPAGE and writes it, so that
+ * it is one THP ("anon_huge_kb": smaps AnonHugePages); migrate-dev then moves it as one compound
+ * folio (MIGRATE_VMA_SELECT_COMPOUND, lib/test_hmm.c 6.19+) to a PMD-level device-private entry.
+ * SEQ hmm-selftest NAME[,NAME...] runs the kernel's own hmm-tests (HMM_TESTS) with `-t NAME` for
+ * each and answers its TAP result lines ("selftest": {"exit", "results", "log": its last lines}): the kernel's verdict.
  *
  * test_hmm_uapi.h is the one of the kernel the module was built from (-I of its cache entry).
  */
@@ -30,6 +35,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_hmm_uapi.h"
@@ -40,7 +46,13 @@
 #define MAX_REGIONS 64
 #define MAX_PAGES 512
 #define SEQ_MAX 32
+#define MAX_CASES 32
+#define MAX_RESULTS 128
+#define LOG_LINES 40
 
+#ifndef MADV_HUGEPAGE
+#define MADV_HUGEPAGE 14
+#endif
 #ifndef MADV_NOHUGEPAGE
 #define MADV_NOHUGEPAGE 15
 #endif
@@ -48,6 +60,7 @@
 struct region {
 	uintptr_t start;
 	size_t pages;
+	bool thp;	/* made by hmm-prepare-thp */
 };
 
 struct answer {
@@ -61,12 +74,19 @@ struct answer {
 	bool snapshot_ok;
 	unsigned char snapshot[MAX_PAGES];
 	int exclusive[MAX_PAGES];	/* 1: held by the device, 0: not, -1: the check failed otherwise */
+	bool selftest;		/* hmm-selftest: exit status and result lines below */
+	int selftest_exit;
+	size_t nresults;
+	char *results[MAX_RESULTS];	/* the TAP "ok N ..." / "not ok N ..." lines */
+	size_t nlog;
+	char *log[LOG_LINES];	/* the last LOG_LINES lines of its output (ring): why a case failed */
 };
 
 static struct region regions[MAX_REGIONS];
 static size_t nregions;
 static int dev = -1;
 static const char *dev_path = "/dev/hmm_dmirror0";
+static const char *selftest_path;
 
 /* ---- output ---------------------------------------------------------------------------------- */
 
@@ -142,6 +162,30 @@ static int pagemap(uintptr_t start, size_t pages, uint64_t *values)
 	return got == want ? 0 : -1;
 }
 
+/* smaps AnonHugePages (kB) of the VMA that starts at START: the THP the region is made of. */
+static long anon_huge_kb(uintptr_t start)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[512];
+	bool in = false;
+	long kb = 0;
+
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char dash;
+
+		if (sscanf(line, "%lx%c%lx ", &lo, &dash, &hi) == 3 && dash == '-') {
+			in = lo == start;
+			continue;
+		}
+		if (in && sscanf(line, "AnonHugePages: %ld kB", &kb) == 1)
+			break;
+	}
+	if (f)
+		fclose(f);
+	return kb;
+}
+
 static void put_iomem(void)
 {
 	FILE *f = fopen("/proc/iomem", "r");
@@ -198,14 +242,27 @@ static unsigned char pattern(const struct region *reg, size_t page, size_t byte)
 	return (unsigned char)((reg->start >> 22) * 31 + page * 7 + byte);
 }
 
-static void prepare(struct answer *a, const char *arg)
+static void prepare(struct answer *a, const char *arg, bool thp)
 {
 	size_t pages = 16;
 	char *end = NULL;
 	struct region *reg;
 	void *p;
 
-	if (arg) {
+	if (thp) {
+		FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "r");
+		unsigned long pmd = 0;
+
+		if (!f || fscanf(f, "%lu", &pmd) != 1 || !pmd || pmd % PAGE || pmd / PAGE > MAX_PAGES ||
+		    pmd > SLOT) {
+			fail(a, f ? 0 : errno, "hpage_pmd_size %lu: no PMD THP of at most %d pages", pmd, MAX_PAGES);
+			if (f)
+				fclose(f);
+			return;
+		}
+		fclose(f);
+		pages = pmd / PAGE;
+	} else if (arg) {
 		pages = strtoul(arg, &end, 10);
 		if (*end || !pages || pages > MAX_PAGES) {
 			fail(a, 0, "hmm-prepare PAGES: 1 to %d pages, not '%s'", MAX_PAGES, arg);
@@ -225,8 +282,9 @@ static void prepare(struct answer *a, const char *arg)
 		fail(a, errno, "mmap of %zu pages at %#lx", pages, (unsigned long)reg->start);
 		return;
 	}
-	if (madvise(p, pages * PAGE, MADV_NOHUGEPAGE)) {
-		fail(a, errno, "madvise(MADV_NOHUGEPAGE)");
+	reg->thp = thp;	/* the slot (SLOT-aligned) is PMD-aligned */
+	if (madvise(p, pages * PAGE, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)) {
+		fail(a, errno, thp ? "madvise(MADV_HUGEPAGE)" : "madvise(MADV_NOHUGEPAGE)");
 		return;
 	}
 	for (size_t i = 0; i < pages; i++)
@@ -284,6 +342,70 @@ static void run(struct answer *a, const char *op)
 	free(buf);
 }
 
+/* The kernel's hmm-tests with `-t NAME` per comma-separated NAME; its TAP result lines kept. */
+static void selftest(struct answer *a, char *names)
+{
+	char *argv[2 * MAX_CASES + 2], line[512];
+	int fds[2], status, argc = 0;
+	FILE *out;
+	pid_t pid;
+
+	a->selftest = true;
+	a->selftest_exit = -1;
+	if (!selftest_path) {
+		fail(a, 0, "no hmm-tests in this initramfs (its source was not fetched: `ptinspect vm hmm build`)");
+		return;
+	}
+	if (!names || !*names) {
+		fail(a, 0, "hmm-selftest NAME[,NAME...]: which hmm-tests cases (tools/testing/selftests/mm/hmm-tests.c)");
+		return;
+	}
+	argv[argc++] = (char *)selftest_path;
+	for (char *name = strtok(names, ","); name; name = strtok(NULL, ",")) {
+		if (argc > 2 * MAX_CASES) {
+			fail(a, 0, "at most %d cases per request", MAX_CASES);
+			return;
+		}
+		argv[argc++] = "-t";
+		argv[argc++] = name;
+	}
+	argv[argc] = NULL;
+	if (pipe(fds)) {
+		fail(a, errno, "pipe");
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fail(a, errno, "fork");
+		return;
+	}
+	if (!pid) {
+		dup2(fds[1], STDOUT_FILENO);
+		dup2(fds[1], STDERR_FILENO);
+		close(fds[0]);
+		close(fds[1]);
+		close(dev);
+		execv(selftest_path, argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	out = fdopen(fds[0], "r");
+	while (out && fgets(line, sizeof(line), out)) {
+		line[strcspn(line, "\r\n")] = 0;
+		free(a->log[a->nlog % LOG_LINES]);
+		a->log[a->nlog++ % LOG_LINES] = strdup(line);
+		if ((!strncmp(line, "ok ", 3) || !strncmp(line, "not ok ", 7)) && a->nresults < MAX_RESULTS)
+			a->results[a->nresults++] = strdup(line);
+	}
+	if (out)
+		fclose(out);
+	if (waitpid(pid, &status, 0) != pid) {
+		fail(a, errno, "waitpid");
+		return;
+	}
+	a->selftest_exit = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 static const char *const OPS[] = { "migrate-dev", "migrate-sys", "exclusive", "readonly", "touch",
 				   "snapshot" };
 
@@ -318,7 +440,7 @@ static void render(const struct answer *a)
 	put(",\"for\":null,\"status\":\"%s\",\"reason\":", a->ok ? "ok" : "failed");
 	put_string(a->ok ? NULL : a->reason);
 	put(a->err ? ",\"errno\":%d" : ",\"errno\":null", a->err);
-	put(",\"shape\":%s", a->reg ? "\"4k\"" : "null");
+	put(",\"shape\":%s", !a->reg ? "null" : a->reg->thp ? "\"thp\"" : "\"4k\"");
 	if (a->reg)
 		put(",\"start\":\"%#lx\",\"length\":%zu,\"op_start\":\"%#lx\",\"op_length\":%zu",
 		    (unsigned long)a->reg->start, a->reg->pages * PAGE, (unsigned long)a->reg->start,
@@ -326,7 +448,8 @@ static void render(const struct answer *a)
 	else
 		put(",\"start\":null,\"length\":0,\"op_start\":null,\"op_length\":0");
 	put(",\"page_size\":%lu", PAGE);
-	put(",\"calls\":0,\"anon_huge_kb\":0,\"swap_kb\":0,\"pagemap\":[");
+	put(",\"calls\":0,\"anon_huge_kb\":%ld,\"swap_kb\":0,\"pagemap\":[",
+	    a->reg ? anon_huge_kb(a->reg->start) : 0);
 	for (size_t i = 0; i < n; i++)
 		put("%s\"%#llx\"", i ? "," : "", (unsigned long long)pm[i]);
 	put("],\"maps\":null,\"pid\":%d,\"device\":", (int)getpid());
@@ -347,6 +470,24 @@ static void render(const struct answer *a)
 		for (size_t i = 0; i < a->reg->pages; i++)
 			put("%s%s", i ? "," : "", a->exclusive[i] < 0 ? "null" : a->exclusive[i] ? "true" : "false");
 		put("]");
+	} else {
+		put("null");
+	}
+	put(",\"selftest\":");
+	if (a->selftest) {
+		put("{\"exit\":%d,\"results\":[", a->selftest_exit);
+		for (size_t i = 0; i < a->nresults; i++) {
+			put("%s", i ? "," : "");
+			put_string(a->results[i]);
+		}
+		size_t first = a->nlog > LOG_LINES ? a->nlog - LOG_LINES : 0;
+
+		put("],\"log\":[");
+		for (size_t i = first; i < a->nlog; i++) {
+			put("%s", i > first ? "," : "");
+			put_string(a->log[i % LOG_LINES]);
+		}
+		put("]}");
 	} else {
 		put("null");
 	}
@@ -371,11 +512,14 @@ static void answer(char *line)
 
 	if (!seq || !seq_ok(seq) || !op) {
 		a.seq = seq && seq_ok(seq) ? seq : NULL;
-		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]' or 'SEQ hmm-OP [START]'");
-	} else if (!strcmp(op, "prepare")) {
-		prepare(&a, arg);
+		fail(&a, 0, "bad request: want 'SEQ hmm-prepare [PAGES]', 'SEQ hmm-prepare-thp', "
+		     "'SEQ hmm-selftest NAME[,NAME...]' or 'SEQ hmm-OP [START]'");
+	} else if (!strcmp(op, "selftest")) {
+		selftest(&a, arg);
+	} else if (!strcmp(op, "prepare") || !strcmp(op, "prepare-thp")) {
+		prepare(&a, arg, !strcmp(op, "prepare-thp"));
 	} else if (!known(op)) {
-		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-migrate-dev, hmm-migrate-sys,"
+		fail(&a, 0, "unknown operation '%s'; known: hmm-prepare, hmm-prepare-thp, hmm-selftest, hmm-migrate-dev, hmm-migrate-sys,"
 		     " hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot", word);
 	} else {
 		uintptr_t start = arg ? strtoull(arg, &end, 16) : 0;
@@ -395,6 +539,10 @@ static void answer(char *line)
 	}
 	snapshot(&a);
 	render(&a);
+	for (size_t i = 0; i < a.nresults; i++)
+		free(a.results[i]);
+	for (size_t i = 0; i < LOG_LINES; i++)
+		free(a.log[i]);
 }
 
 int main(int argc, char **argv)
@@ -409,13 +557,15 @@ int main(int argc, char **argv)
 			fifo = argv[++i];
 		} else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
 			dev_path = argv[++i];
+		} else if (!strcmp(argv[i], "--selftest") && i + 1 < argc) {
+			selftest_path = argv[++i];
 		} else {
-			fprintf(stderr, "usage: %s --serve FIFO [--device DEV]\n", argv[0]);
+			fprintf(stderr, "usage: %s --serve FIFO [--device DEV] [--selftest HMM_TESTS]\n", argv[0]);
 			return 2;
 		}
 	}
 	if (!fifo) {
-		fprintf(stderr, "usage: %s --serve FIFO [--device DEV]\n", argv[0]);
+		fprintf(stderr, "usage: %s --serve FIFO [--device DEV] [--selftest HMM_TESTS]\n", argv[0]);
 		return 2;
 	}
 	dev = open(dev_path, O_RDWR | O_CLOEXEC);
