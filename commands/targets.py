@@ -25,6 +25,11 @@ from inspector.vmlinux import VmlinuxError
 from .options import TIMEOUT
 
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
+# Set by the gdb extension (commands/gdb_pt.py) while a `pt` command runs inside gdb's own Python:
+# (vmlinux, config_file) -> a context manager giving the session of the stopped VM, which it keeps
+# (tables, layout, facts) until the VM runs again.  Used only when no target option is given.
+SessionProvider = Callable[[Path | None, Path | None], contextlib.AbstractContextManager[Session]]
+in_process: SessionProvider | None = None
 ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
 
 
@@ -86,6 +91,13 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
     SIGTERM and SIGHUP end it as Ctrl-C does: the target is closed (physical-memory mode
     restored, the VM resumed or left in its run state) whatever ends the command, and a failure
     to close is reported without hiding the error that ended the command."""
+    if in_process is not None and not (gdb_address or vmcore or kcore or qmp):
+        try:
+            with in_process(vmlinux, config_file) as session:
+                yield session
+        except ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     with runstate.terminating():
         try:
             target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
