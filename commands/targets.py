@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import click
 from inspector import runstate
 from inspector.reader import ReadError
 from inspector.session import Session, SessionError, Target, start
-from inspector.targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
 from inspector.targets.gdbstub import GdbstubError, GdbstubTarget
 from inspector.targets.pipe import ENV as PIPE_ENV
 from inspector.targets.pipe import PipeError, PipeTarget
@@ -30,7 +30,15 @@ TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclu
 # (tables, layout, facts) until the VM runs again.  Used only when no target option is given.
 SessionProvider = Callable[[Path | None, Path | None], contextlib.AbstractContextManager[Session]]
 in_process: SessionProvider | None = None
-ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
+ERRORS: tuple[type[Exception], ...] = (GdbstubError, PipeError, SessionError, VmlinuxError, VmcoreinfoError,
+                                       ReadError)
+DRGN_TARGETS = "inspector.targets.drgn"  # vmcores, /proc/kcore, QMP: imported only when one is chosen
+
+
+def errors() -> tuple[type[Exception], ...]:
+    """ERRORS, and the dump/kcore/QMP targets' error once their module is loaded (only they raise it)."""
+    drgn_targets = sys.modules.get(DRGN_TARGETS)
+    return ERRORS + (drgn_targets.DrgnTargetError,) if drgn_targets is not None else ERRORS
 
 
 def target_options(func: Callable) -> Callable:
@@ -66,6 +74,8 @@ def _open_target(gdb_address: str | None, vmcore: Path | None, kcore: bool, qmp:
         raise click.UsageError("--keep-stopped applies to a live VM (--gdb, --qmp)")
     if gdb_address:
         return GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
+    if vmcore or kcore or qmp:
+        from inspector.targets.drgn import QmpTarget, open_kcore, open_vmcore
     if vmcore:
         return open_vmcore(vmcore)
     if kcore:
@@ -95,13 +105,13 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
         try:
             with in_process(vmlinux, config_file) as session:
                 yield session
-        except ERRORS as exc:
+        except errors() as exc:
             raise click.ClickException(str(exc)) from None
         return
     with runstate.terminating():
         try:
             target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
-        except ERRORS as exc:
+        except errors() as exc:
             raise click.ClickException(str(exc)) from None
         session = None
         try:
@@ -111,7 +121,7 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
             problem = _close(target, session)
             if problem:  # the error that ended the command comes first
                 runstate.warn(problem)
-            if isinstance(exc, ERRORS):
+            if isinstance(exc, errors()):
                 raise click.ClickException(str(exc)) from None
             raise
         problem = _close(target, session)
@@ -126,6 +136,6 @@ def _close(target: Target, session: Session | None) -> str | None:
     with runstate.deferred():
         try:
             target.close()
-        except ERRORS as exc:
+        except errors() as exc:
             return str(exc)
     return None
