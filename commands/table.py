@@ -11,7 +11,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from archs.common import PagingMode
+from archs.common import Access, PagingMode, Softleaf
 from archs.versions import Layout
 from inspector.dump import Range, Row, RunRows
 from inspector.kernel import Vma
@@ -49,29 +49,41 @@ def detail(row: Row, layout: Layout | None = None) -> str:
     """The details column: permissions, flags, softleaf fields, markers, uffd mode, block position,
     kernel view."""
     e = row.entry
+    hw = e.hw
+    block = (e.block.index, hw.cont.scheme, hw.cont.entries) if e.block is not None and hw.cont is not None else None
+    return _detail(hw.access is not None, e.view.access, hw.flags, hw.softleaf, hw.pfn_space, hw.markers,
+                   uffd_mode(hw, row.vma, layout), hw.details, block,
+                   tuple(f for f in e.kernel.flags if f not in hw.flags) if e.kernel is not None else None,
+                   hw.reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _detail(has_access: bool, access: Access | None, flags: tuple[str, ...], softleaf: Softleaf | None,
+            pfn_space: str, markers: tuple[str, ...], uffd: str | None, details: tuple[tuple[str, str], ...],
+            block: tuple[int, str, int] | None, kernel_only: tuple[str, ...] | None, reason: str | None) -> str:
+    """detail() from exactly what it shows: the text of a merged range's first entry is made once
+    per distinct decode, not once per range."""
     parts = []
-    if e.hw.access is not None:
-        a = e.view.access
-        parts.append(_perms(a.read, a.write, a.exec))
-    if e.hw.softleaf is None:
-        parts.append(short_flags(e.hw.flags))
+    if has_access and access is not None:
+        parts.append(_perms(access.read, access.write, access.exec))
+    if softleaf is None:
+        parts.append(short_flags(flags))
     else:
-        s = e.hw.softleaf
-        parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
-        if e.hw.pfn_space == "device":
+        parts.append(f"type={softleaf.type} off={softleaf.offset:#x}"
+                     + (f" {short_flags(softleaf.arch_flags)}" if softleaf.arch_flags else ""))
+        if pfn_space == "device":
             parts.append("pfn=device-frame")  # device-private memory, not a RAM frame
-    if e.hw.markers:
-        parts.append("marker=" + ",".join(e.hw.markers))
-    mode = uffd_mode(e.hw, row.vma, layout)
-    if mode is not None:
-        parts.append(f"uffd={mode}")
-    parts.extend(f"{k}={v}" for k, v in e.hw.details)
-    if e.block is not None and e.hw.cont is not None:
-        parts.append(f"{e.hw.cont.scheme} {e.block.index + 1}/{e.hw.cont.entries}")
-    if e.kernel is not None:
-        parts.append("kernel-view:" + short_flags(tuple(f for f in e.kernel.flags if f not in e.hw.flags)))
-    if e.hw.reason:
-        parts.append(f"({e.hw.reason})")
+    if markers:
+        parts.append("marker=" + ",".join(markers))
+    if uffd is not None:
+        parts.append(f"uffd={uffd}")
+    parts.extend(f"{k}={v}" for k, v in details)
+    if block is not None:
+        parts.append(f"{block[1]} {block[0] + 1}/{block[2]}")
+    if kernel_only is not None:
+        parts.append("kernel-view:" + short_flags(kernel_only))
+    if reason:
+        parts.append(f"({reason})")
     return " ".join(p for p in parts if p)
 
 

@@ -111,15 +111,21 @@ class LeafRun:
         if self.pfn_fields:
             yield from ((i, i + 1) for i in range(n))
             return
+        if not n:
+            return
         step = self.span >> self.page_shift
         slots, pfns = self.slots, self.pfns()
+        # pfn - slot * step is constant along a stretch; the positions where it changes (or a slot
+        # is skipped) are found in C (map, compress): no Python step per member
+        keys = list(map(operator.sub, pfns, slots if step == 1 else map(step.__mul__, slots)))
+        cut = map(operator.ne, keys[1:], keys)
+        if slots[-1] - slots[0] != n - 1:  # slots (increasing) with gaps: a gap ends a stretch too
+            cut = map(operator.or_, cut, map(operator.ne, map(operator.sub, slots[1:], slots), itertools.repeat(1)))
         start = 0
-        for i in range(1, n):
-            if slots[i] != slots[i - 1] + 1 or pfns[i] != pfns[i - 1] + step:
-                yield start, i
-                start = i
-        if n:
-            yield start, n
+        for i in itertools.compress(range(1, n), cut):
+            yield start, i
+            start = i
+        yield start, n
 
 
 def _moved(shifts: tuple[tuple[int, int], ...], raw: int) -> int:
