@@ -7,7 +7,6 @@ inspector's EntryRef, a different type on purpose.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum

@@ -152,4 +152,5 @@ def translate(pid, comm, kernel_root, root_pa, upper, fmt, vas, **target) -> Non
                 click.echo(decoded_table(e.hw))
                 if e.kernel is not None:
                     click.echo("kernel view (ptep_get): " + " ".join(e.kernel.flags))
-            click.echo(f"\n{address:#x} -> " + (f"{pa:#x}" if pa is not None else f"not mapped ({path[-1].kind.value})"))
+            where = f"{pa:#x}" if pa is not None else f"not mapped ({path[-1].kind.value})"
+            click.echo(f"\n{address:#x} -> {where}")

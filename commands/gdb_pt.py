@@ -27,6 +27,7 @@ import gdb  # gdb's embedded module: only inside gdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.session import Session, start  # noqa: E402
 from inspector.targets.gdbinternal import GdbInternalTarget  # noqa: E402
 from inspector.targets.gdbstub import GdbstubError  # noqa: E402
 from inspector.targets.pipe import ENV, serve  # noqa: E402
@@ -91,7 +92,7 @@ class StopCache:
 
     def __init__(self) -> None:
         self.target: GdbInternalTarget | None = None
-        self.sessions: dict[tuple[Path | None, Path | None], object] = {}
+        self.sessions: dict[tuple[Path | None, Path | None], Session] = {}
         for event in (gdb.events.cont, gdb.events.stop, gdb.events.exited, gdb.events.memory_changed,
                       gdb.events.register_changed, gdb.events.inferior_call):
             event.connect(self.clear)
@@ -101,10 +102,8 @@ class StopCache:
         self.target = None
 
     @contextlib.contextmanager
-    def session(self, vmlinux: Path | None, config_file: Path | None) -> Iterator[object]:
+    def session(self, vmlinux: Path | None, config_file: Path | None) -> Iterator[Session]:
         """The kept session (physical-memory mode on while the command runs), or a new one."""
-        from inspector.session import start
-
         if self.target is None:
             self.target = GdbInternalTarget()
         else:

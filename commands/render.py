@@ -49,7 +49,8 @@ def plain_table(rows: list[tuple[str, str]]) -> str:
         from tabulate import tabulate
 
         return tabulate(rows, tablefmt="plain", disable_numparse=True)
-    widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(max(map(len, cells), default=0))]
+    columns = max(map(len, cells), default=0)
+    widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(columns)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 

@@ -103,8 +103,8 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
     to close is reported without hiding the error that ended the command."""
     if in_process is not None and not (gdb_address or vmcore or kcore or qmp):
         try:
-            with in_process(vmlinux, config_file) as session:
-                yield session
+            with in_process(vmlinux, config_file) as kept:
+                yield kept
         except errors() as exc:
             raise click.ClickException(str(exc)) from None
         return

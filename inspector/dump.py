@@ -4,6 +4,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from archs.common import Kind
 
@@ -34,19 +35,16 @@ class RunRows:
 
 @dataclass(frozen=True)
 class Range:
-    """Adjacent entries with equal attributes and consecutive frames."""
+    """Adjacent entries with equal attributes and consecutive frames: the first one, where the
+    last one ends, how many."""
 
     first: Row
-    last: Row
+    end: int
     count: int
 
     @property
     def start(self) -> int:
         return self.first.entry.va
-
-    @property
-    def end(self) -> int:
-        return self.last.entry.va + self.last.entry.size
 
 
 class VmaIndex:
@@ -135,28 +133,71 @@ def mergeable(a: Row, b: Row) -> bool:
     return False
 
 
-def _pieces(items: Iterable[Row | RunRows]) -> Iterator[tuple[Row, Row, int]]:
-    """(first, last, count) of rows already known to merge: a row alone, or a stretch of a run
-    (LeafRun.segments) with only its two ends built as Entries."""
+class _Stretch(NamedTuple):
+    """Members [start, stop) of a run that merge (LeafRun.segments), with their VMA."""
+
+    run: LeafRun
+    start: int
+    stop: int
+    vma: Vma | None
+
+    @property
+    def end(self) -> int:
+        return self.run.va(self.run.slots[self.stop - 1]) + self.run.span
+
+    def continued_by(self, row: Row) -> bool:
+        """mergeable(our last member's row, row), without building that member's Entry: a run's
+        member is its template's decode (kernel view none) with its own raw value and frame."""
+        run, last = self.run, self.stop - 1
+        if run.pfn_fields:  # fields spell the frame: the member's own Entry says what they are
+            return mergeable(Row(run.entry(last), self.vma), row)
+        eb, t = row.entry, run.template
+        if eb.va != self.end or eb.ref.level != run.level or eb.hw.kind is not t.kind or row.vma != self.vma:
+            return False
+        if eb.hw.flags != t.flags or eb.hw.markers != t.markers or eb.view.access != t.access:
+            return False
+        return (eb.hw.fields == t.fields and eb.frame is not None
+                and eb.frame == run.member_pfns[last] + (run.span >> run.page_shift))
+
+
+def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
+    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input): one
+    Entry per stretch of a run (its first member), none for the stretch that continues a range."""
+    first: Row | None = None
+    last: Row | _Stretch | None = None
+    count = 0
     for item in items:
         if type(item) is RunRows:
             run, vma = item.run, item.vma
             for start, stop in run.segments():
-                first = Row(run.entry(start), vma)
-                yield first, (first if stop == start + 1 else Row(run.entry(stop - 1), vma)), stop - start
+                if type(last) is _Stretch and last.vma == vma and last.run.template is run.template \
+                        and not run.pfn_fields and last.end == run.va(run.slots[start]) \
+                        and run.member_pfns[start] == last.run.member_pfns[last.stop - 1] + \
+                        (run.span >> run.page_shift):  # the same template continued: no Entry needed
+                    last, count = _Stretch(run, start, stop, vma), count + stop - start
+                    continue
+                row = Row(run.entry(start), vma)
+                if last is not None and _continues(last, row):
+                    last, count = _Stretch(run, start, stop, vma), count + stop - start
+                    continue
+                if first is not None and last is not None:
+                    yield Range(first, _end(last), count)
+                first, last, count = row, _Stretch(run, start, stop, vma), stop - start
         else:
-            yield item, item, 1  # type: ignore[misc]
+            row = item  # type: ignore[assignment]
+            if last is not None and _continues(last, row):
+                last, count = row, count + 1
+                continue
+            if first is not None and last is not None:
+                yield Range(first, _end(last), count)
+            first, last, count = row, row, 1
+    if first is not None and last is not None:
+        yield Range(first, _end(last), count)
 
 
-def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
-    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input)."""
-    current: Range | None = None
-    for first, last, count in _pieces(items):
-        if current is not None and mergeable(current.last, first):
-            current = Range(current.first, last, current.count + count)
-            continue
-        if current is not None:
-            yield current
-        current = Range(first, last, count)
-    if current is not None:
-        yield current
+def _continues(last: Row | _Stretch, row: Row) -> bool:
+    return last.continued_by(row) if type(last) is _Stretch else mergeable(last, row)  # type: ignore[union-attr,arg-type]
+
+
+def _end(last: Row | _Stretch) -> int:
+    return last.end if type(last) is _Stretch else last.entry.va + last.entry.size  # type: ignore[union-attr]

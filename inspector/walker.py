@@ -12,6 +12,7 @@ reported as an `unknown` entry naming the problem and is not followed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import operator
 import struct
@@ -82,6 +83,11 @@ class LeafRun:
             return [base ^ (raw & bits) >> shift for raw in self.raws]
         return [self.pfn(raw) for raw in self.raws]
 
+    @functools.cached_property
+    def member_pfns(self) -> list[int]:
+        """pfns(), kept: segments() and the entries --ranges builds at their ends share them."""
+        return self.pfns()
+
     def va(self, slot: int) -> int:
         return self.va_base | slot * self.span
 
@@ -95,10 +101,11 @@ class LeafRun:
 
     def entry(self, i: int) -> Entry:
         """The Entry of member `i` alone (what entries() gives at that position)."""
-        return self._entry(self.slots[i], self.raws[i])
+        return self._entry(self.slots[i], self.raws[i], self.member_pfns[i])
 
-    def _entry(self, slot: int, raw: int) -> Entry:
-        pfn = self.pfn(raw)
+    def _entry(self, slot: int, raw: int, pfn: int | None = None) -> Entry:
+        if pfn is None:
+            pfn = self.pfn(raw)
         dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
         return Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
                      None, None, pfn, self.page_shift)
@@ -114,7 +121,7 @@ class LeafRun:
         if not n:
             return
         step = self.span >> self.page_shift
-        slots, pfns = self.slots, self.pfns()
+        slots, pfns = self.slots, self.member_pfns
         # pfn - slot * step is constant along a stretch; the positions where it changes (or a slot
         # is skipped) are found in C (map, compress): no Python step per member
         keys = list(map(operator.sub, pfns, slots if step == 1 else map(step.__mul__, slots)))

@@ -37,9 +37,10 @@ class GdbInternalTarget:
         if not gdb.selected_inferior().pid and not gdb.selected_inferior().threads():
             raise GdbstubError("gdb is not connected to a target (target remote :1234 first)")
         name = gdb.selected_frame().architecture().name()
-        self.arch = GDB_ARCH.get(name)
-        if self.arch is None:
+        arch = GDB_ARCH.get(name)
+        if arch is None:
             raise GdbstubError(f"gdb's architecture is {name}, not x86-64, arm64 or riscv64")
+        self.arch: str = arch
         self._ram: list[tuple[int, int]] | None = None
         self._small: dict[tuple[int, int], bytes] = {}
         self._phys_before = ""

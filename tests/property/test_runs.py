@@ -98,7 +98,7 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
 
     # --ranges: merging runs in bulk gives the ranges merging row by row gives.
     def span(r):
-        return (r.first, r.last, r.count)
+        return (r.first, r.end, r.count)
     bulk_items = [p for item in bulk for p in (index.split(item) if isinstance(item, LeafRun)
                                                 else [Row(item, index.find(item.va))])]
     row_items = [Row(e, index.find(e.va)) for e in one_by_one]
