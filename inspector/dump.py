@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from archs.common import Kind
+from archs.common import Decoded, Kind
 
 from .entry import Entry
 from .kernel import Vma
@@ -118,7 +118,7 @@ def mergeable(a: Row, b: Row) -> bool:
         return False
     if a.vma != b.vma or ea.hw.flags != eb.hw.flags or ea.hw.markers != eb.hw.markers:
         return False
-    if ea.view.access != eb.view.access or ea.hw.fields != eb.hw.fields:
+    if ea.view.access != eb.view.access or not _same_fields(ea.hw, eb.hw):
         return False
     if ea.frame is not None or eb.frame is not None:
         step = ea.size >> ea.page_shift
@@ -131,6 +131,18 @@ def mergeable(a: Row, b: Row) -> bool:
             return sa.offset == sb.offset
         return ea.kind is Kind.SWAP and sb.offset == sa.offset + 1
     return False
+
+
+def _same_fields(a: Decoded, b: Decoded) -> bool:
+    """Equal fields, but for those that spell each value's own frame (riscv's "PPN"): the frames
+    are compared apart, and a field that only restates them must not keep neighbours apart."""
+    fa, fb = a.fields, b.fields
+    if fa == fb:
+        return True
+    if len(fa) != len(fb) or a.pfn is None or b.pfn is None:
+        return False
+    sa, sb = f"{a.pfn:#x}", f"{b.pfn:#x}"
+    return all(x == y or (x[0] == y[0] and x[1] == sa and y[1] == sb) for x, y in zip(fa, fb))
 
 
 class _Stretch(NamedTuple):
@@ -147,16 +159,15 @@ class _Stretch(NamedTuple):
 
     def continued_by(self, row: Row) -> bool:
         """mergeable(our last member's row, row), without building that member's Entry: a run's
-        member is its template's decode (kernel view none) with its own raw value and frame."""
+        member is its template's decode (kernel view none) with its own raw value and frame (and
+        the fields that spell it)."""
         run, last = self.run, self.stop - 1
-        if run.pfn_fields:  # fields spell the frame: the member's own Entry says what they are
-            return mergeable(Row(run.entry(last), self.vma), row)
         eb, t = row.entry, run.template
         if eb.va != self.end or eb.ref.level != run.level or eb.hw.kind is not t.kind or row.vma != self.vma:
             return False
         if eb.hw.flags != t.flags or eb.hw.markers != t.markers or eb.view.access != t.access:
             return False
-        return (eb.hw.fields == t.fields and eb.frame is not None
+        return (_same_fields(t, eb.hw) and eb.frame is not None
                 and eb.frame == run.member_pfns[last] + (run.span >> run.page_shift))
 
 
@@ -171,7 +182,7 @@ def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
             run, vma = item.run, item.vma
             for start, stop in run.segments():
                 if type(last) is _Stretch and last.vma == vma and last.run.template is run.template \
-                        and not run.pfn_fields and last.end == run.va(run.slots[start]) \
+                        and last.end == run.va(run.slots[start]) \
                         and run.member_pfns[start] == last.run.member_pfns[last.stop - 1] + \
                         (run.span >> run.page_shift):  # the same template continued: no Entry needed
                     last, count = _Stretch(run, start, stop, vma), count + stop - start

@@ -112,12 +112,9 @@ class LeafRun:
 
     def segments(self) -> Iterator[tuple[int, int]]:
         """[start, stop) member positions of the stretches that map consecutive frames at
-        consecutive slots: what ranges() would merge, found without building an Entry per member.
-        Members whose fields spell the frame never merge (their fields differ)."""
+        consecutive slots: what ranges() would merge, found without building an Entry per member
+        (fields that spell the frame differ with it, as mergeable() allows)."""
         n = len(self.slots)
-        if self.pfn_fields:
-            yield from ((i, i + 1) for i in range(n))
-            return
         if not n:
             return
         step = self.span >> self.page_shift
