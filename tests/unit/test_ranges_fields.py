@@ -11,8 +11,8 @@ from inspector.model.base import Prot
 from inspector.model.builder import Builder, MapLeaf
 from inspector.walker import LeafRun, Walker
 
-from ..property.test_runs import CONFIG, RELEASE
 from ..property.test_roundtrip import BASE_FACTS
+from ..property.test_runs import CONFIG, RELEASE
 
 VA = 0x40000000
 
