@@ -107,6 +107,7 @@ class DumpTable:
         self.columns = tuple(h for h in HEADERS if h != "vma" or vmas)
         self.w = {h: max(widths.get(h, 0), len(h)) for h in self.columns}
         self._formats: dict[tuple[int, Vma | None], tuple[object, str]] = {}
+        self._range_formats: dict[tuple[int, Vma | None], tuple[object, str]] = {}
 
     def header(self) -> str:
         return "  ".join(h.ljust(self.w[h]) for h in self.columns).rstrip()
@@ -150,6 +151,26 @@ class DumpTable:
         places = [table + SLOT_TEXT[slot] for slot in run.slots]
         return list(map(fmt.__mod__, zip(vas, run.pfns(), run.raws, places)))
 
+    def range_line(self, rng: Range) -> str:
+        """line() of a range's first entry, with its count and end; one that starts in a run is
+        formatted from a format made once per template and VMA (no Entry built)."""
+        run = rng.run
+        if run is None:
+            return self.line(rng.first, rng.count, rng.end)
+        key = (id(run.template), rng.vma)
+        found = self._range_formats.get(key)
+        if found is None or found[0] is not run.template:
+            w = self.w
+            fmt = (f"%-{w['va']}s  %-{w['size']}s  {run.level:<{w['level']}}  %#-{w['pfn']}x  %#018x  "
+                   f"%-{w['table[index]']}s  " + self._tail(rng.first).replace("%", "%%"))
+            if len(self._range_formats) >= FORMATS_KEPT:
+                self._range_formats.clear()
+            found = self._range_formats[key] = (run.template, fmt)
+        i = rng.index
+        slot = run.slots[i]
+        return found[1] % (f"{run.va(slot):#018x}-{rng.end:#018x}", f"{rng.count}x{size_text(run.span)}",
+                           run.member_pfns[i], run.raws[i], f"{run.table:#x}[{slot}]")
+
     def write(self, out: TextIO, items: Iterable[Row | RunRows | Range]) -> int:
         """Stream the header and every item; returns the number of lines (entries or ranges)."""
         out.write(self.header() + "\n")
@@ -160,7 +181,6 @@ class DumpTable:
                 out.write("\n".join(lines) + "\n")
                 n += len(lines)
                 continue
-            out.write((self.line(item.first, item.count, item.end) if type(item) is Range
-                       else self.line(item)) + "\n")
+            out.write((self.range_line(item) if type(item) is Range else self.line(item)) + "\n")  # type: ignore[arg-type]
             n += 1
         return n

@@ -35,15 +35,28 @@ class RunRows:
 
 @dataclass(frozen=True)
 class Range:
-    """Adjacent entries with equal attributes and consecutive frames: the first one, where the
-    last one ends, how many."""
+    """Adjacent entries with equal attributes and consecutive frames: the first one (`row`, or
+    member `index` of `run` in `vma`, its Entry built only when asked for), where the last one
+    ends, how many."""
 
-    first: Row
     end: int
     count: int
+    row: Row | None = None
+    run: LeafRun | None = None
+    index: int = 0
+    vma: Vma | None = None
+
+    @property
+    def first(self) -> Row:
+        if self.row is not None:
+            return self.row
+        assert self.run is not None  # a Range is made with a row or a run
+        return Row(self.run.entry(self.index), self.vma)
 
     @property
     def start(self) -> int:
+        if self.run is not None:
+            return self.run.va(self.run.slots[self.index])
         return self.first.entry.va
 
 
@@ -171,44 +184,61 @@ class _Stretch(NamedTuple):
                 and eb.frame == run.member_pfns[last] + (run.span >> run.page_shift))
 
 
+    def followed_by(self, run: LeafRun, start: int, vma: Vma | None) -> bool:
+        """mergeable() of our last member and member `start` of `run`, from the two runs'
+        templates (their members differ from them only in raw value, frame and the fields that
+        spell it): no Entry built."""
+        mine, t, u = self.run, self.run.template, run.template
+        if vma != self.vma or run.level != mine.level or self.end != run.va(run.slots[start]):
+            return False
+        if u is not t and (u.kind is not t.kind or u.flags != t.flags or u.markers != t.markers
+                           or u.access != t.access or not _same_fields(t, u)):
+            return False
+        return run.member_pfns[start] == mine.member_pfns[self.stop - 1] + (mine.span >> mine.page_shift)
+
+    def range(self, end: int, count: int) -> Range:
+        """The range this stretch starts."""
+        return Range(end, count, run=self.run, index=self.start, vma=self.vma)
+
+
 def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
-    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input): one
-    Entry per stretch of a run (its first member), none for the stretch that continues a range."""
-    first: Row | None = None
-    last: Row | _Stretch | None = None
+    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input): a
+    stretch of a run is compared with the previous one through their templates, so no Entry is
+    built for a range that starts and ends in runs (the table formats it from its run)."""
+    head: Row | _Stretch | None = None  # the current range's first piece
+    last: Row | _Stretch | None = None  # and its last one
     count = 0
     for item in items:
         if type(item) is RunRows:
             run, vma = item.run, item.vma
             for start, stop in run.segments():
-                if type(last) is _Stretch and last.vma == vma and last.run.template is run.template \
-                        and last.end == run.va(run.slots[start]) \
-                        and run.member_pfns[start] == last.run.member_pfns[last.stop - 1] + \
-                        (run.span >> run.page_shift):  # the same template continued: no Entry needed
-                    last, count = _Stretch(run, start, stop, vma), count + stop - start
+                piece = _Stretch(run, start, stop, vma)
+                if type(last) is _Stretch:
+                    merges = last.followed_by(run, start, vma)
+                else:
+                    merges = last is not None and mergeable(last, Row(run.entry(start), vma))  # type: ignore[arg-type]
+                if merges:
+                    last, count = piece, count + stop - start
                     continue
-                row = Row(run.entry(start), vma)
-                if last is not None and _continues(last, row):
-                    last, count = _Stretch(run, start, stop, vma), count + stop - start
-                    continue
-                if first is not None and last is not None:
-                    yield Range(first, _end(last), count)
-                first, last, count = row, _Stretch(run, start, stop, vma), stop - start
+                if head is not None and last is not None:
+                    yield _range(head, last, count)
+                head, last, count = piece, piece, stop - start
         else:
             row = item  # type: ignore[assignment]
             if last is not None and _continues(last, row):
                 last, count = row, count + 1
                 continue
-            if first is not None and last is not None:
-                yield Range(first, _end(last), count)
-            first, last, count = row, row, 1
-    if first is not None and last is not None:
-        yield Range(first, _end(last), count)
+            if head is not None and last is not None:
+                yield _range(head, last, count)
+            head, last, count = row, row, 1
+    if head is not None and last is not None:
+        yield _range(head, last, count)
+
+
+def _range(head: Row | _Stretch, last: Row | _Stretch, count: int) -> Range:
+    end = last.end if type(last) is _Stretch else last.entry.va + last.entry.size  # type: ignore[union-attr]
+    return head.range(end, count) if type(head) is _Stretch else Range(end, count, row=head)  # type: ignore[union-attr,arg-type]
 
 
 def _continues(last: Row | _Stretch, row: Row) -> bool:
     return last.continued_by(row) if type(last) is _Stretch else mergeable(last, row)  # type: ignore[union-attr,arg-type]
-
-
-def _end(last: Row | _Stretch) -> int:
-    return last.end if type(last) is _Stretch else last.entry.va + last.entry.size  # type: ignore[union-attr]

@@ -103,6 +103,9 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
                                                 else [Row(item, index.find(item.va))])]
     row_items = [Row(e, index.find(e.va)) for e in one_by_one]
     assert list(map(span, ranges(bulk_items))) == list(map(span, ranges(row_items)))
+    merged = DumpTable(mode, vmas, merged=True)  # a range that starts in a run is formatted from it
+    assert ([merged.range_line(r) for r in ranges(bulk_items)]
+            == [merged.line(r.first, r.count, r.end) for r in ranges(row_items)])
 
 
 def test_run_lines_of_a_real_x86_table() -> None:
