@@ -79,6 +79,27 @@ def without_source(doc: dict) -> dict:
     return {**doc, "target": target}
 
 
+def check_ranges(merged: list[dict], entries: list[dict]) -> None:
+    """`--ranges` against the per-entry dump of the same stop: every entry in exactly one range,
+    a range's entries adjacent, of one level, kind, flag set and VMA, their frames consecutive."""
+    by_va = sorted(entries, key=lambda e: int(e["va"], 16))
+    covered = 0
+    for r in merged:
+        start, end, count = int(r["va"], 16), int(r["range"]["end"], 16), r["range"]["entries"]
+        members = [e for e in by_va if start <= int(e["va"], 16) < end]
+        assert len(members) == count and members[0]["va"] == r["va"], r
+        first = members[0]
+        for i, e in enumerate(members):
+            assert int(e["va"], 16) == start + i * first["size"], (r, e)
+            same = ("level", "kind", "flags", "vma")
+            assert [e.get(k) for k in same] == [first.get(k) for k in same], (r, e)
+            if "pfn" in first:
+                assert int(e["pfn"], 16) == int(first["pfn"], 16) + i * (first["size"] >> 12), (r, e)
+        covered += count
+    assert covered == len(entries)
+    assert len(merged) < len(entries)  # a process's text and stacks give neighbours that merge
+
+
 @pytest.mark.parametrize("arch", ["x86_64", "arm64", "riscv64"])
 def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path) -> None:
     image = ensure_image(image_for(arch, "7.2"))
@@ -90,6 +111,11 @@ def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path
     proc = cli("dump", "--gdb", machine.gdb, "--keep-stopped", *kernel, "--pid", pid, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     reference = json.loads(proc.stdout)
+
+    proc = cli("dump", "--gdb", machine.gdb, "--keep-stopped", *kernel, "--pid", pid, "--format", "json", "--ranges")
+    assert proc.returncode == 0, proc.stderr
+    merged = json.loads(proc.stdout)
+    check_ranges(merged["entries"], reference["entries"])
 
     va = reference["entries"][0]["va"]
     proc = cli("translate", "--gdb", machine.gdb, "--keep-stopped", *kernel, "--pid", pid, va)
@@ -104,6 +130,7 @@ def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path
 
     snap = tmp_path / "gdb.json"
     proc = in_gdb(machine.gdb,
+                  f"pt dump {opts} --pid {pid} --format json --ranges",
                   f"pt dump {opts} --pid {pid} --format json",
                   f"pt snapshot {opts} --pid {pid} {snap}",
                   f"pt diff {snap} {opts} --pid {pid}",
@@ -113,7 +140,9 @@ def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path
                   f"pt translate {opts} --pid {pid} {va}",
                   count("_pt_sessions"), count("_pt_children"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    doc = json_document(proc.stdout)
+    ranges_doc = json_document(proc.stdout)
+    assert without_source(ranges_doc) == without_source(merged)
+    doc = json_document(proc.stdout.split('"merged": true', 1)[1])
     assert doc["target"]["source"] == "gdb"
     assert without_source(doc) == without_source(reference)
     assert "0 entries changed (equal)" in proc.stdout, proc.stdout[-2000:]
