@@ -7,8 +7,8 @@ vmlinux's layout is cached (inspector/layout.py): its session (tables read,
 kernel layout, facts, the kernel's structs read) is kept for the next command
 until gdb reports that the VM ran.  Otherwise (the first use of a vmlinux, whose
 layout drgn must extract: gdb's Python cannot host drgn, both link elfutils;
-or an explicit other target) the command runs as a ptinspect child process
-whose reads are served here.  $_pt_children and $_pt_sessions count the child
+an explicit other target, or `set ptinspect-child on`) the command runs as a
+ptinspect child process whose reads are served here.  $_pt_children and $_pt_sessions count the child
 processes started and the in-gdb sessions opened.
 """
 from __future__ import annotations
@@ -54,10 +54,7 @@ def python() -> str:
 def _in_gdb_python() -> bool:
     """Whether ptinspect's commands import in gdb's Python: the site-packages of the interpreter
     ptinspect is installed in come right after ROOT (ahead of the system's older packages; its .pth
-    files are not run: ROOT stays the ptinspect imported) when it is gdb's Python version.
-    PTINSPECT_GDB_CHILD=1 runs every command as a child process."""
-    if os.environ.get("PTINSPECT_GDB_CHILD") == "1":
-        return False
+    files are not run: ROOT stays the ptinspect imported) when it is gdb's Python version."""
     try:
         out = subprocess.run([python(), "-c", "import sys, sysconfig; print(sys.version_info[:2]); "
                               "print(sysconfig.get_path('purelib'))"],
@@ -79,6 +76,20 @@ def _in_gdb_python() -> bool:
 
 
 IN_GDB = _in_gdb_python()
+
+
+class ChildParameter(gdb.Parameter):
+    """Run every pt command as a ptinspect child process (default: off, or PTINSPECT_GDB_CHILD=1)."""
+
+    set_doc = "Set whether pt commands run as ptinspect child processes."
+    show_doc = "Show whether pt commands run as ptinspect child processes."
+
+    def __init__(self) -> None:
+        super().__init__("ptinspect-child", gdb.COMMAND_DATA, gdb.PARAM_BOOLEAN)
+        self.value = os.environ.get("PTINSPECT_GDB_CHILD") == "1"
+
+
+CHILD = ChildParameter()
 gdb.set_convenience_variable("_pt_children", 0)
 gdb.set_convenience_variable("_pt_sessions", 0)
 
@@ -153,7 +164,7 @@ class PtCommand(gdb.Command):
         loaded = gdb.current_progspace().filename  # `file vmlinux` in gdb stands for --vmlinux
         if needs_target and loaded and not any(a.startswith("--vmlinux") for a in args):
             args = ["--vmlinux", loaded, *args]
-        if IN_GDB and _answerable_here(args):
+        if IN_GDB and not CHILD.value and _answerable_here(args):
             self.run_here(args)
         else:
             self.run_child(args, needs_target)

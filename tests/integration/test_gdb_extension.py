@@ -5,8 +5,9 @@ Per architecture, against the CLI over the gdbstub on the same stopped VM: `pt d
 must give the CLI's document (only "source" differs), `pt translate` the CLI's text, `pt snapshot`
 a file the CLI validates clean, and `pt diff` of that snapshot against the live root (read through
 gdb) no difference.  The vmlinux's layout is cached by the CLI's run, so every command runs in gdb's
-own Python (no child process: $_pt_children stays 0) and all share one session until a `stepi` lets
-the VM run ($_pt_sessions); with PTINSPECT_GDB_CHILD=1 the same dump runs as a child process.
+own Python (no child process but the one asked for with `set ptinspect-child on`: $_pt_children) and
+all share one session until a `stepi` lets the VM run ($_pt_sessions).  All in one gdb session: its
+detach resumes the VM.
 These fail, never skip, when gdb-multiarch, QEMU or a kernel is missing: run the README's setup.
 """
 from __future__ import annotations
@@ -36,14 +37,14 @@ def cli(*args: str | Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
-def in_gdb(address: str, *commands: str, child: bool = False) -> subprocess.CompletedProcess:
+def in_gdb(address: str, *commands: str) -> subprocess.CompletedProcess:
     """gdb-multiarch in batch mode: source the extension, attach, run `commands`, detach.
-    ptinspect's interpreter is this one; `child` forces the child-process path."""
+    ptinspect's interpreter is this one."""
     args = ["gdb-multiarch", "-nx", "-batch", "-ex", f"source {ROOT / 'commands' / 'gdb_pt.py'}",
             "-ex", f"target remote {address}"]
     for command in commands:
         args += ["-ex", command]
-    env = dict(os.environ, PTINSPECT_PYTHON=sys.executable, PTINSPECT_GDB_CHILD="1" if child else "0")
+    env = dict(os.environ, PTINSPECT_PYTHON=sys.executable, PTINSPECT_GDB_CHILD="0")
     return subprocess.run([*args, "-ex", "detach"], cwd=ROOT, capture_output=True, text=True, timeout=GDB_TIMEOUT,
                           env=env)
 
@@ -123,13 +124,12 @@ def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path
     walk = proc.stdout.strip()
 
     opts = " ".join(kernel)
-    proc = in_gdb(machine.gdb, f"pt dump {opts} --pid {pid} --format json", count("_pt_children"), child=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert without_source(json_document(proc.stdout)) == without_source(reference)
-    assert counters(proc.stdout) == [("_pt_children", 1)]
-
     snap = tmp_path / "gdb.json"
     proc = in_gdb(machine.gdb,
+                  "set ptinspect-child on",
+                  f"pt dump {opts} --pid {pid} --format json",
+                  count("_pt_children"),
+                  "set ptinspect-child off",
                   f"pt dump {opts} --pid {pid} --format json --ranges",
                   f"pt dump {opts} --pid {pid} --format json",
                   f"pt snapshot {opts} --pid {pid} {snap}",
@@ -140,15 +140,18 @@ def test_pt_commands_inside_gdb(vm: Callable[..., VM], arch: str, tmp_path: Path
                   f"pt translate {opts} --pid {pid} {va}",
                   count("_pt_sessions"), count("_pt_children"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranges_doc = json_document(proc.stdout)
+    child, here = proc.stdout.split("pt-counter _pt_children 1", 1)
+    assert without_source(json_document(child)) == without_source(reference)
+    ranges_doc = json_document(here)
     assert without_source(ranges_doc) == without_source(merged)
-    doc = json_document(proc.stdout.split('"merged": true', 1)[1])
+    doc = json_document(here.split('"merged": true', 1)[1])
     assert doc["target"]["source"] == "gdb"
     assert without_source(doc) == without_source(reference)
     assert "0 entries changed (equal)" in proc.stdout, proc.stdout[-2000:]
     assert "clean: no check failed" in proc.stdout, proc.stdout[-2000:]
     assert translation(proc.stdout.split("pt-counter _pt_sessions 1", 1)[-1]) == walk
-    assert counters(proc.stdout) == [("_pt_sessions", 1), ("_pt_sessions", 2), ("_pt_children", 0)]
+    assert counters(proc.stdout) == [("_pt_children", 1), ("_pt_sessions", 1), ("_pt_sessions", 2),
+                                     ("_pt_children", 1)]  # the child run only
 
     proc = cli("validate", snap)
     assert proc.returncode == 0, proc.stdout + proc.stderr
