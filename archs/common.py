@@ -6,6 +6,7 @@ inspector's EntryRef, a different type on purpose.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -223,8 +224,10 @@ SOFT_BITS = (("UFFD", "uffd"), ("SOFT_DIRTY", "soft-dirty"), ("SWP_EXCLUSIVE", "
              ("SAVED_DIRTY", "saved-dirty"), ("SPECIAL", "special"), ("DEVMAP", "devmap"))
 
 
-def soft_bits(flags: Sequence[str]) -> tuple[str, ...]:
-    """The arch-neutral names of the software bits among a decoded entry's kernel flag names."""
+@functools.lru_cache(maxsize=1024)
+def soft_bits(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """The arch-neutral names of the software bits among a decoded entry's kernel flag names
+    (cached: a dump asks for the same few flag sets once per entry)."""
     return tuple(neutral for part, neutral in SOFT_BITS if any(part in f for f in flags))
 
 

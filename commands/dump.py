@@ -122,34 +122,42 @@ def dump(pid, comm, kernel_root, root_pa, upper, va_range, kinds, fmt, merge, **
 @target_options
 @root_options
 @click.option("--format", "fmt", type=FORMATS, default="table", show_default=True)
-@click.argument("va")
-def translate(pid, comm, kernel_root, root_pa, upper, fmt, va, **target) -> None:
-    """The walk of one virtual address VA, level by level, every bit named."""
+@click.argument("vas", metavar="VA...", nargs=-1, required=True)
+def translate(pid, comm, kernel_root, root_pa, upper, fmt, vas, **target) -> None:
+    """The walk of each virtual address VA, level by level, every bit named.
+
+    Several VAs are answered in one run (one connection, one stop): the text walks follow each
+    other; --format json gives one document for one VA, one compact document per line for several."""
     with user_input():
-        address = inputs.address(va, "VA")
+        addresses = [inputs.address(va, "VA") for va in vas]
     with open_session(**target) as session:
         root = select_root(session, pid, comm, kernel_root, root_pa, upper)
         with user_input():
-            inputs.check_va(session.arch, root.mode, root.upper, address, "VA")
-        path = session.walker(root.mode).translate(root.pa, address, upper=root.upper)
-        pa = path[-1].phys(address)
-        if fmt == "json":
-            click.echo(json.dumps({"schema": SCHEMA, "target": target_record(session, root), "va": hx(address),
-                                   "pa": hx(pa) if pa is not None else None,
-                                   "walk": [entry_record(e) for e in path]}, indent=2))
-            return
-        click.echo(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}")
-        for e in path:
-            click.echo(f"\n{e.ref.level} ({root.mode.levels[e.ref.depth].hw}) slot {e.ref.table:#x}[{e.ref.index}]"
-                       f" at {e.ref.address:#x}, covers {e.va:#x} + {human_size(e.size)}")
-            click.echo(decoded_table(e.hw))
-            if e.kernel is not None:
-                click.echo("kernel view (ptep_get): " + " ".join(e.kernel.flags))
-        last = path[-1]
-        if pa is not None:
-            outcome = f"{pa:#x}"
-        elif last.kind is Kind.UNKNOWN:  # not "not mapped": the walk could not tell
-            outcome = f"unknown ({last.hw.reason})"
-        else:
-            outcome = f"not mapped ({last.kind.value})"
-        click.echo(f"\n{address:#x} -> {outcome}")
+            for address in addresses:
+                inputs.check_va(session.arch, root.mode, root.upper, address, "VA")
+        walker = session.walker(root.mode)
+        for n, address in enumerate(addresses):
+            path = walker.translate(root.pa, address, upper=root.upper)
+            pa = path[-1].phys(address)
+            if fmt == "json":
+                doc = {"schema": SCHEMA, "target": target_record(session, root), "va": hx(address),
+                       "pa": hx(pa) if pa is not None else None, "walk": [entry_record(e) for e in path]}
+                click.echo(json.dumps(doc, indent=2 if len(addresses) == 1 else None))
+                continue
+            if n:
+                click.echo()
+            click.echo(f"# {session.arch.name} {root.mode.name}, {root.label}, root {root.pa:#x}")
+            for e in path:
+                click.echo(f"\n{e.ref.level} ({root.mode.levels[e.ref.depth].hw}) slot {e.ref.table:#x}[{e.ref.index}]"
+                           f" at {e.ref.address:#x}, covers {e.va:#x} + {human_size(e.size)}")
+                click.echo(decoded_table(e.hw))
+                if e.kernel is not None:
+                    click.echo("kernel view (ptep_get): " + " ".join(e.kernel.flags))
+            last = path[-1]
+            if pa is not None:
+                outcome = f"{pa:#x}"
+            elif last.kind is Kind.UNKNOWN:  # not "not mapped": the walk could not tell
+                outcome = f"unknown ({last.hw.reason})"
+            else:
+                outcome = f"not mapped ({last.kind.value})"
+            click.echo(f"\n{address:#x} -> {outcome}")

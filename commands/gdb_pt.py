@@ -1,18 +1,26 @@
 """ptinspect inside gdb: `source commands/gdb_pt.py`, then `pt dump`, `pt translate`...
 
-Each `pt` command runs the ptinspect CLI in a child process (gdb's embedded
-Python cannot host drgn: both link elfutils) whose memory and register reads
-are served here, through gdb's own connection to QEMU's gdbstub; no second
-connection is made.  The commands take the CLI's options, without --gdb.
+The commands take the CLI's options, without --gdb, and read through gdb's own
+connection to QEMU's gdbstub; no second connection is made.  A command runs in
+gdb's own Python when ptinspect's pure-Python dependencies import here and the
+vmlinux's layout is cached (inspector/layout.py): its session (tables read,
+kernel layout, facts, the kernel's structs read) is kept for the next command
+until gdb reports that the VM ran.  Otherwise (the first use of a vmlinux, whose
+layout drgn must extract: gdb's Python cannot host drgn, both link elfutils;
+an explicit other target, or `set ptinspect-child on`) the command runs as a
+ptinspect child process whose reads are served here.  $_pt_children and $_pt_sessions count the child
+processes started and the in-gdb sessions opened.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import gdb  # gdb's embedded module: only inside gdb
@@ -20,6 +28,7 @@ import gdb  # gdb's embedded module: only inside gdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from inspector.session import Session, start  # noqa: E402
 from inspector.targets.gdbinternal import GdbInternalTarget  # noqa: E402
 from inspector.targets.gdbstub import GdbstubError  # noqa: E402
 from inspector.targets.pipe import ENV, serve  # noqa: E402
@@ -43,6 +52,88 @@ def python() -> str:
         if candidate and Path(candidate).exists():
             return str(candidate)
     return shutil.which("python3") or "python3"
+
+
+def _in_gdb_python() -> bool:
+    """Whether ptinspect's commands import in gdb's Python: the site-packages of the interpreter
+    ptinspect is installed in come right after ROOT (ahead of the system's older packages; its .pth
+    files are not run: ROOT stays the ptinspect imported) when it is gdb's Python version."""
+    try:
+        out = subprocess.run([python(), "-c", "import sys, sysconfig; print(sys.version_info[:2]); "
+                              "print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return False
+    if out[0] != str(sys.version_info[:2]):
+        return False
+    if out[1] not in sys.path:
+        sys.path.insert(1, out[1])
+    try:
+        import click  # noqa: F401
+        import tabulate  # noqa: F401
+
+        from commands import cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+IN_GDB = _in_gdb_python()
+
+
+class ChildParameter(gdb.Parameter):
+    """Run every pt command as a ptinspect child process (default: off, or PTINSPECT_GDB_CHILD=1)."""
+
+    set_doc = "Set whether pt commands run as ptinspect child processes."
+    show_doc = "Show whether pt commands run as ptinspect child processes."
+
+    def __init__(self) -> None:
+        super().__init__("ptinspect-child", gdb.COMMAND_DATA, gdb.PARAM_BOOLEAN)
+        self.value = os.environ.get("PTINSPECT_GDB_CHILD") == "1"
+
+
+CHILD = ChildParameter()
+gdb.set_convenience_variable("_pt_children", 0)
+gdb.set_convenience_variable("_pt_sessions", 0)
+
+
+def _bump(name: str) -> None:
+    gdb.set_convenience_variable(name, int(gdb.convenience_variable(name) or 0) + 1)
+
+
+class StopCache:
+    """The sessions of the stopped VM, per (vmlinux, config file); dropped when it runs."""
+
+    def __init__(self) -> None:
+        self.target: GdbInternalTarget | None = None
+        self.sessions: dict[tuple[Path | None, Path | None], Session] = {}
+        for event in (gdb.events.cont, gdb.events.stop, gdb.events.exited, gdb.events.memory_changed,
+                      gdb.events.register_changed, gdb.events.inferior_call):
+            event.connect(self.clear)
+
+    def clear(self, *_: object) -> None:
+        self.sessions.clear()
+        self.target = None
+
+    @contextlib.contextmanager
+    def session(self, vmlinux: Path | None, config_file: Path | None) -> Iterator[Session]:
+        """The kept session (physical-memory mode on while the command runs), or a new one."""
+        if self.target is None:
+            self.target = GdbInternalTarget()
+        else:
+            self.target.enter()
+        try:
+            key = (vmlinux.resolve() if vmlinux else None, config_file.resolve() if config_file else None)
+            session = self.sessions.get(key)
+            if session is None:
+                session = self.sessions[key] = start(self.target, vmlinux, config_file)
+                _bump("_pt_sessions")
+            yield session
+        finally:
+            self.target.close()
+
+
+CACHE = StopCache()
 
 
 class PtPrefix(gdb.Command):
@@ -100,6 +191,33 @@ class PtCommand(gdb.Command):
         loaded = gdb.current_progspace().filename  # `file vmlinux` in gdb stands for --vmlinux
         if needs_target and loaded and not any(a.startswith("--vmlinux") for a in args):
             args = ["--vmlinux", loaded, *args]
+        if IN_GDB and not CHILD.value and _answerable_here(args):
+            self.run_here(args)
+        else:
+            self.run_child(args, needs_target)
+
+    def run_here(self, args: list[str]) -> None:
+        """The command in gdb's Python, its session from the stop cache."""
+        from commands import cli, targets
+
+        targets.in_process = CACHE.session
+        gdb.flush()
+        try:
+            cli.main.main([self.name, *args], prog_name="pt", standalone_mode=True)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1 if exc.code else 0
+        else:
+            code = 0
+        finally:
+            targets.in_process = None
+            sys.stdout.flush()
+            gdb.flush()
+        if code != 0 and not (code == 1 and self.name in FOUND):
+            raise gdb.GdbError(f"pt {self.name} failed (exit {code})")
+
+    def run_child(self, args: list[str], needs_target: bool) -> None:
+        """The command as a ptinspect child process whose reads are served here."""
+        _bump("_pt_children")
         target = GdbInternalTarget() if needs_target else None
         child_r, parent_w = os.pipe()
         parent_r, child_w = os.pipe()
@@ -128,6 +246,26 @@ class PtCommand(gdb.Command):
                 proc.wait()
             if target is not None:
                 target.close()
+
+
+def _answerable_here(args: list[str]) -> bool:
+    """No other target is named, and the vmlinux (if any) has its layout cached: drgn not needed."""
+    if any(a.split("=", 1)[0] in ("--gdb", "--vmcore", "--kcore", "--qmp") for a in args):
+        return False
+    vmlinux = None
+    for i, a in enumerate(args):
+        if a == "--vmlinux" and i + 1 < len(args):
+            vmlinux = args[i + 1]
+        elif a.startswith("--vmlinux="):
+            vmlinux = a.split("=", 1)[1]
+    if vmlinux is None:
+        return True
+    from inspector.layout import cache_path
+
+    try:
+        return cache_path(Path(vmlinux)).is_file()
+    except OSError:
+        return True  # the command itself says the file cannot be read
 
 
 PtPrefix()

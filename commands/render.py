@@ -41,9 +41,20 @@ def decoded_rows(dec: Decoded) -> list[tuple[str, str]]:
 
 
 def decoded_table(dec: Decoded) -> str:
-    from tabulate import tabulate
+    return plain_table(decoded_rows(dec))
 
-    return tabulate(decoded_rows(dec), tablefmt="plain", disable_numparse=True)
+
+def plain_table(rows: list[tuple[str, str]]) -> str:
+    """tabulate(rows, tablefmt="plain", disable_numparse=True) for one-line cells, without importing
+    tabulate (a quarter of a translate's start-up: it loads importlib.metadata)."""
+    cells = [[str(c).strip() for c in row] for row in rows]
+    if any("\n" in c for row in cells for c in row):
+        from tabulate import tabulate
+
+        return tabulate(rows, tablefmt="plain", disable_numparse=True)
+    columns = max(map(len, cells), default=0)
+    widths = [max((len(row[i]) for row in cells if i < len(row)), default=0) for i in range(columns)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def human_size(size: int) -> str:

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from archs.common import PagingMode
+from archs.common import Access, PagingMode, Softleaf
 from archs.versions import Layout
 from inspector.dump import Range, Row, RunRows
 from inspector.kernel import Vma
@@ -53,29 +53,41 @@ def detail(row: Row, layout: Layout | None = None) -> str:
     """The details column: permissions, flags, softleaf fields, markers, uffd mode, block position,
     kernel view."""
     e = row.entry
+    hw = e.hw
+    block = (e.block.index, hw.cont.scheme, hw.cont.entries) if e.block is not None and hw.cont is not None else None
+    return _detail(hw.access is not None, e.view.access, hw.flags, hw.softleaf, hw.pfn_space, hw.markers,
+                   uffd_mode(hw, row.vma, layout), hw.details, block,
+                   tuple(f for f in e.kernel.flags if f not in hw.flags) if e.kernel is not None else None,
+                   hw.reason)
+
+
+@functools.lru_cache(maxsize=4096)
+def _detail(has_access: bool, access: Access | None, flags: tuple[str, ...], softleaf: Softleaf | None,
+            pfn_space: str, markers: tuple[str, ...], uffd: str | None, details: tuple[tuple[str, str], ...],
+            block: tuple[int, str, int] | None, kernel_only: tuple[str, ...] | None, reason: str | None) -> str:
+    """detail() from exactly what it shows: the text of a merged range's first entry is made once
+    per distinct decode, not once per range."""
     parts = []
-    a = e.view.access  # the kernel's view of a present leaf is present too
-    if e.hw.access is not None and a is not None:
-        parts.append(_perms(a.read, a.write, a.exec))
-    if e.hw.softleaf is None:
-        parts.append(short_flags(e.hw.flags))
+    if has_access and access is not None:
+        parts.append(_perms(access.read, access.write, access.exec))
+    if softleaf is None:
+        parts.append(short_flags(flags))
     else:
-        s = e.hw.softleaf
-        parts.append(f"type={s.type} off={s.offset:#x}" + (f" {short_flags(s.arch_flags)}" if s.arch_flags else ""))
-        if e.hw.pfn_space in DEVICE_PFN:
-            parts.append(DEVICE_PFN[e.hw.pfn_space])
-    if e.hw.markers:
-        parts.append("marker=" + ",".join(e.hw.markers))
-    mode = uffd_mode(e.hw, row.vma, layout)
-    if mode is not None:
-        parts.append(f"uffd={mode}")
-    parts.extend(f"{k}={v}" for k, v in e.hw.details)
-    if e.block is not None and e.hw.cont is not None:
-        parts.append(f"{e.hw.cont.scheme} {e.block.index + 1}/{e.hw.cont.entries}")
-    if e.kernel is not None:
-        parts.append("kernel-view:" + short_flags(tuple(f for f in e.kernel.flags if f not in e.hw.flags)))
-    if e.hw.reason:
-        parts.append(f"({e.hw.reason})")
+        parts.append(f"type={softleaf.type} off={softleaf.offset:#x}"
+                     + (f" {short_flags(softleaf.arch_flags)}" if softleaf.arch_flags else ""))
+        if pfn_space in DEVICE_PFN:
+            parts.append(DEVICE_PFN[pfn_space])
+    if markers:
+        parts.append("marker=" + ",".join(markers))
+    if uffd is not None:
+        parts.append(f"uffd={uffd}")
+    parts.extend(f"{k}={v}" for k, v in details)
+    if block is not None:
+        parts.append(f"{block[1]} {block[0] + 1}/{block[2]}")
+    if kernel_only is not None:
+        parts.append("kernel-view:" + short_flags(kernel_only))
+    if reason:
+        parts.append(f"({reason})")
     return " ".join(p for p in parts if p)
 
 
@@ -99,6 +111,7 @@ class DumpTable:
         self.columns = tuple(h for h in HEADERS if h != "vma" or vmas)
         self.w = {h: max(widths.get(h, 0), len(h)) for h in self.columns}
         self._formats: dict[tuple[int, Vma | None], tuple[object, str]] = {}
+        self._range_formats: dict[tuple[int, Vma | None], tuple[object, str]] = {}
 
     def header(self) -> str:
         return "  ".join(h.ljust(self.w[h]) for h in self.columns).rstrip()
@@ -142,6 +155,26 @@ class DumpTable:
         places = [table + SLOT_TEXT[slot] for slot in run.slots]
         return list(map(fmt.__mod__, zip(vas, run.pfns(), run.raws, places)))
 
+    def range_line(self, rng: Range) -> str:
+        """line() of a range's first entry, with its count and end; one that starts in a run is
+        formatted from a format made once per template and VMA (no Entry built)."""
+        run = rng.run
+        if run is None:
+            return self.line(rng.first, rng.count, rng.end)
+        key = (id(run.template), rng.vma)
+        found = self._range_formats.get(key)
+        if found is None or found[0] is not run.template:
+            w = self.w
+            fmt = (f"%-{w['va']}s  %-{w['size']}s  {run.level:<{w['level']}}  %#-{w['pfn']}x  %#018x  "
+                   f"%-{w['table[index]']}s  " + self._tail(rng.first).replace("%", "%%"))
+            if len(self._range_formats) >= FORMATS_KEPT:
+                self._range_formats.clear()
+            found = self._range_formats[key] = (run.template, fmt)
+        i = rng.index
+        slot = run.slots[i]
+        return found[1] % (f"{run.va(slot):#018x}-{rng.end:#018x}", f"{rng.count}x{size_text(run.span)}",
+                           run.member_pfns[i], run.raws[i], f"{run.table:#x}[{slot}]")
+
     def write(self, out: TextIO, items: Iterable[Row | RunRows | Range]) -> int:
         """Stream the header and every item; returns the number of lines (entries or ranges)."""
         out.write(self.header() + "\n")
@@ -152,7 +185,6 @@ class DumpTable:
                 out.write("\n".join(lines) + "\n")
                 n += len(lines)
                 continue
-            out.write((self.line(item.first, item.count, item.end) if type(item) is Range
-                       else self.line(item)) + "\n")
+            out.write((self.range_line(item) if type(item) is Range else self.line(item)) + "\n")
             n += 1
         return n

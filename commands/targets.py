@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from inspector import runstate
-from inspector.opening import ERRORS, open_target, opened
+from inspector.opening import errors, open_target, opened
 from inspector.session import Session, Target
 from inspector.targets.pipe import ENV as PIPE_ENV
 from inspector.targets.pipe import PipeTarget
@@ -21,6 +21,11 @@ from inspector.targets.pipe import PipeTarget
 from .options import TIMEOUT
 
 TARGET_OPTIONS = ("gdb_address", "vmcore", "kcore", "qmp")  # the mutually exclusive target choices
+# Set by the gdb extension (commands/gdb_pt.py) while a `pt` command runs inside gdb's own Python:
+# (vmlinux, config_file) -> a context manager giving the session of the stopped VM, which it keeps
+# (tables, layout, facts) until the VM runs again.  Used only when no target option is given.
+SessionProvider = Callable[[Path | None, Path | None], contextlib.AbstractContextManager[Session]]
+in_process: SessionProvider | None = None
 
 
 def target_options(func: Callable) -> Callable:
@@ -73,14 +78,21 @@ def open_session(gdb_address: str | None, vmlinux: Path | None, config_file: Pat
                  qmp: str | None = None) -> Iterator[Session]:
     """A session on the chosen target (inspector.opening.opened); user mistakes become one clear
     error line.  SIGTERM and SIGHUP end it as Ctrl-C does, so the target is closed whatever ends
-    the command."""
+    the command.  Inside gdb (in_process set, no target option) the extension's kept session."""
+    if in_process is not None and not (gdb_address or vmcore or kcore or qmp):
+        try:
+            with in_process(vmlinux, config_file) as kept:
+                yield kept
+        except errors() as exc:
+            raise click.ClickException(str(exc)) from None
+        return
     with runstate.terminating():
         try:
             target = _open_target(gdb_address, vmcore, kcore, qmp, keep_stopped, timeout)
-        except ERRORS as exc:
+        except errors() as exc:
             raise click.ClickException(str(exc)) from None
         try:
             with opened(target, vmlinux, config_file) as session:
                 yield session
-        except ERRORS as exc:
+        except errors() as exc:
             raise click.ClickException(str(exc)) from None

@@ -29,7 +29,7 @@ from .diff import Delta, diff_notes
 from .dump import Row, VmaIndex, bulk_rows, default_range, rows
 from .entry import Entry
 from .kernel import KernelError, Vma
-from .opening import ERRORS, opened
+from .opening import errors, opened
 from .opening import open_target as open_raw
 from .records import hx, item_record, uffd_mode
 from .session import Root, Session, SessionError, attach_program_kernel
@@ -55,7 +55,7 @@ class Error(Exception):
 def _errors() -> Iterator[None]:
     try:
         yield
-    except (*ERRORS, inputs.InputError, SnapshotError, KernelError) as exc:
+    except errors() + (inputs.InputError, SnapshotError, KernelError) as exc:
         raise Error(str(exc)) from None
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import final
+from typing import NamedTuple, final
 
-from archs.common import Kind
+from archs.common import Decoded, Kind
 
 from .entry import Entry
 from .kernel import Vma
@@ -69,19 +69,29 @@ class RunRows:
 @final
 @dataclass(frozen=True)
 class Range:
-    """Adjacent entries with equal attributes and consecutive frames."""
+    """Adjacent entries with equal attributes and consecutive frames: the first one (`row`, or
+    member `index` of `run` in `vma`, its Entry built only when asked for), where the last one
+    ends, how many."""
 
-    first: Row
-    last: Row
+    end: int
     count: int
+    row: Row | None = None
+    run: LeafRun | None = None
+    index: int = 0
+    vma: Vma | None = None
+
+    @property
+    def first(self) -> Row:
+        if self.row is not None:
+            return self.row
+        assert self.run is not None  # a Range is made with a row or a run
+        return Row(self.run.entry(self.index), self.vma)
 
     @property
     def start(self) -> int:
+        if self.run is not None:
+            return self.run.va(self.run.slots[self.index])
         return self.first.entry.va
-
-    @property
-    def end(self) -> int:
-        return self.last.entry.va + self.last.entry.size
 
 
 class VmaIndex:
@@ -155,7 +165,7 @@ def mergeable(a: Row, b: Row) -> bool:
         return False
     if a.vma != b.vma or ea.hw.flags != eb.hw.flags or ea.hw.markers != eb.hw.markers:
         return False
-    if ea.view.access != eb.view.access or ea.hw.fields != eb.hw.fields:
+    if ea.view.access != eb.view.access or not _same_fields(ea.hw, eb.hw):
         return False
     if ea.frame is not None or eb.frame is not None:
         step = ea.size >> ea.page_shift
@@ -170,28 +180,99 @@ def mergeable(a: Row, b: Row) -> bool:
     return False
 
 
-def _pieces(items: Iterable[Row | RunRows]) -> Iterator[tuple[Row, Row, int]]:
-    """(first, last, count) of rows already known to merge: a row alone, or a stretch of a run
-    (LeafRun.segments) with only its two ends built as Entries."""
+def _same_fields(a: Decoded, b: Decoded) -> bool:
+    """Equal fields, but for those that spell each value's own frame (riscv's "PPN"): the frames
+    are compared apart, and a field that only restates them must not keep neighbours apart."""
+    fa, fb = a.fields, b.fields
+    if fa == fb:
+        return True
+    if len(fa) != len(fb) or a.pfn is None or b.pfn is None:
+        return False
+    sa, sb = f"{a.pfn:#x}", f"{b.pfn:#x}"
+    return all(x == y or (x[0] == y[0] and x[1] == sa and y[1] == sb) for x, y in zip(fa, fb))
+
+
+class _Stretch(NamedTuple):
+    """Members [start, stop) of a run that merge (LeafRun.segments), with their VMA."""
+
+    run: LeafRun
+    start: int
+    stop: int
+    vma: Vma | None
+
+    @property
+    def end(self) -> int:
+        return self.run.va(self.run.slots[self.stop - 1]) + self.run.span
+
+    def continued_by(self, row: Row) -> bool:
+        """mergeable(our last member's row, row), without building that member's Entry: a run's
+        member is its template's decode (kernel view none) with its own raw value and frame (and
+        the fields that spell it)."""
+        run, last = self.run, self.stop - 1
+        eb, t = row.entry, run.template
+        if eb.va != self.end or eb.ref.level != run.level or eb.hw.kind is not t.kind or row.vma != self.vma:
+            return False
+        if eb.hw.flags != t.flags or eb.hw.markers != t.markers or eb.view.access != t.access:
+            return False
+        return (_same_fields(t, eb.hw) and eb.frame is not None
+                and eb.frame == run.member_pfns[last] + (run.span >> run.page_shift))
+
+
+    def followed_by(self, run: LeafRun, start: int, vma: Vma | None) -> bool:
+        """mergeable() of our last member and member `start` of `run`, from the two runs'
+        templates (their members differ from them only in raw value, frame and the fields that
+        spell it): no Entry built."""
+        mine, t, u = self.run, self.run.template, run.template
+        if vma != self.vma or run.level != mine.level or self.end != run.va(run.slots[start]):
+            return False
+        if u is not t and (u.kind is not t.kind or u.flags != t.flags or u.markers != t.markers
+                           or u.access != t.access or not _same_fields(t, u)):
+            return False
+        return run.member_pfns[start] == mine.member_pfns[self.stop - 1] + (mine.span >> mine.page_shift)
+
+    def range(self, end: int, count: int) -> Range:
+        """The range this stretch starts."""
+        return Range(end, count, run=self.run, index=self.start, vma=self.vma)
+
+
+def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
+    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input): a
+    stretch of a run is compared with the previous one through their templates, so no Entry is
+    built for a range that starts and ends in runs (the table formats it from its run)."""
+    head: Row | _Stretch | None = None  # the current range's first piece
+    last: Row | _Stretch | None = None  # and its last one
+    count = 0
     for item in items:
         if type(item) is RunRows:
             run, vma = item.run, item.vma
             for start, stop in run.segments():
-                first = Row(run.entry(start), vma)
-                yield first, (first if stop == start + 1 else Row(run.entry(stop - 1), vma)), stop - start
+                piece = _Stretch(run, start, stop, vma)
+                if type(last) is _Stretch:
+                    merges = last.followed_by(run, start, vma)
+                else:
+                    merges = last is not None and mergeable(last, Row(run.entry(start), vma))  # type: ignore[arg-type]
+                if merges:
+                    last, count = piece, count + stop - start
+                    continue
+                if head is not None and last is not None:
+                    yield _range(head, last, count)
+                head, last, count = piece, piece, stop - start
         else:
-            yield item, item, 1
+            row = item
+            if last is not None and _continues(last, row):
+                last, count = row, count + 1
+                continue
+            if head is not None and last is not None:
+                yield _range(head, last, count)
+            head, last, count = row, row, 1
+    if head is not None and last is not None:
+        yield _range(head, last, count)
 
 
-def ranges(items: Iterable[Row | RunRows]) -> Iterator[Range]:
-    """Merge mergeable rows into ranges; runs merge in bulk (bulk_rows is the fast input)."""
-    current: Range | None = None
-    for first, last, count in _pieces(items):
-        if current is not None and mergeable(current.last, first):
-            current = Range(current.first, last, current.count + count)
-            continue
-        if current is not None:
-            yield current
-        current = Range(first, last, count)
-    if current is not None:
-        yield current
+def _range(head: Row | _Stretch, last: Row | _Stretch, count: int) -> Range:
+    end = last.end if type(last) is _Stretch else last.entry.va + last.entry.size  # type: ignore[union-attr]
+    return head.range(end, count) if type(head) is _Stretch else Range(end, count, row=head)  # type: ignore[arg-type]
+
+
+def _continues(last: Row | _Stretch, row: Row) -> bool:
+    return last.continued_by(row) if type(last) is _Stretch else mergeable(last, row)  # type: ignore[arg-type]

@@ -77,9 +77,21 @@ def parse_fact(item: str) -> tuple[str, object]:
     return name, value
 
 
+_CONFIGS: dict[tuple[str, int, int], dict[str, bool]] = {}  # (path, size, mtime) -> options, parsed once
+CONFIGS_KEPT = 8
+
+
 def read_config_file(path: Path) -> dict[str, bool]:
     """CONFIG_ options from a kernel .config (or config.gz): =y/=m true, 'is not set' false.
-    ValueError naming the file when it is not a kernel config."""
+    ValueError naming the file when it is not a kernel config.  An unchanged file is parsed once
+    per process (gdb's `pt` commands open a session at every stop)."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _CONFIGS:
+        return dict(_CONFIGS[key])
     try:
         raw = path.read_bytes()
         text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
@@ -88,7 +100,11 @@ def read_config_file(path: Path) -> dict[str, bool]:
     options = parse_config_text(text)
     if not options:
         raise ValueError(f"--config-file {path}: no CONFIG_ lines; give the kernel's .config or /proc/config.gz")
-    return options
+    if key is not None:
+        if len(_CONFIGS) >= CONFIGS_KEPT:
+            _CONFIGS.clear()
+        _CONFIGS[key] = options
+    return dict(options)
 
 
 def parse_config_text(text: str) -> dict[str, bool]:

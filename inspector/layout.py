@@ -143,6 +143,11 @@ class KernelLayout:
         return layout
 
 
+# Layouts read in this process, by cache file (whose name keys the vmlinux's size and mtime): gdb's
+# `pt` commands open a session at every stop.  Frozen, so shared safely.
+_LOADED: dict[Path, KernelLayout] = {}
+
+
 def cache_path(vmlinux: Path) -> Path:
     """The cache file of a vmlinux: keyed by its resolved path, size, mtime and SCHEMA."""
     st = vmlinux.stat()
@@ -156,8 +161,11 @@ def layout_for(vmlinux: Path) -> KernelLayout:
         cached = cache_path(vmlinux)
     except OSError as exc:
         raise LayoutError(f"cannot read {vmlinux}: {exc}") from None
+    if cached in _LOADED:
+        return _LOADED[cached]
     try:
-        return KernelLayout.from_json(cached.read_text())
+        _LOADED[cached] = KernelLayout.from_json(cached.read_text())
+        return _LOADED[cached]
     except (OSError, ValueError):
         pass
     layout = extract(vmlinux)

@@ -6,20 +6,29 @@ physical-memory mode, resuming the VM or leaving it in its run state) whatever e
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import runstate
 from .reader import ReadError
 from .session import Session, SessionError, Target, start
-from .targets.drgn import DrgnTargetError, QmpTarget, open_kcore, open_vmcore
 from .targets.gdbstub import GdbstubError, GdbstubTarget
 from .targets.pipe import PipeError
 from .vmcoreinfo import VmcoreinfoError
 from .vmlinux import VmlinuxError
 
-# What opening, reading or closing a target raises for a user's mistake or an unreadable target.
-ERRORS = (GdbstubError, PipeError, DrgnTargetError, SessionError, VmlinuxError, VmcoreinfoError, ReadError)
+# What opening, reading or closing a target raises for a user's mistake or an unreadable target
+# (with the vmcore/kcore/QMP targets' own error once their module is loaded: errors()).
+ERRORS: tuple[type[Exception], ...] = (GdbstubError, PipeError, SessionError, VmlinuxError, VmcoreinfoError,
+                                       ReadError)
+DRGN_TARGETS = f"{__package__}.targets.drgn"  # vmcores, /proc/kcore, QMP: imported only when one is chosen
+
+
+def errors() -> tuple[type[Exception], ...]:
+    """ERRORS, and the drgn-read targets' error once their module is loaded (only they raise it)."""
+    drgn_targets = sys.modules.get(DRGN_TARGETS)
+    return ERRORS + (drgn_targets.DrgnTargetError,) if drgn_targets is not None else ERRORS
 
 
 class CloseError(SessionError):
@@ -31,6 +40,8 @@ def open_target(*, gdb_address: str | None = None, vmcore: Path | None = None, k
     """The one target named (a live one is stopped until closed)."""
     if gdb_address:
         return GdbstubTarget(gdb_address, keep_stopped=keep_stopped, timeout=timeout)
+    if vmcore or kcore or qmp:  # drgn and the dump readers cost start-up time: only for these targets
+        from .targets.drgn import QmpTarget, open_kcore, open_vmcore
     if vmcore:
         return open_vmcore(vmcore)
     if kcore:
@@ -47,7 +58,7 @@ def close_target(target: Target, session: Session | None) -> str | None:
     with runstate.deferred():
         try:
             target.close()
-        except ERRORS as exc:
+        except errors() as exc:
             return str(exc)
     return None
 

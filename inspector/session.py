@@ -21,7 +21,6 @@ from archs.versions import release_layout
 from . import vmlinux as vml
 from .devmem import SOURCE as DEVMEM_SOURCE
 from .devmem import device_private_ranges
-from .dumpfile import ExcludedPage
 from .entry import ENTRY_BYTES
 from .facts import read_config_file
 from .kernel import KernelError, Vma
@@ -197,6 +196,8 @@ class Session:
 
 def unreadable_mm(label: str, mm: int, exc: KernelError) -> str:
     """Why a process's mm (its mm_struct, VMAs) cannot be read, and what can still be done."""
+    from .dumpfile import ExcludedPage  # only dumps exclude pages: a live session need not load their reader
+
     text = f"cannot read the mm of {label} (mm_struct at {mm:#x}): {exc}"
     if isinstance(exc.__cause__, ExcludedPage):
         text += ("; the dump's filter excluded that memory (makedumpfile -d), so this dump does not say where "

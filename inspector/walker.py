@@ -13,6 +13,7 @@ and is not followed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import operator
 import struct
@@ -86,6 +87,11 @@ class LeafRun:
             return [base ^ (raw & bits) >> shift for raw in self.raws]
         return [self.pfn(raw) for raw in self.raws]
 
+    @functools.cached_property
+    def member_pfns(self) -> list[int]:
+        """pfns(), kept: segments() and the entries --ranges builds at their ends share them."""
+        return self.pfns()
+
     def va(self, slot: int) -> int:
         return self.va_base | slot * self.span
 
@@ -99,31 +105,35 @@ class LeafRun:
 
     def entry(self, i: int) -> Entry:
         """The Entry of member `i` alone (what entries() gives at that position)."""
-        return self._entry(self.slots[i], self.raws[i])
+        return self._entry(self.slots[i], self.raws[i], self.member_pfns[i])
 
-    def _entry(self, slot: int, raw: int) -> Entry:
-        pfn = self.pfn(raw)
+    def _entry(self, slot: int, raw: int, pfn: int | None = None) -> Entry:
+        if pfn is None:
+            pfn = self.pfn(raw)
         dec = self.template if raw == self.template.raw else _with_frame(self.template, raw, pfn, self.pfn_fields)
         return Entry(self.va(slot), self.span, EntryRef(self.table, slot, self.depth, self.level), dec,
                      None, None, pfn, self.page_shift)
 
     def segments(self) -> Iterator[tuple[int, int]]:
         """[start, stop) member positions of the stretches that map consecutive frames at
-        consecutive slots: what ranges() would merge, found without building an Entry per member.
-        Members whose fields spell the frame never merge (their fields differ)."""
+        consecutive slots: what ranges() would merge, found without building an Entry per member
+        (fields that spell the frame differ with it, as mergeable() allows)."""
         n = len(self.slots)
-        if self.pfn_fields:
-            yield from ((i, i + 1) for i in range(n))
+        if not n:
             return
         step = self.span >> self.page_shift
-        slots, pfns = self.slots, self.pfns()
+        slots, pfns = self.slots, self.member_pfns
+        # pfn - slot * step is constant along a stretch; the positions where it changes (or a slot
+        # is skipped) are found in C (map, compress): no Python step per member
+        keys = list(map(operator.sub, pfns, slots if step == 1 else map(step.__mul__, slots)))
+        cut = map(operator.ne, keys[1:], keys)
+        if slots[-1] - slots[0] != n - 1:  # slots (increasing) with gaps: a gap ends a stretch too
+            cut = map(operator.or_, cut, map(operator.ne, map(operator.sub, slots[1:], slots), itertools.repeat(1)))
         start = 0
-        for i in range(1, n):
-            if slots[i] != slots[i - 1] + 1 or pfns[i] != pfns[i - 1] + step:
-                yield start, i
-                start = i
-        if n:
-            yield start, n
+        for i in itertools.compress(range(1, n), cut):
+            yield start, i
+            start = i
+        yield start, n
 
 
 def _moved(shifts: tuple[tuple[int, int], ...], raw: int) -> int:

@@ -1,8 +1,10 @@
 """The target seen from inside gdb: gdb's own connection to QEMU's gdbstub.
 
 Only importable inside gdb (it needs the `gdb` module).  Physical-memory mode
-is switched on for reads and restored on close; gdb's connection and the VM's
-run state are left as they were.
+is switched on for reads (`enter`) and restored on close; gdb's connection and
+the VM's run state are left as they were.  One target may serve several
+commands while the VM stays stopped (commands/gdb_pt.py): reads smaller than a
+table (the kernel's structs) are kept, as tables are in the session's cache.
 """
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import gdb
 from archs import arch_where, get_arch, names_text
 
 from .gdbstub import GdbstubError
+
+SMALL = 4096  # reads below a table's size are kept while the VM is stopped ...
+SMALL_LIMIT = 1 << 16  # ... this many of them at most (a few MiB)
 
 
 def _packet(text: str) -> str:
@@ -36,10 +41,16 @@ class GdbInternalTarget:
             raise GdbstubError(f"gdb's architecture is {name}, not {names_text('or')}")
         self.arch = found.name
         self._ram: list[tuple[int, int]] | None = None
+        self._small: dict[tuple[int, int], bytes] = {}
+        self._phys_before = ""
+        self.inferior = gdb.selected_inferior()
+        self.enter()
+
+    def enter(self) -> None:
+        """Switch QEMU's gdbstub to physical memory (again, after `close`)."""
         self._phys_before = _packet("qqemu.PhyMemMode")
         if _packet("Qqemu.PhyMemMode:1") != "OK":
             raise GdbstubError("this target has no physical-memory mode (is it QEMU's gdbstub?)")
-        self.inferior = gdb.selected_inferior()
 
     def set_ram(self, ranges: list[tuple[int, int]]) -> None:
         self._ram = ranges
@@ -53,10 +64,18 @@ class GdbInternalTarget:
         return self._ram is not None
 
     def read(self, pa: int, size: int) -> bytes:
+        small = size < SMALL
+        if small and (data := self._small.get((pa, size))) is not None:
+            return data
         try:
-            return bytes(self.inferior.read_memory(pa, size))
+            data = bytes(self.inferior.read_memory(pa, size))
         except gdb.MemoryError as exc:
             raise GdbstubError(f"gdb cannot read {size} bytes at {pa:#x}: {exc}") from None
+        if small:
+            if len(self._small) >= SMALL_LIMIT:
+                self._small.clear()
+            self._small[pa, size] = data
+        return data
 
     def read_registers(self) -> dict[str, int]:
         frame = gdb.selected_frame()

@@ -179,8 +179,9 @@ class RspClient:
         self.buf += chunk
 
     def _drain(self) -> None:
-        """Discard anything the stub sent before we asked (a stale stop reply)."""
-        self.sock.settimeout(0.05)
+        """Discard anything the stub sent before we asked and that has arrived (a stale stop reply);
+        one still on its way is skipped by the handshake, so no time is spent waiting here."""
+        self.sock.settimeout(0)
         try:
             while self.sock.recv(65536):
                 pass
@@ -243,6 +244,9 @@ class RspClient:
     # -- session -----------------------------------------------------------
     def _handshake(self) -> None:
         reply = self.request(b"qSupported:xmlRegisters=i386")
+        deadline = time.monotonic() + self.timeout
+        while reply[:1] in (b"T", b"S"):  # the stop reply QEMU sends when our connection stopped the VM
+            reply = self._read_packet(deadline)
         m = re.search(rb"PacketSize=([0-9a-fA-F]+)", reply)
         if m:
             self.packet_size = int(m.group(1), 16)

@@ -32,9 +32,11 @@ CONFIG = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVIC
 @st.composite
 def layout(draw, arch_name: str, mode_name: str):
     mode = get_arch(arch_name).mode(mode_name)
-    depth = len(mode.levels) - 1
+    depth = len(mode.levels) - draw(st.sampled_from([1, 1, 2]))  # the last level, or huge leaves above it
     level = mode.levels[depth]
+    step = level.span >> mode.page_shift  # frames per leaf: --ranges merges leaves `step` frames apart
     pfn_limit = 1 << min(30, mode.pa_bits - mode.page_shift - 1)
+    next_pfn = None
     prots = [Prot(write=w, young=y, dirty=d) for w, y, d in draw(st.lists(
         st.tuples(st.booleans(), st.booleans(), st.booleans()), min_size=1, max_size=3))]
     table_va = draw(st.integers(1, 64)) * level.span * level.entries
@@ -42,8 +44,10 @@ def layout(draw, arch_name: str, mode_name: str):
     while slot < min(level.entries, 384):
         what = draw(st.sampled_from(["leaf"] * 8 + ["gap", "soft", "block"]))
         va = table_va + slot * level.span
-        if what == "leaf":
-            mappings.append(MapLeaf(va, level.name, draw(st.integers(0, pfn_limit)), draw(st.sampled_from(prots))))
+        if what == "leaf":  # mostly the frame after the previous leaf's: stretches that merge
+            pfn = next_pfn if next_pfn is not None and draw(st.integers(0, 3)) else draw(st.integers(0, pfn_limit)) // step * step
+            mappings.append(MapLeaf(va, level.name, pfn, draw(st.sampled_from(prots))))
+            next_pfn = pfn + step
         elif what == "soft":
             mappings.append(MapSoftleaf(va, level.name, Kind.SWAP, value=draw(st.integers(1, 1 << 20)), swap_type=1))
         elif what == "block" and slot % 128 == 0:
@@ -94,11 +98,14 @@ def test_runs_give_what_entries_give(arch_name: str, mode_name: str, data) -> No
 
     # --ranges: merging runs in bulk gives the ranges merging row by row gives.
     def span(r):
-        return (r.first, r.last, r.count)
+        return (r.first, r.end, r.count)
     bulk_items = [p for item in bulk for p in (index.split(item) if isinstance(item, LeafRun)
                                                 else [Row(item, index.find(item.va))])]
     row_items = [Row(e, index.find(e.va)) for e in one_by_one]
     assert list(map(span, ranges(bulk_items))) == list(map(span, ranges(row_items)))
+    merged = DumpTable(mode, vmas, merged=True)  # a range that starts in a run is formatted from it
+    assert ([merged.range_line(r) for r in ranges(bulk_items)]
+            == [merged.line(r.first, r.count, r.end) for r in ranges(row_items)])
 
 
 def test_run_lines_of_a_real_x86_table() -> None:

@@ -7,6 +7,7 @@ records every packet: none may write memory or registers, set breakpoints or run
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -71,8 +72,9 @@ def truncated(conn: socket.socket, good: bytes) -> bool:
 class FakeStub:
     """A QEMU-like gdbstub (no-ack mode) of an x86-64 guest whose RAM is test_drgn_targets.memory()."""
 
-    def __init__(self, faults: dict[str, Fault] | None = None) -> None:
+    def __init__(self, faults: dict[str, Fault] | None = None, stop_on_connect: float | None = None) -> None:
         self.faults = faults or {}
+        self.stop_on_connect = stop_on_connect  # seconds after accepting: QEMU's stop reply for the stop
         self.ram = memory()
         self.packets: list[bytes] = []
         self.phys = b"0"  # QEMU's physical-memory mode, as the client last set it
@@ -120,6 +122,9 @@ class FakeStub:
     def _session(self, conn: socket.socket) -> None:
         buf = b""
         try:
+            if self.stop_on_connect is not None:  # QEMU stops the VM on a connection and reports it
+                time.sleep(self.stop_on_connect)
+                conn.sendall(frame(b"T02thread:p01.01;"))
             while True:
                 chunk = conn.recv(65536)
                 if not chunk:
@@ -161,8 +166,8 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def stub_factory():
     stubs: list[FakeStub] = []
 
-    def make(faults: dict[str, Fault] | None = None) -> FakeStub:
-        stubs.append(FakeStub(faults))
+    def make(faults: dict[str, Fault] | None = None, stop_on_connect: float | None = None) -> FakeStub:
+        stubs.append(FakeStub(faults, stop_on_connect))
         return stubs[-1]
 
     yield make
@@ -295,6 +300,28 @@ def test_a_canonical_va_is_translated(stub_factory) -> None:
     code, out, err = run("translate", "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--kernel",
                          "0xffffffff80001234")
     assert code == 0 and out.rstrip().endswith("0xffffffff80001234 -> 0x6234"), err
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1], ids=["before-drain", "after-drain"])
+def test_the_stop_reply_of_the_connection_is_not_an_answer(stub_factory, good: tuple[int, str, str],
+                                                          delay: float) -> None:
+    """QEMU sends a stop reply when a connection stops the VM; the client does not wait for it
+    but skips it wherever it arrives before the first answer."""
+    assert kernel_dump(stub_factory(stop_on_connect=delay)) == good
+
+
+def test_several_vas_are_translated_in_one_run(stub_factory) -> None:
+    stub = stub_factory()
+    code, out, err = run("translate", "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--kernel",
+                         "0xffffffff80001234", "0xffffffff80001238")
+    assert code == 0, err
+    assert [line for line in out.splitlines() if " -> " in line] == ["0xffffffff80001234 -> 0x6234",
+                                                                      "0xffffffff80001238 -> 0x6238"]
+    assert sum(p == b"?" for p in stub.packets) == 1  # one connection, one stop
+    code, out, err = run("translate", "--gdb", f"127.0.0.1:{stub.port}", "--timeout", "2", "--kernel",
+                         "--format", "json", "0xffffffff80001234", "0xffffffff80001238")
+    assert code == 0, err
+    assert [json.loads(line)["pa"] for line in out.splitlines()] == ["0x6234", "0x6238"]
 
 
 def slow_memory(conn: socket.socket, good: bytes) -> bool:
