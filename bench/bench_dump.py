@@ -43,16 +43,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commands import dump as dump_command  # noqa: E402
-from commands import targets as target_command  # noqa: E402
 from commands.cli import main as cli_main  # noqa: E402
+from inspector.opening import SESSION_HOOKS  # noqa: E402
+from inspector.session import Session  # noqa: E402
 from inspector.targets.drgn import QmpTarget, open_vmcore  # noqa: E402
 from inspector.targets.gdbstub import parse_address  # noqa: E402
 from inspector.targets.rsp import RspClient  # noqa: E402
 from inspector.vm.images import ensure_image, image_for  # noqa: E402
 from inspector.vm.qemu import boot  # noqa: E402
 from inspector.vm.state import VM  # noqa: E402
-from inspector.walker import Walker  # noqa: E402
 
 ARCHES = ("x86_64", "arm64", "riscv64")
 TARGETS = ("gdbstub", "qmp", "vmcore")
@@ -90,69 +89,40 @@ class Case:
 
 
 class Probe:
-    """Counts what one in-process dump asks of its target and which tables its walk reads."""
+    """Counts what one in-process dump asks of its target and which tables its walk reads, through
+    the core's public hooks (inspector.opening.SESSION_HOOKS, TableCache.on_table)."""
 
     def __init__(self) -> None:
         self.tables: set[tuple[int, int]] = set()
         self.requests = 0
         self.bytes = 0
         self.walk_started: float | None = None
-        self._recording = False
-        self._sent: Callable[[], int] = lambda: self.requests  # requests so far
+        self._sent: Callable[[], int] = lambda: len(self.tables)  # a table is read once (TableCache)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        start, rows, walk_table = target_command.start, dump_command.bulk_rows, Walker._walk_table
-        probe = self
-
-        def counting_start(target: object, *args: object, **kwargs: object) -> object:
-            probe._count(target)
-            return start(target, *args, **kwargs)  # type: ignore[arg-type]
-
-        def recording_rows(*args: object, **kwargs: object) -> Iterator[object]:
-            probe.walk_started = time.perf_counter()
-            probe._recording = True
-            try:
-                yield from rows(*args, **kwargs)  # type: ignore[arg-type]
-            finally:
-                probe._recording = False
-
-        def recording_walk_table(self: Walker, table: int, depth: int, *args: object) -> Iterator[object]:
-            if probe._recording:
-                probe.tables.add((table, self.table_bytes(depth)))
-            return walk_table(self, table, depth, *args)  # type: ignore[arg-type]
-
-        target_command.start, dump_command.bulk_rows, Walker._walk_table = (  # type: ignore[assignment]
-            counting_start, recording_rows, recording_walk_table)
+        SESSION_HOOKS.append(self._observe)
         try:
             yield
         finally:
-            target_command.start, dump_command.bulk_rows, Walker._walk_table = start, rows, walk_table
+            SESSION_HOOKS.remove(self._observe)
 
-    def _count(self, target: object) -> None:
-        """Wrap the target's transport: RSP packets on a gdbstub, read calls on the others."""
-        rsp = getattr(target, "rsp", None)
+    def _observe(self, session: Session) -> None:
+        """RSP packets on a gdbstub (from now: the walk and the resume), table reads on the others."""
+        session.tables.on_table = self._table
+        rsp = getattr(session.reader, "rsp", None)
         if rsp is not None:
-            before, read_many = rsp.packets, rsp.read_many
-
-            def counted_many(requests: list[tuple[int, int]]) -> list[bytes]:
-                self.bytes += sum(size for _, size in requests)
-                return read_many(requests)
-
-            rsp.read_many = counted_many
+            before = rsp.packets
             self._sent = lambda: rsp.packets - before
-            return
-        read = target.read  # type: ignore[attr-defined]
 
-        def counted(pa: int, size: int) -> bytes:
-            self.requests += 1
-            self.bytes += size
-            return read(pa, size)
-
-        target.read = counted  # type: ignore[attr-defined]
+    def _table(self, pa: int, size: int) -> None:
+        if self.walk_started is None:
+            self.walk_started = time.perf_counter()
+        self.tables.add((pa, size))
 
     def finish(self) -> None:
         self.requests = self._sent()
+        self.bytes = sum(size for _, size in self.tables)
 
 
 @dataclass
@@ -291,7 +261,7 @@ def gdbstub_floor(address: str, tables: list[tuple[int, int]]) -> tuple[float, i
         requests = (rsp.packets - before) // 3
 
         def one_at_a_time() -> None:
-            chunk = rsp._chunk()
+            chunk = rsp.chunk
             for pa, size in tables:
                 for at in range(pa, pa + size, chunk):
                     rsp.request(b"m%x,%x" % (at, min(chunk, pa + size - at)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import runstate
@@ -29,6 +29,9 @@ def errors() -> tuple[type[Exception], ...]:
     """ERRORS, and the drgn-read targets' error once their module is loaded (only they raise it)."""
     drgn_targets = sys.modules.get(DRGN_TARGETS)
     return ERRORS + (drgn_targets.DrgnTargetError,) if drgn_targets is not None else ERRORS
+# Called with every session a command or the API opens, once it has started: a public hook for
+# tools that measure a run (bench/bench_dump.py counts the tables a walk reads through it).
+SESSION_HOOKS: list[Callable[[Session], None]] = []
 
 
 class CloseError(SessionError):
@@ -70,6 +73,8 @@ def opened(target: Target, vmlinux: Path | None, config_file: Path | None) -> It
     session = None
     try:
         session = start(target, vmlinux, config_file)
+        for hook in SESSION_HOOKS:
+            hook(session)
         yield session
     except BaseException:
         problem = close_target(target, session)

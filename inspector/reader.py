@@ -7,7 +7,7 @@ instead of reading zeros (QEMU's gdbstub returns zeros past the end of RAM).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 
@@ -87,11 +87,15 @@ class TableCache:
         self.reader = reader
         self.limit = limit
         self._tables: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        # For tools that measure a walk (bench/): called with (pa, size) of every table the walk asks for.
+        self.on_table: Callable[[int, int], None] | None = None
 
     def in_memory(self, pa: int, size: int) -> bool:
         return contains(self.reader.ranges(), pa, size)
 
     def table(self, pa: int, size: int) -> bytes:
+        if self.on_table is not None:
+            self.on_table(pa, size)
         key = (pa, size)
         data = self._tables.get(key)
         if data is None:

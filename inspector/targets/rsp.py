@@ -326,7 +326,8 @@ class RspClient:
         """Read with as few `m` packets as the stub's packet size allows."""
         return self.read_many([(addr, size)])[0]
 
-    def _chunk(self) -> int:
+    @property
+    def chunk(self) -> int:
         """Bytes per `m` packet: the hex reply fills the stub's packet (QEMU: 0x800 of PacketSize=0x1000)."""
         return max(16, min(self.packet_size // 2, 0x800) & ~0xF)
 
@@ -334,7 +335,7 @@ class RspClient:
         """Each (addr, size) of `requests`, read with pipelined `m` packets: up to WINDOW
         requests are in flight, so the stub never waits on us between packets (QEMU's
         gdbstub handles queued packets in order and answers each in turn)."""
-        chunk = self._chunk()
+        chunk = self.chunk
         packets = [(a, min(chunk, addr + size - a)) for addr, size in requests for a in range(addr, addr + size, chunk)]
         replies: list[bytes] = []
         deadline = time.monotonic() + self.timeout
