@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from inspector.dumpfile import DumpError, identify, reassemble
 from inspector.targets.drgn import DrgnTargetError, NoVmcoreinfo, QmpTarget
 from inspector.targets.qmp import Qmp, QmpError
 from inspector.vm import progress, state
+from inspector.vmcorefile import DumpError, identify, reassemble
 from inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
 
 from .options import TIMEOUT

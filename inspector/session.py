@@ -196,7 +196,7 @@ class Session:
 
 def unreadable_mm(label: str, mm: int, exc: KernelError) -> str:
     """Why a process's mm (its mm_struct, VMAs) cannot be read, and what can still be done."""
-    from .dumpfile import ExcludedPage  # only dumps exclude pages: a live session need not load their reader
+    from .vmcorefile import ExcludedPage  # only dumps exclude pages: a live session need not load their reader
 
     text = f"cannot read the mm of {label} (mm_struct at {mm:#x}): {exc}"
     if isinstance(exc.__cause__, ExcludedPage):

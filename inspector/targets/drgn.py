@@ -22,11 +22,11 @@ from pathlib import Path
 from archs import arch_where, names_text
 from archs.common import vmcoreinfo_int
 
-from ..dumpfile import DumpError, DumpFile, ExcludedPage, identify
-from ..kdump import KdumpReader
+from ..kdumppages import KdumpReader
 from ..kernel import drgn_program
 from ..reader import ReadError
 from ..runstate import Marker, warn
+from ..vmcorefile import DumpError, DumpFile, ExcludedPage, identify
 from ..vmcoreinfo import VmcoreinfoError, parse
 from .elfcore import ElfCoreTarget
 from .qmp import Qmp, QmpError

@@ -10,8 +10,8 @@ from __future__ import annotations
 import bisect
 import mmap
 
-from ..dumpfile import DumpFile, ExcludedPage, FlatFile, Truncated
 from ..reader import ReadError
+from ..vmcorefile import DumpFile, ExcludedPage, FlatFile, Truncated
 
 
 def pieces(segments: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector import dumpfile
+from inspector import vmcorefile
 from inspector.vm.images import ensure_image, image_for
 from inspector.vm.kdump import FORMS, make_vmcores
 from inspector.vm.manifest import parse
@@ -70,7 +70,7 @@ def test_kdump_file_gives_the_live_answer(series: str, arch: str, form: str,
         pytest.xfail(f"makedumpfile {' '.join(FORMS[form][0] or ())} failed in the {arch} crash kernel "
                      f"(status {made['status']}): {made['log']}")
     path = run / made["file"]
-    dump = dumpfile.identify(path)
+    dump = vmcorefile.identify(path)
     assert dump.format == FORMAT[form] and dump.arch == arch
     image = ensure_image(image_for(arch, series))
     kernel = ["--vmcore", path, "--vmlinux", image.vmlinux, "--config-file", image.config]

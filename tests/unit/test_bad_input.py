@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commands.cli import main
-from inspector.dumpfile import DumpError, identify
-from inspector.kdump import KdumpReader
+from inspector.kdumppages import KdumpReader
 from inspector.reader import ReadError
 from inspector.session import Session
 from inspector.snapshot import write_snapshot
+from inspector.vmcorefile import DumpError, identify
 
 from .test_drgn_targets import elf_core, kdump
 from .test_snapshot import X86_MAPPINGS, X86_VMAS, model_snapshot

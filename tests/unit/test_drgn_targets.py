@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from archs import get_arch
 from commands.cli import main
-from inspector import dumpfile
+from inspector import vmcorefile
 from inspector.targets import drgn as drgn_target
 from inspector.vmcoreinfo import add_elf_note, add_kdump_note, parse
 
@@ -186,19 +186,19 @@ def test_kdump_gives_the_same_entries(tmp_path: Path, flattened: bool, compress:
 
 def test_kdump_of_an_unnamed_machine(tmp_path: Path) -> None:
     """QEMU's arm64 and riscv64 kdumps say "Unknown": the VMCOREINFO keys tell the architecture."""
-    assert dumpfile.identify(kdump(tmp_path / "core", machine=b"Unknown")).arch == "x86_64"
+    assert vmcorefile.identify(kdump(tmp_path / "core", machine=b"Unknown")).arch == "x86_64"
     fails("dump", "--vmcore", str(kdump(tmp_path / "bare", machine=b"Unknown", info=None)), "--kernel",
           expect="has no VMCOREINFO")
 
 
 def test_identify_reads_headers(tmp_path: Path) -> None:
-    for dump in (dumpfile.identify(elf_core(tmp_path / "a")), dumpfile.identify(kdump(tmp_path / "b")),
-                 dumpfile.identify(kdump(tmp_path / "c", flattened=True))):
+    for dump in (vmcorefile.identify(elf_core(tmp_path / "a")), vmcorefile.identify(kdump(tmp_path / "b")),
+                 vmcorefile.identify(kdump(tmp_path / "c", flattened=True))):
         assert dump.arch == "x86_64" and dump.vmcoreinfo == INFO and dump.ram == ((0, RAM),), dump
 
 
 def test_reassembled_flattened_is_the_plain_kdump(tmp_path: Path) -> None:
-    dumpfile.reassemble(kdump(tmp_path / "flat", flattened=True), tmp_path / "out")
+    vmcorefile.reassemble(kdump(tmp_path / "flat", flattened=True), tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == kdump(tmp_path / "plain").read_bytes()
 
 
@@ -206,7 +206,7 @@ def test_reassembled_flattened_is_the_plain_kdump(tmp_path: Path) -> None:
 def test_added_note_identifies_a_dump(tmp_path: Path, fmt: str) -> None:
     core = elf_core(tmp_path / "core", info=None) if fmt == "elf" else kdump(tmp_path / "core", info=None)
     (add_elf_note if fmt == "elf" else add_kdump_note)(core, INFO)
-    assert dumpfile.identify(core).vmcoreinfo == INFO
+    assert vmcorefile.identify(core).vmcoreinfo == INFO
     assert kernel_entries("--vmcore", str(core)) == kernel_entries("--vmcore", str(elf_core(tmp_path / "ref")))
 
 

@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 
 from archs import get_arch
-from inspector import dumpfile
+from inspector import vmcorefile
 from inspector.diff import diff_notes
-from inspector.dumpfile import ExcludedPage
-from inspector.kdump import KdumpReader
+from inspector.kdumppages import KdumpReader
 from inspector.kernel import KernelError
 from inspector.model.base import Prot
 from inspector.model.builder import MapLeaf
@@ -29,6 +28,7 @@ from inspector.session import Session, SessionError
 from inspector.snapshot import Snapshot, SnapshotError
 from inspector.targets import drgn as drgn_target
 from inspector.targets.elfcore import ElfCoreTarget
+from inspector.vmcorefile import ExcludedPage
 
 from .test_drgn_targets import INFO, KERNEL_VA, PAGE, RAM, elf_core, kdump, kernel_entries, memory, private_cache, run
 from .test_snapshot import document, model_snapshot
@@ -93,7 +93,7 @@ def test_a_flattened_elf_is_read_as_the_elf(tmp_path: Path) -> None:
     """makedumpfile -F -E: the stream's file starts with an ELF header, not KDUMP."""
     elf = elf_core(tmp_path / "core.elf")
     flat = flatten(elf.read_bytes(), tmp_path / "core.flat")
-    dump = dumpfile.identify(flat)
+    dump = vmcorefile.identify(flat)
     assert (dump.format, dump.arch, dump.vmcoreinfo, dump.ram) == ("elf-flattened", "x86_64", INFO, ((0, RAM),))
     assert entries_of("--vmcore", str(flat)) == entries_of("--vmcore", str(elf))
     target = drgn_target.open_vmcore(flat)
@@ -105,20 +105,20 @@ def test_a_flattened_elf_is_read_as_the_elf(tmp_path: Path) -> None:
 def test_a_flattened_kdump_still_reads(tmp_path: Path) -> None:
     plain = kdump(tmp_path / "core.kdump")
     flat = flatten(plain.read_bytes(), tmp_path / "core.flat")
-    assert dumpfile.identify(flat).format == "kdump-flattened"
+    assert vmcorefile.identify(flat).format == "kdump-flattened"
     assert entries_of("--vmcore", str(flat)) == entries_of("--vmcore", str(plain))
 
 
 def test_reassembling_a_flattened_elf_gives_the_elf(tmp_path: Path) -> None:
     elf = elf_core(tmp_path / "core.elf")
-    dumpfile.reassemble(flatten(elf.read_bytes(), tmp_path / "flat"), tmp_path / "out")
+    vmcorefile.reassemble(flatten(elf.read_bytes(), tmp_path / "flat"), tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == elf.read_bytes()
 
 
 def test_a_flattened_stream_of_something_else_is_refused(tmp_path: Path) -> None:
     flat = flatten(b"\x00" * 4096, tmp_path / "flat")
-    with pytest.raises(dumpfile.DumpError, match="neither ELF nor kdump-compressed"):
-        dumpfile.identify(flat)
+    with pytest.raises(vmcorefile.DumpError, match="neither ELF nor kdump-compressed"):
+        vmcorefile.identify(flat)
 
 
 # ----------------------------------------------------------------------------- excluded pages
@@ -153,7 +153,7 @@ def test_a_table_the_kdump_filter_excluded_is_said_per_entry(tmp_path: Path, fla
 
 def test_reads_of_excluded_kdump_pages_say_why(tmp_path: Path) -> None:
     core = filtered_kdump(tmp_path / "core", {5})
-    dump = dumpfile.identify(core)
+    dump = vmcorefile.identify(core)
     assert dump.dump_level == 31 and dump.ram == ((0, RAM),)
     assert dump.filtering() == "1 page of RAM excluded by makedumpfile (dump level 31: zero, cache, private " \
                                "cache, user and free pages excluded; hwpoisoned and logically offline pages " \
@@ -170,7 +170,7 @@ def test_reads_of_excluded_kdump_pages_say_why(tmp_path: Path) -> None:
 
 
 def test_a_page_outside_ram_is_not_called_excluded(tmp_path: Path) -> None:
-    dump = dumpfile.identify(filtered_kdump(tmp_path / "core", {5}))
+    dump = vmcorefile.identify(filtered_kdump(tmp_path / "core", {5}))
     assert dump.excluded(RAM, 8) is None and dump.excluded(0x6000, 8) is None
     with pytest.raises(ReadError, match="not in the dump") as info:
         KdumpReader(dump).read(RAM + 0x1000, 8)
@@ -180,7 +180,7 @@ def test_a_page_outside_ram_is_not_called_excluded(tmp_path: Path) -> None:
 def test_an_elf_pt_load_beyond_its_file_data_is_excluded(tmp_path: Path) -> None:
     """makedumpfile -E leaves runs of at least 256 excluded pages out of the file (p_memsz > p_filesz)."""
     core = filtered_elf(tmp_path / "core", held=PTE_TABLE)
-    dump = dumpfile.identify(core)
+    dump = vmcorefile.identify(core)
     assert dump.ram == ((0, RAM),) and dump.left_out == ((PTE_TABLE, RAM),)
     assert "p_memsz > p_filesz" in (dump.filtering() or "") and "states no dump level" in dump.filtering()
     got = entries_of("--vmcore", str(core))
@@ -195,13 +195,13 @@ def test_an_elf_pt_load_beyond_its_file_data_is_excluded(tmp_path: Path) -> None
 
 
 def test_an_unfiltered_elf_states_no_filtering(tmp_path: Path) -> None:
-    dump = dumpfile.identify(elf_core(tmp_path / "core"))
+    dump = vmcorefile.identify(elf_core(tmp_path / "core"))
     assert dump.filtering() is None and dump.left_out == () and dump.excluded(0, RAM) is None
 
 
 def test_a_qemu_kdump_states_its_level(tmp_path: Path) -> None:
     """QEMU writes dump level 1 and dumps every page: nothing is excluded."""
-    dump = dumpfile.identify(kdump(tmp_path / "core"))
+    dump = vmcorefile.identify(kdump(tmp_path / "core"))
     assert dump.dump_level == 1 and dump.excluded(0, RAM) is None and dump.filtering() is None
 
 
@@ -336,7 +336,7 @@ def test_excluded_ranges_of_several_pt_loads(tmp_path: Path) -> None:
     header = (b"\x7fELF\x02\x01\x01" + bytes(9)
               + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, len(loads), 0, 0, 0))
     (tmp_path / "core").write_bytes(header + phdrs + bytes(at - 64 - 56 * len(loads)))
-    dump = dumpfile.identify(tmp_path / "core")
+    dump = vmcorefile.identify(tmp_path / "core")
     assert dump.left_out == ((0x1000, 0x3000), (0x5000, 0x8000), (0x9000, 0xa000), (0xb000, 0x10000))
     assert dump.ram == ((0, 0x10000),)
     for pa, size, hit in [(0x0, 0x1000, None), (0xff8, 16, 0x1000), (0x2ff8, 8, 0x2ff8), (0x3000, 0x2000, None),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 
-from .dumpfile import PAGE_DESC, DumpFile, ExcludedPage, Truncated, open_source
 from .reader import ReadError
+from .vmcorefile import PAGE_DESC, DumpFile, ExcludedPage, Truncated, open_source
 
 COMPRESSED_ZLIB = 0x1
 COMPRESSED_OTHER = {0x2: "lzo", 0x4: "snappy", 0x20: "zstd"}  # DUMP_DH_COMPRESSED_*
