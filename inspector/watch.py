@@ -8,9 +8,13 @@ kernel function at its PC and the task it was running.  A change found in a tabl
 watchpoint did not fire is not a kernel store: when it is only accessed/dirty bits the MMU sets,
 it is reported as a hardware update, else as a change no watchpoint saw.
 
-QEMU reports a write watchpoint after the store (the instruction is re-executed alone, then the
-debug exception is raised: accel/tcg/watchpoint.c cpu_check_watchpoint), so the PC is just past
-the storing instruction, in the function that stored.
+QEMU reports a plain write watchpoint after the store (the instruction is re-executed alone,
+then the debug exception is raised: accel/tcg/watchpoint.c cpu_check_watchpoint), so the PC is
+just past the storing instruction, in the function that stored.  An atomic read-modify-write
+(arm64 SWP/CAS, riscv AMOSWAP, or a store-exclusive) is reported *before* it has written: the
+PC is still on it, and resuming runs it into the same watchpoint again, forever (seen on arm64
+7.2: modify_prot_start_ptes's SWP, 300 hits and no change).  So a hit that changed no entry is
+stepped over: see Watcher.step_over.
 """
 from __future__ import annotations
 
@@ -38,6 +42,11 @@ POLL = 0.2  # seconds between checks of the deadline while the VM runs
 # Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
 # (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
 IDLE_HITS = 300
+# Stepping over a hit that changed nothing (Watcher.step_over): at most STEP_LIMIT instructions, while
+# the PC stays within [hit PC - STEP_BEFORE, hit PC + STEP_AFTER): the storing instruction itself, or
+# the few instructions of a load/store-exclusive retry loop around it (its branch goes back a handful
+# of instructions, to the load-exclusive).  Leaving that window means the store is behind us.
+STEP_LIMIT, STEP_BEFORE, STEP_AFTER = 64, 64, 16
 
 
 class WatchError(Exception):
@@ -58,6 +67,7 @@ class WatchTarget(Protocol):
     def resume(self) -> None: ...
     def wait_stop(self, timeout: float) -> StopReply | None: ...
     def stop(self) -> StopReply: ...
+    def step(self, thread: str) -> StopReply: ...
     def cpu_registers(self, thread: str, names: tuple[str, ...]) -> dict[str, int]: ...
 
 
@@ -311,6 +321,7 @@ class Watcher:
         self.differ = Differ(empty, empty)
         self.watched: dict[int, Watched] = {}
         self.placed: list[tuple[int, int]] = []  # every watchpoint this watch inserted, in order
+        self.suspended: set[int] = set()  # tables whose watchpoint is out while a hit is stepped over
         self.last_cpu: Cpu | None = None
         self.copies: dict[int, bytes] = {}
         self.began = time.monotonic()
@@ -345,7 +356,10 @@ class Watcher:
     def _unwatch(self, pa: int) -> None:
         w = self.watched.pop(pa)
         self.copies.pop(pa, None)
-        self.target.remove_watchpoint(w.va, w.length)
+        if pa in self.suspended:
+            self.suspended.discard(pa)  # already out of QEMU
+        else:
+            self.target.remove_watchpoint(w.va, w.length)
 
     def _children(self, pages: dict[int, bytes], pa: int) -> list[tuple[int, int, int, int]]:
         """(table, depth, lo, hi) of the tables the watched slots of `pa` point to, within the range."""
@@ -499,6 +513,8 @@ class Watcher:
                     raise WatchError(f"the VM ended while watched ({stop.raw.decode(errors='replace')})")
                 out.hits += stop.watch is not None
                 events = self.check(stop)
+                if stop.watch is not None and not any(e.source == "kernel" for e in events):
+                    events += self.step_over(stop)
                 idle = idle + 1 if stop.watch is not None and not events else 0
                 if idle >= IDLE_HITS:
                     where = self.last_cpu.function if self.last_cpu and self.last_cpu.function else "an unknown PC"
@@ -515,6 +531,40 @@ class Watcher:
             return out
         finally:
             out.tables = len(self.watched)
+
+    def step_over(self, stop: StopReply) -> list[Event]:
+        """Let the store of a hit that changed no entry happen: take the hit table's watchpoint
+        out, single-step the vCPU until a watched entry changes (the store ran: its events, with
+        the PC just past it, as for a plain store) or the PC leaves the store's neighbourhood
+        (STEP_*: a retry loop is left, or the store wrote what was there), then put it back.
+
+        Why: QEMU stops an atomic read-modify-write before it writes (module docstring), and a
+        load/store-exclusive loop whose exclusive store fails retries into the watchpoint; one
+        instruction at a time with the watchpoint out, the store completes.  The vCPU steps alone
+        with interrupts and timers held off (GdbstubTarget.step), so the steps stay in this code."""
+        hit = next((w for w in self.watched.values() if w.va == stop.watch), None)
+        if hit is None or stop.thread is None:
+            return []
+        start = self._pc(stop.thread)
+        self.target.remove_watchpoint(hit.va, hit.length)
+        self.suspended.add(hit.pa)
+        try:
+            for _ in range(STEP_LIMIT):
+                step = self.target.step(stop.thread)
+                if step.kind != "signal":
+                    raise WatchError(f"the VM ended while stepped ({step.raw.decode(errors='replace')})")
+                events = self.check(stop)
+                pc = self._pc(stop.thread)
+                if events or start is None or pc is None or not start - STEP_BEFORE <= pc < start + STEP_AFTER:
+                    return events
+            return []
+        finally:
+            if hit.pa in self.suspended:  # still watched: back in QEMU
+                self.suspended.discard(hit.pa)
+                self.target.insert_watchpoint(hit.va, hit.length)
+
+    def _pc(self, thread: str) -> int | None:
+        return next(iter(self.target.cpu_registers(thread, PC_REGISTER[self.session.arch.name]).values()), None)
 
     def _events(self, events: list[Event], emit: Callable[[Event], None], out: Outcome, count: int | None,
                 until: str | None) -> bool:
