@@ -29,14 +29,13 @@ from .test_mm_operations import ACCESSED, cli, prepare, read_only
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# arm64 is not here yet: its mprotect store (modify_prot_start_ptes, an exclusive load/store loop) fails
-# its store-exclusive after every watchpoint stop and retries forever; the watch detects that and ends
-# with an error (inspector/watch.py IDLE_HITS). Stepping the vCPU over the store is the missing piece.
-IMAGES = [("x86_64", "7.2")]
+# arm64 and riscv64 store page-table entries with atomic read-modify-writes that QEMU stops before
+# they write: the watch steps over them (inspector/watch.py Watcher.step_over).
+IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
 # mm/mprotect.c change_pte_range() takes each entry with modify_prot_start_ptes() ->
 # ptep_modify_prot_start(): x86 through pv_ops to __ptep_modify_prot_start (include/linux/pgtable.h),
-# arm64 its own (arch/arm64/mm/mmu.c), or the contpte helpers beneath it.
-MPROTECT_CLEAR = ("ptep_modify_prot_start", "__ptep_modify_prot_start", "contpte_")
+# arm64 its own modify_prot_start_ptes (7.2 arch/arm64/mm/mmu.c:2236), or the contpte helpers beneath it.
+MPROTECT_CLEAR = ("ptep_modify_prot_start", "__ptep_modify_prot_start", "modify_prot_start_ptes", "contpte_")
 # mm/rmap.c try_to_unmap_one() clears the present entry (ptep_clear_flush / get_and_clear) before it
 # writes the swap entry.
 PAGEOUT_CLEAR = ("try_to_unmap_one", "ptep_clear_flush", "ptep_get_and_clear", "__ptep_get_and_clear")
