@@ -9,6 +9,7 @@ is what pte_modify() makes of it, and the stub afterwards holds none of the watc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -145,3 +146,41 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
     assert dict(done["answer"].pages())[va].swapped
     no_watchpoints_left(machine, summary)
     assert request(machine, ["maps"]).status == "ok"  # the guest runs normally
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES[:2], ids=[f"{a}-{s}" for a, s in IMAGES[:2]])
+def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """`pt watch` in gdb-multiarch: gdb hands its connection to the watch and takes it back; the
+    workload's mprotect is seen, and `pt translate` afterwards reads through gdb's connection again."""
+    machine = vm(arch, series)
+    image = ensure_image(image_for(arch, series))
+    pid = machine.workload_pid
+    region = prepare(machine, "mprotect")
+    kernel = f"--vmlinux {image.vmlinux} --config-file {image.config}"
+    args = ["gdb-multiarch", "-nx", "-batch", "-ex", f"source {ROOT / 'commands' / 'gdb_pt.py'}",
+            "-ex", f"target remote {machine.gdb}",
+            "-ex", f"pt watch {kernel} --pid {pid} --range {region.start:#x}-{region.end:#x} --count 2 "
+                   "--for 120 --format json",
+            "-ex", f"pt translate {kernel} --pid {pid} {region.start:#x}", "-ex", "detach"]
+    env = dict(os.environ, PTINSPECT_PYTHON=sys.executable)  # the pt children run in this interpreter
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # gdb's own lines, then the watch's, which the child writes itself
+        lines.append(line)
+        if line.startswith('{"watching"'):
+            break
+    else:
+        pytest.fail("".join(lines) + (proc.stderr.read() if proc.stderr else ""))
+    answer = request(machine, ["mprotect", hex(region.start)], timeout=300)  # type: ignore[arg-type]
+    assert answer.status == "ok", answer.line[:300]
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith(("{\"time\"", "{\"summary\""))]
+    events, summary = records[:-1], records[-1]["summary"]
+    assert summary["end"] == "count" and len(events) == 2, records
+    first = events[0]
+    assert first["source"] == "kernel" and first["task"].endswith(f"[{pid}]"), first
+    assert first["va"] == hex(answer.op_start) and first["function"].startswith(MPROTECT_CLEAR), first
+    assert f"\n{region.start:#x} -> 0x" in out.split('{"summary"', 1)[1], out[-2000:]  # pt translate ran after it
+    no_watchpoints_left(machine, summary)
