@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -256,6 +257,49 @@ static void run_collapse(struct op_region *reg, struct result *res)
 		reg->shape = SHAPE_THP;
 }
 
+/*
+ * move_pages(2) of pages 4..11 to the other NUMA node (a VM booted with two
+ * nodes: vm boot --numa-nodes 2): each page is unmapped to a migration entry,
+ * copied and mapped again at its new frame (mm/migrate.c). The syscall, not
+ * libnuma: nodes=NULL asks where each page is, then each goes to the node
+ * that is not its own.
+ */
+static void run_migrate(struct op_region *reg, struct result *res)
+{
+	void *pages[PART_PAGES];
+	int nodes[PART_PAGES], status[PART_PAGES];
+
+	part(reg, res);
+	for (int i = 0; i < PART_PAGES; i++)
+		pages[i] = (void *)(res->op_start + i * base_page());
+	if (syscall(SYS_move_pages, 0, PART_PAGES, pages, NULL, status, 0)) {
+		fail(res, errno == ENOSYS ? ST_UNSUPPORTED : ST_FAILED, errno,
+		     "move_pages(query): %s%s", strerror(errno),
+		     errno == ENOSYS ? " (a kernel without CONFIG_NUMA/CONFIG_MIGRATION)" : "");
+		return;
+	}
+	for (int i = 0; i < PART_PAGES; i++) {
+		if (status[i] < 0 || status[i] > 1) {
+			fail(res, ST_FAILED, status[i] < 0 ? -status[i] : 0,
+			     "move_pages(query): page %d is at %d, not on node 0 or 1", i, status[i]);
+			return;
+		}
+		nodes[i] = !status[i];
+	}
+	if (syscall(SYS_move_pages, 0, PART_PAGES, pages, nodes, status, PT_MPOL_MF_MOVE)) {
+		fail(res, errno == ENODEV ? ST_UNSUPPORTED : ST_FAILED, errno, "move_pages(MPOL_MF_MOVE): %s%s",
+		     strerror(errno), errno == ENODEV ? " (needs a VM with two NUMA nodes: --numa-nodes 2)" : "");
+		return;
+	}
+	for (int i = 0; i < PART_PAGES; i++)
+		if (status[i] != nodes[i]) {
+			fail(res, ST_FAILED, status[i] < 0 ? -status[i] : 0,
+			     "move_pages(MPOL_MF_MOVE): page %d ended at %d, not on node %d", i,
+			     status[i], nodes[i]);
+			return;
+		}
+}
+
 static const struct op ops[] = {
 	{ "guard-install", SHAPE_4K, fits_4k, run_guard_install },
 	{ "guard-remove", SHAPE_GUARDED, fits_4k_or_guarded, run_guard_remove },
@@ -263,6 +307,7 @@ static const struct op ops[] = {
 	{ "pageout", SHAPE_4K, fits_4k, run_pageout },
 	{ "thp-split", SHAPE_THP, fits_thp, run_thp_split },
 	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
+	{ "migrate", SHAPE_4K, fits_4k, run_migrate },
 };
 
 static const struct op *op_named(const char *name)
