@@ -140,12 +140,102 @@ PC_REGISTER = {"x86_64": ("rip",), "arm64": ("pc",), "riscv64": ("pc",)}
 
 @dataclass(frozen=True)
 class Cpu:
-    """What a stopped vCPU was doing: its number, PC and task."""
+    """What a stopped vCPU was doing: its number, PC, task and callers."""
 
     number: int | None
     pc: int | None
     function: str | None
     task: str  # "comm[pid]" or "unknown (why)"
+    callers: tuple[str, ...] = ()  # innermost first, as far as `unwinder` goes
+    unwinder: str | None = None
+
+
+# -- the call chain -------------------------------------------------------------------------------
+
+FRAMES = 8  # callers reported at most
+SCAN_BYTES = 2048  # x86_64: stack bytes scanned for return addresses
+# The text of Debian's 7.2 kernels sits in the top 16 bits all-ones half on all three; arm64 signs the
+# return addresses it saves with pointer authentication (paciasp): the PAC lives in the top bits, and
+# ORing them back in strips it (arch/arm64/include/asm/pointer_auth.h ptrauth_strip_kernel_insn_pac).
+KERNEL_TOP = 0xFFFF << 48
+UNWIND_REGISTERS = {"x86_64": ("rsp",), "arm64": ("x29", "x30"), "riscv64": ("s0", "fp", "ra")}
+
+
+def _word(session: Session, va: int) -> int:
+    return int.from_bytes(session.read_kernel_va(va, 8), "little")
+
+
+def _called_from(session: Session, ret: int) -> bool:
+    """Whether the x86 instruction before `ret` is a call: E8 rel32 (direct, retpoline thunks),
+    FF /2 (call *reg: FF D0+r, 41 FF D0+r; call *[reg] forms are not in the kernel's text after
+    retpolines): the check the kernel's guess unwinder lacks (arch/x86/kernel/unwind_guess.c)."""
+    try:
+        before = session.read_kernel_va(ret - 5, 5)
+    except (ReadError, SessionError):
+        return False
+    return before[0] == 0xE8 or (before[3] == 0xFF and 0xD0 <= before[4] <= 0xD7)
+
+
+def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> tuple[tuple[str, ...], str]:
+    """The callers of the stopped vCPU's function, and how they were found.
+
+    arm64 and riscv64 (CONFIG_FRAME_POINTER=y in Debian's 7.2 configs) follow the frame records:
+    arm64 x29 points at {previous x29, return address} (arch/arm64/include/asm/stacktrace/frame.h
+    struct frame_record) and x30 holds the caller of a function that has not saved its record
+    yet; riscv64 s0 points just above {previous s0, ra} (arch/riscv/include/asm/stacktrace.h struct
+    stackframe, walked as `(struct stackframe *)fp - 1`).  x86_64 7.2 unwinds with ORC tables
+    (CONFIG_UNWINDER_ORC), which are not read here: the stack is scanned for words that point just
+    past a call into a kernel function, a guess that can include stale frames."""
+    kernel = session.kernel
+    assert kernel is not None
+    arch = session.arch.name
+    regs = target.cpu_registers(thread, UNWIND_REGISTERS[arch])
+    out: list[str] = []
+
+    def add(ret: int) -> bool:
+        name = symbols.name(ret, kernel.kaslr_offset)
+        if name is None:
+            return False
+        if not out or out[-1] != name:
+            out.append(name)
+        return True
+
+    try:
+        if arch == "x86_64":
+            sp = regs["rsp"]
+            end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
+            try:
+                data = session.read_kernel_va(sp, end - sp)
+            except (ReadError, SessionError):
+                data = session.read_kernel_va(sp, (sp | 0xFFF) + 1 - sp)
+            for (word,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
+                if len(out) >= FRAMES:
+                    break
+                if word & KERNEL_TOP == KERNEL_TOP and symbols.name(word, kernel.kaslr_offset) and \
+                        _called_from(session, word):
+                    add(word)
+            return tuple(out), "stack scan (a guess: ORC is not read)"
+        if arch == "arm64":
+            fp, lr = regs.get("x29"), regs.get("x30")
+            if lr is not None:
+                add(lr | KERNEL_TOP)
+            record = lambda f: (f, f + 8)  # noqa: E731  {fp, lr}
+        else:
+            fp, ra = regs.get("s0", regs.get("fp")), regs.get("ra")
+            if ra is not None:
+                add(ra)
+            record = lambda f: (f - 16, f - 8)  # noqa: E731  (struct stackframe *)fp - 1
+        seen = set()
+        while fp and fp & KERNEL_TOP == KERNEL_TOP and fp not in seen and len(out) < FRAMES:
+            seen.add(fp)
+            at_fp, at_ret = record(fp)
+            ret = _word(session, at_ret) | (KERNEL_TOP if arch == "arm64" else 0)
+            if not add(ret):
+                break
+            fp = _word(session, at_fp)
+    except (ReadError, SessionError, KeyError):
+        pass  # as far as it went
+    return tuple(out), "frame pointers"
 
 
 def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:
@@ -192,7 +282,11 @@ def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols
         who = f"{comm}[{pid}]"
     except (WatchError, ReadError, SessionError, KernelError) as exc:
         who = f"unknown ({exc})"
-    return Cpu(None if number is None else number - 1, pc, function, who)
+    callers, unwinder = call_chain(session, target, thread, symbols)
+    own = function.split("+", 1)[0] if function else None
+    while callers and callers[0].split("+", 1)[0] == own:  # a link register left over from an earlier call
+        callers = callers[1:]
+    return Cpu(None if number is None else number - 1, pc, function, who, callers, unwinder)
 
 
 # -- the linear map -------------------------------------------------------------------------------
@@ -253,6 +347,8 @@ class Event:
             rec["pc"] = None if self.cpu.pc is None else f"{self.cpu.pc:#x}"
             rec["function"] = self.cpu.function
             rec["task"] = self.cpu.task
+            rec["callers"] = list(self.cpu.callers)
+            rec["unwinder"] = self.cpu.unwinder
         return rec
 
 
