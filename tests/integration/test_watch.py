@@ -184,3 +184,76 @@ def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> N
     assert first["va"] == hex(answer.op_start) and first["function"].startswith(MPROTECT_CLEAR), first
     assert f"\n{region.start:#x} -> 0x" in out.split('{"summary"', 1)[1], out[-2000:]  # pt translate ran after it
     no_watchpoints_left(machine, summary)
+
+
+# mm/rmap.c try_to_migrate_one() replaces each present entry of the folio with a migration entry
+# (writable for a writable entry, else readable-exclusive for an exclusive anonymous page, else
+# readable); mm/migrate.c remove_migration_pte() maps the new folio where the entry was.  The
+# workload's pages are written, writable and private: their entries become migration-write.
+TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
+
+
+def named(event: dict, function: str) -> bool:
+    """Whether FUNCTION stored the entry or is among the callers the watch found."""
+    return any(f and f.split("+", 1)[0] == function for f in [event["function"], *event["callers"]])
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """move_pages(2) between two NUMA nodes: present → migration-write → present at the new frame,
+    stored by the migration code; --until migration leaves the VM stopped at the migration entry."""
+    machine = vm(arch, series, numa_nodes=2)
+    image = ensure_image(image_for(arch, series))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+
+    _, plain = timed(machine, ["migrate", hex(prepare(machine, "migrate").start)])  # type: ignore[arg-type]
+    region = prepare(machine, "migrate")
+    proc, _ = start_watch(target, pid, region, "--for", "60")
+    answer, watched = timed(machine, ["migrate", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 240)
+    with capsys.disabled():
+        print(f"\n[watch] {arch}: migrate of {answer.op_length // PAGE} pages {plain:.3f} s unwatched, "
+              f"{watched:.3f} s watched ({summary['watchpoint_hits']} hits)", flush=True)
+    before, after = dict(region.pages()), dict(answer.pages())
+    for va in range(answer.op_start, answer.op_end, PAGE):  # type: ignore[arg-type]
+        mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte" and e["source"] == "kernel"
+                and e["task"].endswith(f"[{pid}]")]
+        kinds = [e["after"]["kind"] if e["after"] else None for e in mine]
+        assert mine and mine[0]["before"]["kind"] == "present", (hex(va), kinds)
+        assert int(mine[0]["before"]["pfn"], 16) == before[va].pfn != after[va].pfn
+        to = [e for e in mine if e["after"] and e["after"]["kind"] == "migration-write"]
+        assert to and named(to[0], TO_MIGRATION), (hex(va), kinds, to[:1])
+        assert int(to[0]["after"]["pfn"], 16) == before[va].pfn  # the entry names the old frame
+        back = mine[kinds.index("migration-write") + 1:]
+        assert back and back[-1]["after"]["kind"] == "present", (hex(va), kinds)
+        assert int(back[-1]["after"]["pfn"], 16) == after[va].pfn, (hex(va), back[-1])
+        assert named(back[0], FROM_MIGRATION), (hex(va), back[0])
+    no_watchpoints_left(machine, summary)
+
+    # --until migration: the VM stops at the first migration entry; dump shows it, validate accepts it
+    region = prepare(machine, "migrate")
+    proc, _ = start_watch(target, pid, region, "--until", "migration", "--for", "120")
+    done: dict[str, OpResult] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("answer", request(machine, ["migrate",
+                                                                                         hex(region.start)], 300)))
+    worker.start()
+    events, summary = finish(proc, 240)
+    assert summary["end"] == "until" and summary["vm"] == "stopped", summary
+    caught = events[-1]
+    assert caught["after"]["kind"] == "migration-write" and named(caught, TO_MIGRATION), caught
+    with Qmp(machine.qmp, timeout=10) as qmp:
+        assert qmp.execute("query-status")["running"] is False
+    va = int(caught["va"], 16)
+    dump = cli("dump", *target, "--keep-stopped", "--pid", str(pid), "--range", f"{va:#x}-{va + PAGE:#x}",
+               "--format", "json")
+    assert dump.returncode == 0, dump.stderr
+    assert [(e["kind"], e["raw"]) for e in json.loads(dump.stdout)["entries"]] == \
+        [("migration-write", caught["after"]["raw"])]
+    valid = cli("validate", *target, "--pid", str(pid))  # detaches: the VM runs on
+    assert valid.returncode == 0, valid.stdout[-2000:] + valid.stderr
+    worker.join(300)
+    assert done["answer"].status == "ok", done["answer"].line[:300]
+    assert dict(done["answer"].pages())[va].pfn != dict(region.pages())[va].pfn
+    no_watchpoints_left(machine, summary)
