@@ -132,7 +132,7 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
     """The QEMU command line of a harness boot (1 GiB; gdbstub; QMP).
 
     NUMA_NODES > 1 splits the memory evenly into that many nodes (the vCPU on node 0, the others
-    memory only), so that pages can migrate between nodes (`vm op NAME migrate`).
+    memory only; riscv64: a vCPU per node), so that pages can migrate between them (`vm op NAME migrate`).
 
     The serial console is a unix socket server (CONSOLE) that also logs everything the guest
     writes to SERIAL, connected or not: a client writes operation requests into it (ops.py).
@@ -150,9 +150,15 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
            "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", f"console={machine.console} nokaslr {append}".strip()]
     if numa_nodes > 1:
+        # riscv64 virt makes each node a socket of harts and refuses one without any ("discontinuous
+        # hartids in socket1"): there every node gets a vCPU of its own
+        cpus_per_node = arch == "riscv64"
+        if cpus_per_node:
+            cmd[cmd.index("-smp") + 1] = str(numa_nodes)
         for node in range(numa_nodes):
+            cpus = f",cpus={node}" if cpus_per_node else ",cpus=0" if node == 0 else ""
             cmd += ["-object", f"memory-backend-ram,id=numa{node},size={1024 // numa_nodes}M",
-                    "-numa", f"node,nodeid={node},memdev=numa{node}" + (",cpus=0" if node == 0 else "")]
+                    "-numa", f"node,nodeid={node},memdev=numa{node}{cpus}"]
     if supports_device(arch, "vmcoreinfo"):
         cmd += ["-device", "vmcoreinfo"]
     return cmd + list(QEMU_DEVICES) + list(extra)
