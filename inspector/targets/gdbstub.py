@@ -67,7 +67,8 @@ class GdbstubTarget:
         self.keep_stopped = keep_stopped
         self.marker = Marker(f"gdbstub-{self.address}")
         self._phys_before: bytes | None = None
-        self._sstep_before: bytes | None = None  # qqemu.sstep before the first step()
+        self._sstep_checked = False
+        self._sstep_before: bytes | None = None  # qqemu.sstep before step() changed it
         self._ram: list[tuple[int, int]] | None = None
         self._pages: OrderedDict[int, bytes] = OrderedDict()
         self.watchpoints: list[tuple[int, int]] = []  # (guest VA, length) inserted by this run
@@ -222,11 +223,12 @@ class GdbstubTarget:
         qqemu.sstep NOIRQ|NOTIMER, its default under TCG; set for the step if a client cleared
         them, and restored by close()): a step must not wander into an interrupt handler."""
         try:
-            if self._sstep_before is None:
+            if not self._sstep_checked:
+                self._sstep_checked = True
                 current = self.rsp.request("qqemu.sstep")
-                self._sstep_before = current
                 flags = int(current, 16) if current.startswith(b"0x") else None
                 if flags is not None and flags & SSTEP_QUIET != SSTEP_QUIET:
+                    self._sstep_before = current
                     self._mark()
                     if self.rsp.request(f"Qqemu.sstep={flags | SSTEP_QUIET:#x}") != b"OK":
                         raise GdbstubError(f"the gdbstub at {self.address} refused quiet single-stepping")
@@ -255,7 +257,7 @@ class GdbstubTarget:
                 self.stop()
             for va, length in list(self.watchpoints):
                 self.remove_watchpoint(va, length)
-            if self._sstep_before is not None and self._sstep_before.startswith(b"0x"):
+            if self._sstep_before is not None:
                 rsp.request(b"Qqemu.sstep=" + self._sstep_before)
             if self._phys_before is not None and self._phys_before != b"1":
                 rsp.request(b"Qqemu.PhyMemMode:" + self._phys_before)

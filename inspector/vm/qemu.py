@@ -333,7 +333,8 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
             start = time.monotonic()
             vm.process, port = _start(
                 lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, console,
-                                          port, la57, accel, qemu_args, numa_nodes), run_dir, qmp, console, detach, name)
+                                          port, la57, accel, qemu_args, numa_nodes),
+                run_dir, qmp, console, detach, name)
             vm.qemu_pid, vm.gdb = vm.process.pid, f"127.0.0.1:{port}"
             vm.save()  # from here `vm list` / `vm stop` see it, even if this process dies
             manifest = _wait_manifest(vm.process, Path(vm.serial_log), timeout, name, run_dir)
