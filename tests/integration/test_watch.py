@@ -257,3 +257,38 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
     assert done["answer"].status == "ok", done["answer"].line[:300]
     assert dict(done["answer"].pages())[va].pfn != dict(region.pages())[va].pfn
     no_watchpoints_left(machine, summary)
+
+
+PTE_CONT = 1 << 52  # arch/arm64/include/asm/pgtable-hwdef.h:174 (7.2)
+CONTPTE_PAGES = 16  # CONT_PTES with 4 KiB pages (arch/arm64/include/asm/pgtable-hwdef.h CONT_PTE_SHIFT 4)
+
+
+def test_watch_contpte_unfold_and_fold(vm: Callable[..., VM]) -> None:
+    """arm64 7.2: mprotect of part of a contpte block unfolds it (arch/arm64/mm/contpte.c contpte_convert
+    clears the 16 entries and sets them again without PTE_CONT); a later mprotect of the whole block
+    commits the 16 entries with one set_ptes and contpte_set_ptes makes them a block again."""
+    machine = vm("arm64", "7.2")
+    image = ensure_image(image_for("arm64", "7.2"))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+    region = prepare(machine, "contpte-mprotect")
+    pfns = [pm.pfn for _, pm in region.pages()]
+    assert pfns[0] % CONTPTE_PAGES == 0 and pfns[:CONTPTE_PAGES] == list(range(pfns[0], pfns[0] + CONTPTE_PAGES))
+    proc, _ = start_watch(target, pid, region, "--for", "60")
+    answer, _ = timed(machine, ["contpte-mprotect", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 240)
+    after = dict(answer.pages())
+    for i, (va, pm) in enumerate(list(region.pages())[:CONTPTE_PAGES]):
+        mine = [e for e in events if int(e["va"], 16) == va and e["source"] == "kernel"
+                and e["task"].endswith(f"[{pid}]")]
+        raws = [(int(e["before"]["raw"], 16) if e["before"] else None, int(e["after"]["raw"], 16) if e["after"]
+                 else None) for e in mine]
+        assert mine and raws[0][0] is not None and raws[0][0] & PTE_CONT, (hex(va), mine[:1])  # a block at first
+        unfold = [e for e, (_, b) in zip(mine, raws) if b is not None and not b & PTE_CONT
+                  and named(e, "contpte_convert")]
+        assert unfold, (hex(va), [(e["status"], e["function"]) for e in mine])
+        last = raws[-1][1]
+        assert last is not None and last & PTE_CONT and named(mine[-1], "contpte_set_ptes"), (hex(va), mine[-1])
+        assert int(mine[-1]["after"]["pfn"], 16) == pm.pfn == after[va].pfn == pfns[0] + i
+    no_watchpoints_left(machine, summary)
