@@ -39,10 +39,6 @@ from .targets.rsp import StopReply, thread_number
 
 Record = dict[str, Any]
 POLL = 0.2  # seconds between checks of the deadline while the VM runs
-# Seconds without a stop reply before the watch stops the VM itself, checks the tables and resumes: QEMU 7.2
-# was seen (rarely, arm64 under many hits and steps) to stop at a watchpoint without its stop reply reaching
-# the watch, which then waited forever on a stopped VM; a stop and `?` (RspClient.stop) recover from that.
-STALL = 5.0
 # Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
 # (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
 IDLE_HITS = 300
@@ -599,14 +595,11 @@ class Watcher:
             while True:
                 self.target.resume()
                 stop = None
-                stall = time.monotonic() + STALL
                 while stop is None:
                     wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
                     if wait <= 0:
                         break
                     stop = self.target.wait_stop(wait)
-                    if stop is None and time.monotonic() > stall:
-                        stop = self.target.stop()  # a stop reply may be lost: look, then run on
                 if stop is None:  # the deadline passed
                     stop = self.target.stop()
                     out.reason = "timeout"

@@ -93,7 +93,6 @@ class StopReply:
 
 
 WATCH_KEYS = (b"watch", b"rwatch", b"awatch")
-STOP_GRACE = 2.0  # seconds a running target has to answer 0x03 before `?` asks whether it stopped already
 
 
 def parse_stop(reply: bytes) -> StopReply:
@@ -459,20 +458,11 @@ class RspClient:
 
     def stop(self) -> StopReply:
         """Stop a resumed target (0x03) and return its stop reply: the interrupt's, or the one
-        already on its way (a watchpoint that fired first; QEMU ignores 0x03 once stopped).
-        When none comes, the target stopped and its reply never reached us (seen with QEMU 7.2
-        under a watch: the VM in its debug state, no stop reply): `?` asks why it is stopped."""
+        already on its way (a watchpoint that fired first; QEMU ignores 0x03 once stopped)."""
         self._send_raw(b"\x03")
-        reply = self.wait_stop(min(self.timeout, STOP_GRACE))
+        reply = self.wait_stop(self.timeout)
         if reply is None:
-            self.buf = b""
-            try:
-                reply = parse_stop(self.request("?"))
-                time.sleep(0.2)  # a late interrupt's reply and this one's: whichever came second goes
-                self._drain()
-            except RspError:
-                raise RspError(f"the gdbstub at {self.address} did not stop the VM within "
-                               f"{self.timeout:g} s") from None
+            raise RspError(f"the gdbstub at {self.address} did not stop the VM within {self.timeout:g} s")
         return reply
 
     def detach(self) -> None:

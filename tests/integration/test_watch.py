@@ -45,7 +45,17 @@ MPROTECT_CLEAR = ("ptep_modify_prot_start", "__ptep_modify_prot_start", "modify_
 PAGEOUT_CLEAR = ("try_to_unmap_one", "ptep_clear_flush", "ptep_get_and_clear", "__ptep_get_and_clear")
 
 
-def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> tuple[subprocess.Popen, dict]:
+class Watch:
+    """A watch in a subprocess whose output is read as it comes: a watch writes while the VM is
+    stopped, so a full pipe would stop the guest too."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        self.reader.start()
+
+
+def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> tuple[Watch, dict]:
     """A watch of REGION in a subprocess, once its watchpoints are in place (its first JSON line)."""
     proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "watch", *target, "--pid", str(pid),
                              "--range", f"{region.start:#x}-{region.end:#x}", "--format", "json", *extra],
@@ -55,13 +65,15 @@ def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> t
     if not first:
         proc.wait(10)
         pytest.fail(f"watch ended before watching: {proc.stderr.read() if proc.stderr else ''}")  # type: ignore[union-attr]
-    return proc, json.loads(first)["watching"]
+    return Watch(proc), json.loads(first)["watching"]
 
 
-def finish(proc: subprocess.Popen, timeout: float) -> tuple[list[dict], dict]:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
+def finish(watch: Watch, timeout: float) -> tuple[list[dict], dict]:
+    watch.proc.wait(timeout=timeout)
+    watch.reader.join(10)
+    err = watch.proc.stderr.read() if watch.proc.stderr else ""
+    assert watch.proc.returncode == 0, err
+    lines = [json.loads(line) for line in watch.lines]
     assert "summary" in lines[-1], lines[-1:]
     return lines[:-1], lines[-1]["summary"]
 
