@@ -10,6 +10,7 @@ layout drgn must extract: gdb's Python cannot host drgn, both link elfutils;
 an explicit other target, or `set ptinspect-child on`) the command runs as a
 ptinspect child process whose reads are served here.  $_pt_children and $_pt_sessions count the child
 processes started and the in-gdb sessions opened.
+`pt watch` alone hands the connection over instead (PtWatch).
 """
 from __future__ import annotations
 
@@ -268,6 +269,55 @@ def _answerable_here(args: list[str]) -> bool:
         return True  # the command itself says the file cannot be read
 
 
+class PtWatch(gdb.Command):
+    """Watch a range's page-table entries change while the VM runs: pt watch --pid N --range START-END
+[--until KIND] [--count N] [--for S] [--format json].  gdb's connection is handed to the watch and
+taken back when it ends: gdb disconnects, `ptinspect watch --gdb ADDRESS` runs on QEMU's gdbstub (it
+must resume the VM and take its watchpoint stops, and the stub serves one client), then gdb reconnects
+to ADDRESS; the VM is stopped again, at the caught entry with --until.  Options: pt watch --help"""
+
+    def __init__(self) -> None:
+        super().__init__("pt watch", gdb.COMMAND_DATA)
+
+    def invoke(self, argument: str, from_tty: bool) -> None:
+        try:
+            args = shlex.split(argument)
+        except ValueError as exc:
+            raise gdb.GdbError(f"pt watch: {exc}") from None
+        command = [python(), "-m", "commands.cli", "watch"]
+        if {"-h", "--help"} & set(args):
+            subprocess.run([*command, "--help"], cwd=ROOT)
+            return
+        connection = gdb.selected_inferior().connection
+        address = connection.details if connection is not None and connection.type == "remote" else None
+        if not address:
+            raise gdb.GdbError("pt watch: gdb is not connected to QEMU's gdbstub (target remote HOST:PORT first)")
+        loaded = gdb.current_progspace().filename
+        if loaded and not any(a.startswith("--vmlinux") for a in args):
+            args = ["--vmlinux", loaded, *args]
+        gdb.flush()
+        gdb.execute("disconnect", to_string=True)  # the VM stays stopped; the watch connects next
+        proc = None
+        try:
+            proc = subprocess.Popen([*command, "--gdb", address, *args], cwd=ROOT)
+            try:
+                proc.wait()
+            except KeyboardInterrupt:  # it reached the child too (same process group): it ends its watch
+                try:
+                    proc.wait(timeout=EXIT_TIMEOUT)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    pass  # killed below
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            gdb.execute(f"target remote {address}", to_string=True)  # QEMU stops the VM for gdb again
+            gdb.flush()
+        if proc.returncode != 0:
+            raise gdb.GdbError(f"pt watch failed (exit {proc.returncode})")
+
+
 PtPrefix()
 for _name, _doc in SUBCOMMANDS.items():
     PtCommand(_name, _doc)
+PtWatch()

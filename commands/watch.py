@@ -14,6 +14,7 @@ from .dump import parse_range, root_options, select_root, selection
 from .options import FORMATS, TIMEOUT
 from .targets import open_session, target_options
 
+CALLERS_SHOWN = 4  # in the text line; JSON has every caller found
 # --until takes a kind, or a family of kinds ("migration": any migration-*)
 UNTIL = sorted({k.value for k in Kind if k not in (Kind.NONE, Kind.TABLE)}
                | {k.value.rsplit("-", 1)[0] for k in Kind if k.value.startswith(("migration-", "device-private-"))})
@@ -24,8 +25,9 @@ def _line(event: Event) -> str:
     where = "-" if cpu is None else f"cpu{cpu.number if cpu.number is not None else '?'}"
     function = "-" if cpu is None else (cpu.function or (f"{cpu.pc:#x}" if cpu.pc is not None else "unknown"))
     task = "-" if cpu is None else cpu.task
+    chain = "".join(f" < {c.split('+', 1)[0]}" for c in cpu.callers[:CALLERS_SHOWN]) if cpu else ""
     return (f"{event.time:9.3f}s {where:<5} {event.source:<8} {event.level:<4} {event.va:#018x} "
-            f"{event.status:<7} {event.text}   [{function} {task}]")
+            f"{event.status:<7} {event.text}   [{function}{chain} {task}]")
 
 
 @click.command()

@@ -8,9 +8,13 @@ kernel function at its PC and the task it was running.  A change found in a tabl
 watchpoint did not fire is not a kernel store: when it is only accessed/dirty bits the MMU sets,
 it is reported as a hardware update, else as a change no watchpoint saw.
 
-QEMU reports a write watchpoint after the store (the instruction is re-executed alone, then the
-debug exception is raised: accel/tcg/watchpoint.c cpu_check_watchpoint), so the PC is just past
-the storing instruction, in the function that stored.
+QEMU reports a plain write watchpoint after the store (the instruction is re-executed alone,
+then the debug exception is raised: accel/tcg/watchpoint.c cpu_check_watchpoint), so the PC is
+just past the storing instruction, in the function that stored.  An atomic read-modify-write
+(arm64 SWP/CAS, riscv AMOSWAP, or a store-exclusive) is reported *before* it has written: the
+PC is still on it, and resuming runs it into the same watchpoint again, forever (seen on arm64
+7.2: modify_prot_start_ptes's SWP, 300 hits and no change).  So a hit that changed no entry is
+stepped over: see Watcher.step_over.
 """
 from __future__ import annotations
 
@@ -39,6 +43,11 @@ POLL = 0.2  # seconds between checks of the deadline while the VM runs
 # Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
 # (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
 IDLE_HITS = 300
+# Stepping over a hit that changed nothing (Watcher.step_over): at most STEP_LIMIT instructions, while
+# the PC stays within [hit PC - STEP_BEFORE, hit PC + STEP_AFTER): the storing instruction itself, or
+# the few instructions of a load/store-exclusive retry loop around it (its branch goes back a handful
+# of instructions, to the load-exclusive).  Leaving that window means the store is behind us.
+STEP_LIMIT, STEP_BEFORE, STEP_AFTER = 64, 64, 16
 
 
 class WatchError(Exception):
@@ -59,6 +68,7 @@ class WatchTarget(Protocol):
     def resume(self) -> None: ...
     def wait_stop(self, timeout: float) -> StopReply | None: ...
     def stop(self) -> StopReply: ...
+    def step(self, thread: str) -> StopReply: ...
     def cpu_registers(self, thread: str, names: tuple[str, ...]) -> dict[str, int]: ...
 
 
@@ -104,12 +114,102 @@ class Symbols:
 
 @dataclass(frozen=True)
 class Cpu:
-    """What a stopped vCPU was doing: its number, PC and task."""
+    """What a stopped vCPU was doing: its number, PC, task and callers."""
 
     number: int | None
     pc: int | None
     function: str | None
     task: str  # "comm[pid]" or "unknown (why)"
+    callers: tuple[str, ...] = ()  # innermost first, as far as `unwinder` goes
+    unwinder: str | None = None
+
+
+# -- the call chain -------------------------------------------------------------------------------
+
+FRAMES = 8  # callers reported at most
+SCAN_BYTES = 2048  # x86_64: stack bytes scanned for return addresses
+# The text of Debian's 7.2 kernels sits in the top 16 bits all-ones half on all three; arm64 signs the
+# return addresses it saves with pointer authentication (paciasp): the PAC lives in the top bits, and
+# ORing them back in strips it (arch/arm64/include/asm/pointer_auth.h ptrauth_strip_kernel_insn_pac).
+KERNEL_TOP = 0xFFFF << 48
+UNWIND_REGISTERS = {"x86_64": ("rsp",), "arm64": ("x29", "x30"), "riscv64": ("s0", "fp", "ra")}
+
+
+def _word(session: Session, va: int) -> int:
+    return int.from_bytes(session.read_kernel_va(va, 8), "little")
+
+
+def _called_from(session: Session, ret: int) -> bool:
+    """Whether the x86 instruction before `ret` is a call: E8 rel32 (direct, retpoline thunks),
+    FF /2 (call *reg: FF D0+r, 41 FF D0+r; call *[reg] forms are not in the kernel's text after
+    retpolines): the check the kernel's guess unwinder lacks (arch/x86/kernel/unwind_guess.c)."""
+    try:
+        before = session.read_kernel_va(ret - 5, 5)
+    except (ReadError, SessionError):
+        return False
+    return before[0] == 0xE8 or (before[3] == 0xFF and 0xD0 <= before[4] <= 0xD7)
+
+
+def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> tuple[tuple[str, ...], str]:
+    """The callers of the stopped vCPU's function, and how they were found.
+
+    arm64 and riscv64 (CONFIG_FRAME_POINTER=y in Debian's 7.2 configs) follow the frame records:
+    arm64 x29 points at {previous x29, return address} (arch/arm64/include/asm/stacktrace/frame.h
+    struct frame_record) and x30 holds the caller of a function that has not saved its record
+    yet; riscv64 s0 points just above {previous s0, ra} (arch/riscv/include/asm/stacktrace.h struct
+    stackframe, walked as `(struct stackframe *)fp - 1`).  x86_64 7.2 unwinds with ORC tables
+    (CONFIG_UNWINDER_ORC), which are not read here: the stack is scanned for words that point just
+    past a call into a kernel function, a guess that can include stale frames."""
+    kernel = session.kernel
+    assert kernel is not None
+    arch = session.arch.name
+    regs = target.cpu_registers(thread, UNWIND_REGISTERS[arch])
+    out: list[str] = []
+
+    def add(ret: int) -> bool:
+        name = symbols.name(ret, kernel.kaslr_offset)
+        if name is None:
+            return False
+        if not out or out[-1] != name:
+            out.append(name)
+        return True
+
+    try:
+        if arch == "x86_64":
+            sp = regs["rsp"]
+            end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
+            try:
+                data = session.read_kernel_va(sp, end - sp)
+            except (ReadError, SessionError):
+                data = session.read_kernel_va(sp, (sp | 0xFFF) + 1 - sp)
+            for (word,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
+                if len(out) >= FRAMES:
+                    break
+                if word & KERNEL_TOP == KERNEL_TOP and symbols.name(word, kernel.kaslr_offset) and \
+                        _called_from(session, word):
+                    add(word)
+            return tuple(out), "stack scan (a guess: ORC is not read)"
+        if arch == "arm64":
+            fp, lr = regs.get("x29"), regs.get("x30")
+            if lr is not None:
+                add(lr | KERNEL_TOP)
+            record = lambda f: (f, f + 8)  # noqa: E731  {fp, lr}
+        else:
+            fp, ra = regs.get("s0", regs.get("fp")), regs.get("ra")
+            if ra is not None:
+                add(ra)
+            record = lambda f: (f - 16, f - 8)  # noqa: E731  (struct stackframe *)fp - 1
+        seen = set()
+        while fp and fp & KERNEL_TOP == KERNEL_TOP and fp not in seen and len(out) < FRAMES:
+            seen.add(fp)
+            at_fp, at_ret = record(fp)
+            ret = _word(session, at_ret) | (KERNEL_TOP if arch == "arm64" else 0)
+            if not add(ret):
+                break
+            fp = _word(session, at_fp)
+    except (ReadError, SessionError, KeyError):
+        pass  # as far as it went
+    return tuple(out), "frame pointers"
 
 
 def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:
@@ -158,7 +258,11 @@ def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols
         who = f"{comm}[{pid}]"
     except (WatchError, ReadError, SessionError, KernelError) as exc:
         who = f"unknown ({exc})"
-    return Cpu(None if number is None else number - 1, pc, function, who)
+    callers, unwinder = call_chain(session, target, thread, symbols)
+    own = function.split("+", 1)[0] if function else None
+    while callers and callers[0].split("+", 1)[0] == own:  # a link register left over from an earlier call
+        callers = callers[1:]
+    return Cpu(None if number is None else number - 1, pc, function, who, callers, unwinder)
 
 
 # -- the linear map -------------------------------------------------------------------------------
@@ -219,6 +323,8 @@ class Event:
             rec["pc"] = None if self.cpu.pc is None else f"{self.cpu.pc:#x}"
             rec["function"] = self.cpu.function
             rec["task"] = self.cpu.task
+            rec["callers"] = list(self.cpu.callers)
+            rec["unwinder"] = self.cpu.unwinder
         return rec
 
 
@@ -287,6 +393,7 @@ class Watcher:
         self.differ = Differ(empty, empty)
         self.watched: dict[int, Watched] = {}
         self.placed: list[tuple[int, int]] = []  # every watchpoint this watch inserted, in order
+        self.suspended: set[int] = set()  # tables whose watchpoint is out while a hit is stepped over
         self.last_cpu: Cpu | None = None
         self.copies: dict[int, bytes] = {}
         self.began = time.monotonic()
@@ -321,7 +428,10 @@ class Watcher:
     def _unwatch(self, pa: int) -> None:
         w = self.watched.pop(pa)
         self.copies.pop(pa, None)
-        self.target.remove_watchpoint(w.va, w.length)
+        if pa in self.suspended:
+            self.suspended.discard(pa)  # already out of QEMU
+        else:
+            self.target.remove_watchpoint(w.va, w.length)
 
     def _children(self, pages: dict[int, bytes], pa: int) -> list[tuple[int, int, int, int]]:
         """(table, depth, lo, hi) of the tables the watched slots of `pa` point to, within the range."""
@@ -475,6 +585,8 @@ class Watcher:
                     raise WatchError(f"the VM ended while watched ({stop.raw.decode(errors='replace')})")
                 out.hits += stop.watch is not None
                 events = self.check(stop)
+                if stop.watch is not None and not any(e.source == "kernel" for e in events):
+                    events += self.step_over(stop)
                 idle = idle + 1 if stop.watch is not None and not events else 0
                 if idle >= IDLE_HITS:
                     where = self.last_cpu.function if self.last_cpu and self.last_cpu.function else "an unknown PC"
@@ -491,6 +603,40 @@ class Watcher:
             return out
         finally:
             out.tables = len(self.watched)
+
+    def step_over(self, stop: StopReply) -> list[Event]:
+        """Let the store of a hit that changed no entry happen: take the hit table's watchpoint
+        out, single-step the vCPU until a watched entry changes (the store ran: its events, with
+        the PC just past it, as for a plain store) or the PC leaves the store's neighbourhood
+        (STEP_*: a retry loop is left, or the store wrote what was there), then put it back.
+
+        Why: QEMU stops an atomic read-modify-write before it writes (module docstring), and a
+        load/store-exclusive loop whose exclusive store fails retries into the watchpoint; one
+        instruction at a time with the watchpoint out, the store completes.  The vCPU steps alone
+        with interrupts and timers held off (GdbstubTarget.step), so the steps stay in this code."""
+        hit = next((w for w in self.watched.values() if w.va == stop.watch), None)
+        if hit is None or stop.thread is None:
+            return []
+        start = self._pc(stop.thread)
+        self.target.remove_watchpoint(hit.va, hit.length)
+        self.suspended.add(hit.pa)
+        try:
+            for _ in range(STEP_LIMIT):
+                step = self.target.step(stop.thread)
+                if step.kind != "signal":
+                    raise WatchError(f"the VM ended while stepped ({step.raw.decode(errors='replace')})")
+                events = self.check(stop)
+                pc = self._pc(stop.thread)
+                if events or start is None or pc is None or not start - STEP_BEFORE <= pc < start + STEP_AFTER:
+                    return events
+            return []
+        finally:
+            if hit.pa in self.suspended:  # still watched: back in QEMU
+                self.suspended.discard(hit.pa)
+                self.target.insert_watchpoint(hit.va, hit.length)
+
+    def _pc(self, thread: str) -> int | None:
+        return next(iter(self.target.cpu_registers(thread, self.session.arch.pc_registers).values()), None)
 
     def _events(self, events: list[Event], emit: Callable[[Event], None], out: Outcome, count: int | None,
                 until: str | None) -> bool:

@@ -19,6 +19,8 @@ from .rsp import RspClient, RspError, RspRefused, StopReply
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+# QEMU's single-step flags (gdbstub.c SSTEP_NOIRQ 0x2, SSTEP_NOTIMER 0x4): no interrupt, no timer during a step
+SSTEP_QUIET = 0x2 | 0x4
 CACHED_PAGES = 8192  # 32 MiB: drgn's repeated small reads of kernel data, not every table of a walk
 
 
@@ -70,6 +72,8 @@ class GdbstubTarget:
         self.keep_stopped = keep_stopped
         self.marker = Marker(f"gdbstub-{self.address}")
         self._phys_before: bytes | None = None
+        self._sstep_checked = False
+        self._sstep_before: bytes | None = None  # qqemu.sstep before step() changed it
         self._ram: list[tuple[int, int]] | None = None
         self._pages: OrderedDict[int, bytes] = OrderedDict()
         self.watchpoints: list[tuple[int, int]] = []  # (guest VA, length) inserted by this run
@@ -87,6 +91,9 @@ class GdbstubTarget:
             self._phys_before = before if before in (b"0", b"1") else None
             if left is not None:
                 self._remove_left(left.state.get("watchpoints"))
+                sstep = str(left.state.get("sstep_before", ""))
+                if sstep.startswith("0x"):  # a killed watch changed the stepping flags: restore them
+                    self.rsp.request(f"Qqemu.sstep={sstep}")
             self._mark()
             if self.rsp.request("Qqemu.PhyMemMode:1") != b"OK":
                 raise GdbstubError(f"the gdbstub at {self.address} has no physical-memory mode (is it QEMU?)")
@@ -96,6 +103,7 @@ class GdbstubTarget:
 
     def _mark(self) -> None:
         self.marker.write({"phys_before": (self._phys_before or b"").decode(), "resume": not self.keep_stopped,
+                           "sstep_before": (self._sstep_before or b"").decode(),
                            "watchpoints": [[a, n] for a, n in self.watchpoints]})
 
     def _remove_left(self, left: object) -> None:
@@ -223,6 +231,26 @@ class GdbstubTarget:
         self.running = False
         return reply
 
+    def step(self, thread: str) -> StopReply:
+        """One instruction on vCPU `thread`, with interrupts and timers held off (QEMU's
+        qqemu.sstep NOIRQ|NOTIMER, its default under TCG; set for the step if a client cleared
+        them, and restored by close()): a step must not wander into an interrupt handler."""
+        try:
+            if not self._sstep_checked:
+                self._sstep_checked = True
+                current = self.rsp.request("qqemu.sstep")
+                flags = int(current, 16) if current.startswith(b"0x") else None
+                if flags is not None and flags & SSTEP_QUIET != SSTEP_QUIET:
+                    self._sstep_before = current
+                    self._mark()
+                    if self.rsp.request(f"Qqemu.sstep={flags | SSTEP_QUIET:#x}") != b"OK":
+                        raise GdbstubError(f"the gdbstub at {self.address} refused quiet single-stepping")
+            reply = self.rsp.step(thread)
+        except RspError as exc:
+            raise GdbstubError(str(exc)) from None
+        self.forget()
+        return reply
+
     def cpu_registers(self, thread: str, names: tuple[str, ...]) -> dict[str, int]:
         """Registers of one vCPU (thread), those of `names` the stub describes."""
         try:
@@ -242,6 +270,8 @@ class GdbstubTarget:
                 self.stop()
             for va, length in list(self.watchpoints):
                 self.remove_watchpoint(va, length)
+            if self._sstep_before is not None:
+                rsp.request(b"Qqemu.sstep=" + self._sstep_before)
             if self._phys_before is not None and self._phys_before != b"1":
                 rsp.request(b"Qqemu.PhyMemMode:" + self._phys_before)
             if self.keep_stopped:

@@ -418,6 +418,13 @@ class RspClient:
         raise RspError(f"the gdbstub at {self.address} answered the removal of the watchpoint at {addr:#x} "
                        f"with {excerpt(reply)}")
 
+    def step(self, thread: str) -> StopReply:
+        """Execute one instruction on vCPU `thread` alone (vCont;s), the others stay stopped; its stop reply."""
+        reply = self.request(f"vCont;s:{thread}")
+        if reply == b"":
+            raise RspError(f"the gdbstub at {self.address} does not support vCont stepping")
+        return parse_stop(reply)
+
     def select_thread(self, thread: str) -> None:
         """Hg: the thread (QEMU: vCPU) whose registers the next `p` requests read."""
         reply = self.request(f"Hg{thread}")

@@ -23,7 +23,8 @@ from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _l
 from .qemu import tail
 from .state import VM
 
-OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse")
+OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse", "migrate",
+              "contpte-mprotect")
 # Forwarded by the workload to the HMM guest program (vm-images/hmm/hmmop.c) where test_hmm.ko loaded.
 HMM_OPERATIONS = ("hmm-prepare", "hmm-prepare-thp", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-exclusive",
                   "hmm-readonly", "hmm-touch", "hmm-snapshot", "hmm-selftest")
@@ -44,7 +45,7 @@ class OpResult:
     status: str  # ok | unsupported | failed
     reason: str | None
     errno: int | None  # of the failing call
-    shape: str | None  # the region's shape now: 4k, guarded, thp, 4k-2m
+    shape: str | None  # the region's shape now: 4k, guarded, thp, 4k-2m, mthp
     start: int | None  # the region
     length: int
     page_size: int  # the guest's base page: one pagemap value per page_size bytes

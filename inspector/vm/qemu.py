@@ -131,8 +131,12 @@ def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
 
 
 def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, console: str,
-                 port: int, la57: bool = False, accel: str = "tcg", extra: Sequence[str] = ()) -> list[str]:
+                 port: int, la57: bool = False, accel: str = "tcg", extra: Sequence[str] = (),
+                 numa_nodes: int = 1) -> list[str]:
     """The QEMU command line of a harness boot (1 GiB; gdbstub; QMP).
+
+    NUMA_NODES > 1 splits the memory evenly into that many nodes (the vCPU on node 0, the others
+    memory only; riscv64: a vCPU per node), so that pages can migrate between them (`vm op NAME migrate`).
 
     The serial console is a unix socket server (CONSOLE) that also logs everything the guest
     writes to SERIAL, connected or not: a client writes operation requests into it (ops.py).
@@ -149,6 +153,16 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
            "-serial", "chardev:console", "-gdb", f"tcp:127.0.0.1:{port}",
            "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", f"console={machine.console} nokaslr {append}".strip()]
+    if numa_nodes > 1:
+        # riscv64 virt makes each node a socket of harts and refuses one without any ("discontinuous
+        # hartids in socket1"): there every node gets a vCPU of its own
+        cpus_per_node = arch == "riscv64"
+        if cpus_per_node:
+            cmd[cmd.index("-smp") + 1] = str(numa_nodes)
+        for node in range(numa_nodes):
+            cpus = f",cpus={node}" if cpus_per_node else ",cpus=0" if node == 0 else ""
+            cmd += ["-object", f"memory-backend-ram,id=numa{node},size={1024 // numa_nodes}M",
+                    "-numa", f"node,nodeid={node},memdev=numa{node}{cpus}"]
     if supports_device(arch, "vmcoreinfo"):
         cmd += ["-device", "vmcoreinfo"]
     return cmd + list(QEMU_DEVICES) + list(extra)
@@ -287,7 +301,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Path | None = None,
          initrd: Path | None = None, append: str | None = None, qemu_args: Sequence[str] = (),
          timeout: float | None = None, name: str | None = None, la57: bool = False, accel: str = "auto",
-         detach: bool = True) -> VM:
+         detach: bool = True, numa_nodes: int = 1) -> VM:
     """Boot ARCH (the manifest kernel of SERIES, or IMAGE) and return the VM once the manifest arrived.
 
     The initramfs is the workload helper's build_initramfs() unless INITRD is given. ACCEL is tcg,
@@ -296,6 +310,8 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
     """
     if arch not in MACHINES:
         raise VMError(f"unknown arch {arch!r}; choose one of {', '.join(MACHINES)}")
+    if numa_nodes not in (1, 2, 4):
+        raise VMError(f"--numa-nodes {numa_nodes}: choose 1, 2 or 4 (the 1 GiB split evenly)")
     if la57 and arch != "x86_64":
         raise VMError("--la57 applies to x86_64 only")
     check_system([arch])
@@ -321,7 +337,8 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
             start = time.monotonic()
             vm.process, port = _start(
                 lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, console,
-                                          port, la57, accel, qemu_args), run_dir, qmp, console, detach, name)
+                                          port, la57, accel, qemu_args, numa_nodes),
+                run_dir, qmp, console, detach, name)
             vm.qemu_pid, vm.gdb = vm.process.pid, f"127.0.0.1:{port}"
             vm.save()  # from here `vm list` / `vm stop` see it, even if this process dies
             manifest = _wait_manifest(vm.process, Path(vm.serial_log), timeout, name, run_dir)

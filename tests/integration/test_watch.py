@@ -9,6 +9,7 @@ is what pte_modify() makes of it, and the stub afterwards holds none of the watc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -29,20 +30,32 @@ from .test_mm_operations import ACCESSED, cli, prepare, read_only
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-# arm64 is not here yet: its mprotect store (modify_prot_start_ptes, an exclusive load/store loop) fails
-# its store-exclusive after every watchpoint stop and retries forever; the watch detects that and ends
-# with an error (inspector/watch.py IDLE_HITS). Stepping the vCPU over the store is the missing piece.
-IMAGES = [("x86_64", "7.2")]
+# arm64 and riscv64 store page-table entries with atomic read-modify-writes that QEMU stops before
+# they write: the watch steps over them (inspector/watch.py Watcher.step_over).
+IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
 # mm/mprotect.c change_pte_range() takes each entry with modify_prot_start_ptes() ->
 # ptep_modify_prot_start(): x86 through pv_ops to __ptep_modify_prot_start (include/linux/pgtable.h),
-# arm64 its own (arch/arm64/mm/mmu.c), or the contpte helpers beneath it.
-MPROTECT_CLEAR = ("ptep_modify_prot_start", "__ptep_modify_prot_start", "contpte_")
+# arm64 its own modify_prot_start_ptes (7.2 arch/arm64/mm/mmu.c:2236), or the contpte helpers beneath it;
+# riscv64 takes the generic inline ones (include/linux/pgtable.h), and Debian's 7.2 riscv64 vmlinux has no
+# change_pte_range symbol either: all of it is inlined into change_protection (mm/mprotect.c).
+MPROTECT_CLEAR = ("ptep_modify_prot_start", "__ptep_modify_prot_start", "modify_prot_start_ptes", "contpte_",
+                  "change_protection+")
 # mm/rmap.c try_to_unmap_one() clears the present entry (ptep_clear_flush / get_and_clear) before it
 # writes the swap entry.
 PAGEOUT_CLEAR = ("try_to_unmap_one", "ptep_clear_flush", "ptep_get_and_clear", "__ptep_get_and_clear")
 
 
-def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> tuple[subprocess.Popen, dict]:
+class Watch:
+    """A watch in a subprocess whose output is read as it comes: a watch writes while the VM is
+    stopped, so a full pipe would stop the guest too."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+        self.reader.start()
+
+
+def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> tuple[Watch, dict]:
     """A watch of REGION in a subprocess, once its watchpoints are in place (its first JSON line)."""
     proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "watch", *target, "--pid", str(pid),
                              "--range", f"{region.start:#x}-{region.end:#x}", "--format", "json", *extra],
@@ -52,13 +65,15 @@ def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> t
     if not first:
         proc.wait(10)
         pytest.fail(f"watch ended before watching: {proc.stderr.read() if proc.stderr else ''}")  # type: ignore[union-attr]
-    return proc, json.loads(first)["watching"]
+    return Watch(proc), json.loads(first)["watching"]
 
 
-def finish(proc: subprocess.Popen, timeout: float) -> tuple[list[dict], dict]:
-    out, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
+def finish(watch: Watch, timeout: float) -> tuple[list[dict], dict]:
+    watch.proc.wait(timeout=timeout)
+    watch.reader.join(10)
+    err = watch.proc.stderr.read() if watch.proc.stderr else ""
+    assert watch.proc.returncode == 0, err
+    lines = [json.loads(line) for line in watch.lines]
     assert "summary" in lines[-1], lines[-1:]
     return lines[:-1], lines[-1]["summary"]
 
@@ -111,7 +126,8 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
         assert before[va].present and kernel[0]["before"]["kind"] == "present", kernel[0]
         assert last & ~ACCESSED[arch] == read_only(arch, first, machine.kernel_release) & ~ACCESSED[arch], (hex(va), hex(first), hex(last))
         mine = [e for e in kernel if e["task"].endswith(f"[{pid}]")]  # the workload asked: its task stored
-        assert any(e["function"] and e["function"].startswith(MPROTECT_CLEAR) for e in mine), kernel
+        assert any(e["function"] and e["function"].startswith(MPROTECT_CLEAR) for e in mine), \
+            [(e["status"], e["function"], e["task"]) for e in kernel]
         for e in (e for e in kernel if e not in mine):  # another task may only age the page meanwhile
             assert e["before"] and e["after"], e  # (reclaim clears the accessed bit), never more
             assert (int(e["before"]["raw"], 16) ^ int(e["after"]["raw"], 16)) & ~ACCESSED[arch] == 0, e
@@ -142,3 +158,149 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
     assert dict(done["answer"].pages())[va].swapped
     no_watchpoints_left(machine, summary)
     assert request(machine, ["maps"]).status == "ok"  # the guest runs normally
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES[:2], ids=[f"{a}-{s}" for a, s in IMAGES[:2]])
+def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """`pt watch` in gdb-multiarch: gdb hands its connection to the watch and takes it back; the
+    workload's mprotect is seen, and `pt translate` afterwards reads through gdb's connection again."""
+    machine = vm(arch, series)
+    image = ensure_image(image_for(arch, series))
+    pid = machine.workload_pid
+    region = prepare(machine, "mprotect")
+    kernel = f"--vmlinux {image.vmlinux} --config-file {image.config}"
+    args = ["gdb-multiarch", "-nx", "-batch", "-ex", f"source {ROOT / 'commands' / 'gdb_pt.py'}",
+            "-ex", f"target remote {machine.gdb}",
+            "-ex", f"pt watch {kernel} --pid {pid} --range {region.start:#x}-{region.end:#x} --count 2 "
+                   "--for 120 --format json",
+            "-ex", f"pt translate {kernel} --pid {pid} {region.start:#x}", "-ex", "detach"]
+    env = dict(os.environ, PTINSPECT_PYTHON=sys.executable)  # the pt children run in this interpreter
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # gdb's own lines, then the watch's, which the child writes itself
+        lines.append(line)
+        if line.startswith('{"watching"'):
+            break
+    else:
+        pytest.fail("".join(lines) + (proc.stderr.read() if proc.stderr else ""))
+    answer = request(machine, ["mprotect", hex(region.start)], timeout=300)  # type: ignore[arg-type]
+    assert answer.status == "ok", answer.line[:300]
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    records = [json.loads(line) for line in out.splitlines() if line.startswith(("{\"time\"", "{\"summary\""))]
+    events, summary = records[:-1], records[-1]["summary"]
+    assert summary["end"] == "count" and len(events) == 2, records
+    first = events[0]
+    assert first["source"] == "kernel" and first["task"].endswith(f"[{pid}]"), first
+    assert first["va"] == hex(answer.op_start) and first["function"].startswith(MPROTECT_CLEAR), first
+    assert f"\n{region.start:#x} -> 0x" in out.split('{"summary"', 1)[1], out[-2000:]  # pt translate ran after it
+    no_watchpoints_left(machine, summary)
+
+
+# mm/rmap.c try_to_migrate_one() replaces each present entry of the folio with a migration entry
+# (writable for a writable entry, else readable-exclusive for an exclusive anonymous page, else
+# readable); mm/migrate.c remove_migration_pte() maps the new folio where the entry was.  The
+# workload's pages are written, writable and private: their entries become migration-write.
+TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
+
+
+def named(event: dict, function: str) -> bool:
+    """Whether FUNCTION stored the entry or is among the callers the watch found."""
+    return any(f and f.split("+", 1)[0] == function for f in [event["function"], *event["callers"]])
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """move_pages(2) between two NUMA nodes: present → migration-write → present at the new frame,
+    stored by the migration code; --until migration leaves the VM stopped at the migration entry."""
+    machine = vm(arch, series, numa_nodes=2)
+    image = ensure_image(image_for(arch, series))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+
+    _, plain = timed(machine, ["migrate", hex(prepare(machine, "migrate").start)])  # type: ignore[arg-type]
+    region = prepare(machine, "migrate")
+    proc, _ = start_watch(target, pid, region, "--for", "60")
+    answer, watched = timed(machine, ["migrate", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 240)
+    with capsys.disabled():
+        print(f"\n[watch] {arch}: migrate of {answer.op_length // PAGE} pages {plain:.3f} s unwatched, "
+              f"{watched:.3f} s watched ({summary['watchpoint_hits']} hits)", flush=True)
+    before, after = dict(region.pages()), dict(answer.pages())
+    for va in range(answer.op_start, answer.op_end, PAGE):  # type: ignore[arg-type]
+        mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte" and e["source"] == "kernel"
+                and e["task"].endswith(f"[{pid}]")]
+        kinds = [e["after"]["kind"] if e["after"] else None for e in mine]
+        assert mine and mine[0]["before"]["kind"] == "present", (hex(va), kinds)
+        assert int(mine[0]["before"]["pfn"], 16) == before[va].pfn != after[va].pfn
+        to = [e for e in mine if e["after"] and e["after"]["kind"] == "migration-write"]
+        assert to and named(to[0], TO_MIGRATION), (hex(va), kinds, to[:1])
+        assert int(to[0]["after"]["pfn"], 16) == before[va].pfn  # the entry names the old frame
+        back = mine[kinds.index("migration-write") + 1:]
+        assert back and back[-1]["after"]["kind"] == "present", (hex(va), kinds)
+        assert int(back[-1]["after"]["pfn"], 16) == after[va].pfn, (hex(va), back[-1])
+        assert named(back[0], FROM_MIGRATION), (hex(va), back[0])
+    no_watchpoints_left(machine, summary)
+
+    # --until migration: the VM stops at the first migration entry; dump shows it, validate accepts it
+    region = prepare(machine, "migrate")
+    proc, _ = start_watch(target, pid, region, "--until", "migration", "--for", "120")
+    done: dict[str, OpResult] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("answer", request(machine, ["migrate",
+                                                                                         hex(region.start)], 300)))
+    worker.start()
+    events, summary = finish(proc, 240)
+    assert summary["end"] == "until" and summary["vm"] == "stopped", summary
+    caught = events[-1]
+    assert caught["after"]["kind"] == "migration-write" and named(caught, TO_MIGRATION), caught
+    with Qmp(machine.qmp, timeout=10) as qmp:
+        assert qmp.execute("query-status")["running"] is False
+    va = int(caught["va"], 16)
+    dump = cli("dump", *target, "--keep-stopped", "--pid", str(pid), "--range", f"{va:#x}-{va + PAGE:#x}",
+               "--format", "json")
+    assert dump.returncode == 0, dump.stderr
+    assert [(e["kind"], e["raw"]) for e in json.loads(dump.stdout)["entries"]] == \
+        [("migration-write", caught["after"]["raw"])]
+    valid = cli("validate", *target, "--pid", str(pid))  # detaches: the VM runs on
+    assert valid.returncode == 0, valid.stdout[-2000:] + valid.stderr
+    worker.join(300)
+    assert done["answer"].status == "ok", done["answer"].line[:300]
+    assert dict(done["answer"].pages())[va].pfn != dict(region.pages())[va].pfn
+    no_watchpoints_left(machine, summary)
+
+
+PTE_CONT = 1 << 52  # arch/arm64/include/asm/pgtable-hwdef.h:174 (7.2)
+CONTPTE_PAGES = 16  # CONT_PTES with 4 KiB pages (arch/arm64/include/asm/pgtable-hwdef.h CONT_PTE_SHIFT 4)
+
+
+def test_watch_contpte_unfold_and_fold(vm: Callable[..., VM]) -> None:
+    """arm64 7.2: mprotect of part of a contpte block unfolds it (arch/arm64/mm/contpte.c contpte_convert
+    clears the 16 entries and sets them again without PTE_CONT); a later mprotect of the whole block
+    commits the 16 entries with one set_ptes and contpte_set_ptes makes them a block again."""
+    machine = vm("arm64", "7.2")
+    image = ensure_image(image_for("arm64", "7.2"))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+    region = prepare(machine, "contpte-mprotect")
+    pfns = [pm.pfn for _, pm in region.pages()]
+    assert pfns[0] % CONTPTE_PAGES == 0 and pfns[:CONTPTE_PAGES] == list(range(pfns[0], pfns[0] + CONTPTE_PAGES))
+    proc, _ = start_watch(target, pid, region, "--for", "60")
+    answer, _ = timed(machine, ["contpte-mprotect", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 240)
+    after = dict(answer.pages())
+    for i, (va, pm) in enumerate(list(region.pages())[:CONTPTE_PAGES]):
+        mine = [e for e in events if int(e["va"], 16) == va and e["source"] == "kernel"
+                and e["task"].endswith(f"[{pid}]")]
+        raws = [(int(e["before"]["raw"], 16) if e["before"] else None, int(e["after"]["raw"], 16) if e["after"]
+                 else None) for e in mine]
+        assert mine and raws[0][0] is not None and raws[0][0] & PTE_CONT, (hex(va), mine[:1])  # a block at first
+        unfold = [e for e, (_, b) in zip(mine, raws) if b is not None and not b & PTE_CONT
+                  and named(e, "contpte_convert")]
+        assert unfold, (hex(va), [(e["status"], e["function"]) for e in mine])
+        last = raws[-1][1]
+        assert last is not None and last & PTE_CONT and named(mine[-1], "contpte_set_ptes"), (hex(va), mine[-1])
+        assert int(mine[-1]["after"]["pfn"], 16) == pm.pfn == after[va].pfn == pfns[0] + i
+    no_watchpoints_left(machine, summary)

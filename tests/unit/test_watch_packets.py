@@ -1,6 +1,7 @@
 """The watch requests of the RSP client and the gdbstub target against a fake stub: stop replies
 parsed as the RSP specification spells them, and no watchpoint left behind on any exit path
-(normal close, close of a running VM, refused insertion, lost connection, a killed run's marker).
+(normal close, close of a running VM, refused insertion, lost connection, a killed run's marker);
+a step (vCont;s) runs with interrupts and timers held off and leaves the stub's step flags as found.
 
 The stub's answers follow QEMU's gdbstub: Z2/z2 answer OK, a removal of a watchpoint it does not
 hold answers E22 (gdbstub.c handle_remove_bp: -ENOENT), `c` answers only with the next stop, and
@@ -30,6 +31,8 @@ class WatchStub(FakeStub):
         self.running = False
         self.hit = threading.Event()
         self.conn: socket.socket | None = None
+        self.sstep = 0x7  # QEMU's default under TCG: ENABLE|NOIRQ|NOTIMER (gdbstub.c init_gdbserver_state)
+        self.steps: list[tuple[str, int]] = []  # (thread, qqemu.sstep flags during the step)
         super().__init__()
 
     def _answer(self, packet: bytes) -> bytes:
@@ -46,6 +49,14 @@ class WatchStub(FakeStub):
             return b"E22"
         if packet.startswith(b"Hg"):
             return b"OK"
+        if packet == b"qqemu.sstep":
+            return b"%#x" % self.sstep
+        if packet.startswith(b"Qqemu.sstep="):
+            self.sstep = int(packet.split(b"=")[1], 16)
+            return b"OK"
+        if packet.startswith(b"vCont;s:"):  # QEMU answers a step with its stop (T05, the stepped thread)
+            self.steps.append((packet[8:].decode(), self.sstep))
+            return b"T05thread:%s;" % packet[8:]
         return super()._answer(packet)
 
     def _session(self, conn: socket.socket) -> None:
@@ -159,3 +170,36 @@ def test_a_lost_connection_is_one_error_and_the_next_run_removes_what_was_left(s
     assert "removed a write watchpoint at 0x2000" in capsys.readouterr().err
     again.close()
     assert Marker(f"gdbstub-127.0.0.1:{stub.port}").left() is None
+
+
+def test_a_step_holds_interrupts_off_and_restores_the_flags_it_found(stubs) -> None:
+    stub = stubs()
+    stub.sstep = 0x1  # a client left interrupts on while stepping (gdb: maint packet Qqemu.sstep=0x1)
+    target = GdbstubTarget(f"127.0.0.1:{stub.port}", timeout=2)
+    stop = target.step("p01.02")
+    assert (stop.kind, stop.thread, stop.watch) == ("signal", "p01.02", None)
+    target.step("p01.02")
+    assert stub.steps == [("p01.02", 0x7), ("p01.02", 0x7)]  # NOIRQ|NOTIMER on for each step
+    assert Marker(f"gdbstub-{target.address}").left().state["sstep_before"] == "0x1"
+    target.close()
+    assert stub.sstep == 0x1  # as found
+
+
+def test_a_killed_run_s_step_flags_are_restored_by_the_next(stubs) -> None:
+    stub = stubs()
+    stub.sstep = 0x1
+    target = GdbstubTarget(f"127.0.0.1:{stub.port}", timeout=2)
+    target.step("p01.01")
+    target.rsp.close()  # killed: no close(), the marker stays
+    assert stub.sstep == 0x7
+    again = GdbstubTarget(f"127.0.0.1:{stub.port}", timeout=2)
+    assert stub.sstep == 0x1
+    again.close()
+
+
+def test_quiet_flags_already_set_are_left_alone(stubs) -> None:
+    stub = stubs()
+    target = GdbstubTarget(f"127.0.0.1:{stub.port}", timeout=2)
+    target.step("1")
+    target.close()
+    assert stub.sstep == 0x7 and not [p for p in stub.packets if p.startswith(b"Qqemu.sstep")]

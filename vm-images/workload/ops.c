@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ enum shape {
 	SHAPE_GUARDED, /* a 4k region with guards on pages 4..11 */
 	SHAPE_THP,     /* a PMD's size, MADV_HUGEPAGE, written: one PMD-mapped THP */
 	SHAPE_4K_2M,   /* a PMD's size, MADV_NOHUGEPAGE, written: base pages */
+	SHAPE_MTHP,    /* two 64 KiB blocks, MADV_HUGEPAGE, written: 64 KiB mTHPs (arm64: contpte) */
 };
 
 struct op_region {
@@ -158,6 +160,7 @@ static bool fits_4k(enum shape s) { return s == SHAPE_4K; }
 static bool fits_4k_or_guarded(enum shape s) { return s == SHAPE_4K || s == SHAPE_GUARDED; }
 static bool fits_thp(enum shape s) { return s == SHAPE_THP; }
 static bool fits_4k_2m(enum shape s) { return s == SHAPE_4K_2M; }
+static bool fits_mthp(enum shape s) { return s == SHAPE_MTHP; }
 
 /* MADV_GUARD_INSTALL zaps pages 4..11 and installs PTE_MARKER_GUARD. */
 static void run_guard_install(struct op_region *reg, struct result *res)
@@ -256,6 +259,81 @@ static void run_collapse(struct op_region *reg, struct result *res)
 		reg->shape = SHAPE_THP;
 }
 
+/*
+ * move_pages(2) of pages 4..11 to the other NUMA node (a VM booted with two
+ * nodes: vm boot --numa-nodes 2): each page is unmapped to a migration entry,
+ * copied and mapped again at its new frame (mm/migrate.c). The syscall, not
+ * libnuma: nodes=NULL asks where each page is, then each goes to the node
+ * that is not its own.
+ */
+static void run_migrate(struct op_region *reg, struct result *res)
+{
+	void *pages[PART_PAGES];
+	int nodes[PART_PAGES], status[PART_PAGES];
+
+	part(reg, res);
+	for (int i = 0; i < PART_PAGES; i++)
+		pages[i] = (void *)(res->op_start + i * base_page());
+	if (syscall(SYS_move_pages, 0, PART_PAGES, pages, NULL, status, 0)) {
+		fail(res, errno == ENOSYS ? ST_UNSUPPORTED : ST_FAILED, errno,
+		     "move_pages(query): %s%s", strerror(errno),
+		     errno == ENOSYS ? " (a kernel without CONFIG_NUMA/CONFIG_MIGRATION)" : "");
+		return;
+	}
+	for (int i = 0; i < PART_PAGES; i++) {
+		if (status[i] < 0 || status[i] > 1) {
+			fail(res, ST_FAILED, status[i] < 0 ? -status[i] : 0,
+			     "move_pages(query): page %d is at %d, not on node 0 or 1", i, status[i]);
+			return;
+		}
+		nodes[i] = !status[i];
+	}
+	if (syscall(SYS_move_pages, 0, PART_PAGES, pages, nodes, status, PT_MPOL_MF_MOVE)) {
+		fail(res, errno == ENODEV ? ST_UNSUPPORTED : ST_FAILED, errno, "move_pages(MPOL_MF_MOVE): %s%s",
+		     strerror(errno), errno == ENODEV ? " (needs a VM with two NUMA nodes: --numa-nodes 2)" : "");
+		return;
+	}
+	for (int i = 0; i < PART_PAGES; i++)
+		if (status[i] != nodes[i]) {
+			fail(res, ST_FAILED, status[i] < 0 ? -status[i] : 0,
+			     "move_pages(MPOL_MF_MOVE): page %d ended at %d, not on node %d", i,
+			     status[i], nodes[i]);
+			return;
+		}
+}
+
+#define MTHP_PAGES 16 /* a 64 KiB mTHP of 4 KiB pages: arm64's contpte block (CONT_PTES) */
+
+/*
+ * Three mprotect() calls over the first 64 KiB mTHP of an `mthp` region (arm64:
+ * one contpte block). Pages 4..15 read-only unfolds the block: its 16 entries
+ * are cleared and set again without PTE_CONT (arch/arm64/mm/contpte.c
+ * contpte_convert). Pages 0..15 read-only then changes only 0..3 (the other
+ * VMA is read-only already) and the VMAs merge. Pages 0..15 read-write changes
+ * the whole folio in one batch: mm/mprotect.c commits the 16 entries with one
+ * set_ptes(), and contpte_set_ptes() sets PTE_CONT on a whole aligned block:
+ * the block is folded again. (contpte_try_fold, the other way back, runs only
+ * where one entry, the block's last, is set alone.)
+ */
+static void run_contpte_mprotect(struct op_region *reg, struct result *res)
+{
+	static const struct { size_t first, pages; int prot; const char *name; } steps[] = {
+		{ PART_FIRST, MTHP_PAGES - PART_FIRST, PROT_READ, "PROT_READ" },
+		{ 0, MTHP_PAGES, PROT_READ, "PROT_READ" },
+		{ 0, MTHP_PAGES, PROT_READ | PROT_WRITE, "PROT_READ|PROT_WRITE" },
+	};
+
+	res->op_start = reg->start;
+	res->op_length = MTHP_PAGES * base_page();
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if (mprotect((void *)(reg->start + steps[i].first * base_page()),
+			     steps[i].pages * base_page(), steps[i].prot)) {
+			fail(res, ST_FAILED, errno, "mprotect(pages %zu..%zu, %s): %s", steps[i].first,
+			     steps[i].first + steps[i].pages - 1, steps[i].name, strerror(errno));
+			return;
+		}
+}
+
 static const struct op ops[] = {
 	{ "guard-install", SHAPE_4K, fits_4k, run_guard_install },
 	{ "guard-remove", SHAPE_GUARDED, fits_4k_or_guarded, run_guard_remove },
@@ -263,6 +341,8 @@ static const struct op ops[] = {
 	{ "pageout", SHAPE_4K, fits_4k, run_pageout },
 	{ "thp-split", SHAPE_THP, fits_thp, run_thp_split },
 	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
+	{ "migrate", SHAPE_4K, fits_4k, run_migrate },
+	{ "contpte-mprotect", SHAPE_MTHP, fits_mthp, run_contpte_mprotect },
 };
 
 static const struct op *op_named(const char *name)
@@ -277,7 +357,7 @@ static const char *shape_name(enum shape s)
 {
 	static const char *const names[] = {
 		[SHAPE_4K] = "4k", [SHAPE_GUARDED] = "guarded", [SHAPE_THP] = "thp",
-		[SHAPE_4K_2M] = "4k-2m",
+		[SHAPE_4K_2M] = "4k-2m", [SHAPE_MTHP] = "mthp",
 	};
 	return names[s];
 }
@@ -290,16 +370,35 @@ static void write_range(uintptr_t start, size_t length)
 		*(volatile uint64_t *)va = va ^ 0x5054494e53504543ULL;
 }
 
+/* Whether [start, start + length) is mapped by aligned runs of MTHP_PAGES consecutive frames. */
+static bool mthp_blocks(uintptr_t start, size_t length)
+{
+	size_t n = length / base_page();
+	uint64_t pm[2 * MTHP_PAGES];
+	bool ok = n <= 2 * MTHP_PAGES && pagemap_read(getpid(), start, n, base_page(), pm) == 0;
+
+	for (size_t i = 0; ok && i < n; i++) {
+		uint64_t pfn = pm[i] & PM_PFRAME_MASK, first = pm[i - i % MTHP_PAGES] & PM_PFRAME_MASK;
+
+		ok = (pm[i] & PM_PRESENT) && first % MTHP_PAGES == 0 && pfn == first + i % MTHP_PAGES;
+	}
+	return ok;
+}
+
 /* Map, advise and write a fresh region in the next free slot. */
 static void prepare(const struct op *op, struct result *res)
 {
 	struct op_region reg = { .shape = op->shape };
-	bool huge = op->shape == SHAPE_THP;
+	bool huge = op->shape == SHAPE_THP || op->shape == SHAPE_MTHP;
 	uintptr_t slot = ARENA_BASE + (OP_FIRST_SLOT + nregions) * slot_size(base_page());
 	void *p;
 
 	reg.length = op->shape == SHAPE_THP || op->shape == SHAPE_4K_2M ? pmd_size(base_page())
-								       : PAGES_4K * base_page();
+		     : op->shape == SHAPE_MTHP ? 2 * MTHP_PAGES * base_page() : PAGES_4K * base_page();
+	if (op->shape == SHAPE_MTHP && base_page() != 4096) {
+		fail(res, ST_UNSUPPORTED, 0, "the mthp shape is made of 4 KiB pages only");
+		return;
+	}
 	if (nregions == OP_SLOTS) {
 		fail(res, ST_FAILED, 0, "all %d operation slots are used", OP_SLOTS);
 		return;
@@ -321,7 +420,10 @@ static void prepare(const struct op *op, struct result *res)
 	if (advise(res, reg.start, reg.length, huge ? PT_MADV_HUGEPAGE : PT_MADV_NOHUGEPAGE,
 		   huge ? "MADV_HUGEPAGE" : "MADV_NOHUGEPAGE", "")) {
 		write_range(reg.start, reg.length);
-		if (huge && smaps_sum(reg.start, reg.length, false) < (long)(reg.length / KIB))
+		if (op->shape == SHAPE_MTHP && !mthp_blocks(reg.start, reg.length))
+			fail(res, ST_UNSUPPORTED, 0, "the written range is not two 64 KiB mTHPs (aligned runs"
+			     " of %d frames): is hugepages-64kB/enabled on?", MTHP_PAGES);
+		else if (op->shape == SHAPE_THP && smaps_sum(reg.start, reg.length, false) < (long)(reg.length / KIB))
 			fail(res, ST_FAILED, 0, "the written range is not one PMD-mapped THP"
 			     " (smaps AnonHugePages %ld kB)", smaps_sum(reg.start, reg.length, false));
 	}

@@ -23,6 +23,9 @@
 #define PT_MADV_GUARD_INSTALL 102 /* line 82, Linux 6.13+ */
 #define PT_MADV_GUARD_REMOVE 103  /* line 83, Linux 6.13+ */
 
+/* --- move_pages(2): include/uapi/linux/mempolicy.h ------------------------- */
+#define PT_MPOL_MF_MOVE (1 << 1) /* line 52 */
+
 /* --- mmap(2) flags: include/uapi/asm-generic/mman-common.h, hugetlb_encode.h */
 #define PT_MAP_FIXED_NOREPLACE 0x100000 /* mman-common.h:31 */
 #define PT_MAP_HUGE_SHIFT 26            /* hugetlb_encode.h:20: log2(size) << 26 */
