@@ -48,6 +48,7 @@ from .common import (
     ArchDefaults,
     ContInfo,
     Decoded,
+    FrameRecords,
     KernelFacts,
     Kind,
     Level,
@@ -720,6 +721,12 @@ class Arm64Arch(ArchDefaults):
     hmp_registers = None
     current_registers = ("SP_EL0", "sp_el0")  # get_current() reads sp_el0 (arch/arm64/include/asm/current.h)
     pc_registers = ("pc",)
+    # CONFIG_FRAME_POINTER=y (Debian 7.2): x29 points at {previous x29, return address}, and x30 holds
+    # the caller of a function that has not saved its record yet; return addresses are signed
+    # (paciasp), ORing the top bits back in strips the PAC (asm/pointer_auth.h
+    # ptrauth_strip_kernel_insn_pac).
+    unwind = FrameRecords(("x29",), "x30", 0, 8, True,
+                          "arch/arm64/include/asm/stacktrace/frame.h struct frame_record (7.2)")
     kernel_dir, gnu_triplet, debian_arch = "arm64", "aarch64-linux-gnu", "arm64"
     cont_schemes = frozenset({"contpte", "contpmd"})
     features: tuple[Feature, ...] = FEATURES

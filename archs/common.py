@@ -7,7 +7,7 @@ inspector's EntryRef, a different type on purpose.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
@@ -247,6 +247,30 @@ def vmcoreinfo_int(numbers: Mapping[str, str], key: str) -> int:
         raise ValueError(f"VMCOREINFO {key}={text!r} is not a number") from None
 
 
+@dataclass(frozen=True)
+class FrameRecords:
+    """How the kernel's frame records chain, for naming a stopped vCPU's callers (watch): the frame
+    pointer register points at a record holding the caller's frame pointer and the return address."""
+
+    fp_registers: tuple[str, ...]  # the gdbstub's name(s) of the frame pointer
+    link_register: str | None  # the return address of a function that has not saved its record yet
+    prev_fp_offset: int  # where the caller's frame pointer lies, from the frame pointer
+    ret_offset: int  # where the return address lies, from the frame pointer
+    strip_pac: bool  # saved return addresses carry a pointer-authentication code in their top bits
+    source: str  # the kernel's definition of the record
+
+
+@dataclass(frozen=True)
+class StackScan:
+    """No frame records to follow (an unwinder the tool does not read): scan the stack for words
+    that point just past a call instruction, a guess that can include stale frames."""
+
+    sp_register: str
+    call_length: int  # bytes of the call instruction before a return address
+    is_call: Callable[[bytes], bool]  # whether those bytes are a call
+    why: str  # what the kernel unwinds with instead
+
+
 class Arch(Protocol):
     """Everything ptinspect knows about one architecture, as each archs/<arch>.py module's `ARCH`:
     identity facts (how ELF, QEMU, gdb, drgn and the kernel name it), paging geometry, decoding,
@@ -271,6 +295,7 @@ class Arch(Protocol):
     current_registers: tuple[str, ...]
     percpu_register: str | None  # the gdbstub register holding this CPU's per-cpu base, if `current` is per-cpu
     pc_registers: tuple[str, ...]  # the gdbstub's name(s) of the program counter
+    unwind: FrameRecords | StackScan  # how a stopped vCPU's callers are found (watch's call chains)
     kernel_dir: str  # its directory under the kernel's arch/ (SRCARCH)
     gnu_triplet: str  # the GNU system triplet of its Linux userland (cross compilers, multiarch paths)
     debian_arch: str  # Debian's name for it (dpkg --print-architecture)

@@ -34,6 +34,7 @@ from .common import (
     ContInfo,
     Decoded,
     Fact,
+    FrameRecords,
     KernelFacts,
     Kind,
     Level,
@@ -313,6 +314,10 @@ class Riscv64(ArchDefaults):
     hmp_registers = r"(?m)^\s*(satp|stvec)\s+([0-9a-f]+)\s*$"
     current_registers = ("tp",)  # riscv_current_is_tp (arch/riscv/include/asm/current.h, 6.12/7.2)
     pc_registers = ("pc",)
+    # CONFIG_FRAME_POINTER=y (Debian 7.2): s0 points just above {previous s0, ra}, walked as
+    # `(struct stackframe *)fp - 1`; ra holds the caller of a function that has not saved its record.
+    unwind = FrameRecords(("s0", "fp"), "ra", -16, -8, False,
+                          "arch/riscv/include/asm/stacktrace.h struct stackframe (7.2)")
     kernel_dir, gnu_triplet, debian_arch = "riscv", "riscv64-linux-gnu", "riscv64"
     cont_schemes = frozenset({"napot"})
     features: tuple[Feature, ...] = FEATURES

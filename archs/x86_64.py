@@ -36,6 +36,7 @@ from .common import (
     Level,
     PagingMode,
     Softleaf,
+    StackScan,
     find_mode,
     vmcoreinfo_int,
 )
@@ -574,6 +575,13 @@ def misaligned_bits(raw: int, depth: int, mode: PagingMode, facts: KernelFacts) 
 HW_PTE_UPDATES = (A | D, 0, 0)
 
 
+def _is_call(before: bytes) -> bool:
+    """Whether the 5 bytes before a return address end in a call: E8 rel32 (direct, retpoline
+    thunks) or FF /2 with a register (FF D0+r, 41 FF D0+r); `call *[mem]` forms are not in the
+    kernel's text after retpolines."""
+    return before[0] == 0xE8 or (before[3] == 0xFF and 0xD0 <= before[4] <= 0xD7)
+
+
 class X86_64Arch(ArchDefaults):
     """The x86-64 Arch implementation (module-level ARCH)."""
 
@@ -592,6 +600,9 @@ class X86_64Arch(ArchDefaults):
     current_registers = ()
     percpu_register = "gs_base"  # this_cpu_read() is %gs-relative (arch/x86/include/asm/percpu.h, 6.12/7.2)
     pc_registers = ("rip",)
+    # Debian 7.2 unwinds with ORC tables (CONFIG_UNWINDER_ORC), which are not read: the stack is
+    # scanned for return addresses, each checked to follow a call (what unwind_guess.c does not check).
+    unwind = StackScan("rsp", 5, _is_call, "ORC is not read")
     kernel_dir, gnu_triplet, debian_arch = "x86", "x86_64-linux-gnu", "amd64"
     user_kernel_pages = USER_KERNEL_PAGES
     flag_moves = FLAG_MOVES

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from archs.common import Kind
+from archs.common import Kind, StackScan
 
 from .diff import Change, Differ, entry_label
 from .dump import Row
@@ -127,43 +127,30 @@ class Cpu:
 # -- the call chain -------------------------------------------------------------------------------
 
 FRAMES = 8  # callers reported at most
-SCAN_BYTES = 2048  # x86_64: stack bytes scanned for return addresses
-# The text of Debian's 7.2 kernels sits in the top 16 bits all-ones half on all three; arm64 signs the
-# return addresses it saves with pointer authentication (paciasp): the PAC lives in the top bits, and
-# ORing them back in strips it (arch/arm64/include/asm/pointer_auth.h ptrauth_strip_kernel_insn_pac).
+SCAN_BYTES = 2048  # StackScan: stack bytes scanned for return addresses
+# The text of Debian's 7.2 kernels sits in the top 16 bits all-ones half on all three; a return
+# address whose top bits carry a pointer-authentication code gets them back by ORing (arm64).
 KERNEL_TOP = 0xFFFF << 48
-UNWIND_REGISTERS = {"x86_64": ("rsp",), "arm64": ("x29", "x30"), "riscv64": ("s0", "fp", "ra")}
 
 
 def _word(session: Session, va: int) -> int:
     return int.from_bytes(session.read_kernel_va(va, 8), "little")
 
 
-def _called_from(session: Session, ret: int) -> bool:
-    """Whether the x86 instruction before `ret` is a call: E8 rel32 (direct, retpoline thunks),
-    FF /2 (call *reg: FF D0+r, 41 FF D0+r; call *[reg] forms are not in the kernel's text after
-    retpolines): the check the kernel's guess unwinder lacks (arch/x86/kernel/unwind_guess.c)."""
+def _called_from(session: Session, scan: StackScan, ret: int) -> bool:
     try:
-        before = session.read_kernel_va(ret - 5, 5)
+        return scan.is_call(session.read_kernel_va(ret - scan.call_length, scan.call_length))
     except (ReadError, SessionError):
         return False
-    return before[0] == 0xE8 or (before[3] == 0xFF and 0xD0 <= before[4] <= 0xD7)
 
 
 def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> tuple[tuple[str, ...], str]:
-    """The callers of the stopped vCPU's function, and how they were found.
-
-    arm64 and riscv64 (CONFIG_FRAME_POINTER=y in Debian's 7.2 configs) follow the frame records:
-    arm64 x29 points at {previous x29, return address} (arch/arm64/include/asm/stacktrace/frame.h
-    struct frame_record) and x30 holds the caller of a function that has not saved its record
-    yet; riscv64 s0 points just above {previous s0, ra} (arch/riscv/include/asm/stacktrace.h struct
-    stackframe, walked as `(struct stackframe *)fp - 1`).  x86_64 7.2 unwinds with ORC tables
-    (CONFIG_UNWINDER_ORC), which are not read here: the stack is scanned for words that point just
-    past a call into a kernel function, a guess that can include stale frames."""
+    """The callers of the stopped vCPU's function, and how they were found: the architecture's
+    frame records (Arch.unwind: FrameRecords), or a scan of the stack (StackScan) where the
+    kernel's unwinder is one ptinspect does not read."""
     kernel = session.kernel
     assert kernel is not None
-    arch = session.arch.name
-    regs = target.cpu_registers(thread, UNWIND_REGISTERS[arch])
+    unwind = session.arch.unwind
     out: list[str] = []
 
     def add(ret: int) -> bool:
@@ -175,8 +162,8 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
         return True
 
     try:
-        if arch == "x86_64":
-            sp = regs["rsp"]
+        if isinstance(unwind, StackScan):
+            sp = target.cpu_registers(thread, (unwind.sp_register,))[unwind.sp_register]
             end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
             try:
                 data = session.read_kernel_va(sp, end - sp)
@@ -186,27 +173,21 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
                 if len(out) >= FRAMES:
                     break
                 if word & KERNEL_TOP == KERNEL_TOP and symbols.name(word, kernel.kaslr_offset) and \
-                        _called_from(session, word):
+                        _called_from(session, unwind, word):
                     add(word)
-            return tuple(out), "stack scan (a guess: ORC is not read)"
-        if arch == "arm64":
-            fp, lr = regs.get("x29"), regs.get("x30")
-            if lr is not None:
-                add(lr | KERNEL_TOP)
-            record = lambda f: (f, f + 8)  # noqa: E731  {fp, lr}
-        else:
-            fp, ra = regs.get("s0", regs.get("fp")), regs.get("ra")
-            if ra is not None:
-                add(ra)
-            record = lambda f: (f - 16, f - 8)  # noqa: E731  (struct stackframe *)fp - 1
+            return tuple(out), f"stack scan (a guess: {unwind.why})"
+        link = (unwind.link_register,) if unwind.link_register else ()
+        regs = target.cpu_registers(thread, (*unwind.fp_registers, *link))
+        top = KERNEL_TOP if unwind.strip_pac else 0
+        fp = next((regs[r] for r in unwind.fp_registers if r in regs), None)
+        if unwind.link_register and unwind.link_register in regs:
+            add(regs[unwind.link_register] | top)
         seen = set()
         while fp and fp & KERNEL_TOP == KERNEL_TOP and fp not in seen and len(out) < FRAMES:
             seen.add(fp)
-            at_fp, at_ret = record(fp)
-            ret = _word(session, at_ret) | (KERNEL_TOP if arch == "arm64" else 0)
-            if not add(ret):
+            if not add(_word(session, fp + unwind.ret_offset) | top):
                 break
-            fp = _word(session, at_fp)
+            fp = _word(session, fp + unwind.prev_fp_offset)
     except (ReadError, SessionError, KeyError):
         pass  # as far as it went
     return tuple(out), "frame pointers"
