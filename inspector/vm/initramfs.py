@@ -31,7 +31,7 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from ..cache import locked, subdir
-from . import VMError, progress
+from . import VMError, progress, selftests
 from .hmm import HmmModule, module_status
 from .images import KernelImage, busybox_path
 
@@ -232,6 +232,8 @@ def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tup
     parts += [HMMOP.read_bytes(), reason.encode()]
     if module:
         parts += [module.ko.read_bytes(), module.uapi.read_bytes()]
+    if hmm_tests := selftests.selftest_status(image):
+        parts.append(hmm_tests.read_bytes())
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
@@ -268,6 +270,8 @@ def build_initramfs(image: KernelImage) -> Path:
         if hmm:
             cpio.file("ptinspect/hmm/test_hmm.ko", hmm.ko.read_bytes())
             cpio.file("ptinspect/hmm/hmmop", hmmop, executable=True)
+            if hmm_tests := selftests.selftest_status(image):  # the kernel's selftest, where built
+                cpio.file("ptinspect/hmm/hmm-tests", hmm_tests.read_bytes(), executable=True)
         else:
             cpio.file("ptinspect/hmm/unavailable", hmm_reason.encode() + b"\n")
         cpio.file("ptinspect/modules.list", "".join(f"{n} {w}\n" for n, w, _ in modules).encode())
