@@ -46,6 +46,8 @@ LIBS = ("-lrt", "-lpthread", "-lm")
 BINARY = "hmm-tests"
 GUEST_PATH = "/ptinspect/hmm/hmm-tests"
 COMPILE_TIMEOUT = 300.0
+CHUNK = 8
+CHUNK_PAUSE = 0.05
 RUN = "PTINSPECT-RUN "
 RUN_END = "PTINSPECT-RUN-END "
 
@@ -146,13 +148,16 @@ def start(vm: VM, argv: list[str], timeout: float = 30.0) -> str:
         raise VMError(f"bad guest command {argv!r}: an absolute path and arguments without spaces")
     if not vm.console:
         raise VMError(f"VM {vm.name} has no console socket: boot it again")
-    seq = f"run{os.getpid()}-{time.monotonic_ns()}"
+    seq = f"r{os.getpid()}-{time.monotonic_ns() % 10**9}"
     with locked(Path(vm.run_dir) / "console.lock", timeout), \
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         try:
             sock.connect(vm.console)
-            sock.sendall(f"{seq} run {' '.join(argv)}\n".encode())
+            line = f"{seq} run {' '.join(argv)}\n".encode()
+            for at in range(0, len(line), CHUNK):  # the guest UART drops what comes faster
+                sock.sendall(line[at:at + CHUNK])
+                time.sleep(CHUNK_PAUSE)
         except OSError as exc:
             raise VMError(f"VM {vm.name}: console socket {vm.console}: {exc}") from None
     return seq
