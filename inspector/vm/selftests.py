@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cache import locked
-from . import VMError, progress
+from . import VMError, initramfs, progress
 from .apt import AptState
 from .hmm import LOCK_TIMEOUT, SOURCE_TIMEOUT, _call, build_module, cache_root
 from .images import KernelImage, _run, _write_stamp, check_entry, load_manifest
-from . import initramfs
 from .state import VM
 
 SELFTEST = "tools/testing/selftests/mm"
@@ -154,7 +153,7 @@ def start(vm: VM, argv: list[str], timeout: float = 30.0) -> str:
         sock.settimeout(timeout)
         try:
             sock.connect(vm.console)
-            line = f"{seq} run {' '.join(argv)}\n".encode()
+            line = f"\n{seq} run {' '.join(argv)}\n".encode()  # the newline ends a torn earlier line
             for at in range(0, len(line), CHUNK):  # the guest UART drops what comes faster
                 sock.sendall(line[at:at + CHUNK])
                 time.sleep(CHUNK_PAUSE)
