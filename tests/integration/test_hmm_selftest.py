@@ -32,17 +32,21 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = [("x86_64", "7.2"), ("arm64", "7.2")]
-BREAK_AT = "dmirror_interval_invalidate"
-MAX_HITS = 12
+NOTIFIER = "dmirror_interval_invalidate"  # lib/test_hmm.c
+MAX_HITS = 100  # migrate_vma_setup() invalidates once per 16-page chunk of the 4 MiB buffer
 HMM_BUFFER_SIZE = 1024 << 12  # tools/testing/selftests/mm/hmm-tests.c
 PMD_SIZE = 2 << 20  # read_pmd_pagesize() of the 4 KiB-page guests
-# case -> (the kind its pages have while the device holds them, the bytes it moves: hmm-tests.c)
+# case -> (the kind its pages have while the device holds them, the bytes it moves: hmm-tests.c, where to
+# stop). The driver's notifier runs at every invalidation of the process: migrate_vma_setup() of each
+# 16-page chunk, then the munmap that ends the case (device-private). make_device_exclusive() invalidates
+# once per page; its entries are first read by the CPU fault on them (mm/memory.c do_swap_page()).
 CASES = {
-    "migrate": ("device-private-write", HMM_BUFFER_SIZE),
-    "exclusive": ("device-exclusive", HMM_BUFFER_SIZE),
-    "migrate_anon_huge_empty": ("device-private-read", PMD_SIZE),  # PROT_READ, MADV_HUGEPAGE
+    "migrate": ("device-private-write", HMM_BUFFER_SIZE, NOTIFIER),
+    "exclusive": ("device-exclusive", HMM_BUFFER_SIZE, "do_swap_page"),
+    "migrate_anon_huge_empty": ("device-private-read", PMD_SIZE, NOTIFIER),  # PROT_READ, MADV_HUGEPAGE
 }
-KINDS = ("device-private-write", "device-private-read", "device-exclusive")
+KINDS = ("device-private-write", "device-private-read", "device-exclusive", "migration-read",
+         "migration-read-exclusive", "migration-write")
 
 
 def guest(machine: VM, *argv: str, timeout: float = 600) -> tuple[int, tuple[str, ...]]:
@@ -57,21 +61,20 @@ def dump(machine: VM, *args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
-def device_entries(machine: VM) -> dict[int, list[dict]]:
-    """pid -> its device entries, for every task named hmm-tests (threads and the harness's parent too)."""
+def case_task(machine: VM) -> int:
+    """The pid of the hmm-tests task running the case: the harness forks it last (the highest pid of the
+    ones ptinspect names for --comm hmm-tests)."""
     ask = dump(machine, "--comm", "hmm-tests")
-    if ask.returncode == 0:
-        pids = [int(re.search(r"pid (\d+)", json.loads(ask.stdout)["target"]["root_label"])[1])]  # type: ignore[index]
-    else:
-        listed = re.search(r"tasks are named 'hmm-tests' \(pids ([\d, ]+)\)", ask.stderr)
-        assert listed, f"ptinspect found no hmm-tests task: {ask.stderr}"
-        pids = [int(pid) for pid in listed[1].split(",")]
-    out = {}
-    for pid in pids:
-        proc = dump(machine, "--pid", str(pid))
-        assert proc.returncode == 0, proc.stderr
-        out[pid] = json.loads(proc.stdout)["entries"]
-    return out
+    assert ask.returncode != 0, "one hmm-tests task only: the harness did not fork the case"
+    listed = re.search(r"tasks are named 'hmm-tests' \(pids ([\d, ]+)\)", ask.stderr)
+    assert listed, f"ptinspect found no hmm-tests tasks: {ask.stderr}"
+    return max(int(pid) for pid in listed[1].split(","))
+
+
+def entries_of(machine: VM, pid: int) -> list[dict]:
+    proc = dump(machine, "--pid", str(pid))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["entries"]
 
 
 def snapshot_at_breakpoint(machine: VM, address: int, case: str, kind: str, size: int) -> tuple[list[dict], str]:
@@ -79,25 +82,31 @@ def snapshot_at_breakpoint(machine: VM, address: int, case: str, kind: str, size
     where one task's KIND entries cover SIZE bytes, and the run's seq (the VM runs on, the breakpoint gone)."""
     host, port = machine.gdb.rsplit(":", 1)
     seq: str | None = None
+    seen: list[dict[str, int]] = []  # per stop: kind -> bytes
+    pid = 0
     for _ in range(MAX_HITS):
         rsp = RspClient(host, int(port), timeout=30)  # connecting stops the VM
         try:
+            if seq is not None:  # stopped on the breakpoint's address: one step off it before it goes back
+                assert rsp.request("s", timeout=60).startswith(b"T"), "the gdbstub did not single-step"
             assert rsp.request(f"Z1,{address:x},1") == b"OK"
             rsp.resume()
             if seq is None:  # sent while the VM runs: the guest UART loses what comes while it is stopped
                 seq = start(machine, [GUEST_PATH, "-r", f"hmm.hmm_device_private.{case}"])
             stop = rsp.wait_stop(600)
-            assert stop is not None, f"{case}: {BREAK_AT} was not reached within 600 s"
+            assert stop is not None, f"{case}: {address:#x} was not reached within 600 s"
             assert rsp.request(f"z1,{address:x},1") == b"OK"
         finally:
             rsp.close()  # no detach: the VM stays stopped for ptinspect
-        for entries in device_entries(machine).values():
-            mine = [entry for entry in entries if entry["kind"] == kind]
-            if sum(entry["size"] for entry in mine) == size:
-                with Qmp(machine.qmp, timeout=30) as qmp:
-                    qmp.execute("cont")
-                return mine, seq
-    raise AssertionError(f"{case}: no stop of {MAX_HITS} showed {size} bytes of {kind} entries")
+        pid = pid or case_task(machine)
+        entries = entries_of(machine, pid)
+        seen.append({kind: sum(e["size"] for e in entries if e["kind"] == kind) for kind in {e["kind"] for e in entries}})
+        mine = [entry for entry in entries if entry["kind"] == kind]
+        if sum(entry["size"] for entry in mine) == size:
+            with Qmp(machine.qmp, timeout=30) as qmp:
+                qmp.execute("cont")
+            return mine, seq
+    raise AssertionError(f"{case}: no stop of {MAX_HITS} showed {size} bytes of {kind} entries: {seen}")
 
 
 @pytest.mark.parametrize("arch,series", IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
@@ -117,10 +126,11 @@ def test_hmm_selftest_witness(vm: Callable[..., VM], arch: str, series: str) -> 
     for case in CASES:
         assert verdicts.get(f"hmm.hmm_device_private.{case}") == "pass", f"the kernel's own verdict on {case}"
 
-    _, found = guest(machine, "/bin/busybox", "grep", "-w", BREAK_AT, "/proc/kallsyms")
-    assert len(found) == 1 and found[0].endswith("[test_hmm]"), found
-    address = int(found[0].split()[0], 16)
-    for case, (kind, size) in CASES.items():
+    for case, (kind, size, symbol) in CASES.items():
+        _, lines = guest(machine, "/bin/busybox", "grep", "-w", symbol, "/proc/kallsyms")
+        found = [line.split()[0] for line in lines if line.split()[2:3] == [symbol]]  # not symbol.cold
+        assert len(found) == 1, lines
+        address = int(found[0], 16)
         entries, seq = snapshot_at_breakpoint(machine, address, case, kind, size)
         run = finish(machine, seq, 600)
         assert kselftest_verdicts(run.lines) == {f"hmm.hmm_device_private.{case}": "pass"}, run.lines
