@@ -45,8 +45,7 @@ LIBS = ("-lrt", "-lpthread", "-lm")
 BINARY = "hmm-tests"
 GUEST_PATH = "/ptinspect/hmm/hmm-tests"
 COMPILE_TIMEOUT = 300.0
-CHUNK = 8
-CHUNK_PAUSE = 0.05
+RUN_START = "PTINSPECT-RUN-START "
 RUN = "PTINSPECT-RUN "
 RUN_END = "PTINSPECT-RUN-END "
 
@@ -141,8 +140,8 @@ class RunResult:
 
 
 def start(vm: VM, argv: list[str], timeout: float = 30.0) -> str:
-    """Ask VM's workload to run ARGV (argv[0] an absolute guest path) in the background; its SEQ.
-    The line is only queued in the console: a VM stopped by a debugger reads it when it runs."""
+    """Ask VM's workload to run ARGV (argv[0] an absolute guest path) in the background; its SEQ once the
+    guest started it (the VM must run)."""
     if not argv or not argv[0].startswith("/") or any(not a or any(c.isspace() for c in a) for a in argv):
         raise VMError(f"bad guest command {argv!r}: an absolute path and arguments without spaces")
     if not vm.console:
@@ -153,10 +152,18 @@ def start(vm: VM, argv: list[str], timeout: float = 30.0) -> str:
         sock.settimeout(timeout)
         try:
             sock.connect(vm.console)
-            line = f"\n{seq} run {' '.join(argv)}\n".encode()  # the newline ends a torn earlier line
-            for at in range(0, len(line), CHUNK):  # the guest UART drops what comes faster
-                sock.sendall(line[at:at + CHUNK])
-                time.sleep(CHUNK_PAUSE)
+            sock.sendall(f"\n{seq} run {' '.join(argv)}\n".encode())  # the newline ends a torn earlier line
+            # QEMU takes input as the guest UART has room and drops what is unread when the client goes:
+            # the socket stays open until the guest says it started the program.
+            buffer = b""
+            while f"{RUN_START}{seq}".encode() not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise VMError(f"VM {vm.name}: QEMU closed the console socket")
+                buffer = buffer[-4096:] + chunk
+        except TimeoutError:
+            raise VMError(f"VM {vm.name}: the guest did not start {argv[0]} within {timeout:.0f} s "
+                          "(is the VM stopped?)") from None
         except OSError as exc:
             raise VMError(f"VM {vm.name}: console socket {vm.console}: {exc}") from None
     return seq

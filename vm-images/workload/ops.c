@@ -11,7 +11,7 @@
  *   PTINSPECT-OP {"seq": "SEQ", "op": ..., "status": ..., "pagemap": [...]}
  *
  *   SEQ run PATH [ARG...]  start program PATH in the background (the kernel's
- *                       selftests); its output comes as "PTINSPECT-RUN SEQ LINE"
+ *                       selftests): "PTINSPECT-RUN-START SEQ", its output as "PTINSPECT-RUN SEQ LINE"
  *                       lines, then "PTINSPECT-RUN-END SEQ status=N"
  *
  * Each region has its own arena slot after the manifest's regions, so that
@@ -459,7 +459,7 @@ static bool forward_hmm(const char *line)
  * then its exit status. */
 #define RUN_ARGS 16
 static const char run_script[] =
-	"seq=$1; shift; ( { \"$@\" < /dev/null 2>&1; echo $? > /tmp/run-status.$seq; } |"
+	"seq=$1; shift; echo \"PTINSPECT-RUN-START $seq\"; ( { \"$@\" < /dev/null 2>&1; echo $? > /tmp/run-status.$seq; } |"
 	" while IFS= read -r l; do echo \"PTINSPECT-RUN $seq $l\"; done;"
 	" echo \"PTINSPECT-RUN-END $seq status=$(cat /tmp/run-status.$seq)\" ) < /dev/null &";
 
