@@ -10,6 +10,10 @@
  *
  *   PTINSPECT-OP {"seq": "SEQ", "op": ..., "status": ..., "pagemap": [...]}
  *
+ *   SEQ run PATH [ARG...]  start program PATH in the background (the kernel's
+ *                       selftests): "PTINSPECT-RUN-START SEQ", its output as "PTINSPECT-RUN SEQ LINE"
+ *                       lines, then "PTINSPECT-RUN-END SEQ status=N"
+ *
  * Each region has its own arena slot after the manifest's regions, so that
  * an operation changes nothing but its region. The protocol is documented in
  * vm-images/README-workload.md.
@@ -19,9 +23,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <spawn.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -550,11 +556,40 @@ static bool forward_hmm(const char *line)
 	return sent;
 }
 
+/* "SEQ run PATH ARG...": a shell started with posix_spawn (no fork: this process's page tables stay
+ * as they are) runs PATH in the background with stdin from /dev/null and prints its output prefixed,
+ * then its exit status. */
+#define RUN_ARGS 16
+static const char run_script[] =
+	"seq=$1; shift; echo \"PTINSPECT-RUN-START $seq\"; ( { \"$@\" < /dev/null 2>&1; echo $? > /tmp/run-status.$seq; } |"
+	" while IFS= read -r l; do echo \"PTINSPECT-RUN $seq $l\"; done;"
+	" echo \"PTINSPECT-RUN-END $seq status=$(cat /tmp/run-status.$seq)\" ) < /dev/null &";
+
+static void run_program(char *seq)
+{
+	char *argv[RUN_ARGS + 6] = { "sh", "-c", (char *)run_script, "sh", seq };
+	extern char **environ;
+	int n = 5, status;
+	pid_t pid;
+
+	while (n < RUN_ARGS + 5 && (argv[n] = strtok(NULL, " \t\r\n")))
+		n++;
+	argv[n] = NULL;
+	if (n == 5 || argv[5][0] != '/' || access(argv[5], X_OK)) {
+		printf("PTINSPECT-RUN-END %s status=127 (no executable absolute path given)\n", seq);
+	} else if ((errno = posix_spawn(&pid, "/bin/busybox", NULL, NULL, argv, environ))) {
+		printf("PTINSPECT-RUN-END %s status=127 (posix_spawn: %s)\n", seq, strerror(errno));
+	} else {
+		waitpid(pid, &status, 0);  /* the shell returns at once, the program runs on */
+	}
+	fflush(stdout);
+}
+
 /* Parse and do one request line; answer it. */
 static void answer(char *line)
 {
 	char *seq = strtok(line, " \t\r\n"), *word = strtok(NULL, " \t\r\n");
-	char *arg = strtok(NULL, " \t\r\n"), *end = NULL;
+	char *arg, *end = NULL;
 	struct result res = { .status = ST_OK, .op = word };
 	struct op_region *reg = latest;
 	const struct op *op;
@@ -566,6 +601,11 @@ static void answer(char *line)
 		render(seq && seq_ok(seq) ? seq : NULL, &res);
 		return;
 	}
+	if (!strcmp(word, "run")) {
+		run_program(seq);
+		return;
+	}
+	arg = strtok(NULL, " \t\r\n");
 	if (!strcmp(word, "maps")) {  /* the kernel's own list of this process's mappings */
 		res.maps = true;
 		render(seq, &res);
