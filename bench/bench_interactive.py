@@ -196,8 +196,8 @@ def bench_arch(arch: str, series: str, mib: int, memory: str, reps: int, ptd_dir
             rows[c.name].process_s = median_wall(args, reps)
             print(f"# {arch} {c.name}: process {rows[c.name].process_s:.3f} s", file=sys.stderr, flush=True)
 
-        opts = " ".join(kernel)
-        pt_cases = [(c.name, f"pt {c.pt[0]} {opts} {' '.join(c.pt[1:])}", True) for c in cases]
+        kernel_opts = " ".join(kernel)
+        pt_cases = [(c.name, f"pt {c.pt[0]} {kernel_opts} {' '.join(c.pt[1:])}", True) for c in cases]
         warmup = f"gdb.execute({pt_cases[0][1]!r}, to_string=True)  # imports, the layout: not counted"
         for name, rec in in_gdb(vm.gdb, [str(ROOT / "commands" / "gdb_pt.py")], pt_cases, reps, warmup,
                                 workdir).items():
