@@ -35,7 +35,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
     demo)
         install_system; install_python
-        exec "$VENV/bin/python" -m commands.demo "$@" ;;
+        exec "$VENV/bin/python" -m ptinspect.commands.demo "$@" ;;
     test)
         install_system; install_python
         log "lint (ruff) and type check (mypy), configured in pyproject.toml"

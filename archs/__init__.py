@@ -18,7 +18,7 @@ def get_arch(name: str) -> Arch:
     key = _ALIASES.get(name, name)
     if key not in ARCH_NAMES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCH_NAMES)}")
-    arch: Arch = importlib.import_module(f"archs.{key}").ARCH
+    arch: Arch = importlib.import_module(f"ptinspect.archs.{key}").ARCH
     return arch
 
 

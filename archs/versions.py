@@ -201,13 +201,13 @@ def recorded_layout(arch: str | None, name: str | None, release: str | None, ass
 
 
 def markdown() -> str:
-    """archs/VERSIONS.md: every feature table as Markdown (`python -m archs`)."""
+    """archs/VERSIONS.md: every feature table as Markdown (`python -m ptinspect.archs`)."""
     from . import ARCH_NAMES
 
     out = [
         "# Kernel releases ptinspect knows: page-table layout features",
         "",
-        "Generated from archs/versions.py and archs/<arch>.py by `python -m archs > archs/VERSIONS.md`;",
+        "Generated from archs/versions.py and archs/<arch>.py by `python -m ptinspect.archs > archs/VERSIONS.md`;",
         "a unit test keeps this file equal to the tables.  Supported releases: "
         f"{supported_range()}; a newer release is decoded with {_text(NEWEST)}'s layout and every output says so.",
         "",

@@ -43,15 +43,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commands.cli import main as cli_main  # noqa: E402
-from inspector.opening import SESSION_HOOKS  # noqa: E402
-from inspector.session import Session  # noqa: E402
-from inspector.targets.drgn import QmpTarget, open_vmcore  # noqa: E402
-from inspector.targets.gdbstub import parse_address  # noqa: E402
-from inspector.targets.rsp import RspClient  # noqa: E402
-from inspector.vm.images import ensure_image, image_for  # noqa: E402
-from inspector.vm.qemu import boot  # noqa: E402
-from inspector.vm.state import VM  # noqa: E402
+from ptinspect.commands.cli import main as cli_main  # noqa: E402
+from ptinspect.inspector.opening import SESSION_HOOKS  # noqa: E402
+from ptinspect.inspector.session import Session  # noqa: E402
+from ptinspect.inspector.targets.drgn import QmpTarget, open_vmcore  # noqa: E402
+from ptinspect.inspector.targets.gdbstub import parse_address  # noqa: E402
+from ptinspect.inspector.targets.rsp import RspClient  # noqa: E402
+from ptinspect.inspector.vm.images import ensure_image, image_for  # noqa: E402
+from ptinspect.inspector.vm.qemu import boot  # noqa: E402
+from ptinspect.inspector.vm.state import VM  # noqa: E402
 
 ARCHES = ("x86_64", "arm64", "riscv64")
 TARGETS = ("gdbstub", "qmp", "vmcore")
@@ -205,7 +205,7 @@ def run_cli(args: list[str]) -> tuple[float, float, float, int]:
     process.  RSS counts the vmlinux drgn maps (file pages); RssAnon, sampled every 20 ms, does not."""
     errors = tempfile.TemporaryFile()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "ptinspect.commands.cli", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=errors)
     anon = 0
     while True:

@@ -8,7 +8,7 @@ Boots a test VM per architecture whose bulk process (init's `ptinspect.bulk=MIB`
 written 4 KiB pages (as bench/bench_dump.py does) and times, for the workload process, one kernel
 address, the kernel and the bulk process, with and without --ranges:
 
-- `ptinspect` as a whole process (`python -m commands.cli ... --gdb`, stdout to /dev/null): it
+- `ptinspect` as a whole process (`python -m ptinspect.commands.cli ... --gdb`, stdout to /dev/null): it
   connects, stops the VM, answers, resumes it;
 - `pt` inside one gdb-multiarch session (commands/gdb_pt.py) through gdb's connection, output
   captured by gdb (`gdb.execute(..., to_string=True)`): "cold" after a `stepi` (the VM ran: the
@@ -42,9 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commands.targets import open_session  # noqa: E402
-from inspector.vm.images import ensure_image, image_for  # noqa: E402
-from inspector.vm.qemu import boot  # noqa: E402
+from ptinspect.commands.targets import open_session  # noqa: E402
+from ptinspect.inspector.vm.images import ensure_image, image_for  # noqa: E402
+from ptinspect.inspector.vm.qemu import boot  # noqa: E402
 
 ARCHES = ("x86_64", "arm64", "riscv64")
 SATP_MODE = {"sv39": 8, "sv48": 9, "sv57": 10}
@@ -192,7 +192,7 @@ def bench_arch(arch: str, series: str, mib: int, memory: str, reps: int, ptd_dir
         rows = {c.name: Row(arch, c.name) for c in cases}
 
         for c in cases:
-            args = [sys.executable, "-m", "commands.cli", c.pt[0], "--gdb", vm.gdb, *kernel, *c.pt[1:]]
+            args = [sys.executable, "-m", "ptinspect.commands.cli", c.pt[0], "--gdb", vm.gdb, *kernel, *c.pt[1:]]
             rows[c.name].process_s = median_wall(args, reps)
             print(f"# {arch} {c.name}: process {rows[c.name].process_s:.3f} s", file=sys.stderr, flush=True)
 

@@ -11,18 +11,18 @@ import click
 
 # name -> (module, attribute); `ptinspect --help` lists them in this order
 COMMANDS = {
-    "decode": ("commands.decode", "decode"),
-    "dump": ("commands.dump", "dump"),
-    "translate": ("commands.dump", "translate"),
-    "vm": ("commands.vm", "vm"),
-    "vmcore": ("commands.vmcore", "vmcore"),
-    "snapshot": ("commands.snapshot", "snapshot"),
-    "diff": ("commands.diff", "diff"),
-    "validate": ("commands.validate", "validate"),
-    "watch": ("commands.watch", "watch"),
-    "gdb-path": ("commands.gdb_path", "gdb_path"),
-    "summary": ("commands.summary", "summary"),
-    "map": ("commands.map", "map_"),
+    "decode": ("ptinspect.commands.decode", "decode"),
+    "dump": ("ptinspect.commands.dump", "dump"),
+    "translate": ("ptinspect.commands.dump", "translate"),
+    "vm": ("ptinspect.commands.vm", "vm"),
+    "vmcore": ("ptinspect.commands.vmcore", "vmcore"),
+    "snapshot": ("ptinspect.commands.snapshot", "snapshot"),
+    "diff": ("ptinspect.commands.diff", "diff"),
+    "validate": ("ptinspect.commands.validate", "validate"),
+    "watch": ("ptinspect.commands.watch", "watch"),
+    "gdb-path": ("ptinspect.commands.gdb_path", "gdb_path"),
+    "summary": ("ptinspect.commands.summary", "summary"),
+    "map": ("ptinspect.commands.map", "map_"),
 }
 
 

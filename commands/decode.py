@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from archs import ARCH_NAMES, get_arch
-from inspector.records import decoded_record, layout_label
+from ptinspect.archs import ARCH_NAMES, get_arch
+from ptinspect.inspector.records import decoded_record, layout_label
 
 from .options import FORMATS, facts_from, kernel_fact_options
 from .render import decoded_table

@@ -9,10 +9,10 @@ import sys
 
 import click
 
-from archs import ARCH_NAMES
-from inspector.vm import VMError
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.qemu import boot
+from ptinspect.archs import ARCH_NAMES
+from ptinspect.inspector.vm import VMError
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.qemu import boot
 
 from .cli import main
 

@@ -9,9 +9,9 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from inspector.diff import Delta, diff_notes
-from inspector.records import hx
-from inspector.snapshot import Snapshot, load
+from ptinspect.inspector.diff import Delta, diff_notes
+from ptinspect.inspector.records import hx
+from ptinspect.inspector.snapshot import Snapshot, load
 
 from .dump import parse_range, root_options
 from .options import FORMATS

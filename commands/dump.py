@@ -9,11 +9,19 @@ from collections.abc import Iterable
 
 import click
 
-from archs.common import Kind
-from inspector import inputs
-from inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
-from inspector.records import SCHEMA, dump_filter, entry_record, hx, layout_label, target_record, write_document
-from inspector.session import Root, Session, SessionError
+from ptinspect.archs.common import Kind
+from ptinspect.inspector import inputs
+from ptinspect.inspector.dump import Range, Row, RunRows, bulk_rows, default_range, ranges
+from ptinspect.inspector.records import (
+    SCHEMA,
+    dump_filter,
+    entry_record,
+    hx,
+    layout_label,
+    target_record,
+    write_document,
+)
+from ptinspect.inspector.session import Root, Session, SessionError
 
 from .options import FORMATS, user_input
 from .render import decoded_table, human_size

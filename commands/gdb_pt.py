@@ -26,13 +26,14 @@ from pathlib import Path
 
 import gdb  # gdb's embedded module: only inside gdb
 
-ROOT = Path(__file__).resolve().parent.parent
+# The directory holding the `ptinspect` package: a checkout's root, or site-packages when installed.
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "ptinspect" / "__init__.py").is_file())
 sys.path.insert(0, str(ROOT))
 
-from inspector.session import Session, start  # noqa: E402
-from inspector.targets.gdbinternal import GdbInternalTarget  # noqa: E402
-from inspector.targets.gdbstub import GdbstubError  # noqa: E402
-from inspector.targets.pipe import ENV, serve  # noqa: E402
+from ptinspect.inspector.session import Session, start  # noqa: E402
+from ptinspect.inspector.targets.gdbinternal import GdbInternalTarget  # noqa: E402
+from ptinspect.inspector.targets.gdbstub import GdbstubError  # noqa: E402
+from ptinspect.inspector.targets.pipe import ENV, serve  # noqa: E402
 
 SUBCOMMANDS = {
     "dump": "Every non-none page-table entry of a process (--pid/--comm), the kernel (--kernel) or a root.",
@@ -73,7 +74,7 @@ def _in_gdb_python() -> bool:
         import click  # noqa: F401
         import tabulate  # noqa: F401
 
-        from commands import cli  # noqa: F401
+        from ptinspect.commands import cli  # noqa: F401
     except ImportError:
         return False
     return True
@@ -199,7 +200,7 @@ class PtCommand(gdb.Command):
 
     def run_here(self, args: list[str]) -> None:
         """The command in gdb's Python, its session from the stop cache."""
-        from commands import cli, targets
+        from ptinspect.commands import cli, targets
 
         targets.in_process = CACHE.session
         gdb.flush()
@@ -226,7 +227,7 @@ class PtCommand(gdb.Command):
         gdb.flush()
         proc = None
         try:
-            proc = subprocess.Popen([python(), "-m", "commands.cli", self.name, *args], cwd=ROOT, env=env,
+            proc = subprocess.Popen([python(), "-m", "ptinspect.commands.cli", self.name, *args], cwd=ROOT, env=env,
                                     pass_fds=(child_r, child_w))
             os.close(child_r)
             os.close(child_w)
@@ -261,7 +262,7 @@ def _answerable_here(args: list[str]) -> bool:
             vmlinux = a.split("=", 1)[1]
     if vmlinux is None:
         return True
-    from inspector.layout import cache_path
+    from ptinspect.inspector.layout import cache_path
 
     try:
         return cache_path(Path(vmlinux)).is_file()
@@ -284,7 +285,7 @@ to ADDRESS; the VM is stopped again, at the caught entry with --until.  Options:
             args = shlex.split(argument)
         except ValueError as exc:
             raise gdb.GdbError(f"pt watch: {exc}") from None
-        command = [python(), "-m", "commands.cli", "watch"]
+        command = [python(), "-m", "ptinspect.commands.cli", "watch"]
         if {"-h", "--help"} & set(args):
             subprocess.run([*command, "--help"], cwd=ROOT)
             return

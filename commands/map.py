@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from inspector.diff import diff_notes
-from inspector.dump import bulk_rows
-from inspector.mapview import MapModel, build, render
-from inspector.records import layout_label
-from inspector.snapshot import Snapshot, SnapshotError, atomic_text, load
-from inspector.summary import snapshot_rows
+from ptinspect.inspector.diff import diff_notes
+from ptinspect.inspector.dump import bulk_rows
+from ptinspect.inspector.mapview import MapModel, build, render
+from ptinspect.inspector.records import layout_label
+from ptinspect.inspector.snapshot import Snapshot, SnapshotError, atomic_text, load
+from ptinspect.inspector.summary import snapshot_rows
 
 from .dump import checked_range, parse_range, root_options, select_root
 from .snapshot import root_chosen, split_options

@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 
-from archs.common import KernelFacts
-from archs.versions import supported_range
-from inspector import inputs
-from inspector.facts import build_facts
+from ptinspect.archs.common import KernelFacts
+from ptinspect.archs.versions import supported_range
+from ptinspect.inspector import inputs
+from ptinspect.inspector.facts import build_facts
 
 FORMATS = click.Choice(["table", "json"])
 

@@ -1,7 +1,7 @@
 """Human-readable rendering of decoded values and entries."""
 from __future__ import annotations
 
-from archs.common import Decoded
+from ptinspect.archs.common import Decoded
 
 # What a softleaf entry's number is, where it is no RAM frame (archs feature device_private_pfn).
 PFN_SPACE_NOTE = {"device": " (device-private frame)", "device-offset": " (device-private offset, not a frame)"}

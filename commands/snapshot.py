@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from inspector.session import SessionError
-from inspector.snapshot import Snapshot, SnapshotError, live_snapshot, write_snapshot
+from ptinspect.inspector.session import SessionError
+from ptinspect.inspector.snapshot import Snapshot, SnapshotError, live_snapshot, write_snapshot
 
 from .dump import checked_range, parse_range, root_options, select_root, selection
 from .targets import open_session, target_options

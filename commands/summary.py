@@ -9,10 +9,10 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from inspector.dump import bulk_rows
-from inspector.records import layout_label, target_record
-from inspector.snapshot import SnapshotError, load
-from inspector.summary import Part, Summary, snapshot_rows, summarize, summary_record
+from ptinspect.inspector.dump import bulk_rows
+from ptinspect.inspector.records import layout_label, target_record
+from ptinspect.inspector.snapshot import SnapshotError, load
+from ptinspect.inspector.summary import Part, Summary, snapshot_rows, summarize, summary_record
 
 from .dump import checked_range, parse_range, root_options, select_root, selection
 from .options import FORMATS

@@ -11,11 +11,11 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from archs.common import Access, PagingMode, Softleaf
-from archs.versions import Layout
-from inspector.dump import Range, Row, RunRows
-from inspector.kernel import Vma
-from inspector.records import uffd_mode
+from ptinspect.archs.common import Access, PagingMode, Softleaf
+from ptinspect.archs.versions import Layout
+from ptinspect.inspector.dump import Range, Row, RunRows
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.records import uffd_mode
 
 from .render import human_size
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import click
 
-from inspector import runstate
-from inspector.opening import errors, open_target, opened
-from inspector.session import Session, Target
-from inspector.targets.pipe import ENV as PIPE_ENV
-from inspector.targets.pipe import PipeTarget
+from ptinspect.inspector import runstate
+from ptinspect.inspector.opening import errors, open_target, opened
+from ptinspect.inspector.session import Session, Target
+from ptinspect.inspector.targets.pipe import ENV as PIPE_ENV
+from ptinspect.inspector.targets.pipe import PipeTarget
 
 from .options import TIMEOUT
 

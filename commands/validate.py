@@ -9,12 +9,12 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from archs import ARCH_NAMES
-from inspector.checks import CHECKS
-from inspector.records import hx
-from inspector.snapshot import load
-from inspector.validate import Report, check_ids
-from inspector.validate import validate as run_checks
+from ptinspect.archs import ARCH_NAMES
+from ptinspect.inspector.checks import CHECKS
+from ptinspect.inspector.records import hx
+from ptinspect.inspector.snapshot import load
+from ptinspect.inspector.validate import Report, check_ids
+from ptinspect.inspector.validate import validate as run_checks
 
 from .dump import root_options
 from .options import FORMATS

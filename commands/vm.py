@@ -11,12 +11,12 @@ from pathlib import Path
 import click
 from tabulate import tabulate
 
-from inspector.vm import VMError, state
-from inspector.vm import derive as derive_mod
-from inspector.vm.images import busybox_path, ensure_image, load_manifest
-from inspector.vm.qemu import MACHINES
-from inspector.vm.qemu import boot as boot_vm
-from inspector.vm.sysdeps import check_system
+from ptinspect.inspector.vm import VMError, state
+from ptinspect.inspector.vm import derive as derive_mod
+from ptinspect.inspector.vm.images import busybox_path, ensure_image, load_manifest
+from ptinspect.inspector.vm.qemu import MACHINES
+from ptinspect.inspector.vm.qemu import boot as boot_vm
+from ptinspect.inspector.vm.sysdeps import check_system
 
 from .options import TIMEOUT
 from .vm_hmm import hmm

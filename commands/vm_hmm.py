@@ -6,9 +6,9 @@ import time
 import click
 from tabulate import tabulate
 
-from inspector.vm import VMError
-from inspector.vm.hmm import build_module
-from inspector.vm.images import ensure_image, load_manifest
+from ptinspect.inspector.vm import VMError
+from ptinspect.inspector.vm.hmm import build_module
+from ptinspect.inspector.vm.images import ensure_image, load_manifest
 
 
 @click.group()

@@ -6,8 +6,8 @@ from collections import Counter
 
 import click
 
-from inspector.vm import VMError, state
-from inspector.vm.ops import HMM_OPERATIONS, OPERATIONS, OpResult, request
+from ptinspect.inspector.vm import VMError, state
+from ptinspect.inspector.vm.ops import HMM_OPERATIONS, OPERATIONS, OpResult, request
 
 from .options import TIMEOUT
 

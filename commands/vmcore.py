@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from inspector.targets.drgn import DrgnTargetError, NoVmcoreinfo, QmpTarget
-from inspector.targets.qmp import Qmp, QmpError
-from inspector.vm import progress, state
-from inspector.vmcorefile import DumpError, identify, reassemble
-from inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
+from ptinspect.inspector.targets.drgn import DrgnTargetError, NoVmcoreinfo, QmpTarget
+from ptinspect.inspector.targets.qmp import Qmp, QmpError
+from ptinspect.inspector.vm import progress, state
+from ptinspect.inspector.vmcorefile import DumpError, identify, reassemble
+from ptinspect.inspector.vmcoreinfo import VmcoreinfoError, add_elf_note, add_kdump_note
 
 from .options import TIMEOUT
 from .targets import open_session

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from archs.common import Kind
-from inspector.targets.gdbstub import GdbstubTarget
-from inspector.watch import Event, Symbols, Watcher, WatchError
+from ptinspect.archs.common import Kind
+from ptinspect.inspector.targets.gdbstub import GdbstubTarget
+from ptinspect.inspector.watch import Event, Symbols, Watcher, WatchError
 
 from .dump import parse_range, root_options, select_root, selection
 from .options import FORMATS, TIMEOUT

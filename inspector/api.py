@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archs import arch_where, names_text
-from archs.common import KernelFacts, Kind
+from ptinspect.archs import arch_where, names_text
+from ptinspect.archs.common import KernelFacts, Kind
 
 from . import inputs
 from .diff import Delta, diff_notes

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from archs.common import PagingMode
+from ptinspect.archs.common import PagingMode
 
 from .snapshot import Snapshot, SnapshotError, decoded_records
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple, final
 
-from archs.common import Decoded, Kind
+from ptinspect.archs.common import Decoded, Kind
 
 from .entry import Entry
 from .kernel import Vma

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from archs.common import Decoded, Kind
+from ptinspect.archs.common import Decoded, Kind
 
 from .reader import TableCache
 

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from archs.common import Fact, KernelFacts
-from archs.versions import release_layout
+from ptinspect.archs.common import Fact, KernelFacts
+from ptinspect.archs.versions import release_layout
 
 MASK64 = (1 << 64) - 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from archs.common import Arch, PagingMode
+from ptinspect.archs.common import Arch, PagingMode
 
 from .entry import ENTRY_BYTES
 from .reader import RefusedRead

@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from archs import get_arch
-from archs.common import Fact
-from archs.softleaf import config_options, type_space
-from archs.versions import Layout
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Fact
+from ptinspect.archs.softleaf import config_options, type_space
+from ptinspect.archs.versions import Layout
 
 
 class KernelError(Exception):

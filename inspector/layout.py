@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from archs import ARCH_NAMES
+from ptinspect.archs import ARCH_NAMES
 
 from . import vmlinux as vml
 from .cache import subdir

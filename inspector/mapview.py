@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archs.common import Kind, PagingMode
+from ptinspect.archs.common import Kind, PagingMode
 
 from .diff import Delta
 from .dump import Row, RunRows

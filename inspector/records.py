@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from archs.common import Decoded, KernelFacts, Kind
-from archs.versions import Layout
+from ptinspect.archs.common import Decoded, KernelFacts, Kind
+from ptinspect.archs.versions import Layout
 
 from .devmem import SOURCE as DEVMEM_SOURCE
 from .dump import Range, Row, RunRows

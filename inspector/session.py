@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from archs import get_arch
-from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_int
-from archs.versions import release_layout
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Arch, Fact, KernelFacts, Kind, PagingMode, vmcoreinfo_int
+from ptinspect.archs.versions import release_layout
 
 from . import vmlinux as vml
 from .devmem import SOURCE as DEVMEM_SOURCE

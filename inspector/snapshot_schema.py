@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from archs import ARCH_NAMES, get_arch
-from archs.common import Arch, Fact, KernelFacts, Kind, PagingMode
-from archs.versions import recorded_layout
+from ptinspect.archs import ARCH_NAMES, get_arch
+from ptinspect.archs.common import Arch, Fact, KernelFacts, Kind, PagingMode
+from ptinspect.archs.versions import recorded_layout
 
 from .kernel import Vma
 from .records import SCHEMA

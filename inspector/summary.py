@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from archs.common import Decoded, Kind, PagingMode
+from ptinspect.archs.common import Decoded, Kind, PagingMode
 
 from .dump import Row, RunRows, VmaIndex
 from .entry import Entry

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from archs import all_arches, arch_where, names_text
+from ptinspect.archs import all_arches, arch_where, names_text
 
 from .reader import ReadError, contains
 

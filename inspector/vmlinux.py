@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from archs import arch_where, names_text
+from ptinspect.archs import arch_where, names_text
 
 from .cache import subdir
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, final
 
-from archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
+from ptinspect.archs.common import SOFTLEAF_KINDS, Arch, Decoded, KernelFacts, Kind, PagingMode, in_kernel_half
 
 from .entry import ENTRY_BYTES, BlockPosition, Entry, EntryRef
 from .reader import PhysReader, RefusedRead, TableCache

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from archs.common import Kind, StackScan
+from ptinspect.archs.common import Kind, StackScan
 
 from .diff import Change, Differ, entry_label
 from .dump import Row

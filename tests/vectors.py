@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from archs.common import Kind
+from ptinspect.archs.common import Kind
 
 PATH = Path(__file__).parent / "data" / "encode-vectors.txt"
 CONFIG_NAMES = {

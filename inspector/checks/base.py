@@ -5,8 +5,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
-from archs import ARCH_NAMES
-from archs.common import Arch, Kind, in_kernel_half
+from ptinspect.archs import ARCH_NAMES
+from ptinspect.archs.common import Arch, Kind, in_kernel_half
 
 from ..dump import VmaIndex
 from ..entry import ENTRY_BYTES, Entry

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from archs.common import SOFTLEAF_KINDS, Kind
+from ptinspect.archs.common import SOFTLEAF_KINDS, Kind
 
 from .base import Check, Context, Finding
 

@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import cast
 
-from archs import all_arches
-from archs.common import Kind
+from ptinspect.archs import all_arches
+from ptinspect.archs.common import Kind
 
 from ..entry import Entry
 from .base import Check, Context, Finding

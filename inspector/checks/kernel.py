@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from archs.common import Kind
+from ptinspect.archs.common import Kind
 
 from ..entry import Entry
 from .base import Check, Context, Finding

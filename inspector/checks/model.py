@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from archs.common import Kind
+from ptinspect.archs.common import Kind
 
 from ..entry import Entry
 from ..model.base import ArchModel

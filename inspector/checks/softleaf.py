@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from archs.common import Kind
-from archs.softleaf import DEVICE_PRIVATE_KINDS, PFN_KINDS, markers_of
+from ptinspect.archs.common import Kind
+from ptinspect.archs.softleaf import DEVICE_PRIVATE_KINDS, PFN_KINDS, markers_of
 
 from ..reader import contains
 from .base import Check, Context, Finding

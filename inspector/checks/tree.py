@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 
-from archs.common import Kind
+from ptinspect.archs.common import Kind
 
 from ..entry import Entry
 from ..kernel import VM_HUGETLB, VM_MAYSHARE

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from archs.common import Kind
+from ptinspect.archs.common import Kind
 
 from ..kernel import VM_EXEC, VM_READ, VM_WRITE
 from .base import Check, Context, Finding

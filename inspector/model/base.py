@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from archs.common import PagingMode
-from archs.versions import Layout
+from ptinspect.archs.common import PagingMode
+from ptinspect.archs.versions import Layout
 
 
 @dataclass(frozen=True)

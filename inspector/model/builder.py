@@ -11,9 +11,9 @@ import importlib
 import struct
 from dataclasses import dataclass, field
 
-from archs.common import Kind, PagingMode
-from archs.softleaf import config_options, pte_markers, type_space
-from archs.versions import Layout
+from ptinspect.archs.common import Kind, PagingMode
+from ptinspect.archs.softleaf import config_options, pte_markers, type_space
+from ptinspect.archs.versions import Layout
 
 from ..reader import SparseMemory
 from .base import ArchModel, Prot, SwpFields
@@ -21,7 +21,7 @@ from .base import ArchModel, Prot, SwpFields
 
 def model_for(arch: str) -> ArchModel:
     """The reference model of an architecture."""
-    return importlib.import_module(f"inspector.model.{arch}").MODEL
+    return importlib.import_module(f"ptinspect.inspector.model.{arch}").MODEL
 
 
 @dataclass(frozen=True)

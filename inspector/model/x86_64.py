@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from archs.common import PagingMode
-from archs.versions import Layout
+from ptinspect.archs.common import PagingMode
+from ptinspect.archs.versions import Layout
 
 from .base import Prot, SwpFields
 

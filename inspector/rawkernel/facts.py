@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from archs.common import Fact, KernelFacts
-from archs.versions import release_layout
+from ptinspect.archs.common import Fact, KernelFacts
+from ptinspect.archs.versions import release_layout
 
 from ..kernel import KernelError, confirmation, derive_remaining
 from ..reader import ReadError

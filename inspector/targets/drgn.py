@@ -19,8 +19,8 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from archs import arch_where, names_text
-from archs.common import vmcoreinfo_int
+from ptinspect.archs import arch_where, names_text
+from ptinspect.archs.common import vmcoreinfo_int
 
 from ..kdumppages import KdumpReader
 from ..kernel import drgn_program

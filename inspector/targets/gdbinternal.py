@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gdb
 
-from archs import arch_where, get_arch, names_text
+from ptinspect.archs import arch_where, get_arch, names_text
 
 from .gdbstub import GdbstubError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from archs import all_arches, get_arch, names_text
+from ptinspect.archs import all_arches, get_arch, names_text
 
 from ..reader import RefusedRead
 from ..runstate import Marker, warn

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from archs import all_arches
+from ptinspect.archs import all_arches
 
 from ..cache import locked, subdir
 from . import VMError, progress

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from archs import all_arches
+from ptinspect.archs import all_arches
 
 from ..cache import locked, subdir
 from . import VMError, progress

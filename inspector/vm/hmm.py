@@ -32,7 +32,7 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from archs import all_arches, arch_where
+from ptinspect.archs import all_arches, arch_where
 
 from ..cache import locked, subdir
 from . import VMError, progress

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from archs import arch_where
+from ptinspect.archs import arch_where
 
 from ..cache import locked, subdir
 from . import VMError, progress

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from archs import all_arches
+from ptinspect.archs import all_arches
 
 from ..cache import locked, subdir
 from . import VMError, progress
@@ -370,8 +370,8 @@ class Control:
 
 
 def _cli(*args: str | Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def reassemble(tools: Tools, flat: Path, out: Path) -> None:

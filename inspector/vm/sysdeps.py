@@ -7,7 +7,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from archs import all_arches, arch_where
+from ptinspect.archs import all_arches, arch_where
 
 from . import VMError
 from .apt import DEB_ARCH, KEYRING

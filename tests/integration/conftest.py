@@ -7,8 +7,8 @@ from collections.abc import Callable, Generator, Iterator
 
 import pytest
 
-from inspector.vm.qemu import boot
-from inspector.vm.state import VM
+from ptinspect.inspector.vm.qemu import boot
+from ptinspect.inspector.vm.state import VM
 
 from .kernels import IMAGES
 

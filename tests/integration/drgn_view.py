@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from archs.common import Fact, KernelFacts
-from archs.versions import release_layout
-from inspector.kernel import KernelError, Vma, derive_remaining, drgn_program
-from inspector.reader import PhysReader, ReadError
-from inspector.session import Session, SessionError
+from ptinspect.archs.common import Fact, KernelFacts
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.kernel import KernelError, Vma, derive_remaining, drgn_program
+from ptinspect.inspector.reader import PhysReader, ReadError
+from ptinspect.inspector.session import Session, SessionError
 
 # drgn 0.3.0 walks kernel page tables for x86-64 and arm64 (libdrgn has no riscv64 page-table
 # iterator): on riscv64 drgn's reads of kernel virtual addresses go through our own walk.

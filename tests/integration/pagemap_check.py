@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest, PagemapEntry
+from ptinspect.inspector.vm.manifest import MAPPED_STATUSES, PM_PFRAME_MASK, Manifest, PagemapEntry
 
 PFN_KINDS = {"migration-read", "migration-read-exclusive", "migration-write", "device-private-read",
              "device-private-write", "device-exclusive", "hwpoison"}

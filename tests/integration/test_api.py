@@ -22,20 +22,20 @@ from typing import Any
 import drgn
 import pytest
 
-from inspector import api
-from inspector.dump import Row
-from inspector.records import item_record
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.manifest import MAPPED_STATUSES, Manifest, parse
-from inspector.vm.state import VM
+from ptinspect.inspector import api
+from ptinspect.inspector.dump import Row
+from ptinspect.inspector.records import item_record
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.manifest import MAPPED_STATUSES, Manifest, parse
+from ptinspect.inspector.vm.state import VM
 
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PTINSPECT = [sys.executable, "-m", "commands.cli"]
+PTINSPECT = [sys.executable, "-m", "ptinspect.commands.cli"]
 
 
 def readme_blocks(section: str = "## Python API") -> list[str]:
@@ -190,12 +190,12 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
 
 def test_shell_completion_names_the_subcommands() -> None:
     """click's completion script, as the README tells a user to install it."""
-    proc = subprocess.run([sys.executable, "-c", "from commands.cli import main; main(prog_name='ptinspect')"],
+    proc = subprocess.run([sys.executable, "-c", "from ptinspect.commands.cli import main; main(prog_name='ptinspect')"],
                           cwd=ROOT, env={**os.environ, "_PTINSPECT_COMPLETE": "bash_source"}, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "_PTINSPECT_COMPLETE=bash_complete" in proc.stdout and "complete " in proc.stdout, proc.stdout
-    proc = subprocess.run([sys.executable, "-c", "from commands.cli import main; main(prog_name='ptinspect')"],
+    proc = subprocess.run([sys.executable, "-c", "from ptinspect.commands.cli import main; main(prog_name='ptinspect')"],
                           cwd=ROOT, env={**os.environ, "_PTINSPECT_COMPLETE": "bash_complete",
                                          "COMP_WORDS": "ptinspect ", "COMP_CWORD": "1"},
                           capture_output=True, text=True, timeout=60)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm import VMError, derive
+from ptinspect.inspector.vm import VMError, derive
 
 DERIVED = Path(__file__).resolve().parents[1] / "data" / "derived"
 FILES = sorted(DERIVED.glob("*.json"))

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.state import VM
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.state import VM
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ GDB_TIMEOUT = 300
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
 
 

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from inspector.model.builder import model_for
-from inspector.snapshot import Snapshot, load
-from inspector.validate import validate
-from inspector.vm.hmm import SELFTEST, build_module, selftest_source
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.ops import PAGE, OpResult, request
-from inspector.vm.state import VM
+from ptinspect.inspector.model.builder import model_for
+from ptinspect.inspector.snapshot import Snapshot, load
+from ptinspect.inspector.validate import validate
+from ptinspect.inspector.vm.hmm import SELFTEST, build_module, selftest_source
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.ops import PAGE, OpResult, request
+from ptinspect.inspector.vm.state import VM
 
 from .kernels import IMAGES as KERNELS
 
@@ -61,7 +61,7 @@ def ask(vm: VM, *words: str) -> tuple[OpResult, dict]:
 
 
 def dump(target: list[str], pid: int, start: int, end: int) -> dict[int, dict]:
-    proc = subprocess.run([sys.executable, "-m", "commands.cli", "dump", *target, "--pid", str(pid), "--range",
+    proc = subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", "dump", *target, "--pid", str(pid), "--range",
                            f"{start:#x}-{end:#x}", "--entries", "--format", "json"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +73,7 @@ def iomem_ranges(answer: dict) -> list[tuple[int, int]]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, check=False)
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.targets.rsp import RspClient
-from inspector.vm.hmm import build_module
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.selftests import GUEST_PATH, finish, kselftest_verdicts, start
-from inspector.vm.state import VM
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.targets.rsp import RspClient
+from ptinspect.inspector.vm.hmm import build_module
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.selftests import GUEST_PATH, finish, kselftest_verdicts, start
+from ptinspect.inspector.vm.state import VM
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def guest(machine: VM, *argv: str, timeout: float = 600) -> tuple[int, tuple[str
 
 def dump(machine: VM, *args: str) -> subprocess.CompletedProcess[str]:
     kinds = [word for kind in KINDS for word in ("--kind", kind)]
-    return subprocess.run([sys.executable, "-m", "commands.cli", "dump", "--gdb", machine.gdb, "--vmlinux",
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", "dump", "--gdb", machine.gdb, "--vmlinux",
                            str(machine.vmlinux), "--keep-stopped", *args, *kinds, "--entries", "--format", "json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from inspector import vmcorefile
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.kdump import FORMS, make_vmcores
-from inspector.vm.manifest import parse
+from ptinspect.inspector import vmcorefile
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.kdump import FORMS, make_vmcores
+from ptinspect.inspector.vm.manifest import parse
 
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PTINSPECT = [sys.executable, "-m", "commands.cli"]
+PTINSPECT = [sys.executable, "-m", "ptinspect.commands.cli"]
 AGING = frozenset({"_PAGE_ACCESSED 1→0", "_PAGE_ACCESSED 0→1", "PTE_AF 1→0", "PTE_AF 0→1"})
 EXCLUDED = "excluded by the dump's filter"
 # The format identify() must find in each form (what makedumpfile writes for those options).

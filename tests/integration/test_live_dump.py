@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for, load_manifest
-from inspector.vm.manifest import parse
-from inspector.vm.qemu import boot
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import ensure_image, image_for, load_manifest
+from ptinspect.inspector.vm.manifest import parse
+from ptinspect.inspector.vm.qemu import boot
 
 from .kernels import IDS, IMAGES, NOT_MADE
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
-PTINSPECT = [sys.executable, "-m", "commands.cli"]
+PTINSPECT = [sys.executable, "-m", "ptinspect.commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

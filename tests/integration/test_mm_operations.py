@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from commands.vm_op import op as vm_op
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.ops import OpResult, parse_result, request
-from inspector.vm.state import VM
-from inspector.vmlinux import _read_symbols
+from ptinspect.commands.vm_op import op as vm_op
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.ops import OpResult, parse_result, request
+from ptinspect.inspector.vm.state import VM
+from ptinspect.inspector.vmlinux import _read_symbols
 
 from .kernels import IDS, IMAGES
 from .pagemap_check import Dump, check_page
@@ -88,7 +88,7 @@ def read_only(arch: str, raw: int, release: str) -> int:
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

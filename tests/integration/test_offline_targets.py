@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.manifest import parse
-from inspector.vm.qemu import supports_device
-from inspector.vm.state import VM
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.manifest import parse
+from ptinspect.inspector.vm.qemu import supports_device
+from ptinspect.inspector.vm.state import VM
 
 from .pagemap_check import compare
 
 pytestmark = pytest.mark.integration
 
 ARCHES = ["x86_64", "arm64", "riscv64"]
-PTINSPECT = [sys.executable, "-m", "commands.cli"]
+PTINSPECT = [sys.executable, "-m", "ptinspect.commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_SAMPLES = 400  # kernel addresses checked against drgn's follow_phys
 DRGN_WALKS = {"x86_64", "arm64"}  # drgn 0.3.0 has no riscv64 page-table iterator

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from inspector.facts import read_config_file
-from inspector.kernel import KernelError
-from inspector.layout import layout_for
-from inspector.rawkernel import SOURCE, RawKernel
-from inspector.session import Session, start
-from inspector.targets.gdbstub import GdbstubTarget
-from inspector.vm.images import KernelImage, ensure_image, image_for
-from inspector.vm.manifest import parse
-from inspector.vm.ops import request
-from inspector.vm.state import VM
+from ptinspect.inspector.facts import read_config_file
+from ptinspect.inspector.kernel import KernelError
+from ptinspect.inspector.layout import layout_for
+from ptinspect.inspector.rawkernel import SOURCE, RawKernel
+from ptinspect.inspector.session import Session, start
+from ptinspect.inspector.targets.gdbstub import GdbstubTarget
+from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
+from ptinspect.inspector.vm.manifest import parse
+from ptinspect.inspector.vm.ops import request
+from ptinspect.inspector.vm.state import VM
 
 from .drgn_view import Kernel, drgn_kernel
 from .kernels import IDS, IMAGES

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import KernelImage, ensure_image, image_for
-from inspector.vm.manifest import Manifest, parse
-from inspector.vm.qemu import boot
-from inspector.vm.state import VM
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
+from ptinspect.inspector.vm.manifest import Manifest, parse
+from ptinspect.inspector.vm.qemu import boot
+from ptinspect.inspector.vm.state import VM
 
 from .kernels import IMAGES
 from .rsp_proxy import Proxy, Session, phys_mode_sets, stub_query, unmatched_watchpoints, violations
@@ -49,7 +49,7 @@ def live_vm(request: pytest.FixtureRequest) -> Iterator[tuple[VM, KernelImage]]:
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from inspector.model.builder import model_for
-from inspector.records import hx
-from inspector.snapshot import Snapshot, load
-from inspector.validate import validate
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.manifest import Manifest, parse
+from ptinspect.inspector.model.builder import model_for
+from ptinspect.inspector.records import hx
+from ptinspect.inspector.snapshot import Snapshot, load
+from ptinspect.inspector.validate import validate
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.manifest import Manifest, parse
 
 from .kernels import IDS, IMAGES
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
 

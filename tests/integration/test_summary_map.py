@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.manifest import Manifest, Region, parse
-from inspector.vm.ops import OpResult, request
-from inspector.vm.qemu import boot
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.manifest import Manifest, Region, parse
+from ptinspect.inspector.vm.ops import OpResult, request
+from ptinspect.inspector.vm.qemu import boot
 
 from .browser import Element, dump_dom, elements, png_colours, screenshot
 from .test_mm_operations import AGING
 
 pytestmark = pytest.mark.integration
 
-PTINSPECT = [sys.executable, "-m", "commands.cli"]
+PTINSPECT = [sys.executable, "-m", "ptinspect.commands.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 # x86-64 (no contiguous bit), arm64 (contpte: mTHP and 64 KiB hugetlb; with 16 KiB pages, 2 MiB contpte
 # blocks and 32 MiB PMD leaves), riscv64 (Svnapot hugetlb)

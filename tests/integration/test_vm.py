@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from commands.vm import vm as vm_group
-from inspector.targets.qmp import Qmp
-from inspector.vm import VMError, qemu, state
+from ptinspect.commands.vm import vm as vm_group
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.vm import VMError, qemu, state
 
 from .kernels import IDS, IMAGES
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from inspector.targets.qmp import Qmp
-from inspector.targets.rsp import RspClient
-from inspector.vm.images import ensure_image, image_for
-from inspector.vm.ops import PAGE, OpResult, request
-from inspector.vm.state import VM
+from ptinspect.inspector.targets.qmp import Qmp
+from ptinspect.inspector.targets.rsp import RspClient
+from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.ops import PAGE, OpResult, request
+from ptinspect.inspector.vm.state import VM
 
 from .test_mm_operations import ACCESSED, cli, prepare, read_only
 
@@ -57,7 +57,7 @@ class Watch:
 
 def start_watch(target: list[str], pid: int, region: OpResult, *extra: str) -> tuple[Watch, dict]:
     """A watch of REGION in a subprocess, once its watchpoints are in place (its first JSON line)."""
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "watch", *target, "--pid", str(pid),
+    proc = subprocess.Popen([sys.executable, "-m", "ptinspect.commands.cli", "watch", *target, "--pid", str(pid),
                              "--range", f"{region.start:#x}-{region.end:#x}", "--format", "json", *extra],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from archs import ARCH_NAMES, get_arch
-from archs.common import Fact, KernelFacts, Kind
-from archs.softleaf import MIGRATION_KINDS, PFN_KINDS, config_options, pte_markers
-from archs.versions import release_layout
-from inspector.model.base import Prot
-from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
-from inspector.walker import Walker
+from ptinspect.archs import ARCH_NAMES, get_arch
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.softleaf import MIGRATION_KINDS, PFN_KINDS, config_options, pte_markers
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
+from ptinspect.inspector.walker import Walker
 
 SOFT_KINDS = [Kind.SWAP, Kind.MIGRATION_READ, Kind.MIGRATION_READ_EXCLUSIVE, Kind.MIGRATION_WRITE,
               Kind.DEVICE_PRIVATE_READ, Kind.DEVICE_PRIVATE_WRITE, Kind.DEVICE_EXCLUSIVE, Kind.HWPOISON,

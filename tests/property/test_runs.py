@@ -12,16 +12,16 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from archs import get_arch
-from archs.common import Fact, KernelFacts, Kind
-from archs.versions import release_layout
-from commands.table import DumpTable
-from inspector.dump import Row, RunRows, VmaIndex, ranges
-from inspector.kernel import Vma
-from inspector.model.base import Prot
-from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
-from inspector.records import item_record, run_records
-from inspector.walker import LeafRun, Walker
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.commands.table import DumpTable
+from ptinspect.inspector.dump import Row, RunRows, VmaIndex, ranges
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
+from ptinspect.inspector.records import item_record, run_records
+from ptinspect.inspector.walker import LeafRun, Walker
 
 from .test_roundtrip import BASE_FACTS, cases
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from archs.common import Kind
-from inspector import api
-from inspector.records import SCHEMA
+from ptinspect.archs.common import Kind
+from ptinspect.inspector import api
+from ptinspect.inspector.records import SCHEMA
 
 from .test_snapshot import X86_MAPPINGS, X86_VMAS, document, model_snapshot, mutated
 

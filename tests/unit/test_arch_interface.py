@@ -12,8 +12,8 @@ import inspect
 
 import pytest
 
-from archs import ARCH_NAMES, all_arches, arch_where, get_arch
-from archs.common import Arch, ArchDefaults
+from ptinspect.archs import ARCH_NAMES, all_arches, arch_where, get_arch
+from ptinspect.archs.common import Arch, ArchDefaults
 
 
 def _members() -> tuple[set[str], set[str]]:
@@ -31,7 +31,7 @@ def test_interface_is_not_empty() -> None:
 
 @pytest.mark.parametrize("name", ARCH_NAMES)
 def test_module_implements_every_member(name: str) -> None:
-    arch = importlib.import_module(f"archs.{name}").ARCH
+    arch = importlib.import_module(f"ptinspect.archs.{name}").ARCH
     assert isinstance(arch, ArchDefaults)
     attributes, methods = _members()
     missing = sorted(a for a in attributes if not hasattr(arch, a))
@@ -46,10 +46,10 @@ def test_every_arch_listed() -> None:
     """Every archs/<arch>.py with an ARCH is in ARCH_NAMES (so the lookups see it)."""
     import pkgutil
 
-    import archs
+    from ptinspect import archs
 
     modules = {m.name for m in pkgutil.iter_modules(archs.__path__)}
-    with_arch = {m for m in modules if hasattr(importlib.import_module(f"archs.{m}"), "ARCH")}
+    with_arch = {m for m in modules if hasattr(importlib.import_module(f"ptinspect.archs.{m}"), "ARCH")}
     assert with_arch == set(ARCH_NAMES)
 
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archs.arm64 import ARCH, build_mode, mair_attr_name, swp_pfn_bits
-from archs.common import Fact, KernelFacts, Kind
-from archs.versions import release_layout
-from inspector.model.arm64 import MODEL
-from inspector.model.base import Prot, SwpFields
+from ptinspect.archs.arm64 import ARCH, build_mode, mair_attr_name, swp_pfn_bits
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.model.arm64 import MODEL
+from ptinspect.inspector.model.base import Prot, SwpFields
 from tests.vectors import PATH, encode_vectors
 
 ALL_ON = {"CONFIG_MEMORY_FAILURE": True, "CONFIG_MIGRATION": True, "CONFIG_DEVICE_PRIVATE": True}

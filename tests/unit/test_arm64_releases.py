@@ -12,12 +12,12 @@ import re
 
 import pytest
 
-from archs.arm64 import ARCH, FEATURES, swp_pfn_bits
-from archs.common import Fact, KernelFacts, Kind
-from archs.versions import NEWEST, OLDEST, release_layout
-from inspector.facts import build_facts
-from inspector.model.arm64 import MODEL
-from inspector.model.base import Prot, SwpFields
+from ptinspect.archs.arm64 import ARCH, FEATURES, swp_pfn_bits
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.versions import NEWEST, OLDEST, release_layout
+from ptinspect.inspector.facts import build_facts
+from ptinspect.inspector.model.arm64 import MODEL
+from ptinspect.inspector.model.base import Prot, SwpFields
 
 M4 = ARCH.mode("4k-48")
 PTE, PMD = 3, 2

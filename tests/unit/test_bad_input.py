@@ -18,12 +18,12 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands.cli import main
-from inspector.kdumppages import KdumpReader
-from inspector.reader import ReadError
-from inspector.session import Session
-from inspector.snapshot import write_snapshot
-from inspector.vmcorefile import DumpError, identify
+from ptinspect.commands.cli import main
+from ptinspect.inspector.kdumppages import KdumpReader
+from ptinspect.inspector.reader import ReadError
+from ptinspect.inspector.session import Session
+from ptinspect.inspector.snapshot import write_snapshot
+from ptinspect.inspector.vmcorefile import DumpError, identify
 
 from .test_drgn_targets import elf_core, kdump
 from .test_snapshot import X86_MAPPINGS, X86_VMAS, model_snapshot
@@ -54,7 +54,7 @@ def test_the_writer_output_is_read_back(tmp_path: Path) -> None:
     snap = model_snapshot("x86_64", "4-level", X86_MAPPINGS, X86_VMAS)
     memory = snap.memory()
     session = Session(memory, snap.arch, {}, "model", facts=snap.facts)
-    from inspector.session import Root
+    from ptinspect.inspector.session import Root
 
     root = Root(snap.root, snap.mode, snap.upper, snap.label, snap.vmas or (), process=snap.process)
     n = write_snapshot(tmp_path / "w.json", session, root, {"pid": 1}, snap.va_range)

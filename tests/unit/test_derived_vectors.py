@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import archs
-from archs.common import Decoded, Kind
-from archs.softleaf import classify_type
-from inspector.facts import build_facts
+from ptinspect import archs
+from ptinspect.archs.common import Decoded, Kind
+from ptinspect.archs.softleaf import classify_type
+from ptinspect.inspector.facts import build_facts
 from tests.vectors import KIND_OF_DEFINE
 
 DERIVED = Path(__file__).resolve().parents[1] / "data" / "derived"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.devmem import DESC, device_private_ranges
-from inspector.kernel import KernelError
-from inspector.layout import KernelLayout, layout_for
-from inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.devmem import DESC, device_private_ranges
+from ptinspect.inspector.kernel import KernelError
+from ptinspect.inspector.layout import KernelLayout, layout_for
+from ptinspect.inspector.vm.images import ensure_image, image_for
 
 from .test_rawkernel import Memory, kernel
 

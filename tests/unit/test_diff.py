@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from archs.common import Kind
-from commands.cli import main
-from inspector.diff import diff
-from inspector.kernel import Vma
-from inspector.model.base import Prot
-from inspector.model.builder import MapBlock, MapLeaf, MapSoftleaf
-from inspector.snapshot import Snapshot
+from ptinspect.archs.common import Kind
+from ptinspect.commands.cli import main
+from ptinspect.inspector.diff import diff
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import MapBlock, MapLeaf, MapSoftleaf
+from ptinspect.inspector.snapshot import Snapshot
 
 from .test_snapshot import VM_R, VM_W, document, model_snapshot
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from archs import get_arch
-from commands.cli import main
-from inspector import vmcorefile
-from inspector.targets import drgn as drgn_target
-from inspector.vmcoreinfo import add_elf_note, add_kdump_note, parse
+from ptinspect.archs import get_arch
+from ptinspect.commands.cli import main
+from ptinspect.inspector import vmcorefile
+from ptinspect.inspector.targets import drgn as drgn_target
+from ptinspect.inspector.vmcoreinfo import add_elf_note, add_kdump_note, parse
 
 PAGE = 4096
 RAM = 16 * PAGE

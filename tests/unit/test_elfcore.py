@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from inspector.reader import ReadError
-from inspector.targets.drgn import open_vmcore
-from inspector.targets.elfcore import ElfCoreTarget
-from inspector.vmcorefile import DumpError, identify
+from ptinspect.inspector.reader import ReadError
+from ptinspect.inspector.targets.drgn import open_vmcore
+from ptinspect.inspector.targets.elfcore import ElfCoreTarget
+from ptinspect.inspector.vmcorefile import DumpError, identify
 
 INFO = b"OSRELEASE=7.2.0-test\nPAGESIZE=4096\n"
 # (physical address, bytes): two adjacent segments stored out of order in the file, then one past a hole

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from commands.cli import main
-from inspector.targets.rsp import RspClient, RspError, checksum
+from ptinspect.commands.cli import main
+from ptinspect.inspector.targets.rsp import RspClient, RspError, checksum
 
 from .test_drgn_targets import memory
 
@@ -332,7 +332,7 @@ def slow_memory(conn: socket.socket, good: bytes) -> bool:
 
 def start_snapshot(stub: FakeStub, out: Path, cache: Path) -> subprocess.Popen:
     """`ptinspect snapshot --gdb` in its own process, once it is reading memory."""
-    proc = subprocess.Popen([sys.executable, "-m", "commands.cli", "snapshot", "--gdb", f"127.0.0.1:{stub.port}",
+    proc = subprocess.Popen([sys.executable, "-m", "ptinspect.commands.cli", "snapshot", "--gdb", f"127.0.0.1:{stub.port}",
                              "--timeout", "5", "--kernel", str(out)], cwd=Path(__file__).parents[2],
                             env={**os.environ, "PTINSPECT_CACHE": str(cache)}, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
@@ -365,7 +365,7 @@ def test_the_run_after_a_killed_one_says_so_and_undoes_it(stub_factory, tmp_path
     assert stub.phys == b"1" and not stub.packets[-1].startswith(b"D")  # what SIGKILL leaves
     stub.faults.clear()
     stub.packets.clear()
-    result = subprocess.run([sys.executable, "-m", "commands.cli", "dump", "--gdb", f"127.0.0.1:{stub.port}",
+    result = subprocess.run([sys.executable, "-m", "ptinspect.commands.cli", "dump", "--gdb", f"127.0.0.1:{stub.port}",
                              "--kernel", *(["--keep-stopped"] if keep else [])],
                             cwd=Path(__file__).parents[2], env={**os.environ, "PTINSPECT_CACHE": str(tmp_path / "cache")},
                             capture_output=True, text=True, timeout=60)

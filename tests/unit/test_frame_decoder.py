@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from archs import ARCH_NAMES, get_arch
-from archs.common import Fact, KernelFacts
-from archs.versions import release_layout
-from inspector.walker import FrameDecoder
+from ptinspect.archs import ARCH_NAMES, get_arch
+from ptinspect.archs.common import Fact, KernelFacts
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.walker import FrameDecoder
 
 FACTS = {"CONFIG_TRANSPARENT_HUGEPAGE": True, "CONFIG_MEM_SOFT_DIRTY": True, "CONFIG_HAVE_ARCH_USERFAULTFD_WP": True,
          "CONFIG_USERFAULTFD": True, "CONFIG_MIGRATION": True}

@@ -4,7 +4,7 @@ extension imports gdb's own module, so its table is read from its source."""
 import ast
 from pathlib import Path
 
-from commands.cli import COMMANDS
+from ptinspect.commands.cli import COMMANDS
 
 GDB_PT = Path(__file__).resolve().parents[2] / "commands" / "gdb_pt.py"
 # CLI commands with no `pt` subcommand of the same kind, and why.

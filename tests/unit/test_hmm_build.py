@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vm import VMError, hmm
-from inspector.vm.images import KernelImage
+from ptinspect.inspector.vm import VMError, hmm
+from ptinspect.inspector.vm.images import KernelImage
 
 # lib/Kconfig.debug of linux-source-7.2 7.2.13-1, lines 3355-3366 (config TEST_HMM).
 KCONFIG_7_2 = """\

@@ -15,20 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from archs import get_arch
-from inspector import vmcorefile
-from inspector.diff import diff_notes
-from inspector.kdumppages import KdumpReader
-from inspector.kernel import KernelError
-from inspector.model.base import Prot
-from inspector.model.builder import MapLeaf
-from inspector.rawkernel import RawKernel, Task
-from inspector.reader import ReadError, SparseMemory
-from inspector.session import Session, SessionError
-from inspector.snapshot import Snapshot, SnapshotError
-from inspector.targets import drgn as drgn_target
-from inspector.targets.elfcore import ElfCoreTarget
-from inspector.vmcorefile import ExcludedPage
+from ptinspect.archs import get_arch
+from ptinspect.inspector import vmcorefile
+from ptinspect.inspector.diff import diff_notes
+from ptinspect.inspector.kdumppages import KdumpReader
+from ptinspect.inspector.kernel import KernelError
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import MapLeaf
+from ptinspect.inspector.rawkernel import RawKernel, Task
+from ptinspect.inspector.reader import ReadError, SparseMemory
+from ptinspect.inspector.session import Session, SessionError
+from ptinspect.inspector.snapshot import Snapshot, SnapshotError
+from ptinspect.inspector.targets import drgn as drgn_target
+from ptinspect.inspector.targets.elfcore import ElfCoreTarget
+from ptinspect.inspector.vmcorefile import ExcludedPage
 
 from .test_drgn_targets import INFO, KERNEL_VA, PAGE, RAM, elf_core, kdump, kernel_entries, memory, private_cache, run
 from .test_snapshot import document, model_snapshot

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from archs import get_arch
-from archs.common import in_kernel_half
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import in_kernel_half
 
 
 @pytest.mark.parametrize(("arch", "va", "kernel"), [

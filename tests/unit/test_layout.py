@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from inspector import layout as layout_mod
-from inspector import vmlinux as vml
-from inspector.layout import KernelLayout, LayoutError, cache_path, layout_for
-from inspector.vm.images import KernelImage, ensure_image, image_for
+from ptinspect.inspector import layout as layout_mod
+from ptinspect.inspector import vmlinux as vml
+from ptinspect.inspector.layout import KernelLayout, LayoutError, cache_path, layout_for
+from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
 
 IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2"), ("x86_64", "6.12"), ("arm64", "6.12")]
 

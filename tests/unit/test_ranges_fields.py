@@ -3,13 +3,13 @@ and equal bits differ in that field; they must still merge (as on x86-64 and arm
 row-by-row and the bulk (LeafRun) path, and a change of any other bit must still keep them apart."""
 from __future__ import annotations
 
-from archs import get_arch
-from archs.common import Fact, KernelFacts
-from archs.versions import release_layout
-from inspector.dump import Row, RunRows, ranges
-from inspector.model.base import Prot
-from inspector.model.builder import Builder, MapLeaf
-from inspector.walker import LeafRun, Walker
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Fact, KernelFacts
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.dump import Row, RunRows, ranges
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import Builder, MapLeaf
+from ptinspect.inspector.walker import LeafRun, Walker
 
 from ..property.test_roundtrip import BASE_FACTS
 from ..property.test_runs import CONFIG, RELEASE

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.kernel import KernelError, Vma
-from inspector.layout import KernelLayout, layout_for
-from inspector.rawkernel import RawKernel
-from inspector.reader import ReadError
-from inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.kernel import KernelError, Vma
+from ptinspect.inspector.layout import KernelLayout, layout_for
+from ptinspect.inspector.rawkernel import RawKernel
+from ptinspect.inspector.reader import ReadError
+from ptinspect.inspector.vm.images import ensure_image, image_for
 
 KASLR = 0x3A00000
 HEAP = 0xFFFF888000100000

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archs.common import Fact, KernelFacts, Kind
-from archs.riscv64 import ARCH, root_from_registers
-from archs.versions import release_layout
-from inspector.model.base import Prot, SwpFields
-from inspector.model.riscv64 import MODEL
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.riscv64 import ARCH, root_from_registers
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.model.base import Prot, SwpFields
+from ptinspect.inspector.model.riscv64 import MODEL
 from tests.vectors import encode_vectors
 
 SV39, SV48, SV57 = ARCH.mode("sv39"), ARCH.mode("sv48"), ARCH.mode("sv57")

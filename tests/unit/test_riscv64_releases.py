@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from archs.common import Fact, KernelFacts, Kind
-from archs.riscv64 import ARCH
-from archs.versions import release_layout
-from inspector.model.base import Prot, SwpFields
-from inspector.model.riscv64 import MODEL
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.riscv64 import ARCH
+from ptinspect.archs.versions import release_layout
+from ptinspect.inspector.model.base import Prot, SwpFields
+from ptinspect.inspector.model.riscv64 import MODEL
 
 SV39, SV48, SV57 = ARCH.mode("sv39"), ARCH.mode("sv48"), ARCH.mode("sv57")
 PTE39, PMD39 = 2, 1

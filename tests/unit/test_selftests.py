@@ -1,6 +1,6 @@
 """The kselftest harness's TAP lines (tools/testing/selftests/kselftest_harness.h, as hmm-tests printed them
 in a 7.2 guest) become one verdict per case."""
-from inspector.vm.selftests import kselftest_verdicts
+from ptinspect.inspector.vm.selftests import kselftest_verdicts
 
 LINES = (
     "#  RUN           hmm.hmm_device_private.migrate ...",

@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from archs import get_arch
-from archs.common import Fact, KernelFacts, Kind
-from archs.versions import release_layout
-from commands.cli import main
-from inspector.kernel import Vma
-from inspector.model.base import Prot
-from inspector.model.builder import Builder, MapLeaf, Mapping, MapSoftleaf
-from inspector.records import SCHEMA, hx
-from inspector.session import Root, Session
-from inspector.snapshot import Snapshot, SnapshotError, atomic_text, live_snapshot, load, write_snapshot
-from inspector.walker import Walker
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.commands.cli import main
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import Builder, MapLeaf, Mapping, MapSoftleaf
+from ptinspect.inspector.records import SCHEMA, hx
+from ptinspect.inspector.session import Root, Session
+from ptinspect.inspector.snapshot import Snapshot, SnapshotError, atomic_text, live_snapshot, load, write_snapshot
+from ptinspect.inspector.walker import Walker
 
 GIB = 1 << 30
 RAM = [(0, 2 * GIB)]  # the memblock.memory the model snapshots record

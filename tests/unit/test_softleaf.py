@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from archs.common import Fact, KernelFacts, Kind
-from archs.softleaf import classify_type, config_options, type_space
-from archs.versions import release_layout
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.softleaf import classify_type, config_options, type_space
+from ptinspect.archs.versions import release_layout
 from tests.vectors import KIND_OF_DEFINE, type_vectors
 
 VECTORS = type_vectors()

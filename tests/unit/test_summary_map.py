@@ -8,17 +8,17 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from archs import get_arch
-from archs.common import Kind
-from archs.versions import release_layout
-from commands.cli import main
-from inspector import mapview
-from inspector.dump import bulk_rows
-from inspector.kernel import Vma
-from inspector.model.base import Prot
-from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
-from inspector.session import Root, Session
-from inspector.summary import Summary, snapshot_rows, summarize
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.commands.cli import main
+from ptinspect.inspector import mapview
+from ptinspect.inspector.dump import bulk_rows
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.model.base import Prot
+from ptinspect.inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf
+from ptinspect.inspector.session import Root, Session
+from ptinspect.inspector.summary import Summary, snapshot_rows, summarize
 
 from .test_snapshot import CONFIG, GIB, document, model_snapshot
 

@@ -14,16 +14,16 @@ from collections.abc import Callable
 import pytest
 from click.testing import CliRunner
 
-from archs import get_arch
-from archs.common import Kind
-from archs.versions import release_layout
-from commands.cli import main
-from inspector.kernel import Vma
-from inspector.model.base import Prot, SwpFields
-from inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf, model_for
-from inspector.records import hx
-from inspector.snapshot import Snapshot
-from inspector.validate import validate
+from ptinspect.archs import get_arch
+from ptinspect.archs.common import Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.commands.cli import main
+from ptinspect.inspector.kernel import Vma
+from ptinspect.inspector.model.base import Prot, SwpFields
+from ptinspect.inspector.model.builder import Builder, MapBlock, MapLeaf, MapSoftleaf, model_for
+from ptinspect.inspector.records import hx
+from ptinspect.inspector.snapshot import Snapshot
+from ptinspect.inspector.validate import validate
 
 from .test_snapshot import CONFIG, GIB, VM_R, VM_W, document, model_snapshot, mutated
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from archs import ARCH_NAMES
-from archs.versions import NEWEST, OLDEST, feature_table, markdown, recorded_layout, release_layout
+from ptinspect.archs import ARCH_NAMES
+from ptinspect.archs.versions import NEWEST, OLDEST, feature_table, markdown, recorded_layout, release_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,4 +72,4 @@ def test_a_snapshot_layout_is_rebuilt_with_its_reason() -> None:
 
 def test_versions_md_is_the_tables() -> None:
     assert (ROOT / "archs" / "VERSIONS.md").read_text() == markdown(), (
-        "archs/VERSIONS.md differs from the feature tables: run `python -m archs > archs/VERSIONS.md`")
+        "archs/VERSIONS.md differs from the feature tables: run `python -m ptinspect.archs > archs/VERSIONS.md`")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from inspector.cache import cache_dir
-from inspector.vm import VMError, apt, images, sysdeps
-from inspector.vm.qemu import read_manifest
+from ptinspect.inspector.cache import cache_dir
+from ptinspect.inspector.vm import VMError, apt, images, sysdeps
+from ptinspect.inspector.vm.qemu import read_manifest
 
 DEB822 = """\
 Types: deb

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from inspector.vm import VMError, ops
-from inspector.vm.state import VM
+from ptinspect.inspector.vm import VMError, ops
+from ptinspect.inspector.vm.state import VM
 
 WORKLOAD_DIR = Path(__file__).resolve().parents[2] / "vm-images" / "workload"
 PRESENT = 1 << 63

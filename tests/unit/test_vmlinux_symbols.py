@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.vmlinux import symbol_table
+from ptinspect.inspector.vmlinux import symbol_table
 
 SOURCE = """
 int counter = 3;

@@ -14,9 +14,9 @@ import threading
 
 import pytest
 
-from inspector.runstate import Marker
-from inspector.targets.gdbstub import GdbstubError, GdbstubTarget
-from inspector.targets.rsp import RspError, parse_stop, thread_number
+from ptinspect.inspector.runstate import Marker
+from ptinspect.inspector.targets.gdbstub import GdbstubError, GdbstubTarget
+from ptinspect.inspector.targets.rsp import RspError, parse_stop, thread_number
 
 from .test_fake_gdbstub import FakeStub, frame, private_cache  # noqa: F401 (fixture)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from inspector.vm import manifest as mf
-from inspector.vm.manifest import ManifestError, PagemapEntry, extract, from_console, parse
+from ptinspect.inspector.vm import manifest as mf
+from ptinspect.inspector.vm.manifest import ManifestError, PagemapEntry, extract, from_console, parse
 
 PID, CHILD = 106, 107
 BASE = 0x2000000000

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archs.common import SOFTLEAF_KINDS, Fact, KernelFacts, Kind
-from archs.versions import release_layout
-from archs.x86_64 import ARCH, MODE_4, MODE_5
-from inspector.model.base import Prot, SwpFields
-from inspector.model.x86_64 import MODEL
+from ptinspect.archs.common import SOFTLEAF_KINDS, Fact, KernelFacts, Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.archs.x86_64 import ARCH, MODE_4, MODE_5
+from ptinspect.inspector.model.base import Prot, SwpFields
+from ptinspect.inspector.model.x86_64 import MODEL
 from tests.vectors import PATH, encode_vectors
 
 X86_VECTORS = [v for v in encode_vectors() if v.arch == "x86_64"]

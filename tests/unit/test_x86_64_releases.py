@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from archs.common import Fact, KernelFacts, Kind
-from archs.versions import release_layout
-from archs.x86_64 import ARCH, FEATURES, MODE_4, MODE_5, reserved_bits
-from inspector.facts import build_facts
-from inspector.model.base import Prot, SwpFields
-from inspector.model.x86_64 import MODEL
+from ptinspect.archs.common import Fact, KernelFacts, Kind
+from ptinspect.archs.versions import release_layout
+from ptinspect.archs.x86_64 import ARCH, FEATURES, MODE_4, MODE_5, reserved_bits
+from ptinspect.inspector.facts import build_facts
+from ptinspect.inspector.model.base import Prot, SwpFields
+from ptinspect.inspector.model.x86_64 import MODEL
 
 PTE4, PMD4, PGD4 = 3, 2, 0
 P4D5 = 1
