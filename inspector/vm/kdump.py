@@ -399,8 +399,11 @@ def make_vmcores(arch: str, series: str = "7.2", refresh: bool = False) -> Path:
     image = ensure_image(image_for(arch, series))
     tools = crash_tools(arch)
     host_tools = tools if arch == HOST_ARCH else crash_tools(HOST_ARCH or "x86_64")
+    # The workload's initramfs is named by the digest of its inputs: a run made with another workload
+    # (other regions, another manifest) is not this one.
+    workload = build_initramfs(image).name
     digest = hashlib.sha256(json.dumps([image.version, tools.versions, FORMS, CAPTURE, CONTROL, WRAPPER_INIT,
-                                        CRASHKERNEL]).encode()).hexdigest()[:12]
+                                        CRASHKERNEL, workload]).encode()).hexdigest()[:12]
     dest = subdir("kdump") / f"{image.id}-{digest}"
     with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         if (dest / "meta.json").exists() and not refresh:
