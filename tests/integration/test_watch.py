@@ -304,3 +304,38 @@ def test_watch_contpte_unfold_and_fold(vm: Callable[..., VM]) -> None:
         assert last is not None and last & PTE_CONT and named(mine[-1], "contpte_set_ptes"), (hex(va), mine[-1])
         assert int(mine[-1]["after"]["pfn"], 16) == pm.pfn == after[va].pfn == pfns[0] + i
     no_watchpoints_left(machine, summary)
+
+
+# mm/madvise.c (7.2) madvise_guard_install() walks the range with an install_pte callback
+# (guard_install_set_pte(): the marker, into a local pte); the page walker stores it:
+# mm/pagewalk.c walk_pte_range_inner() `set_pte_at(walk->mm, addr, pte, new_pte)` on each empty slot.
+GUARD_INSTALL = ("walk_pte_range_inner", "madvise_guard_install")
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_guard_install(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """MADV_GUARD_INSTALL: the page walker, not a fault, puts a guard marker in every page of the range;
+    the guest's pagemap (the op's answer) shows each page as the marker the watch saw."""
+    machine = vm(arch, series)
+    image = ensure_image(image_for(arch, series))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+    region = prepare(machine, "guard-install")
+    proc, watching = start_watch(target, pid, region, "--for", "40")
+    assert watching["watchpoints"]
+    answer, _ = timed(machine, ["guard-install", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 180)
+    assert summary["end"] == "timeout" and summary["vm"] == "running"
+    pages = dict(answer.pages())
+    for va in range(answer.op_start, answer.op_end, PAGE):  # type: ignore[arg-type]
+        mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte" and e["source"] == "kernel"]
+        installed = [e for e in mine if e["after"] and e["after"]["kind"] == "marker"]
+        assert installed, (hex(va), [(e["status"], e["function"]) for e in mine])
+        assert installed[-1]["after"]["markers"] == ["guard"], installed[-1]["after"]
+        assert all(named(installed[-1], f) for f in GUARD_INSTALL), (installed[-1]["function"],
+                                                                     installed[-1]["callers"])
+        assert installed[-1]["task"].endswith(f"[{pid}]")  # the workload's own madvise stored it
+        assert not pages[va].present  # the pagemap: the page is gone (a marker is not a present entry)
+    no_watchpoints_left(machine, summary)
+    assert request(machine, ["maps"]).status == "ok"
