@@ -339,3 +339,36 @@ def test_watch_guard_install(vm: Callable[..., VM], arch: str, series: str) -> N
         assert not pages[va].present  # the pagemap: the page is gone (a marker is not a present entry)
     no_watchpoints_left(machine, summary)
     assert request(machine, ["maps"]).status == "ok"
+
+
+# mm/huge_memory.c (7.2) __split_huge_pmd_locked(): pmdp_invalidate() on the PMD leaf, then
+# pmd_populate(mm, pmd, pgtable) with the PTE table it filled; called through split_huge_pmd_locked()
+# or __split_huge_pmd() (either may be inlined into the other), from mprotect's change_protection.
+THP_SPLIT = ("__split_huge_pmd_locked", "split_huge_pmd_locked", "__split_huge_pmd")
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_thp_split(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """mprotect of one base page of a PMD-mapped THP: the watch sees the PMD leaf become a PTE table,
+    stored by the THP split, and follows the new table; the pagemap keeps every page present."""
+    machine = vm(arch, series)
+    image = ensure_image(image_for(arch, series))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+    region = prepare(machine, "thp-split")
+    assert region.anon_huge_kb  # one PMD-mapped THP (smaps AnonHugePages), as the op requires
+    proc, watching = start_watch(target, pid, region, "--for", "40")
+    assert watching["watchpoints"]
+    answer, _ = timed(machine, ["thp-split", hex(region.start)])  # type: ignore[arg-type]
+    events, summary = finish(proc, 180)
+    assert summary["end"] == "timeout" and summary["vm"] == "running"
+    pmd = [e for e in events if e["level"] == "pmd" and int(e["va"], 16) == region.start and e["source"] == "kernel"]
+    assert pmd and pmd[0]["before"]["kind"] == "present" and pmd[-1]["after"]["kind"] == "table", \
+        [(e["status"], e["before"] and e["before"]["kind"], e["after"] and e["after"]["kind"]) for e in pmd]
+    assert any(named(e, f) for e in pmd for f in THP_SPLIT), [(e["function"], e["callers"]) for e in pmd]
+    # The new PTE table is watched from the split on: mprotect's store into its first entry is seen.
+    first = [e for e in events if e["level"] == "pte" and int(e["va"], 16) == region.start and e["source"] == "kernel"]
+    assert first, "no store seen in the PTE table the split made"
+    assert all(entry.present for _, entry in answer.pages())  # split, not unmapped
+    no_watchpoints_left(machine, summary)
