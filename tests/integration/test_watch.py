@@ -160,7 +160,7 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
     assert request(machine, ["maps"]).status == "ok"  # the guest runs normally
 
 
-@pytest.mark.parametrize(("arch", "series"), IMAGES[:2], ids=[f"{a}-{s}" for a, s in IMAGES[:2]])
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
 def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> None:
     """`pt watch` in gdb-multiarch: gdb hands its connection to the watch and takes it back; the
     workload's mprotect is seen, and `pt translate` afterwards reads through gdb's connection again."""
