@@ -271,6 +271,15 @@ class StackScan:
     why: str  # what the kernel unwinds with instead
 
 
+@dataclass(frozen=True)
+class OrcUnwind:
+    """The kernel's ORC unwind tables, read from the vmlinux (x86-64: archs/x86_orc.py says how they
+    are laid out per release, inspector/orc.py walks them); `fallback` where they cannot be used."""
+
+    fallback: StackScan
+    source: str  # the kernel's unwinder this follows
+
+
 class Arch(Protocol):
     """Everything ptinspect knows about one architecture, as each archs/<arch>.py module's `ARCH`:
     identity facts (how ELF, QEMU, gdb, drgn and the kernel name it), paging geometry, decoding,
@@ -295,7 +304,7 @@ class Arch(Protocol):
     current_registers: tuple[str, ...]
     percpu_register: str | None  # the gdbstub register holding this CPU's per-cpu base, if `current` is per-cpu
     pc_registers: tuple[str, ...]  # the gdbstub's name(s) of the program counter
-    unwind: FrameRecords | StackScan  # how a stopped vCPU's callers are found (watch's call chains)
+    unwind: FrameRecords | StackScan | OrcUnwind  # how a stopped vCPU's callers are found (watch's call chains)
     kernel_dir: str  # its directory under the kernel's arch/ (SRCARCH)
     gnu_triplet: str  # the GNU system triplet of its Linux userland (cross compilers, multiarch paths)
     debian_arch: str  # Debian's name for it (dpkg --print-architecture)

@@ -34,6 +34,7 @@ from .common import (
     KernelFacts,
     Kind,
     Level,
+    OrcUnwind,
     PagingMode,
     Softleaf,
     StackScan,
@@ -70,6 +71,15 @@ FEATURES: tuple[Feature, ...] = (
             "pgtable_types.h _PAGE_BIT_NOPTISHADOW = _PAGE_BIT_SOFTW5 (PGD/P4D); arch/x86/mm/pti.c "
             "__pti_set_user_pgtbl()",
             "d0ceea662d45 x86/mm: Add _PAGE_NOPTISHADOW bit to avoid updating userspace page tables"),
+    # The ORC unwind tables (archs/x86_orc.py): from 6.4 a vmlinux names its layout by .orc_header's hash;
+    # these two decide it before then.
+    Feature("x86_orc_sp_indirect_deref", (5, 12),
+            "unwind_orc.c unwind_next_frame() ORC_REG_SP_INDIRECT: sp = *state->sp + sp_offset",
+            "87ccc826bf1c x86/unwind/orc: Change REG_SP_INDIRECT"),
+    Feature("x86_orc_type3", (6, 4),
+            "orc_types.h struct orc_entry type:3 (ORC_TYPE_UNDEFINED, ORC_TYPE_END_OF_STACK), signal:1",
+            "fb799447ae29 x86,objtool: Split UNWIND_HINT_EMPTY in two (with ffb1b4a41016 "
+            "x86/unwind/orc: Add 'signal' field to ORC metadata)"),
     Feature("x86_kernel_4k", (6, 15),
             "pgtable_types.h _PAGE_BIT_KERNEL_4K = _PAGE_BIT_SOFTW3 (kernel mappings)",
             "41d88484c71c x86/mm/pat: restore large ROX pages after fragmentation"),
@@ -600,9 +610,11 @@ class X86_64Arch(ArchDefaults):
     current_registers = ()
     percpu_register = "gs_base"  # this_cpu_read() is %gs-relative (arch/x86/include/asm/percpu.h, 6.12/7.2)
     pc_registers = ("rip",)
-    # Debian 7.2 unwinds with ORC tables (CONFIG_UNWINDER_ORC), which are not read: the stack is
-    # scanned for return addresses, each checked to follow a call (what unwind_guess.c does not check).
-    unwind = StackScan("rsp", 5, _is_call, "ORC is not read")
+    # Debian's kernels unwind with ORC tables (CONFIG_UNWINDER_ORC, 5.10..7.3), read from the vmlinux
+    # (archs/x86_orc.py, inspector/orc.py); where they cannot be used, the stack is scanned for return
+    # addresses, each checked to follow a call (what unwind_guess.c does not check), and called a guess.
+    unwind = OrcUnwind(StackScan("rsp", 5, _is_call, "ORC tables not usable"),
+                       "arch/x86/kernel/unwind_orc.c unwind_next_frame()")
     kernel_dir, gnu_triplet, debian_arch = "x86", "x86_64-linux-gnu", "amd64"
     user_kernel_pages = USER_KERNEL_PAGES
     flag_moves = FLAG_MOVES

@@ -54,7 +54,8 @@ def _facts(path: Path) -> dict:
     return data
 
 
-STT_OBJECT, STT_FUNC = 1, 2  # include/uapi/linux/elf.h
+STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2  # include/uapi/linux/elf.h
+SHF_EXECINSTR = 0x4
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ class SymbolTable:
 
     machine: str  # the Arch name
     values: dict[str, int]  # every named symbol (first definition wins)
-    functions: list[tuple[int, int, str]]  # STT_FUNC (value, size, name), sorted, the first per address
+    # (value, size, name), sorted, the first per address: STT_FUNC, and sized STT_NOTYPE code (assembly
+    # entry points such as x86's entry_SYSCALL_64), where a return address can point too
+    functions: list[tuple[int, int, str]]
     objects: dict[str, int]  # STT_OBJECT name -> value (first definition wins)
 
 
@@ -96,13 +99,15 @@ def symbol_table(path: Path) -> SymbolTable:
                 raise VmlinuxError(f"{path} has no symbol table (is it the -dbg vmlinux?)")
             strtab = elf.get_section(symtab["sh_link"]).data()
             data = symtab.data()
+            code = {i for i, section in enumerate(elf.iter_sections()) if section["sh_flags"] & SHF_EXECINSTR}
     except (OSError, ELFError) as exc:
         raise VmlinuxError(f"cannot read {path} as a vmlinux: {exc}") from None
     names: dict[str, int] = {}
     funcs: dict[int, tuple[int, int, str]] = {}
+    asm: dict[int, tuple[int, int, str]] = {}  # sized code without a type: SYM_CODE_START..SYM_CODE_END
     objects: dict[str, int] = {}
     # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
-    for st_name, info, _other, _shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
+    for st_name, info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
         if st_name:
             end = strtab.index(b"\0", st_name)
             name = strtab[st_name:end].decode(errors="replace")
@@ -112,7 +117,9 @@ def symbol_table(path: Path) -> SymbolTable:
                 funcs.setdefault(value, (value, size, name))
             elif kind == STT_OBJECT:
                 objects.setdefault(name, value)
-    return SymbolTable(machine, names, sorted(funcs.values()), objects)
+            elif kind == STT_NOTYPE and size and shndx in code:
+                asm.setdefault(value, (value, size, name))
+    return SymbolTable(machine, names, sorted({**asm, **funcs}.values()), objects)
 
 
 def _read_build_id(path: Path) -> str | None:

@@ -21,16 +21,19 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ptinspect.archs.common import Kind, StackScan
+from ptinspect.archs.common import Kind, OrcUnwind, StackScan
+from ptinspect.archs.versions import Layout
 
 from .diff import Change, Differ, entry_label
 from .dump import Row
 from .entry import ENTRY_BYTES, Entry
 from .kernel import KernelError
+from .orc import OrcError, OrcTables, first_registers
+from .orc import unwind as unwind_orc
 from .reader import ReadError, TableCache, contains
 from .records import item_record, target_record
 from .session import Root, Session, SessionError
@@ -81,6 +84,9 @@ class Symbols:
     starts: list[int]
     funcs: list[tuple[int, int, str]]  # (start, size, name), sorted
     objects: dict[str, int]
+    values: dict[str, int] = field(default_factory=dict)  # every named symbol
+    vmlinux: Path | None = None
+    _orc: OrcTables | OrcError | None = None
 
     @classmethod
     def load(cls, vmlinux: Path) -> Symbols:
@@ -88,18 +94,34 @@ class Symbols:
             table = symbol_table(vmlinux)
         except VmlinuxError as exc:
             raise WatchError(f"PCs cannot be named: {exc}") from None
-        return cls([f[0] for f in table.functions], table.functions, table.objects)
+        return cls([f[0] for f in table.functions], table.functions, table.objects, table.values, vmlinux)
 
-    def name(self, pc: int, kaslr_offset: int) -> str | None:
-        """"function+0xoff/0xsize" of a run-time PC, None outside every function."""
+    def orc(self, layout: Layout | None) -> OrcTables:
+        """The vmlinux's ORC tables, loaded once; OrcError (kept) when they cannot be used."""
+        if self._orc is None:
+            if self.vmlinux is None:
+                self._orc = OrcError("no vmlinux to read ORC tables from")
+            else:
+                try:
+                    self._orc = OrcTables.load(self.vmlinux, self.values, layout)
+                except OrcError as exc:
+                    self._orc = exc
+        if isinstance(self._orc, OrcError):
+            raise self._orc
+        return self._orc
+
+    def name(self, pc: int, kaslr_offset: int, return_address: bool = False) -> str | None:
+        """"function+0xoff/0xsize" of a run-time PC, None outside every function.  A return address
+        is named by the call before it (it can be the first byte after a function that does not
+        return), as the kernel's %pB does."""
         import bisect
 
         link = pc - kaslr_offset
-        i = bisect.bisect_right(self.starts, link) - 1
+        i = bisect.bisect_right(self.starts, link - return_address) - 1
         if i < 0:
             return None
         start, size, name = self.funcs[i]
-        if size and link >= start + size:
+        if size and link - return_address >= start + size:
             return None
         return f"{name}+{link - start:#x}/{size:#x}"
 
@@ -126,7 +148,7 @@ class Cpu:
 
 # -- the call chain -------------------------------------------------------------------------------
 
-FRAMES = 8  # callers reported at most
+FRAMES = 16  # callers reported at most
 SCAN_BYTES = 2048  # StackScan: stack bytes scanned for return addresses
 # The text of Debian's 7.2 kernels sits in the top 16 bits all-ones half on all three; a return
 # address whose top bits carry a pointer-authentication code gets them back by ORing (arm64).
@@ -162,6 +184,14 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
         return True
 
     try:
+        if isinstance(unwind, OrcUnwind):
+            try:
+                tables = symbols.orc(session.facts.layout)
+            except OrcError as exc:
+                why = str(exc)
+            else:
+                return _orc_chain(session, target, thread, symbols, tables)
+            unwind = replace(unwind.fallback, why=why)
         if isinstance(unwind, StackScan):
             sp = target.cpu_registers(thread, (unwind.sp_register,))[unwind.sp_register]
             end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
@@ -191,6 +221,30 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
     except (ReadError, SessionError, KeyError):
         pass  # as far as it went
     return tuple(out), "frame pointers"
+
+
+def _orc_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols,
+               tables: OrcTables) -> tuple[tuple[str, ...], str]:
+    """The callers ORC finds (inspector/orc.py), and "ORC" with how the walk ended."""
+    kernel = session.kernel
+    assert kernel is not None
+
+    def read_word(va: int) -> int:
+        try:
+            return _word(session, va)
+        except (ReadError, SessionError) as exc:
+            raise LookupError(str(exc)) from None
+
+    regs = first_registers(lambda names: target.cpu_registers(thread, names))
+    if not {"ip", "sp", "bp"} <= regs.keys():
+        return (), "ORC (stopped: the gdbstub gives no rip/rsp/rbp)"
+    walked = unwind_orc(tables, regs, read_word, kernel.kaslr_offset, FRAMES)
+    out: list[str] = []
+    for address, is_return in walked.frames:
+        name = symbols.name(address, kernel.kaslr_offset, is_return) or f"{address:#x}"
+        if not out or out[-1].split("+", 1)[0] != name.split("+", 1)[0]:
+            out.append(name)
+    return tuple(out), "ORC" + ("" if walked.end == "complete" else f" ({walked.end})")
 
 
 def _current_task(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> int:

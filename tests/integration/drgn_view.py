@@ -200,3 +200,44 @@ class Kernel:
             yield Vma(int(vma.vm_start), int(vma.vm_end), int(vma.vm_flags), name or "[anon]")
 
 
+
+
+
+# drgn's struct pt_regs members and the gdbstub's names of the same registers (arch/*/include/asm/ptrace.h;
+# QEMU's gdb XML: i386-64bit.xml, aarch64-core.xml, riscv-64bit-cpu.xml)
+PT_REGS = {
+    "x86_64": {"r15": "r15", "r14": "r14", "r13": "r13", "r12": "r12", "bp": "rbp", "bx": "rbx", "r11": "r11",
+               "r10": "r10", "r9": "r9", "r8": "r8", "ax": "rax", "cx": "rcx", "dx": "rdx", "si": "rsi",
+               "di": "rdi", "ip": "rip", "cs": "cs", "flags": "eflags", "sp": "rsp", "ss": "ss"},
+    "arm64": {**{f"regs[{i}]": f"x{i}" for i in range(31)}, "sp": "sp", "pc": "pc", "pstate": "cpsr"},
+    "riscv64": {"epc": "pc", "ra": "ra", "sp": "sp", "gp": "gp", "tp": "tp", "s0": "fp", "s1": "s1",
+                **{f"t{i}": f"t{i}" for i in range(7)}, **{f"a{i}": f"a{i}" for i in range(8)},
+                **{f"s{i}": f"s{i}" for i in range(2, 12)}},
+}
+
+
+def drgn_callers(prog, session: Session, thread: str) -> list[str]:
+    """The functions on a stopped vCPU's kernel stack as drgn (PROG, on the session's target) unwinds
+    it with its own ORC, DWARF CFI or frame-pointer reader, from that vCPU's registers as a struct pt_regs: the function it is in
+    first, then each caller, named by the ELF symbol of the call (as ptinspect names them), inlined
+    frames folded into the function they are in."""
+    import drgn
+
+    members = PT_REGS[session.arch.name]
+    regs = session.reader.cpu_registers(thread, tuple(members.values()))  # type: ignore[attr-defined]
+    pt_regs = prog.type("struct pt_regs")
+    raw = bytearray(pt_regs.size)
+    for member, name in members.items():
+        offset = drgn.offsetof(pt_regs, member)
+        raw[offset:offset + 8] = regs[name].to_bytes(8, "little")
+    names: list[str] = []
+    for frame in prog.stack_trace(drgn.Object.from_bytes_(prog, pt_regs, bytes(raw))):
+        if not frame.pc:
+            break  # drgn's last frame of an idle task's stack: no caller
+        try:
+            name = prog.symbol(frame.pc - (0 if frame.interrupted else 1)).name
+        except LookupError:
+            break  # user space: the end of the kernel's part
+        if not names or names[-1] != name:
+            names.append(name)
+    return names

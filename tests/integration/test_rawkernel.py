@@ -23,8 +23,9 @@ from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
 from ptinspect.inspector.vm.manifest import parse
 from ptinspect.inspector.vm.ops import request
 from ptinspect.inspector.vm.state import VM
+from ptinspect.inspector.watch import Symbols, cpu_state
 
-from .drgn_view import Kernel, drgn_kernel
+from .drgn_view import Kernel, drgn_callers, drgn_kernel
 from .kernels import IDS, IMAGES
 
 pytestmark = pytest.mark.integration
@@ -134,6 +135,19 @@ def test_rawkernel_agrees_with_drgn(vm: Callable[..., VM], arch: str, series: st
         assert all(f.source.startswith((SOURCE, "config file", "derived from")) for f in facts.facts.values())
         assert facts.get("nr_swapfiles") == 1 and facts.get("swap_info[0].max")  # the guest's zram swap
         assert raw.ram_ranges() == drgn.ram_ranges()
+
+        # The stopped vCPU's callers as watch finds them (x86-64: the vmlinux's ORC tables; arm64, riscv64:
+        # frame records) are the ones drgn unwinds from the same registers (drgn 0.3.0 cannot unwind
+        # riscv64's pt_regs: there only that the frame records were followed is checked).
+        cpu = cpu_state(session, target, "p1.1", Symbols.load(image.vmlinux))
+        ours = [name.split("+", 1)[0] for name in [cpu.function, *cpu.callers] if name]
+        unwinder = cpu.unwinder or ""
+        assert unwinder.startswith("ORC" if arch == "x86_64" else "frame pointers") and "stopped" not in unwinder, cpu
+        assert len(ours) >= 3, cpu  # an idle vCPU: at least the idle loop and what started it
+        with capsys.disabled():
+            print(f"\n[chain] {arch}-{series} ({unwinder}): {' < '.join(ours)}", flush=True)
+        if arch != "riscv64":
+            assert drgn_callers(prog, session, "p1.1")[:len(ours)] == ours
 
         from drgn.helpers.linux.pid import find_task, for_each_task
 

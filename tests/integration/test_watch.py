@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from ptinspect.inspector.api import open_target
 from ptinspect.inspector.targets.qmp import Qmp
 from ptinspect.inspector.targets.rsp import RspClient
 from ptinspect.inspector.vm.images import ensure_image, image_for
 from ptinspect.inspector.vm.ops import PAGE, OpResult, request
 from ptinspect.inspector.vm.state import VM
 
+from .drgn_view import drgn_callers, drgn_kernel
 from .test_mm_operations import ACCESSED, cli, prepare, read_only
 
 pytestmark = pytest.mark.integration
@@ -203,6 +205,9 @@ def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> N
 # readable); mm/migrate.c remove_migration_pte() maps the new folio where the entry was.  The
 # workload's pages are written, writable and private: their entries become migration-write.
 TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
+# How the watch unwinds, where drgn 0.3.0 can unwind the same registers (it has no riscv64 pt_regs
+# unwinding: there the chain is checked by the migration functions in it only).
+UNWOUND_BY = {"x86_64": "ORC", "arm64": "frame pointers"}
 
 
 def named(event: dict, function: str) -> bool:
@@ -263,6 +268,13 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
     assert dump.returncode == 0, dump.stderr
     assert [(e["kind"], e["raw"]) for e in json.loads(dump.stdout)["entries"]] == \
         [("migration-write", caught["after"]["raw"])]
+    if arch in UNWOUND_BY:  # the call chain is the one drgn unwinds from the same registers
+        with open_target(machine.gdb, vmlinux=image.vmlinux, keep_stopped=True) as live:
+            prog = drgn_kernel(live.session, image.vmlinux).prog
+            theirs = drgn_callers(prog, live.session, f"p1.{caught['cpu'] + 1}")
+        ours = [f.split("+", 1)[0] for f in [caught["function"], *caught["callers"]]]
+        assert caught["unwinder"].startswith(UNWOUND_BY[arch]) and "stopped" not in caught["unwinder"], caught
+        assert len(ours) > 5 and theirs[:len(ours)] == ours, (ours, theirs)
     valid = cli("validate", *target, "--pid", str(pid))  # detaches: the VM runs on
     assert valid.returncode == 0, valid.stdout[-2000:] + valid.stderr
     worker.join(300)

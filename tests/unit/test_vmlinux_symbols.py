@@ -19,6 +19,8 @@ int counter = 3;
 static long table[4] = {1, 2, 3, 4};
 long first(long x) { return table[x & 3] + counter; }
 long second(long x) { return first(x) * 2 + first(x + 1); }
+asm(".text\\n.globl asm_entry\\nasm_entry: nop\\nnop\\nret\\n.size asm_entry, 3\\n"
+    ".globl asm_label\\nasm_label: ret\\n");
 """
 
 
@@ -41,7 +43,10 @@ def test_functions_and_objects_as_nm_reads_them(tmp_path: Path) -> None:
             expected_objects[name] = value
     table = symbol_table(obj)
     assert table.machine == "x86_64"
-    assert {"first", "second"} <= {name for _, _, name in expected_funcs}
+    # a sized assembly symbol (no type, as the kernel's SYM_CODE_START/END make) is code nm lists with
+    # its size; a bare label has none, and is not a function
+    assert {"first", "second", "asm_entry"} <= {name for _, _, name in expected_funcs}
+    assert "asm_label" not in {name for _, _, name in expected_funcs}
     assert sorted(expected_funcs) == table.functions
     assert expected_objects == table.objects
     assert table.values["counter"] == expected_objects["counter"]
