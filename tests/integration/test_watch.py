@@ -23,6 +23,7 @@ from ptinspect.inspector.api import open_target
 from ptinspect.inspector.targets.qmp import Qmp
 from ptinspect.inspector.targets.rsp import RspClient
 from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.manifest import PagemapEntry
 from ptinspect.inspector.vm.ops import PAGE, OpResult, request
 from ptinspect.inspector.vm.state import VM
 
@@ -210,6 +211,25 @@ TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
 UNWOUND_BY = {"x86_64": "ORC", "arm64": "frame pointers"}
 
 
+def writable(maps: tuple[str, ...], va: int) -> bool:
+    """Whether the guest's /proc/self/maps gives the VMA of VA write permission."""
+    for line in maps:
+        span, perms = line.split()[:2]
+        start, end = (int(x, 16) for x in span.split("-"))
+        if start <= va < end:
+            return perms[1] == "w"
+    raise AssertionError(f"{va:#x} is in no VMA of the workload")
+
+
+def migration_kind(write: bool, page: PagemapEntry) -> str:
+    """The entry mm/rmap.c try_to_migrate_one() (7.2) makes of a present page: writable ->
+    make_writable_migration_entry, else an exclusive anonymous page (PageAnonExclusive; the pagemap's
+    PM_MMAP_EXCLUSIVE and not PM_FILE) -> make_readable_exclusive_migration_entry, else readable."""
+    if write:
+        return "migration-write"
+    return "migration-read-exclusive" if page.exclusive and not page.file else "migration-read"
+
+
 def named(event: dict, function: str) -> bool:
     """Whether FUNCTION stored the entry or is among the callers the watch found."""
     return any(f and f.split("+", 1)[0] == function for f in [event["function"], *event["callers"]])
@@ -227,6 +247,8 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
 
     _, plain = timed(machine, ["migrate", hex(prepare(machine, "migrate").start)])  # type: ignore[arg-type]
     region = prepare(machine, "migrate")
+    maps = request(machine, ["maps"]).maps
+    assert maps
     proc, _ = start_watch(target, pid, region, "--for", "60")
     answer, watched = timed(machine, ["migrate", hex(region.start)])  # type: ignore[arg-type]
     events, summary = finish(proc, 240)
@@ -234,16 +256,19 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
         print(f"\n[watch] {arch}: migrate of {answer.op_length // PAGE} pages {plain:.3f} s unwatched, "
               f"{watched:.3f} s watched ({summary['watchpoint_hits']} hits)", flush=True)
     before, after = dict(region.pages()), dict(answer.pages())
+    expected = {va: migration_kind(writable(maps, va), before[va]) for va in before}
+    assert sorted(set(expected[va] for va in range(answer.op_start, answer.op_end, PAGE))) == \
+        ["migration-read", "migration-read-exclusive", "migration-write"]  # the region makes all three
     for va in range(answer.op_start, answer.op_end, PAGE):  # type: ignore[arg-type]
         mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte" and e["source"] == "kernel"
                 and e["task"].endswith(f"[{pid}]")]
         kinds = [e["after"]["kind"] if e["after"] else None for e in mine]
         assert mine and mine[0]["before"]["kind"] == "present", (hex(va), kinds)
         assert int(mine[0]["before"]["pfn"], 16) == before[va].pfn != after[va].pfn
-        to = [e for e in mine if e["after"] and e["after"]["kind"] == "migration-write"]
-        assert to and named(to[0], TO_MIGRATION), (hex(va), kinds, to[:1])
+        to = [e for e in mine if e["after"] and e["after"]["kind"].startswith("migration")]
+        assert to and to[0]["after"]["kind"] == expected[va] and named(to[0], TO_MIGRATION), (hex(va), kinds)
         assert int(to[0]["after"]["pfn"], 16) == before[va].pfn  # the entry names the old frame
-        back = mine[kinds.index("migration-write") + 1:]
+        back = mine[kinds.index(expected[va]) + 1:]
         assert back and back[-1]["after"]["kind"] == "present", (hex(va), kinds)
         assert int(back[-1]["after"]["pfn"], 16) == after[va].pfn, (hex(va), back[-1])
         assert named(back[0], FROM_MIGRATION), (hex(va), back[0])
@@ -259,7 +284,7 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
     events, summary = finish(proc, 240)
     assert summary["end"] == "until" and summary["vm"] == "stopped", summary
     caught = events[-1]
-    assert caught["after"]["kind"] == "migration-write" and named(caught, TO_MIGRATION), caught
+    assert caught["after"]["kind"].startswith("migration-") and named(caught, TO_MIGRATION), caught
     with Qmp(machine.qmp, timeout=10) as qmp:
         assert qmp.execute("query-status")["running"] is False
     va = int(caught["va"], 16)
@@ -267,7 +292,7 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
                "--format", "json")
     assert dump.returncode == 0, dump.stderr
     assert [(e["kind"], e["raw"]) for e in json.loads(dump.stdout)["entries"]] == \
-        [("migration-write", caught["after"]["raw"])]
+        [(caught["after"]["kind"], caught["after"]["raw"])]
     if arch in UNWOUND_BY:  # the call chain is the one drgn unwinds from the same registers
         with open_target(machine.gdb, vmlinux=image.vmlinux, keep_stopped=True) as live:
             prog = drgn_kernel(live.session, image.vmlinux).prog

@@ -48,6 +48,7 @@ enum shape {
 	SHAPE_THP,     /* a PMD's size, MADV_HUGEPAGE, written: one PMD-mapped THP */
 	SHAPE_4K_2M,   /* a PMD's size, MADV_NOHUGEPAGE, written: base pages */
 	SHAPE_MTHP,    /* two 64 KiB blocks, MADV_HUGEPAGE, written: 64 KiB mTHPs (arm64: contpte) */
+	SHAPE_MIGRATE, /* a 4k region whose pages 8..9 are read-only and 10..11 shared memory, read-only */
 };
 
 struct op_region {
@@ -167,6 +168,7 @@ static bool fits_4k_or_guarded(enum shape s) { return s == SHAPE_4K || s == SHAP
 static bool fits_thp(enum shape s) { return s == SHAPE_THP; }
 static bool fits_4k_2m(enum shape s) { return s == SHAPE_4K_2M; }
 static bool fits_mthp(enum shape s) { return s == SHAPE_MTHP; }
+static bool fits_migrate(enum shape s) { return s == SHAPE_MIGRATE || s == SHAPE_4K; }
 
 /* MADV_GUARD_INSTALL zaps pages 4..11 and installs PTE_MARKER_GUARD. */
 static void run_guard_install(struct op_region *reg, struct result *res)
@@ -270,7 +272,10 @@ static void run_collapse(struct op_region *reg, struct result *res)
  * nodes: vm boot --numa-nodes 2): each page is unmapped to a migration entry,
  * copied and mapped again at its new frame (mm/migrate.c). The syscall, not
  * libnuma: nodes=NULL asks where each page is, then each goes to the node
- * that is not its own.
+ * that is not its own. In a `migrate` region the entries are of all three
+ * kinds mm/rmap.c try_to_migrate_one() makes: pages 4..7 writable (a write
+ * migration entry), 8..9 anonymous, exclusive and read-only (read-exclusive,
+ * 5.19+), 10..11 shared memory mapped read-only (read).
  */
 static void run_migrate(struct op_region *reg, struct result *res)
 {
@@ -347,7 +352,7 @@ static const struct op ops[] = {
 	{ "pageout", SHAPE_4K, fits_4k, run_pageout },
 	{ "thp-split", SHAPE_THP, fits_thp, run_thp_split },
 	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
-	{ "migrate", SHAPE_4K, fits_4k, run_migrate },
+	{ "migrate", SHAPE_MIGRATE, fits_migrate, run_migrate },
 	{ "contpte-mprotect", SHAPE_MTHP, fits_mthp, run_contpte_mprotect },
 };
 
@@ -363,7 +368,7 @@ static const char *shape_name(enum shape s)
 {
 	static const char *const names[] = {
 		[SHAPE_4K] = "4k", [SHAPE_GUARDED] = "guarded", [SHAPE_THP] = "thp",
-		[SHAPE_4K_2M] = "4k-2m", [SHAPE_MTHP] = "mthp",
+		[SHAPE_4K_2M] = "4k-2m", [SHAPE_MTHP] = "mthp", [SHAPE_MIGRATE] = "migrate",
 	};
 	return names[s];
 }
@@ -392,6 +397,29 @@ static bool mthp_blocks(uintptr_t start, size_t length)
 }
 
 /* Map, advise and write a fresh region in the next free slot. */
+/*
+ * A written 4k region made into a `migrate` one: pages 8..9 read-only (still
+ * anonymous and exclusive), pages 10..11 replaced by shared memory
+ * (MAP_SHARED|MAP_ANONYMOUS is shmem), written, then read-only.
+ */
+static void migrate_shape(const struct op_region *reg, struct result *res)
+{
+	uintptr_t ro = reg->start + 8 * base_page(), shared = reg->start + 10 * base_page();
+
+	if (mprotect((void *)ro, 2 * base_page(), PROT_READ)) {
+		fail(res, ST_FAILED, errno, "mprotect(pages 8..9, PROT_READ): %s", strerror(errno));
+		return;
+	}
+	if (mmap((void *)shared, 2 * base_page(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
+		 -1, 0) == MAP_FAILED) {
+		fail(res, ST_FAILED, errno, "mmap(pages 10..11, MAP_SHARED|MAP_ANONYMOUS): %s", strerror(errno));
+		return;
+	}
+	write_range(shared, 2 * base_page());
+	if (mprotect((void *)shared, 2 * base_page(), PROT_READ))
+		fail(res, ST_FAILED, errno, "mprotect(pages 10..11, PROT_READ): %s", strerror(errno));
+}
+
 static void prepare(const struct op *op, struct result *res)
 {
 	struct op_region reg = { .shape = op->shape };
@@ -433,6 +461,8 @@ static void prepare(const struct op *op, struct result *res)
 			fail(res, ST_FAILED, 0, "the written range is not one PMD-mapped THP"
 			     " (smaps AnonHugePages %ld kB)", smaps_sum(reg.start, reg.length, false));
 	}
+	if (res->status == ST_OK && op->shape == SHAPE_MIGRATE)
+		migrate_shape(&reg, res);
 	regions[nregions] = reg;
 	res->region = &regions[nregions];
 	whole(&reg, res);
