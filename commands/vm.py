@@ -21,6 +21,7 @@ from ptinspect.inspector.vm.sysdeps import check_system
 from .options import TIMEOUT
 from .vm_hmm import hmm
 from .vm_op import op
+from .vm_selftests import selftests
 
 ARCH = click.Choice(list(MACHINES))
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -161,3 +162,4 @@ def derive(series: str, arch: str, flavour: str | None, tree: Path | None, out: 
 
 vm.add_command(op)
 vm.add_command(hmm)
+vm.add_command(selftests)
