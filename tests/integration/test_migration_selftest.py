@@ -3,7 +3,7 @@ two-node guest under `ptinspect watch`.
 
 Its `private_anon` case maps 2 MiB of private anonymous memory, writes it, and for RUNTIME (20 s) moves the
 first page back and forth between the two nodes with move_pages(2) while another thread reads it (7.2
-migration.c migrate(), access_mem()). The watch is bounded (--count) so that the case's own run stays clean;
+migration.c migrate(), access_mem()); `private_anon_thp` does the same with a PMD-mapped THP. The watch is bounded (--count) so that the case's own run stays clean;
 the verdict is the kselftest harness's TAP line. The frames' nodes come from the kernel's own boot log
 (mm/mm_init.c free_area_init(): "Initmem setup node N [mem START-END]"), the functions that store the
 entries from the kernel's migration code (test_watch.py TO_MIGRATION, FROM_MIGRATION), never from ptinspect.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ptinspect.inspector.api import Error, open_target
-from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
 from ptinspect.inspector.vm.mmselftests import build_program
 from ptinspect.inspector.vm.selftests import MIGRATION_PATH, finish, kselftest_verdicts, start
 from ptinspect.inspector.vm.state import VM
@@ -36,13 +36,20 @@ IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
 # 7.2 migration.c FIXTURE_SETUP(migration): nthreads = numa_num_task_cpus() - 2, every case SKIPs below 1
 # (6.12's needs 2: four vCPUs); the reader threads spin, so one is cheapest under TCG.
 CPUS = 3
-CASE = "private_anon"
-TWOMEG = 2 << 20  # migration.c TWOMEG: the case's mapping
+TWOMEG = 2 << 20  # migration.c TWOMEG; also read_pmd_pagesize() of these 4 KiB-page guests
 PAGE = 4096
-# Events the watch takes before it ends: each round of a page's migration is three stores (mm/rmap.c
-# try_to_migrate_one(): the present entry cleared, the migration entry set; mm/migrate.c
-# remove_migration_pte(): the new frame mapped), for each of a folio's 16 pages; each stops the VM
-# (guest time stands still meanwhile, so the case's 20 s are not used up by the watch).
+VM_HUGEPAGE = 1 << 29  # 7.2 include/linux/mm.h DECLARE_VMA_BIT(HUGEPAGE, 29): MADV_HUGEPAGE marked this vma
+# case -> (the level of the entries it migrates, whether its mapping is MADV_HUGEPAGE). private_anon maps
+# 2 MiB and writes it; the init's mTHP knob (hugepages-64kB always) may make it 64 KiB folios, so a round
+# moves up to 16 pages. private_anon_thp ("Tests the pmd migration entry paths") madvises one aligned PMD
+# of a 4 MiB mapping (THP `madvise` in the guest): the THP moves whole, under a PMD migration entry
+# (mm/huge_memory.c set_pmd_migration_entry() from try_to_migrate_one(), remove_migration_pmd() from
+# remove_migration_pte()).
+CASES = {"private_anon": ("pte", False), "private_anon_thp": ("pmd", True)}
+PMD_TO, PMD_FROM = "set_pmd_migration_entry", "remove_migration_pmd"
+# Events the watch takes before it ends: each round of migration is three stores per entry (the present
+# entry cleared or invalidated, the migration entry set, the new frame mapped); each stops the VM (guest
+# time stands still meanwhile, so the case's 20 s are not used up by the watch).
 EVENTS = 120
 NODE_LINE = re.compile(r"Initmem setup node (\d+) \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]")
 
@@ -65,10 +72,10 @@ def node_of(nodes: dict[int, tuple[int, int]], pfn: int) -> int:
     return node
 
 
-def case_mapping(machine: VM, vmlinux: Path, config: Path, deadline: float) -> tuple[int, int]:
-    """(pid, start) of the selftest task that holds the case's 2 MiB private anonymous mapping: the
-    harness forks each case, so the tasks named `migration` are asked for their VMAs (the VM is stopped
-    while the Target is open)."""
+def case_mapping(machine: VM, vmlinux: Path, config: Path, huge: bool, deadline: float) -> tuple[int, int]:
+    """(pid, start) of the selftest task that holds the case's 2 MiB private anonymous mapping (HUGE: the
+    one MADV_HUGEPAGE marked): the harness forks each case, so the tasks named `migration` are asked for
+    their VMAs (the VM is stopped while the Target is open)."""
     seen = ""
     while time.monotonic() < deadline:
         with open_target(machine.gdb, vmlinux=vmlinux, config_file=config) as target:
@@ -81,34 +88,35 @@ def case_mapping(machine: VM, vmlinux: Path, config: Path, deadline: float) -> t
                     pids = [int(p) for p in listed[1].split(",")]
             for pid in pids:
                 tables = target.tables(pid=pid)
-                mine = [v for v in tables.vmas if v.end - v.start == TWOMEG and v.perms == "rw-p" and v.name == "[anon]"]
+                mine = [v for v in tables.vmas if v.end - v.start == TWOMEG and v.perms == "rw-p" and v.name == "[anon]"
+                        and bool(v.flags & VM_HUGEPAGE) == huge]
                 if len(mine) == 1:
                     return pid, mine[0].start
-                seen = f"pid {pid}: " + ", ".join(f"{v.start:#x}-{v.end:#x} {v.perms} {v.name}" for v in tables.vmas)
+                seen = f"pid {pid}: " + ", ".join(f"{v.start:#x}-{v.end:#x} {v.perms} {v.flags:#x} {v.name}"
+                                                  for v in tables.vmas)
         time.sleep(1)
-    pytest.fail(f"no migration task with one 2 MiB private anonymous mapping: {seen}")
+    pytest.fail(f"no migration task with one 2 MiB private anonymous mapping (MADV_HUGEPAGE {huge}): {seen}")
 
 
 def event_line(e: dict) -> str:
     def entry(rec: dict | None) -> str:
-        return "none" if rec is None else f"{rec['kind']}" + (f" pfn {rec['pfn']}" if rec.get("pfn") else "")
+        if rec is None:
+            return "none"
+        access = rec.get("access")
+        bits = " " + "".join(c if access[k] else "-" for c, k in (("r", "read"), ("w", "write"), ("d", "dirty"))) \
+            if access else ""
+        return f"{rec['kind']}{bits}" + (f" pfn {rec['pfn']}" if rec.get("pfn") else "")
 
     chain = " < ".join(f.split("+", 1)[0] for f in [e.get("function") or "?", *e.get("callers", [])[:3]])
-    return (f"  {e['time']:8.3f}s cpu{e.get('cpu')} {e['source']:<8} {e['va']} {e['status']:<7} "
+    return (f"  {e['time']:7.3f}s cpu{e.get('cpu')} {e['source']:<8} {e['level']} {e['va']} {e['status']:<7} "
             f"{entry(e['before'])} -> {entry(e['after'])}   [{chain}] {e.get('task', '')}")
 
 
-@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
-def test_migration_selftest_under_watch(vm: Callable[..., VM], arch: str, series: str,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    began = time.monotonic()
-    image = ensure_image(image_for(arch, series))
-    build_program(image)  # the initramfs holds it once built
-    machine = vm(arch, series, numa_nodes=2, cpus=CPUS)
-    nodes = node_ranges(machine)
-
-    seq = start(machine, [MIGRATION_PATH, "-t", CASE])
-    pid, va = case_mapping(machine, image.vmlinux, image.config, time.monotonic() + 120)
+def watched_case(machine: VM, image: KernelImage, case: str) -> tuple[tuple[str, ...], int, list[dict], dict, int]:
+    """Run CASE; watch its mapping for EVENTS events while it runs; (its output, mapping start, the events,
+    the watch's summary, the case's exit status)."""
+    seq = start(machine, [MIGRATION_PATH, "-t", case])
+    pid, va = case_mapping(machine, image.vmlinux, image.config, CASES[case][1], time.monotonic() + 120)
     proc = subprocess.Popen([sys.executable, "-m", "ptinspect.commands.cli", "watch", "--gdb", machine.gdb,
                              "--vmlinux", str(image.vmlinux), "--config-file", str(image.config), "--pid", str(pid),
                              "--range", f"{va:#x}-{va + TWOMEG:#x}", "--count", str(EVENTS), "--for", "300",
@@ -119,47 +127,64 @@ def test_migration_selftest_under_watch(vm: Callable[..., VM], arch: str, series
     assert json.loads(first)["watching"]["watchpoints"]
     events, summary = finish_watch(Watch(proc), 600)
     run = finish(machine, seq, 600)
-    verdicts = kselftest_verdicts(run.lines)
+    return run.lines, va, events, summary, run.status
 
-    kernel = [e for e in events if e["source"] == "kernel" and e["level"] == "pte"]
+
+def migration_rounds(events: list[dict], level: str, va: int, nodes: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(complete rounds, migration entries) of the kernel's stores at LEVEL: per entry, present -> a migration
+    entry naming the old frame, set by the migration code -> present at a frame of the other node."""
+    kernel = [e for e in events if e["source"] == "kernel" and e["level"] == level]
     migration = [e for e in kernel if e["after"] and e["after"]["kind"].startswith("migration-")]
-    with capsys.disabled():
-        print(f"\n[migration {arch} {series}] exit {run.status}; "
-              + "; ".join(line for line in run.lines if line.startswith(("ok ", "not ok ", "# ")) and "PASSED" not in line)
-              + f"\n[migration {arch} {series}] pid {pid}, mapping {va:#x}-{va + TWOMEG:#x}; {len(events)} events "
-              f"({summary['watchpoint_hits']} watchpoint hits), {len(migration)} migration entries; nodes "
-              + ", ".join(f"{n}: {lo:#x}-{hi:#x}" for n, (lo, hi) in sorted(nodes.items())))
-        print("\n".join(event_line(e) for e in events[:18]))
-
-    # (a) the kernel's own verdict
-    assert verdicts == {f"migration.{CASE}": "pass"}, run.lines
-    assert summary["end"] == "count" and summary["vm"] == "running", summary
-
-    # (b) per page: present -> migration entry (the old frame) -> present at a frame of the other node,
-    # stored by the migration code. The init's mTHP knob (hugepages-64kB always) makes the case's memory
-    # 64 KiB folios: move_pages() of ptr moves its whole folio, 16 pages.
+    to_names, from_names = (TO_MIGRATION, PMD_TO) if level == "pmd" else (TO_MIGRATION,), \
+        (FROM_MIGRATION, PMD_FROM) if level == "pmd" else (FROM_MIGRATION,)
     rounds = 0
-    for page in sorted({e["va"] for e in migration}):
-        mine = [e for e in kernel if e["va"] == page]
-        assert int(page, 16) - va < 64 << 10, (page, hex(va))  # within ptr's folio
+    for entry in sorted({e["va"] for e in migration}):
+        mine = [e for e in kernel if e["va"] == entry]
+        assert int(entry, 16) - va < 64 << 10, (entry, hex(va))  # ptr's page, or its folio
         for i, to in enumerate(mine):
             if to not in migration:
                 continue
-            assert named(to, TO_MIGRATION), (to["function"], to["callers"])
+            assert all(named(to, f) for f in to_names), (to["function"], to["callers"])
             old = int(to["after"]["pfn"], 16)
             cleared = next((e for e in reversed(mine[:i]) if e["before"] and e["before"]["kind"] == "present"), None)
             back = next((e for e in mine[i + 1:] if e["after"] and e["after"]["kind"] == "present"), None)
             if cleared is None or back is None:
                 continue  # the watch began or ended inside this round
             assert int(cleared["before"]["pfn"], 16) == old, (cleared, to)
-            assert named(back, FROM_MIGRATION), (back["function"], back["callers"])
+            assert all(named(back, f) for f in from_names), (back["function"], back["callers"])
             new = int(back["after"]["pfn"], 16)
             assert node_of(nodes, new) != node_of(nodes, old), (hex(old), hex(new), nodes)
             rounds += 1
     assert rounds, [(e["va"], e["status"], e["after"] and e["after"]["kind"], e["function"]) for e in kernel]
+    return rounds, len(migration)
 
-    # (c) nothing left behind
-    no_watchpoints_left(machine, summary)
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_migration_selftest_under_watch(vm: Callable[..., VM], arch: str, series: str,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    began = time.monotonic()
+    image = ensure_image(image_for(arch, series))
+    build_program(image)  # the initramfs holds it once built
+    machine = vm(arch, series, numa_nodes=2, cpus=CPUS)
+    nodes = node_ranges(machine)
+    for case, (level, _) in CASES.items():
+        case_began = time.monotonic()
+        lines, va, events, summary, status = watched_case(machine, image, case)
+        with capsys.disabled():
+            print(f"\n[migration {arch} {series}] {case}: exit {status}; "
+                  + "; ".join(line for line in lines if line.startswith(("ok ", "not ok "))) + "; nodes "
+                  + ", ".join(f"{n}: {lo:#x}-{hi:#x}" for n, (lo, hi) in sorted(nodes.items())))
+            print("\n".join(event_line(e) for e in events[:16]))
+        # (a) the kernel's own verdict, the watch bounded by its count
+        assert kselftest_verdicts(lines) == {f"migration.{case}": "pass"}, lines
+        assert summary["end"] == "count" and summary["vm"] == "running", summary
+        # (b) present -> migration entry -> present at a frame of the other node, by the migration code
+        rounds, entries = migration_rounds(events, level, va, nodes)
+        # (c) nothing left behind
+        no_watchpoints_left(machine, summary)
+        with capsys.disabled():
+            print(f"[migration {arch} {series}] {case}: mapping {va:#x}-{va + TWOMEG:#x}, {len(events)} events "
+                  f"({summary['watchpoint_hits']} watchpoint hits), {entries} {level} migration entries, "
+                  f"{rounds} complete rounds; {time.monotonic() - case_began:.0f} s")
     with capsys.disabled():
-        print(f"[migration {arch} {series}] {rounds} complete rounds; {time.monotonic() - began:.0f} s "
-              "(build, boot, selftest and watch)")
+        print(f"[migration {arch} {series}] {time.monotonic() - began:.0f} s in all (build, boot, both cases)")
