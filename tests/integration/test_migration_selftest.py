@@ -34,7 +34,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = [("x86_64", "7.2"), ("arm64", "7.2"), ("riscv64", "7.2")]
 # 7.2 migration.c FIXTURE_SETUP(migration): nthreads = numa_num_task_cpus() - 2, every case SKIPs below 1
-# (6.12's needs 2: four vCPUs); the reader threads spin, so one is cheapest under TCG.
+# (6.12's: numa_num_task_cpus() - 1 below 2, also three vCPUs); the reader threads spin, so one is cheapest
+# under TCG.
 CPUS = 3
 TWOMEG = 2 << 20  # migration.c TWOMEG; also read_pmd_pagesize() of these 4 KiB-page guests
 PAGE = 4096
