@@ -76,7 +76,8 @@ def node_of(nodes: dict[int, tuple[int, int]], pfn: int) -> int:
 def case_mapping(machine: VM, vmlinux: Path, config: Path, huge: bool, deadline: float) -> tuple[int, int]:
     """(pid, start) of the selftest task that holds the case's 2 MiB private anonymous mapping (HUGE: the
     one MADV_HUGEPAGE marked): the harness forks each case, so the tasks named `migration` are asked for
-    their VMAs (the VM is stopped while the Target is open)."""
+    their VMAs (the VM is stopped while the Target is open). ptinspect lists the pids in order, so the first
+    with the mapping is the case's main thread (its reader threads come later): the one calling move_pages()."""
     seen = ""
     while time.monotonic() < deadline:
         with open_target(machine.gdb, vmlinux=vmlinux, config_file=config) as target:
@@ -113,9 +114,10 @@ def event_line(e: dict) -> str:
             f"{entry(e['before'])} -> {entry(e['after'])}   [{chain}] {e.get('task', '')}")
 
 
-def watched_case(machine: VM, image: KernelImage, case: str) -> tuple[tuple[str, ...], int, list[dict], dict, int]:
-    """Run CASE; watch its mapping for EVENTS events while it runs; (its output, mapping start, the events,
-    the watch's summary, the case's exit status)."""
+def watched_case(machine: VM, image: KernelImage,
+                 case: str) -> tuple[tuple[str, ...], int, int, list[dict], dict, int]:
+    """Run CASE; watch its mapping for EVENTS events while it runs; (its output, its task, mapping start,
+    the events, the watch's summary, the case's exit status)."""
     seq = start(machine, [MIGRATION_PATH, "-t", case])
     pid, va = case_mapping(machine, image.vmlinux, image.config, CASES[case][1], time.monotonic() + 120)
     proc = subprocess.Popen([sys.executable, "-m", "ptinspect.commands.cli", "watch", "--gdb", machine.gdb,
@@ -128,12 +130,14 @@ def watched_case(machine: VM, image: KernelImage, case: str) -> tuple[tuple[str,
     assert json.loads(first)["watching"]["watchpoints"]
     events, summary = finish_watch(Watch(proc), 600)
     run = finish(machine, seq, 600)
-    return run.lines, va, events, summary, run.status
+    return run.lines, pid, va, events, summary, run.status
 
 
-def migration_rounds(events: list[dict], level: str, va: int, nodes: dict[int, tuple[int, int]]) -> tuple[int, int]:
+def migration_rounds(events: list[dict], level: str, pid: int, va: int,
+                     nodes: dict[int, tuple[int, int]]) -> tuple[int, int]:
     """(complete rounds, migration entries) of the kernel's stores at LEVEL: per entry, present -> a migration
-    entry naming the old frame, set by the migration code -> present at a frame of the other node."""
+    entry naming the old frame, set by the migration code in the case's own move_pages() (task PID) ->
+    present at a frame of the other node."""
     kernel = [e for e in events if e["source"] == "kernel" and e["level"] == level]
     migration = [e for e in kernel if e["after"] and e["after"]["kind"].startswith("migration-")]
     to_names, from_names = (TO_MIGRATION, PMD_TO) if level == "pmd" else (TO_MIGRATION,), \
@@ -146,6 +150,7 @@ def migration_rounds(events: list[dict], level: str, va: int, nodes: dict[int, t
             if to not in migration:
                 continue
             assert all(named(to, f) for f in to_names), (to["function"], to["callers"])
+            assert to["task"].endswith(f"[{pid}]"), to["task"]
             old = int(to["after"]["pfn"], 16)
             cleared = next((e for e in reversed(mine[:i]) if e["before"] and e["before"]["kind"] == "present"), None)
             back = next((e for e in mine[i + 1:] if e["after"] and e["after"]["kind"] == "present"), None)
@@ -170,7 +175,7 @@ def test_migration_selftest_under_watch(vm: Callable[..., VM], arch: str, series
     nodes = node_ranges(machine)
     for case, (level, _) in CASES.items():
         case_began = time.monotonic()
-        lines, va, events, summary, status = watched_case(machine, image, case)
+        lines, pid, va, events, summary, status = watched_case(machine, image, case)
         with capsys.disabled():
             print(f"\n[migration {arch} {series}] {case}: exit {status}; "
                   + "; ".join(line for line in lines if line.startswith(("ok ", "not ok "))) + "; nodes "
@@ -180,7 +185,7 @@ def test_migration_selftest_under_watch(vm: Callable[..., VM], arch: str, series
         assert kselftest_verdicts(lines) == {f"migration.{case}": "pass"}, lines
         assert summary["end"] == "count" and summary["vm"] == "running", summary
         # (b) present -> migration entry -> present at a frame of the other node, by the migration code
-        rounds, entries = migration_rounds(events, level, va, nodes)
+        rounds, entries = migration_rounds(events, level, pid, va, nodes)
         # (c) nothing left behind
         no_watchpoints_left(machine, summary)
         with capsys.disabled():
