@@ -21,6 +21,7 @@ from ptinspect.inspector.vm.sysdeps import check_system
 from .options import TIMEOUT
 from .vm_hmm import hmm
 from .vm_op import op
+from .vm_selftests import selftests
 
 ARCH = click.Choice(list(MACHINES))
 FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -89,20 +90,22 @@ def _print_facts(facts: dict) -> None:
 @click.option("--la57", is_flag=True, help="x86_64: 5-level paging (-cpu qemu64,+la57).")
 @click.option("--numa-nodes", type=click.IntRange(1), default=1, show_default=True,
               help="NUMA nodes (1, 2 or 4) sharing the 1 GiB evenly; 2 for `vm op NAME migrate`.")
+@click.option("--cpus", type=int, metavar="N", help="vCPUs (1-8), split evenly over the NUMA nodes "
+              "(default 1; riscv64 with NUMA: one per node). The kernel's migration selftest needs 3.")
 @click.option("--accel", type=click.Choice(["auto", "tcg", "kvm"]), default="auto", show_default=True,
               help="auto: KVM only if it really runs the kernel here (probed once per host boot), else TCG.")
 @click.option("--name", help="VM name (default: the image id, made unique).")
 @click.option("--timeout", type=TIMEOUT, help="Seconds to wait for the manifest (default per arch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the connection facts as JSON.")
 def boot(arch: str, series: str, image: Path | None, vmlinux: Path | None, initrd: Path | None,
-         append: str | None, qemu_args: tuple[str, ...], la57: bool, numa_nodes: int, accel: str,
-         name: str | None, timeout: float | None, as_json: bool) -> None:
+         append: str | None, qemu_args: tuple[str, ...], la57: bool, numa_nodes: int, cpus: int | None,
+         accel: str, name: str | None, timeout: float | None, as_json: bool) -> None:
     """Boot a kernel with the workload; print gdbstub, QMP, vmlinux and workload pid once it runs."""
     extra = [word for arg in qemu_args for word in shlex.split(arg)]
     with _user_errors():
         machine = boot_vm(arch, series=series, image=image, vmlinux=vmlinux, initrd=initrd, append=append,
                           qemu_args=extra, timeout=timeout, name=name, la57=la57, accel=accel,
-                          numa_nodes=numa_nodes)
+                          numa_nodes=numa_nodes, cpus=cpus)
     if as_json:
         click.echo(json.dumps(machine.facts(), indent=1))
     else:
@@ -159,3 +162,4 @@ def derive(series: str, arch: str, flavour: str | None, tree: Path | None, out: 
 
 vm.add_command(op)
 vm.add_command(hmm)
+vm.add_command(selftests)

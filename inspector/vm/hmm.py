@@ -40,12 +40,13 @@ from .apt import KEYRING, AptState, debian_archive_uri, system_sources
 from .images import KernelImage, _run, _write_stamp, check_entry, load_manifest
 
 SOURCE_FILES = ("lib/test_hmm.c", "lib/test_hmm_uapi.h", "lib/Kconfig.debug")
-# The kernel's own HMM selftest (tools/testing/selftests/mm/hmm-tests.c) and what it includes from the
+# The kernel's own HMM and migration selftests (tools/testing/selftests/mm/hmm-tests.c, migration.c; the
+# latter built by inspector/vm/mmselftests.py) and what they include from the
 # tree (gcc -M of it for x86_64, arm64 and riscv64 with the Makefile's -I/-isystem), kept in the tree's
 # shape so that its relative includes hold; compiled into the initramfs (inspector/vm/initramfs.py).
 SELFTEST = "tools/testing/selftests/mm"
 SELFTEST_MEMBERS = (
-    f"{SELFTEST}/hmm-tests.c", f"{SELFTEST}/vm_util.c", f"{SELFTEST}/vm_util.h",
+    f"{SELFTEST}/hmm-tests.c", f"{SELFTEST}/migration.c", f"{SELFTEST}/vm_util.c", f"{SELFTEST}/vm_util.h",
     f"{SELFTEST}/hugepage_settings.c", f"{SELFTEST}/hugepage_settings.h",
     "tools/testing/selftests/kselftest.h", "tools/testing/selftests/kselftest_harness.h",
     "lib/test_hmm_uapi.h", "mm/gup_test.h", "tools/include/uapi",
@@ -255,7 +256,7 @@ def fetch_source(series: str, version: str) -> Path:
 
 
 def fetch_selftest_source(series: str, version: str) -> Path:
-    """hmm-tests.c and the files it includes (SELFTEST_MEMBERS) of linux-source-SERIES VERSION."""
+    """hmm-tests.c, migration.c and the files they include (SELFTEST_MEMBERS) of linux-source-SERIES VERSION."""
     return _extract_source(series, version, selftest_dir(series, version), SELFTEST_MEMBERS, "hmm-tests")
 
 
@@ -267,7 +268,7 @@ def _extract_source(series: str, version: str, dest: Path, names: tuple[str, ...
     """NAMES (files or directories, paths in the tree) of linux-source-SERIES VERSION, cached at DEST."""
     with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         stamp, _ = check_entry(dest, full=False)
-        if stamp:
+        if stamp and all((dest / name).exists() for name in names):  # an entry from before a member was added
             return dest
         apt = AptState()
         apt.update()

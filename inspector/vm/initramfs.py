@@ -12,6 +12,7 @@ Layout inside the gzip cpio (newc):
   /ptinspect/hmm/             test_hmm.ko and hmmop (vm-images/hmm/) when the module is built for this
                               kernel (inspector/vm/hmm.py), else `unavailable`: why not (init logs it);
                               with them hmm-tests, the kernel's own selftest, when its source is cached
+  /ptinspect/selftests/       migration (the kernel's migration selftest) once mmselftests built it
 
 No QEMU device is needed beyond the harness's own: swap is zram, inside guest RAM.
 """
@@ -35,8 +36,9 @@ from ptinspect.archs import arch_where
 
 from ..cache import locked, subdir
 from . import VMError, progress
-from .hmm import SELFTEST, HmmModule, module_status, selftest_source
+from .hmm import HmmModule, module_status, selftest_source
 from .images import STAMP, KernelImage, busybox_path
+from .mmselftests import HMM_TESTS, MIGRATION, built
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOAD_DIR = REPO / "vm-images" / "workload"
@@ -104,14 +106,10 @@ def build_hmmop(arch: str, module: HmmModule, out: Path) -> Path:
 
 def build_hmm_tests(arch: str, src: Path, out: Path) -> Path:
     """Compile the kernel's own hmm-tests statically for ARCH from its source tree SRC (hmm.SELFTEST_MEMBERS),
-    with the flags of its Makefile (tools/testing/selftests/mm/Makefile CFLAGS, LDLIBS); its warnings are
-    the kernel's, so no -Werror."""
+    with the flags of its Makefile (mmselftests.Program); its warnings are the kernel's, so no -Werror.
+    It links only glibc, so the host's cross compiler does (migration links Debian's libnuma: mmselftests)."""
     cc, _ = compiler(arch)
-    test = src / SELFTEST
-    cmd = [cc, "-static", "-O2", "-Wall", "-U_FORTIFY_SOURCE", f"-I{src}", f"-I{test.parent}",
-           "-isystem", str(src / "tools/include/uapi"), "-o", str(out),
-           *(str(test / name) for name in ("hmm-tests.c", "vm_util.c", "hugepage_settings.c")),
-           "-lrt", "-lpthread", "-lm"]
+    cmd = HMM_TESTS.command(cc, src, out)
     try:
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -241,7 +239,7 @@ class Cpio:
 
 
 def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tuple[str, str, bytes]],
-                   hmm: tuple[HmmModule | None, str], selftest: Path | None) -> str:
+                   hmm: tuple[HmmModule | None, str], selftest: Path | None, migration: Path | None) -> str:
     """sha256 over everything that goes into the initramfs, and the code that lays it out."""
     digest = hashlib.sha256()
     version = subprocess.run([cc, "--version"], check=True, capture_output=True, text=True).stdout.splitlines()[:1]
@@ -256,6 +254,8 @@ def _inputs_digest(image: KernelImage, cc: str, busybox: Path, modules: list[tup
         parts += [module.ko.read_bytes(), module.uapi.read_bytes()]
     if module and selftest:
         parts += [(selftest / STAMP).read_bytes()]  # names every file of the source with its sha256
+    if migration:
+        parts += [migration.read_bytes()]
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:16]
@@ -270,8 +270,10 @@ def build_initramfs(image: KernelImage) -> Path:
     selftest = selftest_source(image) if hmm else None
     hmm_deps = tuple(_depends(hmm.ko.read_bytes())) if hmm else ()
     modules = select_modules(image.modules_dir, wanted=(*MODULES, *hmm_deps), optional=(compressor,))
+    migration = built(image, MIGRATION)
     out_dir = subdir("initramfs")
-    dest = out_dir / f"{image.id}-{_inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason), selftest)}.cpio.gz"
+    digest = _inputs_digest(image, cc, busybox, modules, (hmm, hmm_reason), selftest, migration)
+    dest = out_dir / f"{image.id}-{digest}.cpio.gz"
     with locked(out_dir / f"{image.id}.lock", LOCK_TIMEOUT):
         if dest.exists():
             return dest
@@ -281,7 +283,8 @@ def build_initramfs(image: KernelImage) -> Path:
             hmmop = build_hmmop(image.arch, hmm, Path(tmp) / "hmmop").read_bytes() if hmm else b""
             tests = build_hmm_tests(image.arch, selftest, Path(tmp) / "hmm-tests").read_bytes() if selftest else b""
         cpio = Cpio()
-        for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules", "ptinspect/hmm"):
+        for name in ("bin", "dev", "proc", "sys", "tmp", "run", "ptinspect", "ptinspect/modules", "ptinspect/hmm",
+                     "ptinspect/selftests"):
             cpio.directory(name)
         cpio.char_device("dev/console", 5, 1)
         cpio.file("init", INIT_SCRIPT.read_bytes(), executable=True)
@@ -298,6 +301,8 @@ def build_initramfs(image: KernelImage) -> Path:
                 cpio.file("ptinspect/hmm/hmm-tests", tests, executable=True)
         else:
             cpio.file("ptinspect/hmm/unavailable", hmm_reason.encode() + b"\n")
+        if migration:
+            cpio.file(f"ptinspect/selftests/{MIGRATION.name}", migration.read_bytes(), executable=True)
         cpio.file("ptinspect/modules.list", "".join(f"{n} {w}\n" for n, w, _ in modules).encode())
         tmp_dest = dest.with_suffix(".tmp")
         tmp_dest.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))

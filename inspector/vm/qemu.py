@@ -29,6 +29,7 @@ TAIL_LINES = 40
 START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 5
 MAX_UNIX_PATH = 100
+MAX_CPUS = 8
 KVM_PROBE_TIMEOUT = 30.0
 
 
@@ -132,11 +133,12 @@ def _kernel(arch: str, series: str, image: Path | None, vmlinux: Path | None,
 
 def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Path, qmp: str, console: str,
                  port: int, la57: bool = False, accel: str = "tcg", extra: Sequence[str] = (),
-                 numa_nodes: int = 1) -> list[str]:
+                 numa_nodes: int = 1, cpus: int | None = None) -> list[str]:
     """The QEMU command line of a harness boot (1 GiB; gdbstub; QMP).
 
-    NUMA_NODES > 1 splits the memory evenly into that many nodes (the vCPU on node 0, the others
-    memory only; riscv64: a vCPU per node), so that pages can migrate between them (`vm op NAME migrate`).
+    NUMA_NODES > 1 splits the memory evenly into that many nodes, so that pages can migrate between
+    them (`vm op NAME migrate`). CPUS vCPUs (default_cpus) are split evenly over the nodes, in order;
+    fewer vCPUs than nodes all sit on node 0, the other nodes memory only.
 
     The serial console is a unix socket server (CONSOLE) that also logs everything the guest
     writes to SERIAL, connected or not: a client writes operation requests into it (ops.py).
@@ -147,25 +149,31 @@ def qemu_command(arch: str, kernel: Path, initrd: Path, append: str, serial: Pat
     args = list(machine.args)
     if la57:
         args[1] += ",+la57"
-    cmd = [QEMU[arch], *args, "-accel", accel, "-m", "1G", "-smp", "1", "-nodefaults", "-display", "none",
+    cpus = cpus or default_cpus(arch, numa_nodes)
+    cmd = [QEMU[arch], *args, "-accel", accel, "-m", "1G", "-smp", str(cpus), "-nodefaults", "-display", "none",
            "-no-reboot",
            "-chardev", f"socket,id=console,path={console},server=on,wait=off,logfile={serial},logappend=off",
            "-serial", "chardev:console", "-gdb", f"tcp:127.0.0.1:{port}",
            "-qmp", f"unix:{qmp},server=on,wait=off", "-kernel", str(kernel), "-initrd", str(initrd),
            "-append", f"console={machine.console} nokaslr {append}".strip()]
     if numa_nodes > 1:
-        # riscv64 virt makes each node a socket of harts and refuses one without any ("discontinuous
-        # hartids in socket1"): there every node gets a vCPU of its own
-        cpus_per_node = arch == "riscv64"
-        if cpus_per_node:
-            cmd[cmd.index("-smp") + 1] = str(numa_nodes)
         for node in range(numa_nodes):
-            cpus = f",cpus={node}" if cpus_per_node else ",cpus=0" if node == 0 else ""
+            if cpus >= numa_nodes:
+                first, last = node * cpus // numa_nodes, (node + 1) * cpus // numa_nodes - 1
+            else:
+                first, last = (0, cpus - 1) if node == 0 else (0, -1)
+            where = "" if last < first else f",cpus={first}" + (f"-{last}" if last > first else "")
             cmd += ["-object", f"memory-backend-ram,id=numa{node},size={1024 // numa_nodes}M",
-                    "-numa", f"node,nodeid={node},memdev=numa{node}{cpus}"]
+                    "-numa", f"node,nodeid={node},memdev=numa{node}{where}"]
     if supports_device(arch, "vmcoreinfo"):
         cmd += ["-device", "vmcoreinfo"]
     return cmd + list(QEMU_DEVICES) + list(extra)
+
+
+def default_cpus(arch: str, numa_nodes: int) -> int:
+    """One vCPU; riscv64 with NUMA one per node: its virt machine makes each node a socket of harts and
+    refuses one without any ("discontinuous hartids in socket1")."""
+    return numa_nodes if arch == "riscv64" and numa_nodes > 1 else 1
 
 
 def _socket_dir(run_dir: Path) -> tuple[Path, Path | None]:
@@ -301,7 +309,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Path | None = None,
          initrd: Path | None = None, append: str | None = None, qemu_args: Sequence[str] = (),
          timeout: float | None = None, name: str | None = None, la57: bool = False, accel: str = "auto",
-         detach: bool = True, numa_nodes: int = 1) -> VM:
+         detach: bool = True, numa_nodes: int = 1, cpus: int | None = None) -> VM:
     """Boot ARCH (the manifest kernel of SERIES, or IMAGE) and return the VM once the manifest arrived.
 
     The initramfs is the workload helper's build_initramfs() unless INITRD is given. ACCEL is tcg,
@@ -312,6 +320,11 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
         raise VMError(f"unknown arch {arch!r}; choose one of {', '.join(MACHINES)}")
     if numa_nodes not in (1, 2, 4):
         raise VMError(f"--numa-nodes {numa_nodes}: choose 1, 2 or 4 (the 1 GiB split evenly)")
+    if cpus is not None and not 1 <= cpus <= MAX_CPUS:
+        raise VMError(f"--cpus {cpus}: choose 1 to {MAX_CPUS} (each vCPU is a host thread under TCG)")
+    if cpus is not None and default_cpus(arch, numa_nodes) > cpus:
+        raise VMError(f"--cpus {cpus}: {arch} with {numa_nodes} NUMA nodes needs a vCPU per node "
+                      f"(QEMU's riscv64 virt machine refuses a node without harts)")
     if la57 and arch != "x86_64":
         raise VMError("--la57 applies to x86_64 only")
     check_system([arch])
@@ -337,7 +350,7 @@ def boot(arch: str, series: str = "7.2", image: Path | None = None, vmlinux: Pat
             start = time.monotonic()
             vm.process, port = _start(
                 lambda port: qemu_command(arch, kernel, initrd, append or "", Path(vm.serial_log), qmp, console,
-                                          port, la57, accel, qemu_args, numa_nodes),
+                                          port, la57, accel, qemu_args, numa_nodes, cpus),
                 run_dir, qmp, console, detach, name)
             vm.qemu_pid, vm.gdb = vm.process.pid, f"127.0.0.1:{port}"
             vm.save()  # from here `vm list` / `vm stop` see it, even if this process dies

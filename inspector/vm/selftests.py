@@ -3,7 +3,8 @@ does that does not come from ptinspect's code.
 
 hmm-tests (tools/testing/selftests/mm/hmm-tests.c) is built from the kernel's own source with the
 module (inspector/vm/hmm.py fetches it, initramfs.build_hmm_tests compiles it) and is
-/ptinspect/hmm/hmm-tests in the guest; `start(vm, [path, args...])` asks the workload to run it
+/ptinspect/hmm/hmm-tests in the guest; migration.c (two NUMA nodes, inspector/vm/mmselftests.py) is
+/ptinspect/selftests/migration; `start(vm, [path, args...])` asks the workload to run it
 (request `SEQ run PATH ARG...`, vm-images/README-workload.md), `finish()` collects its output.
 """
 from __future__ import annotations
@@ -19,19 +20,8 @@ from ..cache import locked
 from . import VMError
 from .state import VM
 
-SELFTEST = "tools/testing/selftests/mm"
-SOURCES = (f"{SELFTEST}/hmm-tests.c", f"{SELFTEST}/vm_util.c", f"{SELFTEST}/hugepage_settings.c")
-HEADERS = (f"{SELFTEST}/vm_util.h", f"{SELFTEST}/hugepage_settings.h", "tools/testing/selftests/kselftest.h",
-           "tools/testing/selftests/kselftest_harness.h", "lib/test_hmm_uapi.h", "mm/gup_test.h")
-UAPI_DIR = "include/uapi"
-# What scripts/headers_install.sh does to a uapi header, as macros: unifdef -D__EXPORTED_HEADERS__, and its
-# sed of __user, __force, __iomem, __attribute_const__ (to nothing) and __packed (7.3's linux/userfaultfd.h).
-CFLAGS = ("-static", "-O2", "-Wall", "-U_FORTIFY_SOURCE", "-D__EXPORTED_HEADERS__", "-D__user=", "-D__force=",
-          "-D__iomem=", "-D__attribute_const__=", "-D__packed=__attribute__((packed))")
-LIBS = ("-lrt", "-lpthread", "-lm")
-BINARY = "hmm-tests"
 GUEST_PATH = "/ptinspect/hmm/hmm-tests"
-COMPILE_TIMEOUT = 300.0
+MIGRATION_PATH = "/ptinspect/selftests/migration"  # inspector/vm/mmselftests.py builds it
 RUN_START = "PTINSPECT-RUN-START "
 RUN = "PTINSPECT-RUN "
 RUN_END = "PTINSPECT-RUN-END "
