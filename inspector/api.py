@@ -31,6 +31,7 @@ from .entry import Entry
 from .kernel import KernelError, Vma
 from .opening import errors, opened
 from .opening import open_target as open_raw
+from .rawkernel.tasks import Task
 from .records import hx, item_record, uffd_mode
 from .session import Root, Session, SessionError, attach_program_kernel
 from .snapshot import Snapshot, SnapshotError, live_snapshot, load, write_snapshot
@@ -41,7 +42,7 @@ from .validate import validate as run_checks
 from .walker import Walker
 
 __all__ = ["Delta", "Diff", "Entry", "Error", "Kind", "Report", "Row", "Snapshot", "Summary", "Tables", "Target",
-           "Translation", "Vma", "diff", "from_drgn", "load_snapshot", "open_target"]
+           "Task", "Translation", "Vma", "diff", "from_drgn", "load_snapshot", "open_target"]
 
 VaRange = tuple[int, int]
 GDBSTUB = re.compile(r"[^/\s]*:\d+")  # HOST:PORT (an empty host is localhost)
@@ -278,6 +279,19 @@ class Target:
         sel.update({k: hx(v) for k, v in (("root", root), ("mm", address)) if v is not None})
         sel.update({k: True for k, v in (("kernel", kernel), ("upper", upper)) if v})
         return Tables(self, chosen, sel)
+
+    def tasks(self, comm: str | None = None) -> list[Task]:
+        """The kernel's tasks (each thread too; the idle tasks aside) by pid: what `pid=` and `comm=`
+        choose from; only those named `comm` when given."""
+        session = self._live()
+        if self._no_kernel is not None:
+            raise Error(self._no_kernel)
+        kernel = session.kernel
+        if kernel is None:
+            raise Error("listing tasks needs the kernel's debug info: give vmlinux=")
+        with _errors():
+            return sorted((t for t in kernel.tasks() if comm is None or t.comm == comm),
+                          key=lambda t: (t.pid, t.address))
 
     def walk(self, which: Any = None, *, va_range: VaRange | None = None, kinds: Iterable[Kind] | None = None,
              tables: bool = False, **root: Any) -> Iterator[Row]:

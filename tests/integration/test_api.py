@@ -143,6 +143,9 @@ def test_readme_api_examples(vm: Callable[..., VM], tmp_path: Path, monkeypatch:
     rows = ns["rows"]
     assert ns["tables"].label == f"pid {pid} (workload)"
     results = {"vmcore": check_rows(manifest, pid, rows, "vmcore")}
+    # the workload's process and its forked child, by the names and pids the guest gave in its manifest
+    assert {pid, manifest.child_pid} <= {task.pid for task in ns["named"]}
+    assert {task.comm for task in ns["named"]} == {"workload"} and all(task.mm for task in ns["named"])
     hit = ns["hit"]
     assert hit.va == rows[0].va and hit.leaf.va <= hit.va < hit.leaf.va + hit.leaf.size
     assert hit.pa == rows[0].entry.phys(rows[0].va) and hit.leaf.hw.raw == rows[0].raw

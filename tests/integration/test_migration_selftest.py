@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ptinspect.inspector.api import Error, open_target
+from ptinspect.inspector.api import open_target
 from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
 from ptinspect.inspector.vm.mmselftests import build_program
 from ptinspect.inspector.vm.selftests import MIGRATION_PATH, finish, kselftest_verdicts, start
@@ -81,13 +81,8 @@ def case_mapping(machine: VM, vmlinux: Path, config: Path, huge: bool, deadline:
     seen = ""
     while time.monotonic() < deadline:
         with open_target(machine.gdb, vmlinux=vmlinux, config_file=config) as target:
-            pids: list[int] = []
-            try:
-                target.tables(comm="migration")  # one task (or none): the harness has not forked the case yet
-            except Error as exc:
-                seen = str(exc)
-                if listed := re.search(r"\(pids ([\d, ]+)\)", seen):
-                    pids = [int(p) for p in listed[1].split(",")]
+            pids = [task.pid for task in target.tasks("migration")]
+            seen = f"tasks named migration: {pids}"
             for pid in pids:
                 tables = target.tables(pid=pid)
                 mine = [v for v in tables.vmas if v.end - v.start == TWOMEG and v.perms == "rw-p" and v.name == "[anon]"
