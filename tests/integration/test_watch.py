@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -161,6 +162,17 @@ def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str
     assert dict(done["answer"].pages())[va].swapped
     no_watchpoints_left(machine, summary)
     assert request(machine, ["maps"]).status == "ok"  # the guest runs normally
+
+    # Ctrl-C (SIGINT, as a terminal sends it) while the VM runs watched: the watch ends there, says so,
+    # removes every watchpoint and lets the VM run on
+    region = prepare(machine, "mprotect")
+    proc, _ = start_watch(target, pid, region, "--for", "120")
+    time.sleep(2)
+    proc.proc.send_signal(signal.SIGINT)
+    _, summary = finish(proc, 60)
+    assert summary["end"] == "interrupted" and summary["vm"] == "running", summary
+    no_watchpoints_left(machine, summary)
+    assert request(machine, ["mprotect", hex(region.start)]).status == "ok"
 
 
 @pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
