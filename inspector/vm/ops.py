@@ -23,7 +23,7 @@ from .manifest import WORKLOAD_EXIT, ManifestError, PagemapEntry, _hex, _int, _l
 from .qemu import tail
 from .state import VM
 
-OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse", "migrate",
+OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse", "migrate", "age",
               "contpte-mprotect")
 # Forwarded by the workload to the HMM guest program (vm-images/hmm/hmmop.c) where test_hmm.ko loaded.
 HMM_OPERATIONS = ("hmm-prepare", "hmm-prepare-thp", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-exclusive",

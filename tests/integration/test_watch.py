@@ -320,6 +320,40 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
     no_watchpoints_left(machine, summary)
 
 
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_tells_hardware_updates_from_kernel_stores(vm: Callable[..., VM], arch: str, series: str) -> None:
+    """`age`: MADV_COLD makes the kernel clear pages 4..11's accessed bits and flush them from the TLB
+    (stores the watchpoints see, in mm/madvise.c madvise_cold_or_pageout_pte_range), then a read of each
+    page makes the MMU set the bit again, which no watchpoint sees: the watch reports those as hardware
+    updates, attributed to no function."""
+    machine = vm(arch, series)
+    image = ensure_image(image_for(arch, series))
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    pid = machine.workload_pid
+    assert pid is not None
+    region = prepare(machine, "age")
+    proc, _ = start_watch(target, pid, region, "--for", "30")
+    answer, _ = timed(machine, ["age", hex(region.start)])
+    events, summary = finish(proc, 120)
+    assert summary["end"] == "timeout", summary
+    accessed = ACCESSED[arch]
+    for va in range(region.start, region.end, PAGE):  # type: ignore[arg-type]
+        mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte"]
+        seen = [(e["source"], e.get("function"), e.get("callers", [])[:3], e["changes"]) for e in mine]
+        if not answer.op_start <= va < answer.op_end:
+            assert not [e for e in mine if e["source"] != "kernel" or e["task"].endswith(f"[{pid}]")], seen
+            continue
+        cold = [e for e in mine if e["source"] == "kernel" and named(e, "madvise_cold_or_pageout_pte_range")]
+        assert cold and not int(cold[-1]["after"]["raw"], 16) & accessed, seen  # the kernel made it old
+        assert int(cold[0]["before"]["raw"], 16) & ~accessed == int(cold[-1]["after"]["raw"], 16) & ~accessed
+        # the MMU made it young: no store (another task, e.g. DAMON's kdamond, may age it meanwhile)
+        later = [e for e in mine[mine.index(cold[-1]) + 1:] if e["source"] != "kernel" or e["task"].endswith(f"[{pid}]")]
+        assert later and later[0]["source"] == "hardware" and all(e["source"] != "kernel" for e in later), seen
+        assert "function" not in later[0] and "cpu" not in later[0]
+        assert int(later[0]["before"]["raw"], 16) ^ int(later[0]["after"]["raw"], 16) == accessed, seen
+    no_watchpoints_left(machine, summary)
+
+
 PTE_CONT = 1 << 52  # arch/arm64/include/asm/pgtable-hwdef.h:174 (7.2)
 CONTPTE_PAGES = 16  # CONT_PTES with 4 KiB pages (arch/arm64/include/asm/pgtable-hwdef.h CONT_PTE_SHIFT 4)
 

@@ -313,6 +313,22 @@ static void run_migrate(struct op_region *reg, struct result *res)
 		}
 }
 
+/*
+ * MADV_COLD of pages 4..11: mm/madvise.c madvise_cold_or_pageout_pte_range() makes each young entry old
+ * (clear_young_dirty_ptes(..., CYDP_CLEAR_YOUNG): its accessed bit cleared) and flushes them
+ * from the TLB (tlb_remove_tlb_entry); then one read of each page, through which the MMU walks the
+ * tables again and sets the accessed bit itself (x86 A, riscv A, arm64 AF where the CPU updates it in
+ * hardware, FEAT_HAFDBS; else the kernel's access-flag fault path does).
+ */
+static void run_age(struct op_region *reg, struct result *res)
+{
+	part(reg, res);
+	if (!advise(res, res->op_start, res->op_length, PT_MADV_COLD, "MADV_COLD=20", ""))
+		return;
+	for (size_t i = 0; i < PART_PAGES; i++)
+		(void)*(volatile const char *)(res->op_start + i * base_page());
+}
+
 #define MTHP_PAGES 16 /* a 64 KiB mTHP of 4 KiB pages: arm64's contpte block (CONT_PTES) */
 
 /*
@@ -353,6 +369,7 @@ static const struct op ops[] = {
 	{ "thp-split", SHAPE_THP, fits_thp, run_thp_split },
 	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
 	{ "migrate", SHAPE_MIGRATE, fits_migrate, run_migrate },
+	{ "age", SHAPE_4K, fits_4k, run_age },
 	{ "contpte-mprotect", SHAPE_MTHP, fits_mthp, run_contpte_mprotect },
 };
 

@@ -17,6 +17,7 @@
 #define PT_MADV_DONTNEED 4        /* line 49 */
 #define PT_MADV_HUGEPAGE 14       /* line 62 */
 #define PT_MADV_NOHUGEPAGE 15     /* line 63 */
+#define PT_MADV_COLD 20           /* line 72, Linux 5.4+ */
 #define PT_MADV_PAGEOUT 21        /* line 73, Linux 5.4+ */
 #define PT_MADV_COLLAPSE 25       /* line 80, Linux 6.1+ */
 #define PT_MADV_HWPOISON 100      /* line 56, needs CONFIG_MEMORY_FAILURE */
