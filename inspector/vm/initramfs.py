@@ -94,13 +94,17 @@ def build_workload(arch: str, out: Path) -> Path:
 def build_hmmop(arch: str, module: HmmModule, out: Path) -> Path:
     """Compile vm-images/hmm/hmmop.c statically for ARCH against the uapi header of MODULE's source."""
     cc, _ = compiler(arch)
-    cmd = [cc, *CFLAGS, f"-I{module.uapi.parent}", "-o", str(out), str(HMMOP)]
+    return _compile([cc, *CFLAGS, f"-I{module.uapi.parent}", "-o", str(out), str(HMMOP)], f"hmmop for {arch}", out)
+
+
+def _compile(cmd: list[str], what: str, out: Path) -> Path:
+    """Run a compiler command (bounded); VMError with the end of its errors."""
     try:
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise VMError(f"compiling hmmop for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
+        raise VMError(f"compiling {what} took over {COMPILE_TIMEOUT:.0f} s") from None
     if done.returncode:
-        raise VMError(f"compiling hmmop for {arch} failed:\n{done.stderr.strip()[-3000:]}")
+        raise VMError(f"compiling {what} failed:\n{done.stderr.strip()[-3000:]}")
     return out
 
 
@@ -109,14 +113,7 @@ def build_hmm_tests(arch: str, src: Path, out: Path) -> Path:
     with the flags of its Makefile (mmselftests.Program); its warnings are the kernel's, so no -Werror.
     It links only glibc, so the host's cross compiler does (migration links Debian's libnuma: mmselftests)."""
     cc, _ = compiler(arch)
-    cmd = HMM_TESTS.command(cc, src, out)
-    try:
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise VMError(f"compiling hmm-tests for {arch} took over {COMPILE_TIMEOUT:.0f} s") from None
-    if done.returncode:
-        raise VMError(f"compiling hmm-tests for {arch} failed:\n{done.stderr.strip()[-3000:]}")
-    return out
+    return _compile(HMM_TESTS.command(cc, src, out), f"hmm-tests for {arch}", out)
 
 
 def _module_name(path: Path) -> str:
