@@ -44,7 +44,7 @@ from ..cache import locked, subdir
 from . import VMError, progress
 from .apt import DEB_ARCH, AptState
 from .images import KernelImage, busybox_path, ensure_image, image_for
-from .initramfs import HOST_ARCH, INIT_SCRIPT, Cpio, build_initramfs
+from .initramfs import HOST_ARCH, INIT_SCRIPT, Cpio, build_initramfs, select_modules
 from .qemu import boot, tail
 from .state import VM
 
@@ -70,6 +70,10 @@ FORMS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "flat-elf-d31": (("-F", "-E", "-d", "31"), "stream"),
 }
 CTL_PORT = "ptinspect.kdump"
+# The control and capture ports are virtio-serial ports on PCI: where virtio_pci and virtio_console
+# are modules (CONFIG_VIRTIO_PCI=m, CONFIG_VIRTIO_CONSOLE=m: Debian 11's and 12's cloud configs) no port
+# appears until they are loaded, so both initramfs carry them and the scripts insmod them first.
+PORT_MODULES = ("virtio_pci", "virtio_console")
 ARM_TIMEOUT = 300.0
 CAPTURE_TIMEOUT = 3600.0
 SNAPSHOT_TIMEOUT = 1800.0
@@ -306,15 +310,39 @@ def _mode(opts: tuple[str, ...] | None, how: str) -> str:
     return "flat" if how == "flat" or "-F" in opts else "file"
 
 
+def port_modules(image: KernelImage) -> list[tuple[str, bytes]]:
+    """(file name, .ko bytes) of PORT_MODULES and their dependencies, dependencies first; none where built in."""
+    found = select_modules(image.modules_dir, wanted=PORT_MODULES)
+    if missing := [name for name, where, _ in found if where == "missing"]:
+        raise VMError(f"{image.id}: the kdump ports need {', '.join(missing)}, neither built in nor a module")
+    return [(where, data) for _, where, data in found if data]
+
+
+def _loading(script: str, modules: list[tuple[str, bytes]], where: str) -> str:
+    """SCRIPT with an insmod of each of MODULES (in WHERE) before its first command."""
+    lines = "".join(f"/bin/busybox insmod {where}/{name}\n" for name, _ in modules)
+    head, sep, rest = script.partition("\n") if script.startswith("#!") else ("", "", script)
+    return head + sep + lines + rest
+
+
+def _add_modules(cpio: Cpio, modules: list[tuple[str, bytes]], where: str) -> None:
+    if modules:
+        cpio.directory(where)
+    for name, data in modules:
+        cpio.file(f"{where}/{name}", data)
+
+
 def crash_initramfs(image: KernelImage, tools: Tools, dest: Path) -> Path:
     """The crash kernel's initramfs: busybox, makedumpfile with its libraries, CAPTURE as /init."""
+    modules = port_modules(image)
     script = CAPTURE.replace("@FORMS@", "\n".join(f"form {name} {_mode(opts, how)} {' '.join(opts or ())}".strip()
                                                   for name, (opts, how) in FORMS.items()))
     cpio = Cpio()
     for name in ("bin", "sbin", "dev", "proc", "sys", "tmp"):
         cpio.directory(name)
     cpio.char_device("dev/console", 5, 1)
-    cpio.file("init", script.encode(), executable=True)
+    cpio.file("init", _loading(script, modules, "/modules").encode(), executable=True)
+    _add_modules(cpio, modules, "modules")
     cpio.file("bin/busybox", busybox_path(image.arch).read_bytes(), executable=True)
     _add_tools(cpio, tools, ("makedumpfile",))
     dest.write_bytes(gzip.compress(cpio.finish(), compresslevel=6, mtime=0))
@@ -330,7 +358,10 @@ def kdump_initramfs(image: KernelImage, tools: Tools, crash_initrd: Path, dest: 
     cpio.char_device("dev/null", 1, 3)
     cpio.file("init", WRAPPER_INIT.encode(), executable=True)
     cpio.file("ptinspect/kdump/init.orig", INIT_SCRIPT.read_bytes(), executable=True)
-    cpio.file("ptinspect/kdump/control", CONTROL.replace("@CTL@", CTL_PORT).encode(), executable=True)
+    modules = port_modules(image)
+    control = _loading(CONTROL.replace("@CTL@", CTL_PORT), modules, "/ptinspect/kdump/modules")
+    cpio.file("ptinspect/kdump/control", control.encode(), executable=True)
+    _add_modules(cpio, modules, "ptinspect/kdump/modules")
     cpio.file("ptinspect/kdump/vmlinuz", image.vmlinuz.read_bytes())
     cpio.file("ptinspect/kdump/initrd", crash_initrd.read_bytes())
     _add_tools(cpio, tools, ("kexec",))
@@ -402,8 +433,9 @@ def make_vmcores(arch: str, series: str = "7.2", refresh: bool = False) -> Path:
     # The workload's initramfs is named by the digest of its inputs: a run made with another workload
     # (other regions, another manifest) is not this one.
     workload = build_initramfs(image).name
+    loaded = [name for name, _ in port_modules(image)]  # none where built in: those runs' digests stay
     digest = hashlib.sha256(json.dumps([image.version, tools.versions, FORMS, CAPTURE, CONTROL, WRAPPER_INIT,
-                                        CRASHKERNEL, workload]).encode()).hexdigest()[:12]
+                                        CRASHKERNEL, workload, *loaded]).encode()).hexdigest()[:12]
     dest = subdir("kdump") / f"{image.id}-{digest}"
     with locked(dest.with_name(dest.name + ".lock"), LOCK_TIMEOUT):
         if (dest / "meta.json").exists() and not refresh:
