@@ -218,6 +218,7 @@ def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> N
 # readable); mm/migrate.c remove_migration_pte() maps the new folio where the entry was.  The
 # workload's pages are written, writable and private: their entries become migration-write.
 TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
+PART_PAGES = 8  # an operation acts on pages 4..11 of its region (vm-images/workload/ops.c PART_PAGES)
 # How the watch unwinds, where drgn 0.3.0 can unwind the same registers (it has no riscv64 pt_regs
 # unwinding: there the chain is checked by the migration functions in it only).
 UNWOUND_BY = {"x86_64": "ORC", "arm64": "frame pointers"}
@@ -337,6 +338,7 @@ def test_watch_tells_hardware_updates_from_kernel_stores(vm: Callable[..., VM], 
     events, summary = finish(proc, 120)
     assert summary["end"] == "timeout", summary
     accessed = ACCESSED[arch]
+    young = 0
     for va in range(region.start, region.end, PAGE):  # type: ignore[arg-type]
         mine = [e for e in events if int(e["va"], 16) == va and e["level"] == "pte"]
         seen = [(e["source"], e.get("function"), e.get("callers", [])[:3], e["changes"]) for e in mine]
@@ -346,11 +348,18 @@ def test_watch_tells_hardware_updates_from_kernel_stores(vm: Callable[..., VM], 
         cold = [e for e in mine if e["source"] == "kernel" and named(e, "madvise_cold_or_pageout_pte_range")]
         assert cold and not int(cold[-1]["after"]["raw"], 16) & accessed, seen  # the kernel made it old
         assert int(cold[0]["before"]["raw"], 16) & ~accessed == int(cold[-1]["after"]["raw"], 16) & ~accessed
-        # the MMU made it young: no store (another task, e.g. DAMON's kdamond, may age it meanwhile)
-        later = [e for e in mine[mine.index(cold[-1]) + 1:] if e["source"] != "kernel" or e["task"].endswith(f"[{pid}]")]
-        assert later and later[0]["source"] == "hardware" and all(e["source"] != "kernel" for e in later), seen
+        # the MMU made it young: no store.  Another task's store to the entry (reclaim or DAMON ageing it
+        # through rmap_walk) may clear the bit again before the watch reads the slot: then the MMU's update
+        # is not seen, and is not required.
+        later = mine[mine.index(cold[-1]) + 1:]
+        assert not [e for e in later if e["source"] == "kernel" and e["task"].endswith(f"[{pid}]")], seen
+        if any(e["source"] == "kernel" for e in later):
+            continue
+        assert [e["source"] for e in later] == ["hardware"], seen
         assert "function" not in later[0] and "cpu" not in later[0]
         assert int(later[0]["before"]["raw"], 16) ^ int(later[0]["after"]["raw"], 16) == accessed, seen
+        young += 1
+    assert young >= PART_PAGES // 2, young  # most of the 8 pages are left alone by other tasks
     no_watchpoints_left(machine, summary)
 
 
