@@ -23,7 +23,7 @@ import pytest
 from ptinspect.inspector.api import open_target
 from ptinspect.inspector.targets.qmp import Qmp
 from ptinspect.inspector.targets.rsp import RspClient
-from ptinspect.inspector.vm.images import ensure_image, image_for
+from ptinspect.inspector.vm.images import KernelImage, ensure_image, image_for
 from ptinspect.inspector.vm.manifest import PagemapEntry
 from ptinspect.inspector.vm.ops import PAGE, OpResult, request
 from ptinspect.inspector.vm.state import VM
@@ -94,6 +94,15 @@ def no_watchpoints_left(machine: VM, summary: dict) -> None:
     assert summary["watchpoints_placed"] and not left, left
 
 
+def watched_vm(vm: Callable[..., VM], arch: str, series: str, **boot: int) -> tuple[VM, KernelImage, list[str], int]:
+    """A booted test VM, its kernel image, the target options of a command on it and the workload's pid."""
+    machine = vm(arch, series, **boot)
+    image = ensure_image(image_for(arch, series))
+    assert machine.workload_pid is not None
+    return (machine, image, ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)],
+            machine.workload_pid)
+
+
 def timed(machine: VM, words: list[str]) -> tuple[OpResult, float]:
     began = time.monotonic()
     answer = request(machine, words, timeout=300)
@@ -104,11 +113,7 @@ def timed(machine: VM, words: list[str]) -> tuple[OpResult, float]:
 @pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
 def test_watch_sees_the_kernel_store_each_entry(vm: Callable[..., VM], arch: str, series: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    machine = vm(arch, series)
-    image = ensure_image(image_for(arch, series))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, arch, series)
 
     # mprotect(PROT_READ) without a watch, then with one: the cost of watching
     _, plain = timed(machine, ["mprotect", hex(prepare(machine, "mprotect").start)])  # type: ignore[arg-type]
@@ -252,11 +257,7 @@ def named(event: dict, function: str) -> bool:
 def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: pytest.CaptureFixture[str]) -> None:
     """move_pages(2) between two NUMA nodes: present → migration-write → present at the new frame,
     stored by the migration code; --until migration leaves the VM stopped at the migration entry."""
-    machine = vm(arch, series, numa_nodes=2)
-    image = ensure_image(image_for(arch, series))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, arch, series, numa_nodes=2)
 
     _, plain = timed(machine, ["migrate", hex(prepare(machine, "migrate").start)])  # type: ignore[arg-type]
     region = prepare(machine, "migrate")
@@ -327,11 +328,7 @@ def test_watch_tells_hardware_updates_from_kernel_stores(vm: Callable[..., VM], 
     (stores the watchpoints see, in mm/madvise.c madvise_cold_or_pageout_pte_range), then a read of each
     page makes the MMU set the bit again, which no watchpoint sees: the watch reports those as hardware
     updates, attributed to no function."""
-    machine = vm(arch, series)
-    image = ensure_image(image_for(arch, series))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, arch, series)
     region = prepare(machine, "age")
     proc, _ = start_watch(target, pid, region, "--for", "30")
     answer, _ = timed(machine, ["age", hex(region.start)])
@@ -371,11 +368,7 @@ def test_watch_contpte_unfold_and_fold(vm: Callable[..., VM]) -> None:
     """arm64 7.2: mprotect of part of a contpte block unfolds it (arch/arm64/mm/contpte.c contpte_convert
     clears the 16 entries and sets them again without PTE_CONT); a later mprotect of the whole block
     commits the 16 entries with one set_ptes and contpte_set_ptes makes them a block again."""
-    machine = vm("arm64", "7.2")
-    image = ensure_image(image_for("arm64", "7.2"))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, "arm64", "7.2")
     region = prepare(machine, "contpte-mprotect")
     pfns = [pm.pfn for _, pm in region.pages()]
     assert pfns[0] % CONTPTE_PAGES == 0 and pfns[:CONTPTE_PAGES] == list(range(pfns[0], pfns[0] + CONTPTE_PAGES))
@@ -408,11 +401,7 @@ GUARD_INSTALL = ("walk_pte_range_inner", "madvise_guard_install")
 def test_watch_guard_install(vm: Callable[..., VM], arch: str, series: str) -> None:
     """MADV_GUARD_INSTALL: the page walker, not a fault, puts a guard marker in every page of the range;
     the guest's pagemap (the op's answer) shows each page as the marker the watch saw."""
-    machine = vm(arch, series)
-    image = ensure_image(image_for(arch, series))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, arch, series)
     region = prepare(machine, "guard-install")
     proc, watching = start_watch(target, pid, region, "--for", "40")
     assert watching["watchpoints"]
@@ -443,11 +432,7 @@ THP_SPLIT = ("__split_huge_pmd_locked", "split_huge_pmd_locked", "__split_huge_p
 def test_watch_thp_split(vm: Callable[..., VM], arch: str, series: str) -> None:
     """mprotect of one base page of a PMD-mapped THP: the watch sees the PMD leaf become a PTE table,
     stored by the THP split, and follows the new table; the pagemap keeps every page present."""
-    machine = vm(arch, series)
-    image = ensure_image(image_for(arch, series))
-    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
-    pid = machine.workload_pid
-    assert pid is not None
+    machine, image, target, pid = watched_vm(vm, arch, series)
     region = prepare(machine, "thp-split")
     assert region.anon_huge_kb  # one PMD-mapped THP (smaps AnonHugePages), as the op requires
     proc, watching = start_watch(target, pid, region, "--for", "40")
