@@ -43,8 +43,10 @@ from .vmlinux import VmlinuxError, symbol_table
 
 Record = dict[str, Any]
 POLL = 0.2  # seconds between checks of the deadline while the VM runs
-# Watchpoint hits in a row that change no entry before the watch gives up: a store-exclusive loop
-# (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and retry forever.
+# Watchpoint hits in a row that change no entry and that stepping cannot get past before the watch gives
+# up: a store-exclusive loop (arm64 LL/SC, riscv LR/SC) can fail its store-conditional on every stop and
+# retry forever.  A store that writes what was there (ageing an old entry: contpte_test_and_clear_young_ptes
+# over a THP's 512 entries) changes nothing either, but the step gets past it: that is progress.
 IDLE_HITS = 300
 # Stepping over a hit that changed nothing (Watcher.step_over): at most STEP_LIMIT instructions, while
 # the PC stays within [hit PC - STEP_BEFORE, hit PC + STEP_AFTER): the storing instruction itself, or
@@ -620,12 +622,16 @@ class Watcher:
                     raise WatchError(f"the VM ended while watched ({stop.raw.decode(errors='replace')})")
                 out.hits += stop.watch is not None
                 events = self.check(stop)
+                stuck = False
                 if stop.watch is not None and not any(e.source == "kernel" for e in events):
-                    events += self.step_over(stop)
-                idle = idle + 1 if stop.watch is not None and not events else 0
+                    stepped, passed = self.step_over(stop)
+                    events += stepped
+                    stuck = not passed
+                idle = idle + 1 if stuck and not events else 0
                 if idle >= IDLE_HITS:
                     where = self.last_cpu.function if self.last_cpu and self.last_cpu.function else "an unknown PC"
-                    raise WatchError(f"{idle} watchpoint hits in a row changed no entry, the last at {where}: "
+                    raise WatchError(f"{idle} watchpoint hits in a row changed no entry and could not be stepped past, "
+                                     f"the last at {where}: "
                                      "the guest retries a store the stops keep failing (a store-exclusive loop?); "
                                      "the watch ends and removes its watchpoints")
                 if self._events(events, emit, out, count, until):
@@ -639,11 +645,12 @@ class Watcher:
         finally:
             out.tables = len(self.watched)
 
-    def step_over(self, stop: StopReply) -> list[Event]:
+    def step_over(self, stop: StopReply) -> tuple[list[Event], bool]:
         """Let the store of a hit that changed no entry happen: take the hit table's watchpoint
         out, single-step the vCPU until a watched entry changes (the store ran: its events, with
         the PC just past it, as for a plain store) or the PC leaves the store's neighbourhood
         (STEP_*: a retry loop is left, or the store wrote what was there), then put it back.
+        The events, and whether the vCPU got past the store (False: STEP_LIMIT steps did not).
 
         Why: QEMU stops an atomic read-modify-write before it writes (module docstring), and a
         load/store-exclusive loop whose exclusive store fails retries into the watchpoint; one
@@ -651,7 +658,7 @@ class Watcher:
         with interrupts and timers held off (GdbstubTarget.step), so the steps stay in this code."""
         hit = next((w for w in self.watched.values() if w.va == stop.watch), None)
         if hit is None or stop.thread is None:
-            return []
+            return [], False
         start = self._pc(stop.thread)
         self.target.remove_watchpoint(hit.va, hit.length)
         self.suspended.add(hit.pa)
@@ -663,8 +670,8 @@ class Watcher:
                 events = self.check(stop)
                 pc = self._pc(stop.thread)
                 if events or start is None or pc is None or not start - STEP_BEFORE <= pc < start + STEP_AFTER:
-                    return events
-            return []
+                    return events, True
+            return [], False
         finally:
             if hit.pa in self.suspended:  # still watched: back in QEMU
                 self.suspended.discard(hit.pa)
