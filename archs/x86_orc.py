@@ -116,7 +116,13 @@ def layout_for(orc_hash: str | None, sp_indirect_deref: bool, type3: bool) -> Or
 # arch/x86/include/asm/ptrace.h struct pt_regs (64-bit, 5.10..7.3: cs/ss became unions with FRED
 # fields in 6.9 at the same offsets): the slots the unwinder reads, in bytes.
 PT_REGS = {"r13": 16, "bp": 32, "r10": 56, "ax": 80, "dx": 96, "di": 112, "ip": 128, "cs": 136, "sp": 152}
-IRET_FRAME_OFFSET = PT_REGS["ip"]  # unwind.h: offsetof(struct pt_regs, ip)
+# An IRET frame (ORC_TYPE_REGS_PARTIAL): ip, cs, flags, sp, ss from its start (unwind_orc.c
+# deref_stack_iret_regs(): the pt_regs from ip on, IRET_FRAME_OFFSET = offsetof(struct pt_regs, ip)).
+IRET_FRAME = {name: offset - PT_REGS["ip"] for name, offset in PT_REGS.items() if name in ("ip", "cs", "sp")}
+USER_RPL = 3  # ptrace.h user_mode(): regs->cs & SEGMENT_RPL_MASK (3) is user mode on 64-bit
+# The text the vmlinux's tables cover (unwind_orc.c orc_find(): is_kernel_inittext(), then
+# LOOKUP_START_IP = _stext .. LOOKUP_STOP_IP = _etext)
+TEXT_RANGES = (("_stext", "_etext"), ("_sinittext", "_einittext"))
 # The gdbstub's names of the registers a first frame may need (QEMU's i386-64bit.xml).
 GDB_REGISTERS = {"ip": "rip", "sp": "rsp", "bp": "rbp", "ax": "rax", "dx": "rdx", "di": "rdi", "r10": "r10",
                  "r13": "r13"}

@@ -26,19 +26,20 @@ from ptinspect.archs.x86_orc import (
     END_OF_STACK,
     ENTRY_BYTES,
     GDB_REGISTERS,
+    IRET_FRAME,
     PREV_SP,
     PT_REGS,
     REGS,
     REGS_PARTIAL,
     SP,
     SP_INDIRECT,
+    TEXT_RANGES,
     UNDEFINED,
+    USER_RPL,
     OrcEntry,
     OrcLayout,
     layout_for,
 )
-
-TEXT_RANGES = (("_stext", "_etext"), ("_sinittext", "_einittext"))  # unwind_orc.c orc_find()
 
 
 class OrcError(Exception):
@@ -173,8 +174,8 @@ def unwind(tables: OrcTables, regs: dict[str, int], read_word: Callable[[int], i
             elif orc.kind == REGS:
                 known = {name: read_word(cfa + offset) for name, offset in PT_REGS.items()}
                 ip, sp = known["ip"], known["sp"]
-            elif orc.kind == REGS_PARTIAL:  # an IRET frame: ip, cs, flags, sp, ss
-                known = {"ip": read_word(cfa), "cs": read_word(cfa + 8), "sp": read_word(cfa + 24)}
+            elif orc.kind == REGS_PARTIAL:
+                known = {name: read_word(cfa + offset) for name, offset in IRET_FRAME.items()}
                 ip, sp = known["ip"], known["sp"]
             else:
                 return stopped(f"ORC frame type {orc.kind} at {ip:#x}")
@@ -188,7 +189,7 @@ def unwind(tables: OrcTables, regs: dict[str, int], read_word: Callable[[int], i
                 return stopped(f"ORC names {orc.bp_reg} for BP at {ip:#x}")
         except LookupError as exc:
             return stopped(f"the stack could not be read ({exc})")
-        if "cs" in known and known["cs"] & 3:  # user_mode(regs): the syscall or fault came from user space
+        if "cs" in known and known["cs"] & USER_RPL:  # user_mode(regs): the syscall or fault came from user space
             return Unwound(tuple(frames), "complete")
         if orc.kind == CALL and sp <= prev_sp:
             return stopped(f"the stack goes the wrong way at {ip:#x}")
