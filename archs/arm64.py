@@ -48,10 +48,12 @@ from .common import (
     ArchDefaults,
     ContInfo,
     Decoded,
+    ExceptionRegs,
     FrameRecords,
     KernelFacts,
     Kind,
     Level,
+    MetaRecord,
     PagingMode,
     Softleaf,
     vmcoreinfo_int,
@@ -116,6 +118,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("arm64_phys_mask_48_without_lpa2", (6, 14),
             "arch/arm64/include/asm/pgtable-prot.h PHYS_MASK_SHIFT; asm/sparsemem.h MAX_PHYSMEM_BITS",
             "bf74bb73cd87 arm64/mm: Reduce PA space to 48 bits when LPA2 is not enabled"),
+    # Not a page-table layout: how the frame records end and cross exceptions (watch's call chains;
+    # 6.12's tree has no asm/stacktrace/frame.h, 7.2's has).
+    Feature("arm64_frame_record_meta", (6, 13),
+            "arch/arm64/include/asm/stacktrace/frame.h struct frame_record_meta; kernel/entry.S kernel_entry",
+            "c2c6b27b5aa1 arm64: stacktrace: unwind exception boundaries"),
 )
 
 MASK64 = (1 << 64) - 1
@@ -725,8 +732,19 @@ class Arm64Arch(ArchDefaults):
     # the caller of a function that has not saved its record yet; return addresses are signed
     # (paciasp), ORing the top bits back in strips the PAC (asm/pointer_auth.h
     # ptrauth_strip_kernel_insn_pac).
+    # From 6.13 an exception entry stores a struct frame_record_meta {0, 0, type} in its pt_regs
+    # (entry.S kernel_entry): FRAME_META_TYPE_FINAL ends the chain, FRAME_META_TYPE_PT_REGS goes on at
+    # pt_regs::pc and regs[29] (asm/stacktrace/frame.h; kernel/stacktrace.c kunwind_next_regs_pc(), 7.2,
+    # without the LR since 32ed1205682e "arm64: stacktrace: Skip reporting LR at exception boundaries").
+    # Before, the entry's record held {interrupted x29, ELR} and the final one two zeros.
     unwind = FrameRecords(("x29",), "x30", 0, 8, True,
-                          "arch/arm64/include/asm/stacktrace/frame.h struct frame_record (7.2)")
+                          "arch/arm64/include/asm/stacktrace/frame.h struct frame_record (7.2)",
+                          exceptions=ExceptionRegs(
+                              ("pt_regs.pc", 0), ("pt_regs.regs", 29 * 8),
+                              "arch/arm64/kernel/stacktrace.c kunwind_next_frame_record_meta() (7.2)",
+                              meta=MetaRecord("arm64_frame_record_meta", "pt_regs.stackframe", 16, 1, 2,
+                                              "arch/arm64/include/asm/stacktrace/frame.h FRAME_META_TYPE_FINAL, "
+                                              "FRAME_META_TYPE_PT_REGS (7.2)")))
     kernel_dir, gnu_triplet, debian_arch = "arm64", "aarch64-linux-gnu", "arm64"
     cont_schemes = frozenset({"contpte", "contpmd"})
     features: tuple[Feature, ...] = FEATURES

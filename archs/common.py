@@ -248,6 +248,34 @@ def vmcoreinfo_int(numbers: Mapping[str, str], key: str) -> int:
 
 
 @dataclass(frozen=True)
+class MetaRecord:
+    """A frame record of two zeros that is a `struct frame_record_meta`: its `type` word says
+    whether the chain ends there or the record is the `member` of a struct pt_regs."""
+
+    feature: str  # the layout feature (release) that introduced it; before it, two zeros end the chain
+    member: str  # "struct.member" of the record inside struct pt_regs
+    type_offset: int  # of the type word, from the record
+    final: int  # the type of the last record of a task's stack
+    pt_regs: int  # the type of a record inside an exception's pt_regs
+    source: str
+
+
+@dataclass(frozen=True)
+class ExceptionRegs:
+    """Where a frame-record chain crosses an exception entry and goes on, as the kernel's own
+    unwinder does, from the struct pt_regs the entry saved: the interrupted PC (a PC, not a return
+    address) and that context's frame pointer.  The entry is found by `entry_text` (a return
+    address inside the text between two symbols, the pt_regs at the frame pointer; the first pair
+    the vmlinux has symbols for) or by `meta`."""
+
+    pc: tuple[str, int]  # "struct.member" of pt_regs holding the interrupted PC, bytes into it
+    fp: tuple[str, int]  # ... the interrupted frame pointer
+    source: str
+    entry_text: tuple[tuple[str, str | None], ...] = ()  # (start, end); end None: that one address
+    meta: MetaRecord | None = None
+
+
+@dataclass(frozen=True)
 class FrameRecords:
     """How the kernel's frame records chain, for naming a stopped vCPU's callers (watch): the frame
     pointer register points at a record holding the caller's frame pointer and the return address."""
@@ -258,6 +286,12 @@ class FrameRecords:
     ret_offset: int  # where the return address lies, from the frame pointer
     strip_pac: bool  # saved return addresses carry a pointer-authentication code in their top bits
     source: str  # the kernel's definition of the record
+    # A function that saved only its frame pointer (no calls, so no return address to keep) leaves
+    # the caller's frame pointer where the return address would be: in the first frame a word the
+    # kernel's fp_is_valid() accepts (8-aligned, from fp + 16 up to fp aligned up to this many bytes,
+    # THREAD_SIZE) is taken as that, and the link register as the return.  0: records always hold both.
+    leaf_stack: int = 0
+    exceptions: ExceptionRegs | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .common import (
     ArchDefaults,
     ContInfo,
     Decoded,
+    ExceptionRegs,
     Fact,
     FrameRecords,
     KernelFacts,
@@ -316,8 +317,18 @@ class Riscv64(ArchDefaults):
     pc_registers = ("pc",)
     # CONFIG_FRAME_POINTER=y (Debian 7.2): s0 points just above {previous s0, ra}, walked as
     # `(struct stackframe *)fp - 1`; ra holds the caller of a function that has not saved its record.
+    # arch/riscv/kernel/stacktrace.c walk_stackframe() (6.1, 7.2): "We hit function where ra is not
+    # saved on the stack" (fp_is_valid() up to ALIGN(sp, THREAD_SIZE); THREAD_SIZE = PAGE_SIZE <<
+    # THREAD_SIZE_ORDER, 2 for 64-bit without KASAN: asm/thread_info.h, 7.2); a return address in
+    # handle_exception..ret_from_exception_end (7.2; == ret_from_exception in 6.1) goes on at the
+    # pt_regs at the frame pointer, its epc and s0.
     unwind = FrameRecords(("s0", "fp"), "ra", -16, -8, False,
-                          "arch/riscv/include/asm/stacktrace.h struct stackframe (7.2)")
+                          "arch/riscv/include/asm/stacktrace.h struct stackframe (7.2)", leaf_stack=16 << 10,
+                          exceptions=ExceptionRegs(
+                              ("pt_regs.epc", 0), ("pt_regs.s0", 0),
+                              "arch/riscv/kernel/stacktrace.c walk_stackframe() (6.1, 7.2)",
+                              entry_text=(("handle_exception", "ret_from_exception_end"),
+                                          ("ret_from_exception", None))))
     kernel_dir, gnu_triplet, debian_arch = "riscv", "riscv64-linux-gnu", "riscv64"
     cont_schemes = frozenset({"napot"})
     features: tuple[Feature, ...] = FEATURES

@@ -21,7 +21,7 @@ from .cache import subdir
 from .kernel import drgn_program
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
-SCHEMA = 4
+SCHEMA = 5
 
 # Variables by name, with the file that defines them when the name is static there.
 VARIABLES: dict[str, str | None] = {
@@ -82,6 +82,8 @@ OPTIONAL_MEMBERS: dict[str, tuple[str, ...]] = {
     "anon_vma_name": ("name",),
     "cpuinfo_x86": ("x86_phys_bits",),
     "resource": ("start", "end", "desc", "sibling", "child"),  # inspector/devmem.py
+    # where a frame-record chain goes on across an exception (archs: FrameRecords.exceptions)
+    "pt_regs": ("pc", "regs", "stackframe", "epc", "s0"),
 }
 # Array members and variables whose bound is a kernel constant (the maple ones from 6.1 only).
 ARRAYS = ("uts_namespace.name.release", "task_struct.comm")

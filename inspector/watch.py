@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ptinspect.archs.common import Kind, OrcUnwind, StackScan
+from ptinspect.archs.common import ExceptionRegs, FrameRecords, Kind, OrcUnwind, StackScan
 from ptinspect.archs.versions import Layout
 
 from .diff import Change, Differ, entry_label
@@ -169,60 +169,135 @@ def _called_from(session: Session, scan: StackScan, ret: int) -> bool:
 
 
 def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols) -> tuple[tuple[str, ...], str]:
-    """The callers of the stopped vCPU's function, and how they were found: the architecture's
-    frame records (Arch.unwind: FrameRecords), or a scan of the stack (StackScan) where the
-    kernel's unwinder is one ptinspect does not read."""
+    """The callers of the stopped vCPU's function, and how they were found: the kernel's ORC tables
+    (x86-64), the architecture's frame records (Arch.unwind: FrameRecords), or a scan of the stack
+    (StackScan) where the kernel's unwinder is one ptinspect cannot read."""
     kernel = session.kernel
     assert kernel is not None
     unwind = session.arch.unwind
+    if isinstance(unwind, OrcUnwind):
+        try:
+            tables = symbols.orc(session.facts.layout)
+        except OrcError as exc:
+            unwind = replace(unwind.fallback, why=str(exc))
+        else:
+            return _orc_chain(session, target, thread, symbols, tables)
+    if isinstance(unwind, FrameRecords):
+        return _frame_chain(session, target, thread, symbols, unwind)
+    out: list[str] = []
+    try:
+        sp = target.cpu_registers(thread, (unwind.sp_register,))[unwind.sp_register]
+        end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
+        try:
+            data = session.read_kernel_va(sp, end - sp)
+        except (ReadError, SessionError):
+            data = session.read_kernel_va(sp, (sp | 0xFFF) + 1 - sp)
+    except (ReadError, SessionError, KeyError):
+        data = b""
+    for (word,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
+        if len(out) >= FRAMES:
+            break
+        name = symbols.name(word, kernel.kaslr_offset, True) if word & KERNEL_TOP == KERNEL_TOP else None
+        if name and _called_from(session, unwind, word) and (not out or out[-1] != name):
+            out.append(name)
+    return tuple(out), f"stack scan (a guess: {unwind.why})"
+
+
+def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols,
+                 unwind: FrameRecords) -> tuple[tuple[str, ...], str]:
+    """The callers the frame records give, followed as the kernel's own unwinder follows them
+    (arch/arm64/kernel/stacktrace.c, arch/riscv/kernel/stacktrace.c): return addresses named by
+    their call, across exception entries through the saved pt_regs, and "frame pointers" with why
+    the walk stopped where it did not reach the end of the records."""
+    kernel = session.kernel
+    assert kernel is not None
+    top = KERNEL_TOP if unwind.strip_pac else 0
     out: list[str] = []
 
-    def add(ret: int) -> bool:
-        name = symbols.name(ret, kernel.kaslr_offset)
-        if name is None:
-            return False
-        if not out or out[-1] != name:
+    def add(address: int, is_return: bool) -> bool:
+        name = symbols.name(address, kernel.kaslr_offset, is_return)
+        if name is not None and (not out or out[-1] != name):
             out.append(name)
-        return True
+        return name is not None
 
+    def stopped(why: str) -> tuple[tuple[str, ...], str]:
+        return tuple(out), f"frame pointers (stopped: {why})"
+
+    def regs_member(base: int, where: tuple[str, int]) -> int:
+        member, extra = where
+        if member not in kernel.layout.members:
+            raise LookupError(f"the vmlinux's debug info has no {member}")
+        return _word(session, base + kernel.layout.members[member][0] + extra)
+
+    link = (unwind.link_register,) if unwind.link_register else ()
     try:
-        if isinstance(unwind, OrcUnwind):
-            try:
-                tables = symbols.orc(session.facts.layout)
-            except OrcError as exc:
-                why = str(exc)
-            else:
-                return _orc_chain(session, target, thread, symbols, tables)
-            unwind = replace(unwind.fallback, why=why)
-        if isinstance(unwind, StackScan):
-            sp = target.cpu_registers(thread, (unwind.sp_register,))[unwind.sp_register]
-            end = min(sp + SCAN_BYTES, (sp | 0xFFF) + 1 + 0x1000)  # this page and the next (a 16 KiB stack)
-            try:
-                data = session.read_kernel_va(sp, end - sp)
-            except (ReadError, SessionError):
-                data = session.read_kernel_va(sp, (sp | 0xFFF) + 1 - sp)
-            for (word,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
-                if len(out) >= FRAMES:
-                    break
-                if word & KERNEL_TOP == KERNEL_TOP and symbols.name(word, kernel.kaslr_offset) and \
-                        _called_from(session, unwind, word):
-                    add(word)
-            return tuple(out), f"stack scan (a guess: {unwind.why})"
-        link = (unwind.link_register,) if unwind.link_register else ()
         regs = target.cpu_registers(thread, (*unwind.fp_registers, *link))
-        top = KERNEL_TOP if unwind.strip_pac else 0
-        fp = next((regs[r] for r in unwind.fp_registers if r in regs), None)
-        if unwind.link_register and unwind.link_register in regs:
-            add(regs[unwind.link_register] | top)
-        seen = set()
-        while fp and fp & KERNEL_TOP == KERNEL_TOP and fp not in seen and len(out) < FRAMES:
-            seen.add(fp)
-            if not add(_word(session, fp + unwind.ret_offset) | top):
-                break
-            fp = _word(session, fp + unwind.prev_fp_offset)
-    except (ReadError, SessionError, KeyError):
-        pass  # as far as it went
+    except (ReadError, SessionError, WatchError) as exc:
+        return stopped(f"no registers: {exc}")
+    fp = next((regs[r] for r in unwind.fp_registers if r in regs), None)
+    if fp is None:
+        return stopped(f"the gdbstub gives no {' or '.join(unwind.fp_registers)}")
+    if unwind.link_register and regs.get(unwind.link_register):
+        add(regs[unwind.link_register] | top, True)
+    exceptions = unwind.exceptions
+    entry = _entry_text(symbols, kernel.kaslr_offset, exceptions)
+    meta = exceptions.meta if exceptions is not None and exceptions.meta is not None and \
+        session.facts.has(exceptions.meta.feature) else None
+    seen: list[int] = []
+    try:
+        while len(out) < FRAMES:
+            if not fp or fp & KERNEL_TOP != KERNEL_TOP:
+                break  # the end of the records (or user space's frame pointer)
+            if fp in seen:
+                return stopped(f"the frame records loop at {fp:#x}")
+            seen.append(fp)
+            ret, prev = _word(session, fp + unwind.ret_offset), _word(session, fp + unwind.prev_fp_offset)
+            if len(seen) == 1 and unwind.leaf_stack and ret % 8 == 0 and \
+                    fp + 16 <= ret <= -(-fp // unwind.leaf_stack) * unwind.leaf_stack:
+                fp = ret  # a function that saved no return address: the link register was its caller
+                continue
+            regs_at = None  # where the pt_regs of an exception entry lie, when this record is one
+            if ret == 0 and prev == 0:  # the final record, or (arm64 6.13+) a frame_record_meta
+                if meta is None:
+                    break
+                kind = _word(session, fp + meta.type_offset)
+                if kind == meta.final:
+                    break
+                if kind != meta.pt_regs or meta.member not in kernel.layout.members:
+                    return stopped(f"a frame_record_meta of type {kind} at {fp:#x}")
+                regs_at = fp - kernel.layout.members[meta.member][0]
+            else:
+                ret |= top
+                if not add(ret, True):
+                    return stopped(f"return address {ret:#x} is in no function of the vmlinux "
+                                   "(a module, BPF or a trampoline)")
+                if any(start <= ret < end for start, end in entry):
+                    regs_at = fp  # riscv64: the entry's pt_regs lie where the frame pointer points
+            if regs_at is None:
+                fp = prev
+                continue
+            pc, fp = regs_member(regs_at, exceptions.pc), regs_member(regs_at, exceptions.fp)  # type: ignore[union-attr]
+            if pc & KERNEL_TOP != KERNEL_TOP:
+                break  # the exception came from user space
+            if not add(pc, False):
+                return stopped(f"the interrupted PC {pc:#x} is in no function of the vmlinux")
+    except (ReadError, SessionError) as exc:
+        return stopped(f"cannot read the frame record at {fp:#x}: {exc}")
+    except LookupError as exc:
+        return stopped(str(exc))
     return tuple(out), "frame pointers"
+
+
+def _entry_text(symbols: Symbols, kaslr_offset: int, exceptions: ExceptionRegs | None) -> list[tuple[int, int]]:
+    """Run-time address ranges of the exception entry (riscv64), from the first pair of symbols
+    the vmlinux has: a return address there crosses into the saved pt_regs."""
+    if exceptions is None:
+        return []
+    for start, end in exceptions.entry_text:
+        if start in symbols.values and (end is None or end in symbols.values):
+            low = symbols.values[start] + kaslr_offset
+            return [(low, symbols.values[end] + kaslr_offset if end else low + 1)]
+    return []
 
 
 def _orc_chain(session: Session, target: WatchTarget, thread: str, symbols: Symbols,

@@ -24,7 +24,7 @@ from .qemu import tail
 from .state import VM
 
 OPERATIONS = ("guard-install", "guard-remove", "mprotect", "pageout", "thp-split", "collapse", "migrate", "age",
-              "contpte-mprotect")
+              "uaccess-fault", "contpte-mprotect")
 # Forwarded by the workload to the HMM guest program (vm-images/hmm/hmmop.c) where test_hmm.ko loaded.
 HMM_OPERATIONS = ("hmm-prepare", "hmm-prepare-thp", "hmm-migrate-dev", "hmm-migrate-sys", "hmm-exclusive",
                   "hmm-readonly", "hmm-touch", "hmm-snapshot", "hmm-selftest")

@@ -29,6 +29,7 @@ from ptinspect.inspector.vm.ops import PAGE, OpResult, request
 from ptinspect.inspector.vm.state import VM
 
 from .drgn_view import drgn_callers, drgn_kernel
+from .gdb_view import gdb_callers
 from .test_mm_operations import ACCESSED, cli, prepare, read_only
 
 pytestmark = pytest.mark.integration
@@ -224,9 +225,12 @@ def test_pt_watch_inside_gdb(vm: Callable[..., VM], arch: str, series: str) -> N
 # workload's pages are written, writable and private: their entries become migration-write.
 TO_MIGRATION, FROM_MIGRATION = "try_to_migrate_one", "remove_migration_pte"
 PART_PAGES = 8  # an operation acts on pages 4..11 of its region (vm-images/workload/ops.c PART_PAGES)
-# How the watch unwinds, where drgn 0.3.0 can unwind the same registers (it has no riscv64 pt_regs
-# unwinding: there the chain is checked by the migration functions in it only).
-UNWOUND_BY = {"x86_64": "ORC", "arm64": "frame pointers"}
+# How the watch unwinds; its chain is checked against drgn's unwinder from the same registers, or on
+# riscv64 (drgn 0.3.0 cannot unwind it) against gdb's, from the vmlinux's DWARF call-frame information.
+UNWOUND_BY = {"x86_64": "ORC", "arm64": "frame pointers", "riscv64": "frame pointers"}
+# Where the witness's unwind ends before ours: arch/riscv/kernel/entry.S has no call-frame information,
+# so gdb stops at the exception entry; past it our chain is checked by the functions the operation calls.
+WITNESS_ENDS = {"riscv64": "handle_exception"}
 
 
 def writable(maps: tuple[str, ...], va: int) -> bool:
@@ -254,7 +258,8 @@ def named(event: dict, function: str) -> bool:
 
 
 @pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
-def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: pytest.CaptureFixture[str],
+                         tmp_path: Path) -> None:
     """move_pages(2) between two NUMA nodes: present → migration-write → present at the new frame,
     stored by the migration code; --until migration leaves the VM stopped at the migration entry."""
     machine, image, target, pid = watched_vm(vm, arch, series, numa_nodes=2)
@@ -307,19 +312,62 @@ def test_watch_migration(vm: Callable[..., VM], arch: str, series: str, capsys: 
     assert dump.returncode == 0, dump.stderr
     assert [(e["kind"], e["raw"]) for e in json.loads(dump.stdout)["entries"]] == \
         [(caught["after"]["kind"], caught["after"]["raw"])]
-    if arch in UNWOUND_BY:  # the call chain is the one drgn unwinds from the same registers
-        with open_target(machine.gdb, vmlinux=image.vmlinux, keep_stopped=True) as live:
-            prog = drgn_kernel(live.session, image.vmlinux).prog
-            theirs = drgn_callers(prog, live.session, f"p1.{caught['cpu'] + 1}")
-        ours = [f.split("+", 1)[0] for f in [caught["function"], *caught["callers"]]]
-        assert caught["unwinder"].startswith(UNWOUND_BY[arch]) and "stopped" not in caught["unwinder"], caught
-        assert len(ours) > 5 and theirs[:len(ours)] == ours, (ours, theirs)
+    assert len(same_chain(machine, image, caught, tmp_path, capsys)) > 5
     valid = cli("validate", *target, "--pid", str(pid))  # detaches: the VM runs on
     assert valid.returncode == 0, valid.stdout[-2000:] + valid.stderr
     worker.join(300)
     assert done["answer"].status == "ok", done["answer"].line[:300]
     assert dict(done["answer"].pages())[va].pfn != dict(region.pages())[va].pfn
     no_watchpoints_left(machine, summary)
+
+
+def same_chain(machine: VM, image: KernelImage, caught: dict, workdir: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The caught event's call chain (the function, then its callers), checked against the one an
+    unwinder no one here wrote finds from the same registers of the stopped vCPU: drgn's, or on
+    riscv64 (which drgn 0.3.0 cannot unwind) gdb's.  The VM stays stopped."""
+    if image.arch == "riscv64":
+        theirs = gdb_callers(machine.gdb, image.vmlinux, caught["cpu"] + 1, workdir)
+    else:
+        with open_target(machine.gdb, vmlinux=image.vmlinux, keep_stopped=True) as live:
+            prog = drgn_kernel(live.session, image.vmlinux).prog
+            theirs = drgn_callers(prog, live.session, f"p1.{caught['cpu'] + 1}")
+    ours = [f.split("+", 1)[0] for f in [caught["function"], *caught["callers"]]]
+    with capsys.disabled():
+        print(f"\n[chain] {image.arch} ({caught['unwinder']}): {' < '.join(ours)}\n"
+              f"[chain] witness: {' < '.join(theirs)}", flush=True)
+    assert caught["unwinder"].startswith(UNWOUND_BY[image.arch]) and "stopped" not in caught["unwinder"], caught
+    shown = min(len(ours), len(theirs))
+    assert ours[:shown] == theirs[:shown], (ours, theirs)
+    assert shown == len(ours) or theirs[-1] == WITNESS_ENDS.get(image.arch), (ours, theirs)
+    return ours
+
+
+@pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])
+def test_watch_chain_crosses_the_fault_exception(vm: Callable[..., VM], arch: str, series: str,
+                                                 capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """getrandom(2) into pages MADV_DONTNEED emptied: copy_to_user() faults in kernel mode and the
+    fault handler installs each page.  The call chain of that store goes through the exception entry
+    into the syscall beneath it, as the kernel's own unwinders go (x86-64 ORC's pt_regs frame, arm64's
+    frame_record_meta, riscv64's handle_exception): handle_mm_fault, then get_random_bytes_user."""
+    machine, image, target, pid = watched_vm(vm, arch, series)
+    region = prepare(machine, "uaccess-fault")
+    proc, _ = start_watch(target, pid, region, "--until", "present", "--for", "120")
+    done: dict[str, OpResult] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("answer", request(
+        machine, ["uaccess-fault", hex(region.start)], 300)))  # type: ignore[arg-type]
+    worker.start()
+    events, summary = finish(proc, 240)
+    assert summary["end"] == "until" and summary["vm"] == "stopped", summary
+    caught = events[-1]
+    assert caught["source"] == "kernel" and caught["task"].endswith(f"[{pid}]"), caught
+    assert (caught["before"]["kind"] if caught["before"] else "none", caught["after"]["kind"]) == ("none", "present")
+    ours = same_chain(machine, image, caught, tmp_path, capsys)
+    assert "handle_mm_fault" in ours and "get_random_bytes_user" in ours[ours.index("handle_mm_fault"):], ours
+    no_watchpoints_left(machine, summary)  # detaches: the VM runs on
+    worker.join(300)
+    answer = done["answer"]
+    assert answer.status == "ok", answer.line[:300]
+    assert all(page.present for va, page in answer.pages() if answer.op_start <= va < answer.op_end)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(("arch", "series"), IMAGES, ids=[f"{a}-{s}" for a, s in IMAGES])

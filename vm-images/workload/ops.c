@@ -329,6 +329,26 @@ static void run_age(struct op_region *reg, struct result *res)
 		(void)*(volatile const char *)(res->op_start + i * base_page());
 }
 
+/*
+ * The kernel faulting user pages in from kernel mode: MADV_DONTNEED of pages 4..11 empties their
+ * entries, then getrandom(2) (GRND_INSECURE: never waits for entropy) copies random bytes into
+ * them; each copy_to_user() faults in the kernel (x86 asm_exc_page_fault, arm64 el1h_64_sync,
+ * riscv handle_exception), and the fault handler installs the page. A call chain of such an entry's
+ * store crosses the exception entry into the syscall beneath it.
+ */
+static void run_uaccess_fault(struct op_region *reg, struct result *res)
+{
+	long got;
+
+	part(reg, res);
+	if (!advise(res, res->op_start, res->op_length, PT_MADV_DONTNEED, "MADV_DONTNEED", ""))
+		return;
+	got = syscall(SYS_getrandom, (void *)res->op_start, res->op_length, PT_GRND_INSECURE);
+	if (got != (long)res->op_length)
+		fail(res, ST_FAILED, got < 0 ? errno : 0, "getrandom(%zu bytes, GRND_INSECURE) = %ld: %s",
+		     res->op_length, got, got < 0 ? strerror(errno) : "short");
+}
+
 #define MTHP_PAGES 16 /* a 64 KiB mTHP of 4 KiB pages: arm64's contpte block (CONT_PTES) */
 
 /*
@@ -370,6 +390,7 @@ static const struct op ops[] = {
 	{ "collapse", SHAPE_4K_2M, fits_4k_2m, run_collapse },
 	{ "migrate", SHAPE_MIGRATE, fits_migrate, run_migrate },
 	{ "age", SHAPE_4K, fits_4k, run_age },
+	{ "uaccess-fault", SHAPE_4K, fits_4k, run_uaccess_fault },
 	{ "contpte-mprotect", SHAPE_MTHP, fits_mthp, run_contpte_mprotect },
 };
 

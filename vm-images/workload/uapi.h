@@ -24,6 +24,9 @@
 #define PT_MADV_GUARD_INSTALL 102 /* line 82, Linux 6.13+ */
 #define PT_MADV_GUARD_REMOVE 103  /* line 83, Linux 6.13+ */
 
+/* --- getrandom(2): include/uapi/linux/random.h ------------------------------ */
+#define PT_GRND_INSECURE 0x0004 /* line 56, Linux 5.6+ */
+
 /* --- move_pages(2): include/uapi/linux/mempolicy.h ------------------------- */
 #define PT_MPOL_MF_MOVE (1 << 1) /* line 52 */
 
