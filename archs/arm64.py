@@ -253,6 +253,14 @@ def build_mode(page_shift: int, va_bits: int, *, lpa2: bool = False, pa_bits: in
                       frozenset(options | ({"ttbr1"} if ttbr1 else set())))
 
 
+def strip_pac(address: int, va_bits: int) -> int:
+    """XPACLRI, the kernel's ptrauth_strip_kernel_insn_pac() (asm/compiler.h, 7.2): the PAC field,
+    bits 63..VA_BITS but bit 55, becomes copies of bit 55 (a signed zero, a task's last record
+    before 6.13, strips to zero)."""
+    field = ((1 << 64) - (1 << va_bits)) & ~_bit(55)
+    return address | field if address & _bit(55) else address & ~field
+
+
 def _hw_level(mode: PagingMode, depth: int) -> int:
     return int(mode.levels[depth].hw[1:])
 
@@ -730,14 +738,13 @@ class Arm64Arch(ArchDefaults):
     pc_registers = ("pc",)
     # CONFIG_FRAME_POINTER=y (Debian 7.2): x29 points at {previous x29, return address}, and x30 holds
     # the caller of a function that has not saved its record yet; return addresses are signed
-    # (paciasp), ORing the top bits back in strips the PAC (asm/pointer_auth.h
-    # ptrauth_strip_kernel_insn_pac).
+    # (paciasp): strip_pac() above.
     # From 6.13 an exception entry stores a struct frame_record_meta {0, 0, type} in its pt_regs
     # (entry.S kernel_entry): FRAME_META_TYPE_FINAL ends the chain, FRAME_META_TYPE_PT_REGS goes on at
     # pt_regs::pc and regs[29] (asm/stacktrace/frame.h; kernel/stacktrace.c kunwind_next_regs_pc(), 7.2,
     # without the LR since 32ed1205682e "arm64: stacktrace: Skip reporting LR at exception boundaries").
     # Before, the entry's record held {interrupted x29, ELR} and the final one two zeros.
-    unwind = FrameRecords(("x29",), "x30", 0, 8, True,
+    unwind = FrameRecords(("x29",), "x30", 0, 8, strip_pac,
                           "arch/arm64/include/asm/stacktrace/frame.h struct frame_record (7.2)",
                           exceptions=ExceptionRegs(
                               ("pt_regs.pc", 0), ("pt_regs.regs", 29 * 8),

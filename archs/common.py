@@ -284,7 +284,8 @@ class FrameRecords:
     link_register: str | None  # the return address of a function that has not saved its record yet
     prev_fp_offset: int  # where the caller's frame pointer lies, from the frame pointer
     ret_offset: int  # where the return address lies, from the frame pointer
-    strip_pac: bool  # saved return addresses carry a pointer-authentication code in their top bits
+    # saved return addresses carry a pointer-authentication code: (address, VA bits) -> the address
+    strip_pac: Callable[[int, int], int] | None
     source: str  # the kernel's definition of the record
     # A function that saved only its frame pointer (no calls, so no return address to keep) leaves
     # the caller's frame pointer where the return address would be: in the first frame a word the

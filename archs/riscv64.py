@@ -322,7 +322,7 @@ class Riscv64(ArchDefaults):
     # THREAD_SIZE_ORDER, 2 for 64-bit without KASAN: asm/thread_info.h, 7.2); a return address in
     # handle_exception..ret_from_exception_end (7.2; == ret_from_exception in 6.1) goes on at the
     # pt_regs at the frame pointer, its epc and s0.
-    unwind = FrameRecords(("s0", "fp"), "ra", -16, -8, False,
+    unwind = FrameRecords(("s0", "fp"), "ra", -16, -8, None,
                           "arch/riscv/include/asm/stacktrace.h struct stackframe (7.2)", leaf_stack=16 << 10,
                           exceptions=ExceptionRegs(
                               ("pt_regs.epc", 0), ("pt_regs.s0", 0),

@@ -211,7 +211,6 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
     the walk stopped where it did not reach the end of the records."""
     kernel = session.kernel
     assert kernel is not None
-    top = KERNEL_TOP if unwind.strip_pac else 0
     out: list[str] = []
 
     def add(address: int, is_return: bool) -> bool:
@@ -232,13 +231,18 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
     link = (unwind.link_register,) if unwind.link_register else ()
     try:
         regs = target.cpu_registers(thread, (*unwind.fp_registers, *link))
+        va_bits = session.mode(True).va_bits
     except (ReadError, SessionError, WatchError) as exc:
         return stopped(f"no registers: {exc}")
+
+    def strip(address: int) -> int:
+        return unwind.strip_pac(address, va_bits) if unwind.strip_pac else address
+
     fp = next((regs[r] for r in unwind.fp_registers if r in regs), None)
     if fp is None:
         return stopped(f"the gdbstub gives no {' or '.join(unwind.fp_registers)}")
     if unwind.link_register and regs.get(unwind.link_register):
-        add(regs[unwind.link_register] | top, True)
+        add(strip(regs[unwind.link_register]), True)
     exceptions = unwind.exceptions
     entry = _entry_text(symbols, kernel.kaslr_offset, exceptions)
     meta = exceptions.meta if exceptions is not None and exceptions.meta is not None and \
@@ -251,7 +255,7 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
             if fp in seen:
                 return stopped(f"the frame records loop at {fp:#x}")
             seen.append(fp)
-            ret, prev = _word(session, fp + unwind.ret_offset), _word(session, fp + unwind.prev_fp_offset)
+            ret, prev = strip(_word(session, fp + unwind.ret_offset)), _word(session, fp + unwind.prev_fp_offset)
             if len(seen) == 1 and unwind.leaf_stack and ret % 8 == 0 and \
                     fp + 16 <= ret <= -(-fp // unwind.leaf_stack) * unwind.leaf_stack:
                 fp = ret  # a function that saved no return address: the link register was its caller
@@ -267,7 +271,6 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
                     return stopped(f"a frame_record_meta of type {kind} at {fp:#x}")
                 regs_at = fp - kernel.layout.members[meta.member][0]
             else:
-                ret |= top
                 if not add(ret, True):
                     return stopped(f"return address {ret:#x} is in no function of the vmlinux "
                                    "(a module, BPF or a trampoline)")
