@@ -32,7 +32,7 @@ def op(target: str, words: tuple[str, ...], timeout: float, as_json: bool) -> No
     `OPERATION [START]` does it on that region (default: the latest prepared); `maps` prints the
     workload's /proc/self/maps (the kernel's own names of its VMAs).  Operations:
     guard-install, guard-remove, mprotect, pageout, thp-split, collapse, migrate (a VM booted with
-    --numa-nodes 2), contpte-mprotect
+    --numa-nodes 2), age, uaccess-fault, contpte-mprotect
     (vm-images/README-workload.md); with the HMM test driver loaded, hmm-prepare [PAGES],
     hmm-prepare-thp (one PMD-sized THP),
     hmm-migrate-dev, hmm-migrate-sys, hmm-exclusive, hmm-readonly, hmm-touch, hmm-snapshot,

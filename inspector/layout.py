@@ -21,7 +21,7 @@ from .cache import subdir
 from .kernel import drgn_program
 
 # Bump when what is extracted (or how) changes: old cache files are then never read.
-SCHEMA = 5
+SCHEMA = 6
 
 # Variables by name, with the file that defines them when the name is static there.
 VARIABLES: dict[str, str | None] = {
@@ -33,7 +33,7 @@ VARIABLES: dict[str, str | None] = {
     "nr_swapfiles": "mm/swapfile.c",
 }
 # Variables that some kernels (or architectures) do not have.
-OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data", "iomem_resource")
+OPTIONAL_VARIABLES = ("swap_migration_ad_supported", "boot_cpu_data", "iomem_resource", "modules")
 # Functions whose presence or address is a fact: RawKernel.facts reads CONFIG_MEMORY_FAILURE and
 # CONFIG_MIGRATION from the first two; vm_ops->name == special_mapping_name marks a special
 # mapping (mm/mmap.c); the d_op->d_dname functions whose names /proc/PID/maps shows are derived
@@ -84,6 +84,9 @@ OPTIONAL_MEMBERS: dict[str, tuple[str, ...]] = {
     "resource": ("start", "end", "desc", "sibling", "child"),  # inspector/devmem.py
     # where a frame-record chain goes on across an exception (archs: FrameRecords.exceptions)
     "pt_regs": ("pc", "regs", "stackframe", "epc", "s0"),
+    # loaded modules' names, symbols and (x86 CONFIG_UNWINDER_ORC) ORC tables: inspector/rawkernel/modules.py
+    "module": ("list", "name", "kallsyms", "arch.orc_unwind_ip", "arch.orc_unwind", "arch.num_orcs"),
+    "mod_kallsyms": ("symtab", "num_symtab", "strtab"),
 }
 # Array members and variables whose bound is a kernel constant (the maple ones from 6.1 only).
 ARRAYS = ("uts_namespace.name.release", "task_struct.comm")

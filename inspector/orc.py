@@ -6,14 +6,15 @@ The tables are the vmlinux's `.orc_unwind_ip` (s32 offsets, each relative to its
 `.orc_unwind` (6-byte entries); link-time addresses, so a run-time IP is looked up less the KASLR
 offset.  Before 5.12 the kernel sorted them at boot (scripts/sorttable does it at build time since
 57fa18994285 scripts/sorttable: Implement build-time ORC unwind table sorting): they are sorted here
-when the file's are not.  Only the vmlinux's own text is covered: a module's, BPF's or a trampoline's
-IP ends the unwind (named), where the kernel would fall back to a frame-pointer guess.
+when the file's are not.  A loaded module's tables are read from its struct module
+(inspector/rawkernel/modules.py); a BPF program's or a trampoline's IP ends the unwind (named), where
+the kernel would fall back to a frame-pointer guess.
 """
 from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,16 +91,23 @@ class OrcTables:
         offsets = array("i", raw_ips)
         if len(offsets) * ENTRY_BYTES != len(entries):
             raise OrcError(f"{vmlinux}: .orc_unwind_ip has {len(offsets)} entries, .orc_unwind {len(entries)} bytes")
+        text = tuple((symbols[start], symbols[end]) for start, end in TEXT_RANGES
+                     if start in symbols and end in symbols)
+        if not text:
+            raise OrcError(f"{vmlinux} names neither _stext/_etext nor _sinittext/_einittext")
+        return cls.of(chosen, base, offsets, entries, text)
+
+    @classmethod
+    def of(cls, layout: OrcLayout, base: int, offsets: Sequence[int], entries: bytes,
+           text: tuple[tuple[int, int], ...]) -> OrcTables:
+        """Tables from an .orc_unwind_ip at `base` (each s32 relative to its own slot) and its entries;
+        a module's are at run-time addresses (module_finalize() -> unwind_module_init(), which sorts them)."""
         ips = [base + 4 * i + offset for i, offset in enumerate(offsets)]
         order = None
         if any(a > b for a, b in zip(ips, ips[1:])):
             order = sorted(range(len(ips)), key=ips.__getitem__)
             ips = [ips[i] for i in order]
-        text = tuple((symbols[start], symbols[end]) for start, end in TEXT_RANGES
-                     if start in symbols and end in symbols)
-        if not text:
-            raise OrcError(f"{vmlinux} names neither _stext/_etext nor _sinittext/_einittext")
-        return cls(chosen, ips, order, entries, text)
+        return cls(layout, ips, order, entries, text)
 
     def covers(self, ip: int) -> bool:
         return any(start <= ip < end for start, end in self.text)
@@ -128,10 +136,11 @@ def first_registers(read: Callable[[tuple[str, ...]], dict[str, int]]) -> dict[s
 
 
 def unwind(tables: OrcTables, regs: dict[str, int], read_word: Callable[[int], int], kaslr_offset: int,
-           limit: int) -> Unwound:
+           limit: int, module_tables: Callable[[int], OrcTables | None] = lambda ip: None) -> Unwound:
     """Walk up to `limit` callers from a stopped vCPU's registers (ORC names: ip, sp, bp and the DRAP
     registers), as unwind_next_frame() does from a pt_regs.  `read_word` reads a kernel VA and
-    raises LookupError on a fault."""
+    raises LookupError on a fault; `module_tables` gives the tables of the module a run-time IP
+    outside the vmlinux is in (orc_module_find()), or None."""
     frames: list[tuple[int, bool]] = []
     ip, sp, bp = regs["ip"], regs["sp"], regs["bp"]
     known: dict[str, int] = dict(regs)  # registers whose values this frame has (full pt_regs or the stub's)
@@ -141,11 +150,16 @@ def unwind(tables: OrcTables, regs: dict[str, int], read_word: Callable[[int], i
         return Unwound(tuple(frames), f"stopped: {why}")
 
     while len(frames) < limit:
-        lookup = (ip if signal else ip - 1) - kaslr_offset
-        if not tables.covers(lookup):
-            return stopped(f"{ip:#x} is outside the vmlinux's text (a module, BPF or a trampoline: "
-                           "their ORC is not read)")
-        orc = tables.find(lookup)
+        lookup = ip if signal else ip - 1
+        if tables.covers(lookup - kaslr_offset):
+            table, lookup = tables, lookup - kaslr_offset
+        else:
+            found = module_tables(lookup)
+            if found is None:
+                return stopped(f"{ip:#x} is outside the vmlinux's and every module's text (BPF or a trampoline: "
+                               "their ORC is not read)")
+            table = found
+        orc = table.find(lookup)
         if orc is None or orc.kind == UNDEFINED:
             return stopped(f"no ORC data for {ip:#x}")
         if orc.kind == END_OF_STACK:

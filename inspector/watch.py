@@ -18,15 +18,17 @@ stepped over: see Watcher.step_over.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ptinspect.archs.common import ExceptionRegs, FrameRecords, Kind, OrcUnwind, StackScan
 from ptinspect.archs.versions import Layout
+from ptinspect.archs.x86_orc import OrcLayout
 
 from .diff import Change, Differ, entry_label
 from .dump import Row
@@ -34,6 +36,7 @@ from .entry import ENTRY_BYTES, Entry
 from .kernel import KernelError
 from .orc import OrcError, OrcTables, first_registers
 from .orc import unwind as unwind_orc
+from .rawkernel import LoadedModule
 from .reader import ReadError, TableCache, contains
 from .records import item_record, target_record
 from .session import Root, Session, SessionError
@@ -53,6 +56,9 @@ IDLE_HITS = 300
 # the few instructions of a load/store-exclusive retry loop around it (its branch goes back a handful
 # of instructions, to the load-exclusive).  Leaving that window means the store is behind us.
 STEP_LIMIT, STEP_BEFORE, STEP_AFTER = 64, 64, 16
+# The source of access/dirty-only changes a hit found where the hit's own store cannot be told from the
+# MMU's updates (Watcher.resolve).
+UNSURE = "kernel-or-hardware"
 
 
 class WatchError(Exception):
@@ -89,6 +95,7 @@ class Symbols:
     values: dict[str, int] = field(default_factory=dict)  # every named symbol
     vmlinux: Path | None = None
     _orc: OrcTables | OrcError | None = None
+    _module_orc: dict[tuple[str, int], OrcTables] = field(default_factory=dict)
 
     @classmethod
     def load(cls, vmlinux: Path) -> Symbols:
@@ -112,20 +119,57 @@ class Symbols:
             raise self._orc
         return self._orc
 
-    def name(self, pc: int, kaslr_offset: int, return_address: bool = False) -> str | None:
-        """"function+0xoff/0xsize" of a run-time PC, None outside every function.  A return address
-        is named by the call before it (it can be the first byte after a function that does not
-        return), as the kernel's %pB does."""
-        import bisect
+    def name(self, pc: int, kaslr_offset: int, return_address: bool = False,
+             modules: Callable[[], Sequence[LoadedModule]] | None = None) -> str | None:
+        """"function+0xoff/0xsize" of a run-time PC (with " [module]" in a loaded module's text, the
+        modules asked for only then), None outside every function.  A return address is named by the
+        call before it (it can be the first byte after a function that does not return), as the
+        kernel's %pB does."""
+        found = _function(self.starts, self.funcs, pc - kaslr_offset, return_address)
+        if found is not None or modules is None:
+            return found
+        for module in modules():
+            found = _function([f[0] for f in module.functions], module.functions, pc, return_address)
+            if found is not None:
+                return f"{found} [{module.name}]"
+        return None
 
-        link = pc - kaslr_offset
-        i = bisect.bisect_right(self.starts, link - return_address) - 1
-        if i < 0:
-            return None
-        start, size, name = self.funcs[i]
-        if size and link - return_address >= start + size:
-            return None
-        return f"{name}+{link - start:#x}/{size:#x}"
+    def module_orc(self, modules: Sequence[LoadedModule], layout: OrcLayout, ip: int) -> OrcTables | None:
+        """The ORC tables of the loaded module whose functions span run-time `ip`, built once."""
+        for module in modules:
+            if not module.orc_ip_offsets or not module.functions:
+                continue
+            text = (module.functions[0][0], max(start + size for start, size, _ in module.functions))
+            if text[0] <= ip < text[1]:
+                key = (module.name, module.orc_ip_base)
+                if key not in self._module_orc:
+                    self._module_orc[key] = OrcTables.of(layout, module.orc_ip_base, module.orc_ip_offsets,
+                                                         module.orc_entries, (text,))
+                return self._module_orc[key]
+        return None
+
+
+def _function(starts: Sequence[int], funcs: Sequence[tuple[int, int, str]], address: int,
+              return_address: bool) -> str | None:
+    """"function+0xoff/0xsize" of ADDRESS among functions sorted by start (STARTS their starts)."""
+    i = bisect.bisect_right(starts, address - return_address) - 1
+    if i < 0:
+        return None
+    start, size, name = funcs[i]
+    if size and address - return_address >= start + size:
+        return None
+    return f"{name}+{address - start:#x}/{size:#x}"
+
+
+def _modules(session: Session) -> Callable[[], Sequence[LoadedModule]]:
+    """The stopped kernel's loaded modules, read when first asked for; none where they cannot be read."""
+    def read() -> Sequence[LoadedModule]:
+        assert session.kernel is not None
+        try:
+            return session.kernel.modules()
+        except KernelError:
+            return ()
+    return read
 
 
 # -- the running task -----------------------------------------------------------------------------
@@ -184,6 +228,7 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
             return _orc_chain(session, target, thread, symbols, tables)
     if isinstance(unwind, FrameRecords):
         return _frame_chain(session, target, thread, symbols, unwind)
+    modules = _modules(session)
     out: list[str] = []
     try:
         sp = target.cpu_registers(thread, (unwind.sp_register,))[unwind.sp_register]
@@ -197,7 +242,7 @@ def call_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
     for (word,) in struct.iter_unpack("<Q", data[: len(data) // 8 * 8]):
         if len(out) >= FRAMES:
             break
-        name = symbols.name(word, kernel.kaslr_offset, True) if word & KERNEL_TOP == KERNEL_TOP else None
+        name = symbols.name(word, kernel.kaslr_offset, True, modules) if word & KERNEL_TOP == KERNEL_TOP else None
         if name and _called_from(session, unwind, word) and (not out or out[-1] != name):
             out.append(name)
     return tuple(out), f"stack scan (a guess: {unwind.why})"
@@ -211,10 +256,11 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
     the walk stopped where it did not reach the end of the records."""
     kernel = session.kernel
     assert kernel is not None
+    modules = _modules(session)
     out: list[str] = []
 
     def add(address: int, is_return: bool) -> bool:
-        name = symbols.name(address, kernel.kaslr_offset, is_return)
+        name = symbols.name(address, kernel.kaslr_offset, is_return, modules)
         if name is not None and (not out or out[-1] != name):
             out.append(name)
         return name is not None
@@ -318,10 +364,12 @@ def _orc_chain(session: Session, target: WatchTarget, thread: str, symbols: Symb
     regs = first_registers(lambda names: target.cpu_registers(thread, names))
     if not {"ip", "sp", "bp"} <= regs.keys():
         return (), "ORC (stopped: the gdbstub gives no rip/rsp/rbp)"
-    walked = unwind_orc(tables, regs, read_word, kernel.kaslr_offset, FRAMES)
+    modules = _modules(session)
+    walked = unwind_orc(tables, regs, read_word, kernel.kaslr_offset, FRAMES,
+                        lambda ip: symbols.module_orc(modules(), tables.layout, ip))
     out: list[str] = []
     for address, is_return in walked.frames:
-        name = symbols.name(address, kernel.kaslr_offset, is_return) or f"{address:#x}"
+        name = symbols.name(address, kernel.kaslr_offset, is_return, modules) or f"{address:#x}"
         if not out or out[-1].split("+", 1)[0] != name.split("+", 1)[0]:
             out.append(name)
     return tuple(out), "ORC" + ("" if walked.end == "complete" else f" ({walked.end})")
@@ -362,7 +410,7 @@ def cpu_state(session: Session, target: WatchTarget, thread: str | None, symbols
     assert kernel is not None
     regs = target.cpu_registers(thread, session.arch.pc_registers)
     pc = next(iter(regs.values()), None)
-    function = symbols.name(pc, kernel.kaslr_offset) if pc is not None else None
+    function = symbols.name(pc, kernel.kaslr_offset, False, _modules(session)) if pc is not None else None
     try:
         task = _current_task(session, target, thread, symbols)
         layout = kernel.layout.members
@@ -414,7 +462,9 @@ class Event:
     """One changed entry."""
 
     time: float  # seconds since the watch began
-    source: str  # "kernel" (a watched store), "hardware" (MMU access/dirty), "unseen" (no watchpoint fired)
+    # "kernel" (a watched store), "hardware" (MMU access/dirty), "unseen" (no watchpoint fired), or
+    # UNSURE: one of several access/dirty-only changes a hit found was the hit's own completed store
+    source: str
     cpu: Cpu | None
     status: str  # added | removed | changed
     va: int
@@ -620,8 +670,10 @@ class Watcher:
         events = []
         now = time.monotonic() - self.began
         for pa, slot, ra, rb in changed:
-            if (pa, slot) in kernel_slots or (pa == hit and not kernel_slots):
+            if (pa, slot) in kernel_slots:
                 source = "kernel"
+            elif pa == hit and not kernel_slots:
+                source = UNSURE  # the hit's store, or the MMU's: resolve() tells, after one step
             else:
                 source = "hardware" if self._hardware_only(ra, rb) else "unseen"
             ea, eb = old_walk.slot(pa, slot), new_walk.slot(pa, slot)
@@ -636,7 +688,7 @@ class Watcher:
                 continue  # none to none: only bits no decode shows
             e = eb or ea
             assert e is not None
-            events.append(Event(now, source, cpu if source == "kernel" else None, status, e.va, e.ref.level,
+            events.append(Event(now, source, cpu if source in ("kernel", UNSURE) else None, status, e.va, e.ref.level,
                                 rec_a, rec_b, tuple(changes)))
         self.copies = new
         self._follow(changed, old_walk, new_walk)
@@ -702,8 +754,8 @@ class Watcher:
                 events = self.check(stop)
                 stuck = False
                 if stop.watch is not None and not any(e.source == "kernel" for e in events):
-                    stepped, passed = self.step_over(stop)
-                    events += stepped
+                    stepped, passed, stored_in_step = self.step_over(stop)
+                    events = resolve(events, stored_in_step) + stepped
                     stuck = not passed
                 idle = idle + 1 if stuck and not events else 0
                 if idle >= IDLE_HITS:
@@ -723,12 +775,14 @@ class Watcher:
         finally:
             out.tables = len(self.watched)
 
-    def step_over(self, stop: StopReply) -> tuple[list[Event], bool]:
+    def step_over(self, stop: StopReply) -> tuple[list[Event], bool, bool]:
         """Let the store of a hit that changed no entry happen: take the hit table's watchpoint
         out, single-step the vCPU until a watched entry changes (the store ran: its events, with
         the PC just past it, as for a plain store) or the PC leaves the store's neighbourhood
         (STEP_*: a retry loop is left, or the store wrote what was there), then put it back.
-        The events, and whether the vCPU got past the store (False: STEP_LIMIT steps did not).
+        The events (all the stepping vCPU's stores: other vCPUs stay stopped), whether the vCPU got
+        past the store (False: STEP_LIMIT steps did not), and whether the first step stored (the
+        hit stopped before its store: what the hit itself found was not its store).
 
         Why: QEMU stops an atomic read-modify-write before it writes (module docstring), and a
         load/store-exclusive loop whose exclusive store fails retries into the watchpoint; one
@@ -736,20 +790,20 @@ class Watcher:
         with interrupts and timers held off (GdbstubTarget.step), so the steps stay in this code."""
         hit = next((w for w in self.watched.values() if w.va == stop.watch), None)
         if hit is None or stop.thread is None:
-            return [], False
+            return [], False, False
         start = self._pc(stop.thread)
         self.target.remove_watchpoint(hit.va, hit.length)
         self.suspended.add(hit.pa)
         try:
-            for _ in range(STEP_LIMIT):
+            for n in range(STEP_LIMIT):
                 step = self.target.step(stop.thread)
                 if step.kind != "signal":
                     raise WatchError(f"the VM ended while stepped ({step.raw.decode(errors='replace')})")
-                events = self.check(stop)
+                events = [replace(e, source="kernel") if e.source == UNSURE else e for e in self.check(stop)]
                 pc = self._pc(stop.thread)
                 if events or start is None or pc is None or not start - STEP_BEFORE <= pc < start + STEP_AFTER:
-                    return events, True
-            return [], False
+                    return events, True, bool(events) and n == 0
+            return [], False, False
         finally:
             if hit.pa in self.suspended:  # still watched: back in QEMU
                 self.suspended.discard(hit.pa)
@@ -773,6 +827,18 @@ class Watcher:
                 out.reason = "count"
                 return True
         return False
+
+
+def resolve(events: list[Event], stored_in_step: bool) -> list[Event]:
+    """A hit's access/dirty-only changes (UNSURE) once stepping has told: when the first step made
+    the store, the hit stopped before it (an atomic read-modify-write) and they were the MMU's; else
+    the hit's store had completed, so a lone one was it, and of several one was (which, unknown)."""
+    unsure = [e for e in events if e.source == UNSURE]
+    if stored_in_step:
+        return [replace(e, source="hardware", cpu=None) if e.source == UNSURE else e for e in events]
+    if len(unsure) == 1:
+        return [replace(e, source="kernel") if e.source == UNSURE else e for e in events]
+    return events
 
 
 class Walkers:

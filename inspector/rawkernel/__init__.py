@@ -10,18 +10,20 @@ RawKernel describes one stopped kernel.
 
 One module per kernel subsystem, as drgn's helpers: memory.py (reads, strings, structure members),
 facts.py (release, facts), memblock.py (RAM), tasks.py (tasks, mm, pgd), maple.py (the maple tree),
-vmas.py (VMAs from the maple tree or the mmap list, and their names), paths.py (d_path).
+vmas.py (VMAs from the maple tree or the mmap list, and their names), paths.py (d_path),
+modules.py (loaded modules' symbols and ORC tables).
 RawKernel is all of them.
 """
 from __future__ import annotations
 
 from .memblock import Memblock
 from .memory import SOURCE, ReadVa
+from .modules import LoadedModule, Modules
 from .tasks import Task, Tasks
 from .vmas import Vmas
 
-__all__ = ["SOURCE", "RawKernel", "ReadVa", "Task"]
+__all__ = ["SOURCE", "LoadedModule", "RawKernel", "ReadVa", "Task"]
 
 
-class RawKernel(Vmas, Tasks, Memblock):
+class RawKernel(Vmas, Tasks, Memblock, Modules):
     """Questions about a kernel, answered from its memory and a KernelLayout."""

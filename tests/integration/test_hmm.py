@@ -24,10 +24,12 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from ptinspect.inspector.model.builder import model_for
 from ptinspect.inspector.snapshot import Snapshot, load
@@ -298,3 +300,48 @@ def test_kernel_hmm_selftest(vm: Callable[..., VM], arch: str, series: str) -> N
         want = "ok" if gup or name != "hmm_gup_test" else "ok # SKIP Skipping test, could not find gup_test driver"
         assert private == [want], (name, private)
         assert coherent == ["ok # SKIP DEVICE_COHERENT not available"], (name, coherent)
+
+
+@pytest.mark.parametrize("arch,series", [i for i in IMAGES if i[1] == "7.2"], ids=[f"{a}-7.2" for a, s in IMAGES
+                                                                                   if s == "7.2"])
+def test_watch_chain_runs_through_the_driver(vm: Callable[..., VM], arch: str, series: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch --until device-private` while the driver migrates a region to its device memory: the
+    entry is stored under the driver's ioctl (lib/test_hmm.c dmirror_fops_unlocked_ioctl ->
+    dmirror_migrate_to_device -> migrate_vma_pages/finalize), so its call chain runs through the
+    module's code: named from the module's own symbols as the kernel's %pB names them
+    ("func+off/size [test_hmm]"), unwound on x86-64 with the module's ORC tables, on to the ioctl
+    syscall. The function names are the module's own (test_hmm.ko's symbol table)."""
+    from .test_watch import finish, no_watchpoints_left, start_watch
+
+    image = ensure_image(image_for(arch, series))
+    module = build_module(image)
+    with module.ko.open("rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        driver = {sym.name for sym in symtab.iter_symbols() if sym["st_info"]["type"] == "STT_FUNC"}
+    machine = vm(arch, series)
+    prep, answer = ask(machine, "hmm-prepare", "4")
+    target = ["--gdb", machine.gdb, "--vmlinux", str(image.vmlinux), "--config-file", str(image.config)]
+    watch, _ = start_watch(target, answer["pid"], prep, "--until", "device-private", "--for", "120")
+    done: dict[str, OpResult] = {}
+    worker = threading.Thread(target=lambda: done.setdefault("answer", request(machine, ["hmm-migrate-dev"], 300)))
+    worker.start()
+    events, summary = finish(watch, 240)
+    assert summary["end"] == "until" and summary["vm"] == "stopped", (summary, [
+        (e["va"], e["before"] and e["before"]["kind"], e["after"] and e["after"]["kind"], e["function"], e["callers"][:6])
+        for e in events])
+    caught = events[-1]
+    assert caught["after"]["kind"].startswith("device-private-"), caught
+    chain = [caught["function"], *caught["callers"]]
+    with capsys.disabled():
+        print(f"\n[chain] {arch} ({caught['unwinder']}): {' < '.join(chain)}", flush=True)
+    assert "stopped" not in caught["unwinder"], caught
+    in_module = [i for i, name in enumerate(chain) if name.endswith(" [test_hmm]")]
+    assert in_module, chain
+    names = [name.split("+", 1)[0] for name in chain]
+    assert {names[i] for i in in_module} <= driver, chain
+    assert {"dmirror_migrate_to_device.constprop.0", "dmirror_fops_unlocked_ioctl"} <= {names[i] for i in in_module}
+    assert any(name.endswith("_sys_ioctl") for name in names[in_module[-1]:]), chain  # the syscall beneath it
+    no_watchpoints_left(machine, summary)  # detaches: the VM runs on
+    worker.join(300)
+    assert done["answer"].status == "ok", done["answer"].line[:300]
