@@ -85,7 +85,7 @@ def test_ends_are_named() -> None:
     sp, stack = 0xFFFFC90000003000, Stack()
     stack[sp] = TEXT[1] + 0x100 + KASLR  # F1's return address (at its CFA sp + 8, - 8): outside the vmlinux's text (a module)
     walked = unwind(t, {"ip": F1 + KASLR, "sp": sp, "bp": 0}, stack.word, KASLR, 16)
-    assert walked.end.startswith("stopped: ") and "outside the vmlinux's text" in walked.end
+    assert walked.end.startswith("stopped: ") and "outside the vmlinux's and every module's text" in walked.end
     walked = unwind(t, {"ip": F1 + KASLR, "sp": sp + 0x800, "bp": 0}, stack.word, KASLR, 16)
     assert walked.end.startswith("stopped: the stack could not be read")
     stack[sp] = F2 + 1 + KASLR  # F2 calls F2 with the same frame, forever: cut at the limit
@@ -112,3 +112,29 @@ def test_decode_reads_each_bitfield(name: str) -> None:
     got = layout.decode(entry(-24, 300, numbers["bp"], numbers["prev_sp"], kinds["regs"], 1, bits))
     assert (got.sp_offset, got.bp_offset, got.sp_reg, got.bp_reg, got.kind) == (-24, 300, "bp", "prev_sp", "regs")
     assert got.signal  # REGS frames are signal frames: end:1 (5.10) or signal:1 (6.4) alike
+
+
+def test_module_tables_continue_the_walk() -> None:
+    """A return address in a loaded module (run-time, no KASLR offset applies) is looked up in the
+    module's own tables (orc_module_find()): .orc_unwind_ip as the module holds it, each s32 relative
+    to its own slot, in any order (OrcTables.of sorts); the walk goes on from the module's frame."""
+    layout = next(layout for layout in LAYOUTS if layout.name == "7.x")
+    t = tables("7.x", [(F1, entry(8, 0, R7["sp"], R7["undefined"], T7["call"], 0, 3)),
+                       (F3, entry(0, 0, R7["undefined"], R7["undefined"], T7["end"], 0, 3))])
+    module_text = (0xFFFFFFFFC0000000, 0xFFFFFFFFC0001000)
+    m1, m2 = module_text[0] + 0x100, module_text[0] + 0x400  # two module functions
+    base = 0xFFFFFFFFC0100000  # the module's .orc_unwind_ip: m2's slot first
+    offsets = [m2 - base, m1 - (base + 4)]
+    entries = entry(16, 0, R7["sp"], R7["undefined"], T7["call"], 0, 3) + entry(8, 0, R7["sp"], R7["undefined"],
+                                                                                   T7["call"], 0, 3)
+    module = OrcTables.of(layout, base, offsets, entries, (module_text,))
+    sp, stack = 0xFFFFC90000004000, Stack()
+    stack[sp] = m2 + 0x10  # F1 (8 bytes of frame) returns into m2
+    stack[sp + 8 + 8] = m1 + 0x20  # m2 (16 bytes of frame) returns into m1
+    stack[sp + 8 + 16] = F3 + 0x8 + KASLR  # m1 (8 bytes) returns into F3: the end of the stack
+    walked = unwind(t, {"ip": F1 + KASLR, "sp": sp, "bp": 0}, stack.word, KASLR, 16,
+                    lambda ip: module if module_text[0] <= ip < module_text[1] else None)
+    assert [ip for ip, _ in walked.frames] == [m2 + 0x10, m1 + 0x20, F3 + 0x8 + KASLR], walked
+    assert walked.end == "complete"
+    walked = unwind(t, {"ip": F1 + KASLR, "sp": sp, "bp": 0}, stack.word, KASLR, 16)
+    assert [ip for ip, _ in walked.frames] == [m2 + 0x10] and "every module's text" in walked.end
