@@ -95,7 +95,7 @@ class Symbols:
     values: dict[str, int] = field(default_factory=dict)  # every named symbol
     vmlinux: Path | None = None
     _orc: OrcTables | OrcError | None = None
-    _module_orc: dict[tuple[str, int], OrcTables] = field(default_factory=dict)
+    _module_orc: dict[tuple[str, int, bytes], OrcTables] = field(default_factory=dict)
 
     @classmethod
     def load(cls, vmlinux: Path) -> Symbols:
@@ -141,7 +141,7 @@ class Symbols:
                 continue
             text = (module.functions[0][0], max(start + size for start, size, _ in module.functions))
             if text[0] <= ip < text[1]:
-                key = (module.name, module.orc_ip_base)
+                key = (module.name, module.orc_ip_base, module.orc_entries)  # the same module, still loaded
                 if key not in self._module_orc:
                     self._module_orc[key] = OrcTables.of(layout, module.orc_ip_base, module.orc_ip_offsets,
                                                          module.orc_entries, (text,))
@@ -162,14 +162,19 @@ def _function(starts: Sequence[int], funcs: Sequence[tuple[int, int, str]], addr
 
 
 def _modules(session: Session) -> Callable[[], Sequence[LoadedModule]]:
-    """The stopped kernel's loaded modules, read when first asked for; none where they cannot be read."""
-    def read() -> Sequence[LoadedModule]:
-        assert session.kernel is not None
-        try:
-            return session.kernel.modules()
-        except KernelError:
-            return ()
-    return read
+    """The stopped kernel's loaded modules, read when first asked for and kept for this one stop
+    (a module may come or go while the VM runs); none where they cannot be read."""
+    read: list[Sequence[LoadedModule]] = []
+
+    def modules() -> Sequence[LoadedModule]:
+        if not read:
+            assert session.kernel is not None
+            try:
+                read.append(session.kernel.modules())
+            except KernelError:
+                read.append(())
+        return read[0]
+    return modules
 
 
 # -- the running task -----------------------------------------------------------------------------
@@ -318,8 +323,8 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
                 regs_at = fp - kernel.layout.members[meta.member][0]
             else:
                 if not add(ret, True):
-                    return stopped(f"return address {ret:#x} is in no function of the vmlinux "
-                                   "(a module, BPF or a trampoline)")
+                    return stopped(f"return address {ret:#x} is in no function of the vmlinux or a loaded module "
+                                   "(BPF or a trampoline)")
                 if any(start <= ret < end for start, end in entry):
                     regs_at = fp  # riscv64: the entry's pt_regs lie where the frame pointer points
             if regs_at is None:
@@ -329,7 +334,7 @@ def _frame_chain(session: Session, target: WatchTarget, thread: str, symbols: Sy
             if pc & KERNEL_TOP != KERNEL_TOP:
                 break  # the exception came from user space
             if not add(pc, False):
-                return stopped(f"the interrupted PC {pc:#x} is in no function of the vmlinux")
+                return stopped(f"the interrupted PC {pc:#x} is in no function of the vmlinux or a loaded module")
     except (ReadError, SessionError) as exc:
         return stopped(f"cannot read the frame record at {fp:#x}: {exc}")
     except LookupError as exc:

@@ -39,19 +39,10 @@ class LoadedModule:
 class Modules(KernelMemory):
     """struct module on the `modules` list (include/linux/module.h)."""
 
-    _modules: list[LoadedModule] | KernelError | None = None
-
     def modules(self) -> list[LoadedModule]:
-        """Every live module, read once ([] when the kernel has no module support or the layout lacks
-        it); KernelError (kept) when the list cannot be read."""
-        if self._modules is None:
-            try:
-                self._modules = self._read_modules()
-            except KernelError as exc:
-                self._modules = exc
-        if isinstance(self._modules, KernelError):
-            raise self._modules
-        return self._modules
+        """Every live module ([] when the kernel has no module support or the layout lacks it), read
+        at each call: modules come and go while a watched VM runs."""
+        return self._read_modules()
 
     def _read_modules(self) -> list[LoadedModule]:
         m = self.layout.members
