@@ -55,6 +55,7 @@ def _facts(path: Path) -> dict:
 
 
 STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2  # include/uapi/linux/elf.h
+ELF64_SYM = "<IBBHQQ"  # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
 SHF_EXECINSTR = 0x4
 
 
@@ -107,7 +108,7 @@ def symbol_table(path: Path) -> SymbolTable:
     asm: dict[int, tuple[int, int, str]] = {}  # sized code without a type: SYM_CODE_START..SYM_CODE_END
     objects: dict[str, int] = {}
     # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
-    for st_name, info, _other, shndx, value, size in struct.iter_unpack("<IBBHQQ", data):
+    for st_name, info, _other, shndx, value, size in struct.iter_unpack(ELF64_SYM, data):
         if st_name:
             end = strtab.index(b"\0", st_name)
             name = strtab[st_name:end].decode(errors="replace")

@@ -129,7 +129,7 @@ class Symbols:
         if found is not None or modules is None:
             return found
         for module in modules():
-            found = _function([f[0] for f in module.functions], module.functions, pc, return_address)
+            found = _function(module.starts, module.functions, pc, return_address)
             if found is not None:
                 return f"{found} [{module.name}]"
         return None

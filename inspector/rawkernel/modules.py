@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from ptinspect.archs.x86_orc import ENTRY_BYTES
 
 from ..kernel import KernelError
+from ..vmlinux import ELF64_SYM, STT_FUNC
 from .memory import KernelMemory, _Fields
 
 MAX_MODULES = 1 << 16
 MAX_SYMBOLS = 1 << 20  # a bound no module's symbol table reaches
-SYM_BYTES = 24  # Elf64_Sym: st_name u32, st_info u8, st_other u8, st_shndx u16, st_value u64, st_size u64
-STT_FUNC = 2
+SYM_BYTES = struct.calcsize(ELF64_SYM)
 ORC_ENTRY_MAX = 1 << 22
 
 
@@ -31,6 +31,7 @@ class LoadedModule:
 
     name: str
     functions: tuple[tuple[int, int, str], ...]
+    starts: tuple[int, ...]  # the functions' starts, for bisect
     orc_ip_base: int = 0
     orc_ip_offsets: tuple[int, ...] = ()
     orc_entries: bytes = b""
@@ -77,7 +78,7 @@ class Modules(KernelMemory):
             if count > MAX_SYMBOLS:
                 raise KernelError(f"module {name}: {count} symbols")
             table = self.read(syms["symtab"], count * SYM_BYTES, f"the symbol table of module {name}")
-            records = [r for r in struct.iter_unpack("<IBBHQQ", table) if r[1] & 0xF == STT_FUNC and r[4] and r[0]]
+            records = [r for r in struct.iter_unpack(ELF64_SYM, table) if r[1] & 0xF == STT_FUNC and r[4] and r[0]]
             # the names up to the last one's start in one read; a name running past it, on its own
             last = max((r[0] for r in records), default=0)
             names = self.read(syms["strtab"], last, f"the symbol names of module {name}") if last else b""
@@ -89,10 +90,10 @@ class Modules(KernelMemory):
         functions.sort()
         count = values.get("arch.num_orcs", 0)
         if not count or not values.get("arch.orc_unwind_ip") or not values.get("arch.orc_unwind"):
-            return LoadedModule(name, tuple(functions))
+            return LoadedModule(name, tuple(functions), tuple(f[0] for f in functions))
         if count > ORC_ENTRY_MAX:
             raise KernelError(f"module {name}: {count} ORC entries")
         base = values["arch.orc_unwind_ip"]
         offsets = struct.unpack(f"<{count}i", self.read(base, 4 * count, f"the ORC IPs of module {name}"))
         entries = self.read(values["arch.orc_unwind"], ENTRY_BYTES * count, f"the ORC entries of module {name}")
-        return LoadedModule(name, tuple(functions), base, offsets, entries)
+        return LoadedModule(name, tuple(functions), tuple(f[0] for f in functions), base, offsets, entries)
